@@ -1,0 +1,24 @@
+//! fileapp: a file-sharing system with a central index server and direct peer-to-peer
+//! transfers.
+//!
+//! # Layout
+//! - [`proto`]: the UDP control datagrams (codec only, no I/O).
+//! - [`reliable`]: request/ACK/retry bookkeeping (sans-io, clock passed in).
+//! - [`index`]: the server's table as a state machine: datagrams and `now` in, datagrams,
+//!   store writes and deadlines out.
+//! - [`store`]: where the server's table is persisted, behind the [`store::Store`] trait.
+//! - [`server`]: the thin tokio driver for the index server.
+//! - [`client`]: the client's sans-io core, its command parser and its tokio driver.
+//! - [`transfer`]: the TCP peer-to-peer protocol: header codec, serving and fetching files.
+//! - [`console`]: the one owner of the client's terminal.
+//! - [`cli`]: command-line parsing shared by the binary.
+
+pub mod cli;
+pub mod client;
+pub mod console;
+pub mod index;
+pub mod proto;
+pub mod reliable;
+pub mod server;
+pub mod store;
+pub mod transfer;

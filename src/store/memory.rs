@@ -1,0 +1,50 @@
+//! A store that keeps nothing beyond the process: for tests and `--db :memory:`-like use.
+
+use std::collections::BTreeMap;
+
+use super::{OwnerRecord, Store, StoreError, StoreOp};
+
+/// Keeps committed changes in memory, so `load` after `commit` returns them (useful to
+/// test the index's restart logic without a disk).
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    owners: BTreeMap<String, OwnerRecord>,
+}
+
+impl Store for MemoryStore {
+    fn load(&mut self) -> Result<Vec<OwnerRecord>, StoreError> {
+        Ok(self.owners.values().cloned().collect())
+    }
+
+    fn commit(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        for op in ops {
+            match op {
+                StoreOp::Owner(row) => {
+                    self.owners
+                        .entry(row.name.clone())
+                        .and_modify(|r| r.row = row.clone())
+                        .or_insert_with(|| OwnerRecord {
+                            row: row.clone(),
+                            files: Vec::new(),
+                        });
+                }
+                StoreOp::Files { owner, files } => {
+                    if let Some(rec) = self.owners.get_mut(owner) {
+                        for (name, ver) in files {
+                            match rec.files.iter_mut().find(|(n, _)| n == name) {
+                                Some(f) => f.1 = *ver,
+                                None => rec.files.push((name.clone(), *ver)),
+                            }
+                        }
+                    }
+                }
+                StoreOp::ClearFiles { owner } => {
+                    if let Some(rec) = self.owners.get_mut(owner) {
+                        rec.files.clear();
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,65 @@
+//! Persistence of the server's table behind the [`Store`] trait.
+//!
+//! The index ([`crate::index`]) owns the live table in memory and emits [`StoreOp`]s for
+//! every change; the server driver hands each batch to [`Store::commit`] and only sends the
+//! ACKs of that batch once `commit` returned: an acknowledged change is durable.
+
+use std::net::SocketAddr;
+
+pub mod memory;
+pub mod sqlite;
+
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
+
+/// One owner (registered name) as persisted. Files are stored separately.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerRow {
+    pub name: String,
+    /// Address the owner's datagrams come from (IP and UDP port).
+    pub addr: SocketAddr,
+    pub tcp_port: u16,
+    pub online: bool,
+    /// Session token of the current (or last) session.
+    pub token: u128,
+    /// Registration instance of the current session (see `Message::Register`).
+    pub instance: u64,
+    /// Table version at which this owner's header last changed.
+    pub ver: u64,
+}
+
+/// An owner with its offered files, as loaded at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerRecord {
+    pub row: OwnerRow,
+    /// (file name, table version at which it was last (re)announced).
+    pub files: Vec<(String, u64)>,
+}
+
+/// One change to persist. Applied in order within a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreOp {
+    /// Insert or replace the owner's row (files untouched).
+    Owner(OwnerRow),
+    /// Insert or replace these files of `owner` with their versions.
+    Files { owner: String, files: Vec<(String, u64)> },
+    /// Remove every file of `owner`.
+    ClearFiles { owner: String },
+}
+
+/// Typed store failure; the server treats any of them as fatal for the batch.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+/// Where the index persists its table.
+pub trait Store: Send {
+    /// Everything persisted so far.
+    fn load(&mut self) -> Result<Vec<OwnerRecord>, StoreError>;
+    /// Makes a batch of changes durable, atomically (one transaction).
+    fn commit(&mut self, ops: &[StoreOp]) -> Result<(), StoreError>;
+}

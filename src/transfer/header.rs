@@ -1,0 +1,1 @@
+//! Transfer header codec (placeholder).
