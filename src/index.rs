@@ -1,1 +1,735 @@
-//! placeholder
+//! The server's table as a sans-io state machine.
+//!
+//! Inputs: datagrams with their source address ([`Index::handle_datagram`]) and the passing
+//! of time ([`Index::handle_timeout`]), both with `now` given by the caller. Outputs:
+//! datagrams to send ([`Index::poll_transmit`]), changes to persist
+//! ([`Index::take_store_ops`]) and the next deadline ([`Index::poll_timeout`]).
+//!
+//! The driver must persist the store ops of a batch *before* sending that batch's
+//! datagrams, so an acknowledged change is never lost.
+//!
+//! # Table versions
+//! Every change takes the next table version. Each owner records the version at which its
+//! header (address, online) last changed and each file the version at which it was added,
+//! so "everything that changed since version v" is computed from the current state without
+//! a log. A client at version `v` receives a delta `v -> current` in parts; a delta from
+//! version 0 is a full snapshot of online owners.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::proto::{self, Item, Message, Reject, Token};
+use crate::reliable::RetryPolicy;
+use crate::store::{OwnerRecord, OwnerRow, StoreOp};
+
+/// Tunables of the index. Defaults are the production values.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Heartbeat interval announced to clients.
+    pub heartbeat: Duration,
+    /// A client silent this long is marked offline.
+    pub offline_after: Duration,
+    /// Retransmission of table parts.
+    pub retry: RetryPolicy,
+    /// Changes within this window are pushed together.
+    pub coalesce: Duration,
+    /// Most files one client may offer.
+    pub max_files_per_client: usize,
+    /// Most online clients behind one IP address.
+    pub max_clients_per_ip: usize,
+    /// Datagrams per second accepted from one source address (0 = unlimited); bursts
+    /// of twice that are allowed.
+    pub rate_limit: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            heartbeat: Duration::from_secs(10),
+            offline_after: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
+            coalesce: Duration::from_millis(5),
+            max_files_per_client: 10_000,
+            max_clients_per_ip: 10_000,
+            rate_limit: 0,
+        }
+    }
+}
+
+/// Counters for operators and the load generator.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stats {
+    pub datagrams_in: u64,
+    pub malformed: u64,
+    pub rate_limited: u64,
+    pub refused: u64,
+    pub registrations: u64,
+    pub table_parts_sent: u64,
+}
+
+type OwnerId = usize;
+
+#[derive(Debug)]
+struct Push {
+    from: u64,
+    to: u64,
+    parts: Vec<Vec<u8>>,
+    unacked: BTreeSet<u16>,
+    next_at: Instant,
+    retries_left: u32,
+}
+
+#[derive(Debug)]
+struct Owner {
+    name: String,
+    addr: SocketAddr,
+    tcp_port: u16,
+    online: bool,
+    token: Token,
+    instance: u64,
+    /// Version at which the header (address, ports, online) last changed.
+    ver: u64,
+    /// Highest version of the header or any file: the key in `by_ver`.
+    latest: u64,
+    files: BTreeMap<String, u64>,
+    last_seen: Instant,
+    /// The client has proven it receives at `addr` (it echoed its token from there):
+    /// only then is it sent tables, so a spoofed registration cannot aim pushes at a
+    /// victim.
+    verified: bool,
+    /// Table version the client is known to hold.
+    acked: u64,
+    push: Option<Push>,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// The index server's state.
+pub struct Index {
+    cfg: Config,
+    version: u64,
+    owners: Vec<Owner>,
+    by_name: HashMap<String, OwnerId>,
+    by_token: HashMap<Token, OwnerId>,
+    /// Each owner once, under its `latest` version: the delta since v is a range scan.
+    by_ver: BTreeMap<u64, OwnerId>,
+    online: BTreeSet<OwnerId>,
+    per_ip: HashMap<IpAddr, usize>,
+    buckets: HashMap<SocketAddr, Bucket>,
+    timers: BTreeSet<(Instant, OwnerId)>,
+    push_due: Option<Instant>,
+    next_liveness: Instant,
+    out: VecDeque<(SocketAddr, Vec<u8>)>,
+    ops: Vec<StoreOp>,
+    /// Cryptographic RNG for session tokens: a client seeing its own tokens must learn
+    /// nothing about anyone else's.
+    rng: rand::rngs::StdRng,
+    stats: Stats,
+}
+
+impl Index {
+    /// An index holding what `records` (from the store) hold. Clients that were online are
+    /// given `offline_after` from `now` to come back by heartbeat. `seed` seeds token
+    /// generation (from the OS in production, fixed in tests).
+    pub fn new(cfg: Config, records: Vec<OwnerRecord>, now: Instant, seed: [u8; 32]) -> Index {
+        let mut ix = Index {
+            next_liveness: now + cfg.offline_after / 4,
+            cfg,
+            version: 0,
+            owners: Vec::new(),
+            by_name: HashMap::new(),
+            by_token: HashMap::new(),
+            by_ver: BTreeMap::new(),
+            online: BTreeSet::new(),
+            per_ip: HashMap::new(),
+            buckets: HashMap::new(),
+            timers: BTreeSet::new(),
+            push_due: None,
+            out: VecDeque::new(),
+            ops: Vec::new(),
+            rng: rand::SeedableRng::from_seed(seed),
+            stats: Stats::default(),
+        };
+        for rec in records {
+            let row = rec.row;
+            let files: BTreeMap<String, u64> = rec.files.into_iter().collect();
+            let latest = files.values().copied().fold(row.ver, u64::max);
+            ix.version = ix.version.max(latest);
+            let id = ix.owners.len();
+            ix.by_name.insert(row.name.clone(), id);
+            ix.by_token.insert(row.token, id);
+            ix.by_ver.insert(latest, id);
+            if row.online {
+                ix.online.insert(id);
+                *ix.per_ip.entry(row.addr.ip()).or_default() += 1;
+            }
+            ix.owners.push(Owner {
+                name: row.name,
+                addr: row.addr,
+                tcp_port: row.tcp_port,
+                online: row.online,
+                token: row.token,
+                instance: row.instance,
+                ver: row.ver,
+                latest,
+                files,
+                last_seen: now,
+                verified: false,
+                acked: 0,
+                push: None,
+            });
+        }
+        ix
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Number of registered names, online or not.
+    pub fn owners(&self) -> usize {
+        self.owners.len()
+    }
+
+    pub fn online_count(&self) -> usize {
+        self.online.len()
+    }
+
+    /// Is `name` online, and with which offered files? (For tests and diagnostics.)
+    pub fn owner_files(&self, name: &str) -> Option<(bool, Vec<String>)> {
+        let o = &self.owners[*self.by_name.get(name)?];
+        Some((o.online, o.files.keys().cloned().collect()))
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.out.pop_front()
+    }
+
+    /// Changes to persist before the pending datagrams may leave.
+    pub fn take_store_ops(&mut self) -> Vec<StoreOp> {
+        std::mem::take(&mut self.ops)
+    }
+
+    /// When [`Index::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let timers = self.timers.first().map(|(t, _)| *t);
+        [Some(self.next_liveness), self.push_due, timers]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn random_token(&mut self) -> Token {
+        use rand::RngExt;
+        self.rng.random()
+    }
+
+    fn bump(&mut self) -> u64 {
+        self.version += 1;
+        self.version
+    }
+
+    fn send(&mut self, to: SocketAddr, msg: &Message) {
+        if let Ok(bytes) = msg.encode() {
+            self.out.push_back((to, bytes));
+        }
+    }
+
+    fn allow(&mut self, now: Instant, src: SocketAddr) -> bool {
+        let rate = self.cfg.rate_limit;
+        if rate == 0 {
+            return true;
+        }
+        let burst = 2.0 * rate as f64;
+        let b = self.buckets.entry(src).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
+        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
+        b.tokens = (b.tokens + elapsed * rate as f64).min(burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Handles one datagram from `src`. Never panics, whatever the bytes.
+    pub fn handle_datagram(&mut self, now: Instant, src: SocketAddr, bytes: &[u8]) {
+        self.stats.datagrams_in += 1;
+        let msg = match Message::decode(bytes) {
+            Ok(m) => m,
+            Err(_) => {
+                self.stats.malformed += 1;
+                return;
+            }
+        };
+        if !self.allow(now, src) {
+            self.stats.rate_limited += 1;
+            return;
+        }
+        match msg {
+            Message::Register {
+                req,
+                name,
+                instance,
+                tcp_port,
+                keep_offers,
+            } => self.on_register(now, src, req, name, instance, tcp_port, keep_offers),
+            Message::Offer { req, token, files } => self.on_offer(now, src, req, token, files),
+            Message::Dereg { req, token } => self.on_dereg(src, req, token),
+            Message::Heartbeat {
+                req,
+                token,
+                table_version,
+            } => self.on_heartbeat(now, src, req, token, table_version),
+            Message::TableAck { token, to, part } => self.on_table_ack(now, src, token, to, part),
+            // Server-bound only; anything else is ignored.
+            Message::Welcome { .. }
+            | Message::Rejected { .. }
+            | Message::Ack { .. }
+            | Message::Table { .. } => self.stats.malformed += 1,
+        }
+    }
+
+    fn reject(&mut self, to: SocketAddr, req: u64, reason: Reject) {
+        self.stats.refused += 1;
+        self.send(to, &Message::Rejected { req, reason });
+    }
+
+    /// The owner a token names, if the request is from its address.
+    fn session(&self, src: SocketAddr, token: Token) -> Option<OwnerId> {
+        let id = *self.by_token.get(&token)?;
+        (self.owners[id].addr == src).then_some(id)
+    }
+
+    fn row(&self, id: OwnerId) -> OwnerRow {
+        let o = &self.owners[id];
+        OwnerRow {
+            name: o.name.clone(),
+            addr: o.addr,
+            tcp_port: o.tcp_port,
+            online: o.online,
+            token: o.token,
+            instance: o.instance,
+            ver: o.ver,
+        }
+    }
+
+    fn set_latest(&mut self, id: OwnerId, v: u64) {
+        let o = &mut self.owners[id];
+        self.by_ver.remove(&o.latest);
+        o.latest = v;
+        self.by_ver.insert(v, id);
+    }
+
+    fn schedule_push(&mut self, now: Instant) {
+        if self.push_due.is_none() {
+            self.push_due = Some(now + self.cfg.coalesce);
+        }
+    }
+
+    fn set_online(&mut self, id: OwnerId, online: bool) {
+        let o = &mut self.owners[id];
+        if o.online == online {
+            return;
+        }
+        o.online = online;
+        let ip = o.addr.ip();
+        if online {
+            self.online.insert(id);
+            *self.per_ip.entry(ip).or_default() += 1;
+        } else {
+            self.online.remove(&id);
+            if let Some(n) = self.per_ip.get_mut(&ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.per_ip.remove(&ip);
+                }
+            }
+            let o = &mut self.owners[id];
+            if let Some(p) = o.push.take() {
+                self.timers.remove(&(p.next_at, id));
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_register(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        req: u64,
+        name: String,
+        instance: u64,
+        tcp_port: u16,
+        keep_offers: bool,
+    ) {
+        if !proto::valid_client_name(&name) || tcp_port == 0 {
+            return self.reject(src, req, Reject::InvalidName);
+        }
+        let existing = self.by_name.get(&name).copied();
+        if let Some(id) = existing {
+            let o = &self.owners[id];
+            if o.online {
+                if o.instance == instance && o.addr == src {
+                    // A retransmission whose welcome was lost: answer it again.
+                    let token = o.token;
+                    return self.welcome(src, req, token);
+                }
+                return self.reject(src, req, Reject::NameInUse);
+            }
+        }
+        if self.per_ip.get(&src.ip()).copied().unwrap_or(0) >= self.cfg.max_clients_per_ip {
+            return self.reject(src, req, Reject::LimitExceeded);
+        }
+        let token = self.random_token();
+        let v = self.bump();
+        let id = match existing {
+            Some(id) => {
+                let old = self.owners[id].token;
+                self.by_token.remove(&old);
+                id
+            }
+            None => {
+                let id = self.owners.len();
+                self.owners.push(Owner {
+                    name: name.clone(),
+                    addr: src,
+                    tcp_port,
+                    online: false,
+                    token,
+                    instance,
+                    ver: v,
+                    latest: v,
+                    files: BTreeMap::new(),
+                    last_seen: now,
+                    verified: false,
+                    acked: 0,
+                    push: None,
+                });
+                self.by_name.insert(name.clone(), id);
+                self.by_ver.insert(v, id);
+                id
+            }
+        };
+        if !keep_offers && !self.owners[id].files.is_empty() {
+            // A new process under this name cannot serve its predecessor's files.
+            self.owners[id].files.clear();
+            self.ops.push(StoreOp::ClearFiles {
+                owner: name.clone(),
+            });
+        }
+        {
+            let o = &mut self.owners[id];
+            o.addr = src;
+            o.tcp_port = tcp_port;
+            o.token = token;
+            o.instance = instance;
+            o.ver = v;
+            o.last_seen = now;
+            o.verified = false;
+            o.acked = 0;
+        }
+        self.by_token.insert(token, id);
+        self.set_online(id, true);
+        self.set_latest(id, v);
+        self.ops.push(StoreOp::Owner(self.row(id)));
+        self.stats.registrations += 1;
+        self.welcome(src, req, token);
+        self.schedule_push(now);
+    }
+
+    fn welcome(&mut self, to: SocketAddr, req: u64, token: Token) {
+        let heartbeat_ms = self.cfg.heartbeat.as_millis().min(u32::MAX as u128) as u32;
+        self.send(
+            to,
+            &Message::Welcome {
+                req,
+                token,
+                heartbeat_ms,
+            },
+        );
+    }
+
+    fn on_offer(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        req: u64,
+        token: Token,
+        files: Vec<String>,
+    ) {
+        let Some(id) = self
+            .session(src, token)
+            .filter(|&id| self.owners[id].online)
+        else {
+            return self.reject(src, req, Reject::NotRegistered);
+        };
+        if !files.iter().all(|f| proto::valid_file_name(f)) {
+            return self.reject(src, req, Reject::InvalidName);
+        }
+        let o = &mut self.owners[id];
+        o.last_seen = now;
+        o.verified = true;
+        let new: BTreeSet<String> = files
+            .into_iter()
+            .filter(|f| !o.files.contains_key(f))
+            .collect();
+        if o.files.len() + new.len() > self.cfg.max_files_per_client {
+            return self.reject(src, req, Reject::LimitExceeded);
+        }
+        if !new.is_empty() {
+            // A duplicate offer adds nothing and takes no version.
+            let v = self.bump();
+            let o = &mut self.owners[id];
+            for f in &new {
+                o.files.insert(f.clone(), v);
+            }
+            self.ops.push(StoreOp::Files {
+                owner: o.name.clone(),
+                files: new.into_iter().map(|f| (f, v)).collect(),
+            });
+            self.set_latest(id, v);
+            self.schedule_push(now);
+        }
+        self.send(src, &Message::Ack { req });
+    }
+
+    fn on_dereg(&mut self, src: SocketAddr, req: u64, token: Token) {
+        let Some(id) = self.session(src, token) else {
+            return self.reject(src, req, Reject::NotRegistered);
+        };
+        if self.owners[id].online {
+            self.go_offline(id);
+            let now = self.owners[id].last_seen;
+            self.schedule_push(now);
+        }
+        // Already offline: the ACK was lost, answer again.
+        self.send(src, &Message::Ack { req });
+    }
+
+    fn go_offline(&mut self, id: OwnerId) {
+        let v = self.bump();
+        self.set_online(id, false);
+        self.owners[id].ver = v;
+        self.set_latest(id, v);
+        self.ops.push(StoreOp::Owner(self.row(id)));
+    }
+
+    fn on_heartbeat(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        req: u64,
+        token: Token,
+        table_version: u64,
+    ) {
+        let Some(id) = self
+            .session(src, token)
+            .filter(|&id| self.owners[id].online)
+        else {
+            return self.reject(src, req, Reject::NotRegistered);
+        };
+        let version = self.version;
+        let o = &mut self.owners[id];
+        o.last_seen = now;
+        o.verified = true;
+        // Trust the client about what it holds; never beyond what exists.
+        o.acked = table_version.min(version);
+        let stale_push = o.push.as_ref().is_some_and(|p| p.from != o.acked);
+        if stale_push && let Some(p) = self.owners[id].push.take() {
+            self.timers.remove(&(p.next_at, id));
+        }
+        self.send(src, &Message::Ack { req });
+        if self.owners[id].acked < self.version && self.owners[id].push.is_none() {
+            self.start_push(now, id, self.cfg.retry.retries);
+        }
+    }
+
+    fn on_table_ack(&mut self, now: Instant, src: SocketAddr, token: Token, to: u64, part: u16) {
+        let Some(id) = self
+            .session(src, token)
+            .filter(|&id| self.owners[id].online)
+        else {
+            return;
+        };
+        let o = &mut self.owners[id];
+        o.last_seen = now;
+        o.verified = true;
+        let Some(p) = o.push.as_mut() else { return };
+        if p.to != to {
+            return;
+        }
+        p.unacked.remove(&part);
+        if p.unacked.is_empty() {
+            let next_at = p.next_at;
+            o.acked = to;
+            o.push = None;
+            self.timers.remove(&(next_at, id));
+            if self.owners[id].acked < self.version {
+                self.start_push(now, id, self.cfg.retry.retries);
+            }
+        }
+    }
+
+    /// Everything a client at version `from` lacks, as absolute items.
+    fn delta(&self, from: u64) -> Vec<Item> {
+        let mut items = Vec::new();
+        for (_, &id) in self.by_ver.range(from + 1..) {
+            let o = &self.owners[id];
+            if o.ver > from {
+                if from == 0 && !o.online {
+                    continue; // a snapshot lists online owners only
+                }
+                items.push(Item::Owner {
+                    name: o.name.clone(),
+                    ip: o.addr.ip(),
+                    tcp_port: o.tcp_port,
+                    online: o.online,
+                });
+                if o.online {
+                    // The header changed (came back, moved): the client may hold none
+                    // of its files, so send them all.
+                    items.extend(o.files.keys().map(|f| Item::File {
+                        owner: o.name.clone(),
+                        file: f.clone(),
+                    }));
+                }
+            } else if o.online {
+                items.extend(
+                    o.files
+                        .iter()
+                        .filter(|(_, v)| **v > from)
+                        .map(|(f, _)| Item::File {
+                            owner: o.name.clone(),
+                            file: f.clone(),
+                        }),
+                );
+            }
+        }
+        items
+    }
+
+    fn start_push(&mut self, now: Instant, id: OwnerId, retries_left: u32) {
+        let from = self.owners[id].acked;
+        let to = self.version;
+        let parts = proto::pack_table(from, to, self.delta(from));
+        let addr = self.owners[id].addr;
+        for p in &parts {
+            self.out.push_back((addr, p.clone()));
+        }
+        self.stats.table_parts_sent += parts.len() as u64;
+        let next_at = now + self.cfg.retry.interval;
+        let o = &mut self.owners[id];
+        if let Some(old) = o.push.take() {
+            self.timers.remove(&(old.next_at, id));
+        }
+        let o = &mut self.owners[id];
+        o.push = Some(Push {
+            from,
+            to,
+            unacked: (0..parts.len() as u16).collect(),
+            parts,
+            next_at,
+            retries_left,
+        });
+        self.timers.insert((next_at, id));
+    }
+
+    /// Runs whatever is due at `now`: coalesced pushes, retransmissions, liveness.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.push_due.is_some_and(|t| t <= now) {
+            self.push_due = None;
+            let due: Vec<OwnerId> = self
+                .online
+                .iter()
+                .copied()
+                .filter(|&id| {
+                    let o = &self.owners[id];
+                    o.verified && o.push.is_none() && o.acked < self.version
+                })
+                .collect();
+            for id in due {
+                self.start_push(now, id, self.cfg.retry.retries);
+            }
+        }
+        while let Some(&(t, id)) = self.timers.first() {
+            if t > now {
+                break;
+            }
+            self.timers.pop_first();
+            self.retransmit(now, id);
+        }
+        if self.next_liveness <= now {
+            self.next_liveness = now + (self.cfg.offline_after / 4).max(Duration::from_millis(1));
+            let silent: Vec<OwnerId> = self
+                .online
+                .iter()
+                .copied()
+                .filter(|&id| {
+                    now.saturating_duration_since(self.owners[id].last_seen)
+                        >= self.cfg.offline_after
+                })
+                .collect();
+            if !silent.is_empty() {
+                for id in silent {
+                    self.go_offline(id);
+                }
+                self.schedule_push(now);
+            }
+        }
+    }
+
+    fn retransmit(&mut self, now: Instant, id: OwnerId) {
+        let version = self.version;
+        let Some(p) = self.owners[id].push.as_mut() else {
+            return;
+        };
+        if p.retries_left == 0 {
+            // Give up; the client's next heartbeat reports its version and restarts.
+            self.owners[id].push = None;
+            return;
+        }
+        let left = p.retries_left - 1;
+        if p.to < version {
+            // The table moved on: send the current delta instead of a stale one.
+            self.owners[id].push = None;
+            return self.start_push(now, id, left);
+        }
+        p.retries_left = left;
+        p.next_at = now + self.cfg.retry.interval;
+        let next_at = p.next_at;
+        let addr = self.owners[id].addr;
+        let p = self.owners[id].push.as_ref().expect("checked above");
+        let resend: Vec<Vec<u8>> = p
+            .unacked
+            .iter()
+            .map(|&i| p.parts[i as usize].clone())
+            .collect();
+        self.stats.table_parts_sent += resend.len() as u64;
+        for d in resend {
+            self.out.push_back((addr, d));
+        }
+        self.timers.insert((next_at, id));
+    }
+}
+
+#[cfg(test)]
+mod tests;

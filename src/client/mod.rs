@@ -1,1 +1,8 @@
-//! placeholder
+//! The client: its sans-io control-plane core ([`core`]), its local table ([`table`]),
+//! its command language ([`command`]) and the tokio driver that ties them to sockets, the
+//! transfer engine and the console ([`driver`]).
+
+pub mod command;
+pub mod core;
+pub mod driver;
+pub mod table;

@@ -1,0 +1,468 @@
+//! The client's control-plane state machine, sans-io: registration, offers, dereg,
+//! heartbeats, automatic re-registration, and the local table.
+//!
+//! Commands ([`ClientCore::register`], [`ClientCore::offer`], ...) and inputs
+//! ([`ClientCore::handle_datagram`], [`ClientCore::handle_timeout`]) take `now`;
+//! outputs are datagrams for the server ([`ClientCore::poll_transmit`]), [`Event`]s for
+//! the user ([`ClientCore::poll_event`]) and the next deadline
+//! ([`ClientCore::poll_timeout`]).
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::proto::{MAX_DATAGRAM, Message, Reject, Token};
+use crate::reliable::{Outstanding, RetryPolicy};
+
+use super::table::{ClientTable, PartOutcome};
+
+/// Identifies one user-level operation (an `offer` may take several datagrams).
+pub type OpId = u64;
+
+/// What the user should hear about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Registration (first, `reg`) accepted.
+    Registered,
+    /// Registration refused.
+    RegisterRejected(Reject),
+    /// No answer to a user-initiated registration.
+    RegisterTimedOut,
+    OfferDone(OpId),
+    OfferFailed(OpId, OfferFailure),
+    Deregistered,
+    DeregTimedOut,
+    /// A table delta was applied.
+    TableUpdated,
+    /// Heartbeats stopped being answered (said once per outage).
+    ServerLost,
+    /// Registered again on our own after an outage or after the server forgot us.
+    ServerBack,
+}
+
+/// Why an offer failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfferFailure {
+    NoAck,
+    Rejected(Reject),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tag {
+    /// `user` is false for automatic re-registration.
+    Register {
+        user: bool,
+    },
+    Offer(OpId),
+    Dereg,
+    Heartbeat,
+}
+
+/// Where the session stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Not registered yet.
+    Idle,
+    Registering,
+    Online,
+    /// Lost the server; trying to register again on our own.
+    Reconnecting,
+    /// Deregistered by the user (`reg` brings it back).
+    Offline,
+}
+
+/// Settings of the client core.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub name: String,
+    pub tcp_port: u16,
+    pub retry: RetryPolicy,
+    /// Heartbeat interval until the server announces its own.
+    pub heartbeat: Duration,
+}
+
+struct OfferOp {
+    remaining: usize,
+    failed: Option<OfferFailure>,
+    /// Internal re-offer after re-registration: no user event.
+    silent: bool,
+}
+
+/// The client's control-plane state.
+pub struct ClientCore {
+    cfg: Config,
+    state: State,
+    token: Option<Token>,
+    instance: u64,
+    seed: u64,
+    reqs: Outstanding<Tag>,
+    out: VecDeque<Vec<u8>>,
+    events: VecDeque<Event>,
+    table: ClientTable,
+    offered: BTreeSet<String>,
+    ops: HashMap<OpId, OfferOp>,
+    next_op: OpId,
+    heartbeat: Duration,
+    next_heartbeat: Option<Instant>,
+    next_reconnect: Option<Instant>,
+}
+
+impl ClientCore {
+    /// `seed` must be random per process: it seeds request ids and registration instances.
+    pub fn new(cfg: Config, seed: u64) -> Self {
+        ClientCore {
+            reqs: Outstanding::new(cfg.retry, seed),
+            heartbeat: cfg.heartbeat,
+            cfg,
+            state: State::Idle,
+            token: None,
+            instance: 0,
+            seed,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            table: ClientTable::default(),
+            offered: BTreeSet::new(),
+            ops: HashMap::new(),
+            next_op: 1,
+            next_heartbeat: None,
+            next_reconnect: None,
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    pub fn table(&self) -> &ClientTable {
+        &self.table
+    }
+
+    /// Files this client has offered (and re-offers after re-registering).
+    pub fn offered(&self) -> &BTreeSet<String> {
+        &self.offered
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.reqs.poll_timeout(),
+            self.next_heartbeat,
+            self.next_reconnect,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn request(&mut self, now: Instant, tag: Tag, make: impl FnOnce(u64) -> Message) {
+        let id = self.reqs.next_id();
+        // Every message we build fits (names are validated, offers are chunked).
+        if let Ok(bytes) = make(id).encode() {
+            let first = self.reqs.start(now, id, bytes, tag);
+            self.out.push_back(first);
+        }
+    }
+
+    /// Registers (or, after `dereg`, registers again keeping our offers).
+    pub fn register(&mut self, now: Instant) {
+        let keep_offers = self.state == State::Offline;
+        self.start_register(now, true, keep_offers);
+    }
+
+    fn start_register(&mut self, now: Instant, user: bool, keep_offers: bool) {
+        self.reqs
+            .cancel_where(|t| matches!(t, Tag::Register { .. } | Tag::Heartbeat));
+        self.instance = self
+            .instance
+            .wrapping_add(self.seed.rotate_left(17) | 1)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        if user {
+            self.state = State::Registering;
+        }
+        let (name, tcp_port, instance) = (self.cfg.name.clone(), self.cfg.tcp_port, self.instance);
+        self.request(now, Tag::Register { user }, |req| Message::Register {
+            req,
+            name,
+            instance,
+            tcp_port,
+            keep_offers,
+        });
+    }
+
+    /// Offers `files` (already checked locally). Returns the operation id whose outcome
+    /// arrives as [`Event::OfferDone`] or [`Event::OfferFailed`]. `None` if not online.
+    pub fn offer(&mut self, now: Instant, files: &[String]) -> Option<OpId> {
+        if self.state != State::Online {
+            return None;
+        }
+        for f in files {
+            self.offered.insert(f.clone());
+        }
+        Some(self.send_offer(now, files.to_vec(), false))
+    }
+
+    fn send_offer(&mut self, now: Instant, files: Vec<String>, silent: bool) -> OpId {
+        let op = self.next_op;
+        self.next_op += 1;
+        let token = self.token.unwrap_or_default();
+        let chunks = chunk_files(files);
+        self.ops.insert(
+            op,
+            OfferOp {
+                remaining: chunks.len(),
+                failed: None,
+                silent,
+            },
+        );
+        for files in chunks {
+            self.request(now, Tag::Offer(op), |req| Message::Offer {
+                req,
+                token,
+                files,
+            });
+        }
+        op
+    }
+
+    /// Deregisters. Returns false if not online.
+    pub fn dereg(&mut self, now: Instant) -> bool {
+        if !matches!(self.state, State::Online | State::Reconnecting) {
+            return false;
+        }
+        let token = self.token.unwrap_or_default();
+        self.request(now, Tag::Dereg, |req| Message::Dereg { req, token });
+        true
+    }
+
+    /// Best-effort goodbye when the program exits: one Dereg, not retried.
+    pub fn goodbye(&mut self) -> Option<Vec<u8>> {
+        let token = self.token?;
+        if !matches!(self.state, State::Online | State::Reconnecting) {
+            return None;
+        }
+        let req = self.reqs.next_id();
+        Message::Dereg { req, token }.encode().ok()
+    }
+
+    pub fn handle_datagram(&mut self, now: Instant, bytes: &[u8]) {
+        let Ok(msg) = Message::decode(bytes) else {
+            return;
+        };
+        match msg {
+            Message::Welcome {
+                req,
+                token,
+                heartbeat_ms,
+            } => {
+                let Some(Tag::Register { user }) = self.reqs.complete(req) else {
+                    return;
+                };
+                self.on_welcome(now, user, token, heartbeat_ms);
+            }
+            Message::Rejected { req, reason } => match self.reqs.complete(req) {
+                Some(Tag::Register { user: true }) => {
+                    self.state = if self.token.is_some() {
+                        State::Offline
+                    } else {
+                        State::Idle
+                    };
+                    self.events.push_back(Event::RegisterRejected(reason));
+                }
+                Some(Tag::Register { user: false }) => {
+                    // Someone else took our name while we were away: stay away, retry later.
+                    self.next_reconnect = Some(now + self.heartbeat);
+                }
+                Some(Tag::Offer(op)) => {
+                    if reason == Reject::NotRegistered {
+                        self.lost_session(now);
+                    }
+                    self.offer_part_done(op, Some(OfferFailure::Rejected(reason)));
+                }
+                Some(Tag::Heartbeat) if reason == Reject::NotRegistered => self.lost_session(now),
+                Some(Tag::Dereg) => {
+                    // The server no longer knows this session: we are offline either way.
+                    self.go_offline();
+                }
+                _ => {}
+            },
+            Message::Ack { req } => match self.reqs.complete(req) {
+                Some(Tag::Offer(op)) => self.offer_part_done(op, None),
+                Some(Tag::Dereg) => self.go_offline(),
+                Some(Tag::Heartbeat) => {
+                    if self.state == State::Reconnecting {
+                        self.state = State::Online;
+                        self.events.push_back(Event::ServerBack);
+                    }
+                }
+                _ => {}
+            },
+            Message::Table {
+                from,
+                to,
+                part,
+                parts,
+                items,
+            } => {
+                let Some(token) = self.token else { return };
+                if self.state != State::Online {
+                    return;
+                }
+                let (outcome, ack) = self.table.handle_part(from, to, part, parts, items);
+                if ack && let Ok(b) = (Message::TableAck { token, to, part }).encode() {
+                    self.out.push_back(b);
+                }
+                if outcome == PartOutcome::Applied {
+                    self.events.push_back(Event::TableUpdated);
+                }
+            }
+            Message::Register { .. }
+            | Message::Offer { .. }
+            | Message::Dereg { .. }
+            | Message::Heartbeat { .. }
+            | Message::TableAck { .. } => {}
+        }
+    }
+
+    fn on_welcome(&mut self, now: Instant, user: bool, token: Token, heartbeat_ms: u32) {
+        self.token = Some(token);
+        self.state = State::Online;
+        self.next_reconnect = None;
+        if heartbeat_ms > 0 {
+            self.heartbeat = Duration::from_millis(heartbeat_ms as u64);
+        }
+        // A new session gets a full snapshot.
+        self.table.reset();
+        // Heartbeat at once: it proves our address and starts the table push.
+        self.send_heartbeat(now);
+        if !self.offered.is_empty() {
+            let files: Vec<String> = self.offered.iter().cloned().collect();
+            self.send_offer(now, files, true);
+        }
+        self.events.push_back(if user {
+            Event::Registered
+        } else {
+            Event::ServerBack
+        });
+    }
+
+    fn send_heartbeat(&mut self, now: Instant) {
+        let Some(token) = self.token else { return };
+        self.reqs.cancel_where(|t| *t == Tag::Heartbeat);
+        let table_version = self.table.version();
+        self.request(now, Tag::Heartbeat, |req| Message::Heartbeat {
+            req,
+            token,
+            table_version,
+        });
+        self.next_heartbeat = Some(now + self.heartbeat);
+    }
+
+    fn go_offline(&mut self) {
+        self.state = State::Offline;
+        self.next_heartbeat = None;
+        self.next_reconnect = None;
+        self.reqs.cancel_where(|t| *t == Tag::Heartbeat);
+        self.table.reset();
+        self.events.push_back(Event::Deregistered);
+    }
+
+    /// The server does not know our session (restarted without it, or timed us out):
+    /// register again on our own, keeping our offers.
+    fn lost_session(&mut self, now: Instant) {
+        if matches!(self.state, State::Online | State::Reconnecting) {
+            self.state = State::Reconnecting;
+            self.next_heartbeat = None;
+            self.start_register(now, false, true);
+        }
+    }
+
+    fn offer_part_done(&mut self, op: OpId, failure: Option<OfferFailure>) {
+        let Some(o) = self.ops.get_mut(&op) else {
+            return;
+        };
+        o.remaining -= 1;
+        if o.failed.is_none() {
+            o.failed = failure;
+        }
+        if o.remaining > 0 {
+            return;
+        }
+        let o = self.ops.remove(&op).expect("present");
+        if o.silent {
+            return;
+        }
+        self.events.push_back(match o.failed {
+            None => Event::OfferDone(op),
+            Some(f) => Event::OfferFailed(op, f),
+        });
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut resend = Vec::new();
+        let failed = self.reqs.handle_timeout(now, &mut resend);
+        self.out.extend(resend);
+        for (_, tag) in failed {
+            match tag {
+                Tag::Register { user: true } => {
+                    self.state = if self.token.is_some() {
+                        State::Offline
+                    } else {
+                        State::Idle
+                    };
+                    self.events.push_back(Event::RegisterTimedOut);
+                }
+                Tag::Register { user: false } => {
+                    self.next_reconnect = Some(now + self.heartbeat);
+                }
+                Tag::Offer(op) => self.offer_part_done(op, Some(OfferFailure::NoAck)),
+                Tag::Dereg => self.events.push_back(Event::DeregTimedOut),
+                Tag::Heartbeat => {
+                    if self.state == State::Online {
+                        self.state = State::Reconnecting;
+                        self.events.push_back(Event::ServerLost);
+                    }
+                }
+            }
+        }
+        if self.next_heartbeat.is_some_and(|t| t <= now) {
+            // Keep heartbeating while reconnecting: the same session may still be valid
+            // once the server is back (it persists sessions).
+            self.send_heartbeat(now);
+        }
+        if self.next_reconnect.is_some_and(|t| t <= now) {
+            self.next_reconnect = None;
+            self.start_register(now, false, true);
+        }
+    }
+}
+
+/// Splits file names into groups whose Offer message fits in one datagram.
+fn chunk_files(files: Vec<String>) -> Vec<Vec<String>> {
+    // Register-free overhead: header 3, variant 1, req <=10, token <=19, list length <=3.
+    const OVERHEAD: usize = 3 + 1 + 10 + 19 + 3;
+    let mut chunks: Vec<Vec<String>> = vec![Vec::new()];
+    let mut used = OVERHEAD;
+    for f in files {
+        let size = f.len() + 2; // length varint of a name <= 255 bytes takes at most 2
+        if used + size > MAX_DATAGRAM && !chunks.last().is_some_and(Vec::is_empty) {
+            chunks.push(Vec::new());
+            used = OVERHEAD;
+        }
+        used += size;
+        chunks.last_mut().expect("never empty").push(f);
+    }
+    chunks
+}
+
+#[cfg(test)]
+mod tests;

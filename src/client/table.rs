@@ -1,0 +1,307 @@
+//! The client's copy of the index: owners online and the files they offer, at a version.
+//! Deltas arrive in parts ([`crate::proto::Message::Table`]) and are applied atomically,
+//! only when complete and only if they move the table forward.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use crate::proto::Item;
+
+/// One online owner as the client sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerView {
+    pub ip: IpAddr,
+    pub tcp_port: u16,
+    pub files: BTreeSet<String>,
+}
+
+/// One row of `list`: a file and an online owner that offers it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct Row {
+    pub file: String,
+    pub owner: String,
+    pub ip: IpAddr,
+    pub tcp_port: u16,
+}
+
+#[derive(Debug)]
+struct Assembly {
+    from: u64,
+    to: u64,
+    parts: Vec<Option<Vec<Item>>>,
+    missing: usize,
+}
+
+/// What became of one received table part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartOutcome {
+    /// Stored; more parts are needed.
+    Pending,
+    /// The delta was complete and is now applied.
+    Applied,
+    /// Old, duplicate, or not applicable (a gap): nothing changed.
+    Ignored,
+}
+
+/// The local table.
+#[derive(Debug, Default)]
+pub struct ClientTable {
+    version: u64,
+    owners: BTreeMap<String, OwnerView>,
+    assembly: Option<Assembly>,
+}
+
+impl ClientTable {
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn owner(&self, name: &str) -> Option<&OwnerView> {
+        self.owners.get(name)
+    }
+
+    /// Forgets everything (a new session receives a full snapshot).
+    pub fn reset(&mut self) {
+        *self = ClientTable::default();
+    }
+
+    /// Every (file, owner) row, sorted by file name then owner.
+    pub fn rows(&self) -> Vec<Row> {
+        let mut rows: Vec<Row> = self
+            .owners
+            .iter()
+            .flat_map(|(owner, v)| {
+                v.files.iter().map(move |f| Row {
+                    file: f.clone(),
+                    owner: owner.clone(),
+                    ip: v.ip,
+                    tcp_port: v.tcp_port,
+                })
+            })
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    /// Whether the part should be acknowledged: everything we hold or stored is acked, so
+    /// the server stops resending it; a part we cannot use (a gap) is not.
+    pub fn handle_part(
+        &mut self,
+        from: u64,
+        to: u64,
+        part: u16,
+        parts: u16,
+        items: Vec<Item>,
+    ) -> (PartOutcome, bool) {
+        if parts == 0 || part >= parts || from >= to {
+            return (PartOutcome::Ignored, false);
+        }
+        // A snapshot (from 0) replaces whatever we hold; a delta must start at or before
+        // our version and lead beyond it.
+        if from != 0 && (from > self.version || to <= self.version) {
+            return (PartOutcome::Ignored, to <= self.version);
+        }
+        if from == 0 && to <= self.version && self.assembly.is_none() && self.version != 0 {
+            // A snapshot no newer than what we hold, e.g. a retransmission after we applied.
+            return (PartOutcome::Ignored, true);
+        }
+        let fresh = match &self.assembly {
+            Some(a) => a.from != from || a.to != to || a.parts.len() != parts as usize,
+            None => true,
+        };
+        if fresh {
+            if let Some(a) = &self.assembly
+                && a.to > to
+            {
+                return (PartOutcome::Ignored, false); // we are assembling something newer
+            }
+            self.assembly = Some(Assembly {
+                from,
+                to,
+                parts: vec![None; parts as usize],
+                missing: parts as usize,
+            });
+        }
+        let a = self.assembly.as_mut().expect("set above");
+        let slot = &mut a.parts[part as usize];
+        if slot.is_none() {
+            *slot = Some(items);
+            a.missing -= 1;
+        }
+        if a.missing > 0 {
+            return (PartOutcome::Pending, true);
+        }
+        let a = self.assembly.take().expect("set above");
+        if a.from == 0 {
+            self.owners.clear();
+        }
+        let items: Vec<Item> = a.parts.into_iter().flatten().flatten().collect();
+        self.apply(items);
+        self.version = a.to;
+        (PartOutcome::Applied, true)
+    }
+
+    fn apply(&mut self, items: Vec<Item>) {
+        // Owners first: a file item for an owner that goes offline in the same delta
+        // must not resurrect it.
+        let (owners, files): (Vec<Item>, Vec<Item>) = items
+            .into_iter()
+            .partition(|i| matches!(i, Item::Owner { .. }));
+        for item in owners {
+            if let Item::Owner {
+                name,
+                ip,
+                tcp_port,
+                online,
+            } = item
+            {
+                if online {
+                    let v = self.owners.entry(name).or_insert(OwnerView {
+                        ip,
+                        tcp_port,
+                        files: BTreeSet::new(),
+                    });
+                    v.ip = ip;
+                    v.tcp_port = tcp_port;
+                } else {
+                    self.owners.remove(&name);
+                }
+            }
+        }
+        for item in files {
+            if let Item::File { owner, file } = item
+                && let Some(v) = self.owners.get_mut(&owner)
+            {
+                v.files.insert(file);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn owner(name: &str, online: bool) -> Item {
+        Item::Owner {
+            name: name.into(),
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            tcp_port: 5000,
+            online,
+        }
+    }
+    fn file(o: &str, f: &str) -> Item {
+        Item::File {
+            owner: o.into(),
+            file: f.into(),
+        }
+    }
+
+    #[test]
+    fn applies_only_complete_deltas() {
+        let mut t = ClientTable::default();
+        assert_eq!(
+            t.handle_part(0, 3, 1, 2, vec![file("B", "foo")]),
+            (PartOutcome::Pending, true)
+        );
+        assert!(t.rows().is_empty());
+        assert_eq!(
+            t.handle_part(0, 3, 0, 2, vec![owner("B", true)]),
+            (PartOutcome::Applied, true)
+        );
+        assert_eq!(t.version(), 3);
+        assert_eq!(t.rows().len(), 1);
+        assert_eq!(t.rows()[0].file, "foo");
+    }
+
+    #[test]
+    fn older_update_never_overwrites_newer() {
+        let mut t = ClientTable::default();
+        t.handle_part(0, 5, 0, 1, vec![owner("B", true), file("B", "new")]);
+        // A late delta 2->4 and a late snapshot 0->4 change nothing.
+        assert_eq!(
+            t.handle_part(2, 4, 0, 1, vec![owner("B", false)]),
+            (PartOutcome::Ignored, true)
+        );
+        assert_eq!(
+            t.handle_part(0, 4, 0, 1, vec![owner("C", true)]),
+            (PartOutcome::Ignored, true)
+        );
+        assert_eq!(t.version(), 5);
+        assert_eq!(t.rows().len(), 1);
+    }
+
+    #[test]
+    fn gap_is_not_applied_nor_acked() {
+        let mut t = ClientTable::default();
+        t.handle_part(0, 2, 0, 1, vec![owner("B", true)]);
+        assert_eq!(
+            t.handle_part(4, 6, 0, 1, vec![file("B", "x")]),
+            (PartOutcome::Ignored, false)
+        );
+        assert_eq!(t.version(), 2);
+    }
+
+    #[test]
+    fn offline_owner_disappears_and_duplicate_parts_count_once() {
+        let mut t = ClientTable::default();
+        t.handle_part(
+            0,
+            2,
+            0,
+            1,
+            vec![owner("B", true), file("B", "a"), owner("C", true)],
+        );
+        assert_eq!(
+            t.handle_part(2, 3, 0, 2, vec![owner("B", false)]),
+            (PartOutcome::Pending, true)
+        );
+        assert_eq!(
+            t.handle_part(2, 3, 0, 2, vec![owner("B", false)]),
+            (PartOutcome::Pending, true)
+        );
+        assert_eq!(
+            t.handle_part(2, 3, 1, 2, vec![file("B", "a")]),
+            (PartOutcome::Applied, true)
+        );
+        assert!(t.owner("B").is_none());
+        assert!(t.owner("C").is_some());
+        assert!(t.rows().is_empty());
+    }
+
+    #[test]
+    fn rows_sorted_by_file_then_owner() {
+        let mut t = ClientTable::default();
+        t.handle_part(
+            0,
+            1,
+            0,
+            1,
+            vec![
+                owner("C", true),
+                owner("B", true),
+                file("C", "foo"),
+                file("B", "foo"),
+                file("B", "bar"),
+            ],
+        );
+        let r: Vec<(String, String)> = t.rows().into_iter().map(|r| (r.file, r.owner)).collect();
+        assert_eq!(
+            r,
+            vec![
+                ("bar".into(), "B".into()),
+                ("foo".into(), "B".into()),
+                ("foo".into(), "C".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_part_numbers_are_ignored() {
+        let mut t = ClientTable::default();
+        assert_eq!(t.handle_part(0, 1, 3, 2, vec![]).0, PartOutcome::Ignored);
+        assert_eq!(t.handle_part(0, 1, 0, 0, vec![]).0, PartOutcome::Ignored);
+        assert_eq!(t.handle_part(5, 5, 0, 1, vec![]).0, PartOutcome::Ignored);
+    }
+}
