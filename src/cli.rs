@@ -1,1 +1,358 @@
-//! placeholder
+//! Command-line parsing: the seed's forms (`-s <port>`, `-c <name> <server-ip>
+//! <server-port> <udp-port> <tcp-port>`) and long forms (`server`, `client`,
+//! `completions`), turned into a validated [`Mode`]. Validation messages are the seed's.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+/// Exit codes (documented in the README).
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const FAILURE: i32 = 1;
+    pub const USAGE: i32 = 2;
+}
+
+const AFTER_HELP: &str = "\
+Seed-compatible forms:
+  fileapp -s <server-port>
+  fileapp -c <name> <server-ip> <server-port> <udp-port> <tcp-port>
+Ports in the seed forms are 1024-65535. In the long forms 0 picks a free port.
+
+Examples:
+  fileapp -s 12000
+  fileapp -c B 127.0.0.1 12000 1301 1401
+  fileapp client --name C --server 127.0.0.1:12000 --download-dir ~/Downloads
+  fileapp client --name B --server 127.0.0.1:12000 --exec 'setdir share; offer a b'
+
+Exit codes: 0 success, 1 runtime failure, 2 usage error.";
+
+/// fileapp: share files through a central index; transfer them directly between peers.
+#[derive(Parser, Debug)]
+#[command(name = "fileapp", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Run the index server on this UDP port (seed form).
+    #[arg(short = 's', value_name = "SERVER_PORT", conflicts_with = "client")]
+    pub server_port: Option<String>,
+
+    /// Run a client (seed form).
+    #[arg(
+        short = 'c',
+        num_args = 5,
+        value_names = ["NAME", "SERVER_IP", "SERVER_PORT", "UDP_PORT", "TCP_PORT"],
+    )]
+    pub client: Option<Vec<String>>,
+
+    #[command(flatten)]
+    pub server_opts: ServerOpts,
+
+    #[command(flatten)]
+    pub client_opts: ClientOpts,
+
+    #[command(subcommand)]
+    pub command: Option<Sub>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Sub {
+    /// Run the index server.
+    Server {
+        /// UDP port to listen on (0: any free port).
+        #[arg(long, short = 'p', default_value_t = 12000)]
+        port: u16,
+        #[command(flatten)]
+        opts: ServerOpts,
+    },
+    /// Run a client.
+    Client {
+        /// Your client name (unique among online clients).
+        #[arg(long, short = 'n')]
+        name: String,
+        /// The index server, as host:port.
+        #[arg(long, short = 's')]
+        server: String,
+        /// UDP port for talking to the server (0: any free port).
+        #[arg(long, default_value_t = 0)]
+        udp_port: u16,
+        /// TCP port peers download from (0: any free port).
+        #[arg(long, default_value_t = 0)]
+        tcp_port: u16,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Print a shell completion script (bash, zsh, fish).
+    Completions { shell: String },
+}
+
+/// Server options, valid with `-s` and with `server`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServerOpts {
+    /// Address to bind (default: all interfaces, IPv4 and IPv6).
+    #[arg(long, value_name = "IP")]
+    pub bind: Option<IpAddr>,
+    /// SQLite database file of the table (":memory:" keeps nothing).
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<String>,
+    /// Heartbeat interval clients are told to use, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// A client silent this long goes offline, in milliseconds (default 3 heartbeats).
+    #[arg(long, value_name = "MS")]
+    pub offline_after_ms: Option<u64>,
+    /// Datagrams per second accepted from one source address (0: unlimited).
+    #[arg(long, value_name = "N")]
+    pub rate_limit: Option<u32>,
+    /// Most online clients behind one IP address.
+    #[arg(long, value_name = "N")]
+    pub max_clients_per_ip: Option<usize>,
+}
+
+/// Client options, valid with `-c` and with `client`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ClientOpts {
+    /// Folder downloads are saved in (default: the current folder).
+    #[arg(long, value_name = "DIR")]
+    pub download_dir: Option<PathBuf>,
+    /// IP address peers should use to reach you (default: what the server sees).
+    #[arg(long, value_name = "IP")]
+    pub advertise_ip: Option<IpAddr>,
+    /// Commands to run at start, separated by ';'.
+    #[arg(long, value_name = "COMMANDS")]
+    pub exec: Option<String>,
+    /// With --exec: leave once the commands are done.
+    #[arg(long, requires = "exec")]
+    pub exit: bool,
+    /// Plain line-by-line input and output even on a terminal.
+    #[arg(long)]
+    pub plain: bool,
+    /// Retry interval for requests to the server, in milliseconds.
+    #[arg(long, value_name = "MS", hide = true)]
+    pub retry_ms: Option<u64>,
+    /// More log detail (written to the log file, never under the prompt).
+    #[arg(short = 'v', long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// What to run, validated.
+#[derive(Debug)]
+pub enum Mode {
+    Server(ServerConfig),
+    Client(ClientConfig),
+    Completions(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub bind: Option<IpAddr>,
+    pub port: u16,
+    pub opts: ServerOpts,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub name: String,
+    pub server: SocketAddr,
+    pub udp_port: u16,
+    pub tcp_port: u16,
+    pub opts: ClientOpts,
+}
+
+impl ClientConfig {
+    pub fn retry_interval(&self) -> Duration {
+        Duration::from_millis(self.opts.retry_ms.unwrap_or(500))
+    }
+}
+
+/// A user-facing argument error: the message is printed as is, exit code 2.
+#[derive(Debug, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+fn seed_port(s: &str, what: &str) -> Result<u16, UsageError> {
+    match s.parse::<u32>() {
+        Ok(p) if (1024..=65535).contains(&p) => Ok(p as u16),
+        _ => Err(UsageError(format!("[Invalid {what}]"))),
+    }
+}
+
+/// Resolves a server address given as an IP (v4 or v6) or a host name.
+pub fn resolve_server(host: &str, port: u16) -> Option<SocketAddr> {
+    if let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>() {
+        return Some(SocketAddr::new(ip, port));
+    }
+    (host, port).to_socket_addrs().ok()?.next()
+}
+
+fn split_host_port(s: &str) -> Option<(&str, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    Some((host, port.parse().ok()?))
+}
+
+impl Cli {
+    /// Turns parsed arguments into a [`Mode`], checking what clap cannot.
+    pub fn mode(self) -> Result<Mode, UsageError> {
+        if let Some(port) = self.server_port {
+            let port = seed_port(&port, "server port")?;
+            return Ok(Mode::Server(ServerConfig {
+                bind: self.server_opts.bind,
+                port,
+                opts: self.server_opts,
+            }));
+        }
+        if let Some(args) = self.client {
+            let [name, ip, sport, uport, tport] =
+                <[String; 5]>::try_from(args).map_err(|_| UsageError(usage_line()))?;
+            let sport = seed_port(&sport, "server port")?;
+            let server = resolve_server(&ip, sport)
+                .ok_or_else(|| UsageError("[Invalid server IP address]".into()))?;
+            let udp_port = seed_port(&uport, "client UDP port")?;
+            let tcp_port = seed_port(&tport, "client TCP port")?;
+            check_name(&name)?;
+            return Ok(Mode::Client(ClientConfig {
+                name,
+                server,
+                udp_port,
+                tcp_port,
+                opts: self.client_opts,
+            }));
+        }
+        match self.command {
+            Some(Sub::Server { port, opts }) => Ok(Mode::Server(ServerConfig {
+                bind: opts.bind,
+                port,
+                opts,
+            })),
+            Some(Sub::Client {
+                name,
+                server,
+                udp_port,
+                tcp_port,
+                opts,
+            }) => {
+                let server = split_host_port(&server)
+                    .and_then(|(h, p)| resolve_server(h, p))
+                    .ok_or_else(|| UsageError("[Invalid server IP address]".into()))?;
+                check_name(&name)?;
+                Ok(Mode::Client(ClientConfig {
+                    name,
+                    server,
+                    udp_port,
+                    tcp_port,
+                    opts,
+                }))
+            }
+            Some(Sub::Completions { shell }) => Ok(Mode::Completions(shell)),
+            None => Err(UsageError(usage_line())),
+        }
+    }
+}
+
+fn check_name(name: &str) -> Result<(), UsageError> {
+    if crate::proto::valid_client_name(name) {
+        Ok(())
+    } else {
+        Err(UsageError(format!(
+            "[Invalid client name: 1-{} characters, no spaces]",
+            crate::proto::MAX_NAME_LEN
+        )))
+    }
+}
+
+/// The one-line usage shown for a wrong argument count.
+pub fn usage_line() -> String {
+    "Usage: fileapp -s <server-port> | fileapp -c <name> <server-ip> <server-port> <udp-port> <tcp-port>  (fileapp --help for more)".into()
+}
+
+/// The clap command, for completions.
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(args: &[&str]) -> Result<Mode, UsageError> {
+        let cli = Cli::try_parse_from(std::iter::once("fileapp").chain(args.iter().copied()))
+            .map_err(|e| UsageError(e.to_string()))?;
+        cli.mode()
+    }
+
+    #[test]
+    fn seed_forms_validate_ports_and_address() {
+        assert!(matches!(mode(&["-s", "12000"]), Ok(Mode::Server(c)) if c.port == 12000));
+        assert_eq!(
+            mode(&["-s", "1000"]).unwrap_err().0,
+            "[Invalid server port]"
+        );
+        assert_eq!(mode(&["-s", "x"]).unwrap_err().0, "[Invalid server port]");
+        assert_eq!(
+            mode(&["-s", "70000"]).unwrap_err().0,
+            "[Invalid server port]"
+        );
+        assert!(matches!(
+            mode(&["-c", "B", "127.0.0.1", "12000", "1301", "1401"]),
+            Ok(Mode::Client(c)) if c.udp_port == 1301 && c.tcp_port == 1401
+        ));
+        assert_eq!(
+            mode(&["-c", "C", "127.0.0.1", "12000", "1302", "66000"])
+                .unwrap_err()
+                .0,
+            "[Invalid client TCP port]"
+        );
+        assert_eq!(
+            mode(&["-c", "C", "127.0.0.1", "12000", "80", "1401"])
+                .unwrap_err()
+                .0,
+            "[Invalid client UDP port]"
+        );
+        assert_eq!(
+            mode(&["-c", "C", "127.0.0.1", "99", "1301", "1401"])
+                .unwrap_err()
+                .0,
+            "[Invalid server port]"
+        );
+        assert_eq!(
+            mode(&["-c", "C", "300.1.2.3", "12000", "1301", "1401"])
+                .unwrap_err()
+                .0,
+            "[Invalid server IP address]"
+        );
+        assert!(matches!(
+            mode(&["-c", "C", "::1", "12000", "1301", "1401"]),
+            Ok(Mode::Client(c)) if c.server.is_ipv6()
+        ));
+        assert!(matches!(
+            mode(&["-c", "C", "localhost", "12000", "1301", "1401"]),
+            Ok(Mode::Client(_))
+        ));
+    }
+
+    #[test]
+    fn wrong_argument_count_gives_usage() {
+        let e = mode(&["-c", "B", "127.0.0.1"]).unwrap_err().0;
+        assert!(e.contains("Usage"), "{e}");
+        assert_eq!(mode(&[]).unwrap_err().0, usage_line());
+    }
+
+    #[test]
+    fn long_forms() {
+        assert!(matches!(
+            mode(&["server", "--port", "0", "--bind", "127.0.0.1"]),
+            Ok(Mode::Server(c)) if c.port == 0
+        ));
+        assert!(matches!(
+            mode(&["client", "--name", "B", "--server", "127.0.0.1:5000", "--download-dir", "/tmp"]),
+            Ok(Mode::Client(c)) if c.server.port() == 5000 && c.opts.download_dir.is_some()
+        ));
+        assert!(matches!(
+            mode(&["client", "--name", "B", "--server", "[::1]:5000"]),
+            Ok(Mode::Client(c)) if c.server.is_ipv6()
+        ));
+        assert!(matches!(
+            mode(&["-s", "12000", "--db", "x.db"]),
+            Ok(Mode::Server(c)) if c.opts.db.as_deref() == Some("x.db")
+        ));
+    }
+}

@@ -70,6 +70,15 @@ pub struct Stats {
 
 type OwnerId = usize;
 
+/// The fields of a `Register` request, with the peer address resolved.
+struct Registration {
+    name: String,
+    instance: u64,
+    tcp_port: u16,
+    keep_offers: bool,
+    peer_ip: IpAddr,
+}
+
 #[derive(Debug)]
 struct Push {
     from: u64,
@@ -84,6 +93,8 @@ struct Push {
 struct Owner {
     name: String,
     addr: SocketAddr,
+    /// Where peers reach its TCP port.
+    peer_ip: IpAddr,
     tcp_port: u16,
     online: bool,
     token: Token,
@@ -171,6 +182,7 @@ impl Index {
             ix.owners.push(Owner {
                 name: row.name,
                 addr: row.addr,
+                peer_ip: row.peer_ip,
                 tcp_port: row.tcp_port,
                 online: row.online,
                 token: row.token,
@@ -291,7 +303,17 @@ impl Index {
                 instance,
                 tcp_port,
                 keep_offers,
-            } => self.on_register(now, src, req, name, instance, tcp_port, keep_offers),
+                advertise,
+            } => {
+                let reg = Registration {
+                    name,
+                    instance,
+                    tcp_port,
+                    keep_offers,
+                    peer_ip: advertise.unwrap_or(src.ip()).to_canonical(),
+                };
+                self.on_register(now, src, req, reg)
+            }
             Message::Offer { req, token, files } => self.on_offer(now, src, req, token, files),
             Message::Dereg { req, token } => self.on_dereg(src, req, token),
             Message::Heartbeat {
@@ -324,6 +346,7 @@ impl Index {
         OwnerRow {
             name: o.name.clone(),
             addr: o.addr,
+            peer_ip: o.peer_ip,
             tcp_port: o.tcp_port,
             online: o.online,
             token: o.token,
@@ -370,17 +393,14 @@ impl Index {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn on_register(
-        &mut self,
-        now: Instant,
-        src: SocketAddr,
-        req: u64,
-        name: String,
-        instance: u64,
-        tcp_port: u16,
-        keep_offers: bool,
-    ) {
+    fn on_register(&mut self, now: Instant, src: SocketAddr, req: u64, reg: Registration) {
+        let Registration {
+            name,
+            instance,
+            tcp_port,
+            keep_offers,
+            peer_ip,
+        } = reg;
         if !proto::valid_client_name(&name) || tcp_port == 0 {
             return self.reject(src, req, Reject::InvalidName);
         }
@@ -412,6 +432,7 @@ impl Index {
                 self.owners.push(Owner {
                     name: name.clone(),
                     addr: src,
+                    peer_ip,
                     tcp_port,
                     online: false,
                     token,
@@ -439,6 +460,7 @@ impl Index {
         {
             let o = &mut self.owners[id];
             o.addr = src;
+            o.peer_ip = peer_ip;
             o.tcp_port = tcp_port;
             o.token = token;
             o.instance = instance;
@@ -600,7 +622,7 @@ impl Index {
                 }
                 items.push(Item::Owner {
                     name: o.name.clone(),
-                    ip: o.addr.ip(),
+                    ip: o.peer_ip,
                     tcp_port: o.tcp_port,
                     online: o.online,
                 });

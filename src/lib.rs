@@ -13,6 +13,7 @@
 //! - [`console`]: the one owner of the client's terminal.
 //! - [`cli`]: command-line parsing shared by the binary.
 
+pub mod app;
 pub mod cli;
 pub mod client;
 pub mod console;

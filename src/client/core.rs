@@ -78,6 +78,8 @@ pub struct Config {
     pub retry: RetryPolicy,
     /// Heartbeat interval until the server announces its own.
     pub heartbeat: Duration,
+    /// IP address to advertise to peers instead of our datagrams' source address.
+    pub advertise: Option<std::net::IpAddr>,
 }
 
 struct OfferOp {
@@ -190,12 +192,14 @@ impl ClientCore {
             self.state = State::Registering;
         }
         let (name, tcp_port, instance) = (self.cfg.name.clone(), self.cfg.tcp_port, self.instance);
+        let advertise = self.cfg.advertise;
         self.request(now, Tag::Register { user }, |req| Message::Register {
             req,
             name,
             instance,
             tcp_port,
             keep_offers,
+            advertise,
         });
     }
 

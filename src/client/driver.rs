@@ -1,1 +1,834 @@
-//! placeholder
+//! The client's tokio driver: one task that owns the [`ClientCore`], the UDP socket, the
+//! provider's listener and the console, and runs one user command at a time.
+//!
+//! Data flow: console lines -> [`command::parse`] -> core / library / fetch tasks;
+//! UDP datagrams and timers -> core -> events -> console lines; provider notices and
+//! download results arrive on channels and become console lines.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{mpsc, watch};
+
+use crate::cli::{ClientConfig, exit};
+use crate::console::{Console, ConsoleOptions, InputEvent, SharedCompletion};
+use crate::proto::{self, MAX_DATAGRAM, Reject};
+use crate::reliable::RetryPolicy;
+use crate::transfer::fetch::{FetchEvent, FetchReport, FetchSpec, fetch};
+use crate::transfer::provider::{SharedLibrary, serve};
+
+use super::command::{self, COMMANDS, Command, glob_match, help_for};
+use super::core::{self as core_sm, ClientCore, Event, OfferFailure, OpId, State};
+use super::table::Row;
+
+/// Messages the driver sends itself from helper tasks.
+enum Internal {
+    /// Local checks and hashing of an `offer` finished.
+    /// `send` is false when names were given but none could be offered.
+    OfferChecked { ok: Vec<String>, send: bool },
+    /// One download ended.
+    DownloadDone {
+        file: String,
+        owner: String,
+        connected: bool,
+        result: Result<FetchReport, crate::transfer::fetch::FetchError>,
+    },
+}
+
+/// The command in progress; input is not read while one runs.
+#[derive(Debug, PartialEq, Eq)]
+enum Busy {
+    /// Initial registration (`initial`) or `reg`.
+    Register {
+        initial: bool,
+    },
+    Hashing,
+    Offer(OpId),
+    Dereg,
+    Downloads {
+        left: usize,
+    },
+}
+
+struct Driver {
+    cfg: ClientConfig,
+    core: ClientCore,
+    sock: UdpSocket,
+    console: Console,
+    completion: SharedCompletion,
+    lib: SharedLibrary,
+    listener: Option<TcpListener>,
+    tcp_port: u16,
+    tcp_bind: IpAddr,
+    accepting: Option<watch::Sender<bool>>,
+    notices_tx: mpsc::UnboundedSender<String>,
+    internal_tx: mpsc::UnboundedSender<Internal>,
+    cancel: watch::Sender<bool>,
+    busy: Option<Busy>,
+    prompt_due: bool,
+    exec: VecDeque<String>,
+    exit_code: Option<i32>,
+    download_dir: PathBuf,
+}
+
+/// Runs a client until the user leaves; returns the exit code.
+pub async fn run(cfg: ClientConfig) -> i32 {
+    match Driver::start(cfg).await {
+        Ok((driver, input, internal, notices)) => driver.main_loop(input, internal, notices).await,
+        Err(msg) => {
+            println!("{msg}");
+            exit::FAILURE
+        }
+    }
+}
+
+fn bind_error(what: &str, port: u16, e: io::Error) -> String {
+    if e.kind() == io::ErrorKind::AddrInUse {
+        format!("[Cannot use {what} port {port}: it is already in use]")
+    } else {
+        format!("[Cannot use {what} port {port}: {e}]")
+    }
+}
+
+type Started = (
+    Driver,
+    mpsc::UnboundedReceiver<InputEvent>,
+    mpsc::UnboundedReceiver<Internal>,
+    mpsc::UnboundedReceiver<String>,
+);
+
+impl Driver {
+    async fn start(cfg: ClientConfig) -> Result<Started, String> {
+        let any: IpAddr = if cfg.server.is_ipv6() {
+            Ipv6Addr::UNSPECIFIED.into()
+        } else {
+            Ipv4Addr::UNSPECIFIED.into()
+        };
+        let sock = UdpSocket::bind(SocketAddr::new(any, cfg.udp_port))
+            .await
+            .map_err(|e| bind_error("UDP", cfg.udp_port, e))?;
+        // Only the server's datagrams reach us: others are filtered by the kernel.
+        sock.connect(cfg.server)
+            .await
+            .map_err(|e| format!("[Cannot reach server {}: {e}]", cfg.server))?;
+        let listener = TcpListener::bind(SocketAddr::new(any, cfg.tcp_port))
+            .await
+            .map_err(|e| bind_error("TCP", cfg.tcp_port, e))?;
+        let tcp_port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let download_dir = match &cfg.opts.download_dir {
+            Some(d) => d.clone(),
+            None => {
+                std::env::current_dir().map_err(|e| format!("[Cannot read current folder: {e}]"))?
+            }
+        };
+        if !download_dir.is_dir() {
+            return Err(format!(
+                "[Download folder {} does not exist]",
+                download_dir.display()
+            ));
+        }
+
+        let completion = SharedCompletion::default();
+        let (console, input) = Console::start(ConsoleOptions {
+            plain: cfg.opts.plain,
+            history: None,
+            completion: completion.clone(),
+        });
+        let (notices_tx, notices) = mpsc::unbounded_channel();
+        let (internal_tx, internal) = mpsc::unbounded_channel();
+        let seed: u64 = rand::random();
+        let core = ClientCore::new(
+            core_sm::Config {
+                name: cfg.name.clone(),
+                tcp_port,
+                retry: RetryPolicy {
+                    interval: cfg.retry_interval(),
+                    retries: 3,
+                },
+                heartbeat: Duration::from_secs(10),
+                advertise: cfg.opts.advertise_ip,
+            },
+            seed,
+        );
+        let exec = cfg
+            .opts
+            .exec
+            .as_deref()
+            .map(|s| {
+                s.split(';')
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (cancel, _) = watch::channel(false);
+        let driver = Driver {
+            core,
+            sock,
+            console,
+            completion,
+            lib: SharedLibrary::default(),
+            listener: Some(listener),
+            tcp_port,
+            tcp_bind: any,
+            accepting: None,
+            notices_tx,
+            internal_tx,
+            cancel,
+            busy: None,
+            prompt_due: false,
+            exec,
+            exit_code: None,
+            download_dir,
+            cfg,
+        };
+        Ok((driver, input, internal, notices))
+    }
+
+    fn say(&self, line: impl AsRef<str>) {
+        self.console.print(line.as_ref());
+    }
+
+    fn finish_command(&mut self) {
+        self.busy = None;
+        self.prompt_due = true;
+    }
+
+    async fn main_loop(
+        mut self,
+        mut input: mpsc::UnboundedReceiver<InputEvent>,
+        mut internal: mpsc::UnboundedReceiver<Internal>,
+        mut notices: mpsc::UnboundedReceiver<String>,
+    ) -> i32 {
+        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        let mut signals = Signals::new();
+        self.core.register(Instant::now());
+        self.busy = Some(Busy::Register { initial: true });
+        loop {
+            self.flush().await;
+            self.drain_events();
+            self.flush().await;
+            if let Some(code) = self.exit_code {
+                return code;
+            }
+            if self.busy.is_none() {
+                if let Some(line) = self.exec.pop_front() {
+                    self.say(format!(">>> {line}"));
+                    self.handle_line(&line).await;
+                    continue;
+                }
+                if self.cfg.opts.exit && self.cfg.opts.exec.is_some() {
+                    return self.leave().await;
+                }
+                if self.prompt_due {
+                    self.prompt_due = false;
+                    self.console.ready();
+                }
+            }
+            let deadline = self.core.poll_timeout();
+            let reading = self.busy.is_none();
+            tokio::select! {
+                r = self.sock.recv(&mut buf) => {
+                    if let Ok(n) = r {
+                        self.core.handle_datagram(Instant::now(), &buf[..n]);
+                    }
+                }
+                _ = sleep_until(deadline) => self.core.handle_timeout(Instant::now()),
+                ev = input.recv(), if reading => match ev {
+                    Some(InputEvent::Line(line)) => self.handle_line(&line).await,
+                    Some(InputEvent::Interrupt) | Some(InputEvent::Eof) | None => {
+                        return self.leave().await;
+                    }
+                },
+                Some(msg) = internal.recv() => self.on_internal(msg),
+                Some(n) = notices.recv() => self.say(n),
+                sig = signals.next() => match sig {
+                    Sig::Interrupt if matches!(self.busy, Some(Busy::Downloads { .. })) && self.console.is_terminal() => {
+                        // Ctrl-C during a download cancels the download, not the client.
+                        let _ = self.cancel.send(true);
+                    }
+                    _ => return self.leave().await,
+                },
+            }
+        }
+    }
+
+    /// Leaves cleanly: a best-effort goodbye to the server, exit code 0.
+    async fn leave(&mut self) -> i32 {
+        let _ = self.cancel.send(true);
+        if let Some(bytes) = self.core.goodbye() {
+            let _ = self.sock.send(&bytes).await;
+        }
+        exit::OK
+    }
+
+    async fn flush(&mut self) {
+        while let Some(d) = self.core.poll_transmit() {
+            // A lost datagram is covered by retries; an error here is the same.
+            let _ = self.sock.send(&d).await;
+        }
+    }
+
+    fn drain_events(&mut self) {
+        while let Some(ev) = self.core.poll_event() {
+            self.on_event(ev);
+        }
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Registered => {
+                self.say(">>> [Welcome, You are registered.]");
+                self.start_serving();
+                if matches!(self.busy, Some(Busy::Register { .. })) {
+                    self.finish_command();
+                }
+            }
+            Event::RegisterRejected(reason) => {
+                let initial = self.busy == Some(Busy::Register { initial: true });
+                self.say(match reason {
+                    Reject::NameInUse => {
+                        ">>> [Registration rejected: Client username already in use.]".to_string()
+                    }
+                    other => format!(">>> [Registration rejected: {}]", reject_text(other)),
+                });
+                if initial {
+                    self.exit_code = Some(exit::FAILURE);
+                } else {
+                    self.finish_command();
+                }
+            }
+            Event::RegisterTimedOut => {
+                self.say(">>> [Server not responding]");
+                if self.busy == Some(Busy::Register { initial: true }) {
+                    self.exit_code = Some(exit::FAILURE);
+                } else {
+                    self.finish_command();
+                }
+            }
+            Event::OfferDone(op) => {
+                self.say(">>> [Offer Message Received By Server]");
+                if self.busy == Some(Busy::Offer(op)) {
+                    self.finish_command();
+                }
+            }
+            Event::OfferFailed(op, why) => {
+                self.say(match why {
+                    OfferFailure::NoAck => {
+                        ">>> [No ACK from Server, please try again later.]".to_string()
+                    }
+                    OfferFailure::Rejected(r) => {
+                        format!(">>> [Offer rejected by server: {}]", reject_text(r))
+                    }
+                });
+                if self.busy == Some(Busy::Offer(op)) {
+                    self.finish_command();
+                }
+            }
+            Event::Deregistered => {
+                self.say(">>> [You are Offline. Bye.]");
+                self.update_completion();
+                if self.busy == Some(Busy::Dereg) {
+                    self.finish_command();
+                }
+            }
+            Event::DeregTimedOut => {
+                self.say(">>> [Server not responding]");
+                self.say(">>> [Exiting]");
+                self.exit_code = Some(exit::FAILURE);
+            }
+            Event::TableUpdated => {
+                self.say(">>> [Client table updated.]");
+                self.update_completion();
+            }
+            Event::ServerLost => {
+                self.say(">>> [Server not responding; reconnecting automatically.]");
+            }
+            Event::ServerBack => {
+                self.say(">>> [Connection to server restored.]");
+                self.start_serving();
+            }
+        }
+    }
+
+    fn update_completion(&self) {
+        let mut table = std::collections::BTreeMap::<String, Vec<String>>::new();
+        for r in self.core.table().rows() {
+            table.entry(r.file).or_default().push(r.owner);
+        }
+        if let Ok(mut c) = self.completion.write() {
+            c.table = table;
+        }
+    }
+
+    /// Starts the provider's accept loop if it is not running.
+    fn start_serving(&mut self) {
+        if self.accepting.as_ref().is_some_and(|a| *a.borrow()) {
+            return;
+        }
+        let listener = match self.listener.take() {
+            Some(l) => l,
+            None => match rebind(SocketAddr::new(self.tcp_bind, self.tcp_port)) {
+                Ok(l) => l,
+                Err(e) => {
+                    self.say(format!(
+                        ">>> [Cannot serve files: TCP port {} unavailable: {e}]",
+                        self.tcp_port
+                    ));
+                    return;
+                }
+            },
+        };
+        let (tx, rx) = watch::channel(true);
+        self.accepting = Some(tx);
+        tokio::spawn(serve(
+            listener,
+            self.lib.clone(),
+            self.notices_tx.clone(),
+            rx,
+        ));
+    }
+
+    fn stop_serving(&mut self) {
+        if let Some(a) = self.accepting.take() {
+            let _ = a.send(false);
+        }
+    }
+
+    async fn handle_line(&mut self, line: &str) {
+        let cmd = match command::parse(line) {
+            Ok(c) => c,
+            Err(e) => {
+                self.say(format!(">>> {e}"));
+                self.prompt_due = true;
+                return;
+            }
+        };
+        self.prompt_due = true;
+        let state = self.core.state();
+        let needs_online = matches!(
+            cmd,
+            Command::Offer(_) | Command::List { .. } | Command::Request { .. } | Command::Dereg(_)
+        );
+        if needs_online && state != State::Online {
+            self.say(match state {
+                State::Offline => ">>> [You are offline. Use reg to come back online.]",
+                _ => ">>> [Not connected to the server right now; try again shortly.]",
+            });
+            return;
+        }
+        match cmd {
+            Command::Nothing => {}
+            Command::SetDir(dir) => self.setdir(&dir),
+            Command::Offer(files) => self.offer(files),
+            Command::List {
+                long,
+                json,
+                pattern,
+            } => self.list(long, json, pattern.as_deref()),
+            Command::Request { pairs, force } => self.request(pairs, force),
+            Command::Dereg(name) => {
+                if let Some(n) = name.filter(|n| n != self.core.name()) {
+                    self.say(format!(
+                        ">>> [dereg failed: {n} is not you; you can only deregister yourself ({}).]",
+                        self.core.name()
+                    ));
+                    return;
+                }
+                // Stop serving first: no transfer starts after we said we left.
+                self.stop_serving();
+                if self.core.dereg(Instant::now()) {
+                    self.busy = Some(Busy::Dereg);
+                }
+            }
+            Command::Reg => {
+                if state != State::Offline {
+                    self.say(">>> [Already registered.]");
+                    return;
+                }
+                self.core.register(Instant::now());
+                self.busy = Some(Busy::Register { initial: false });
+            }
+            Command::Help(None) => {
+                let width = COMMANDS.iter().map(|c| c.usage.len()).max().unwrap_or(0);
+                for c in COMMANDS {
+                    self.say(format!("  {:width$}  {}", c.usage, c.summary));
+                }
+            }
+            Command::Help(Some(name)) => match help_for(&name) {
+                Some(c) => {
+                    self.say(format!("  {}: {}", c.usage, c.summary));
+                    self.say(format!("  {}", c.details));
+                }
+                None => self.say(format!(">>> [No such command: {name}]")),
+            },
+            Command::Quit => {
+                let code = self.leave().await;
+                self.exit_code = Some(code);
+            }
+        }
+    }
+
+    fn setdir(&mut self, dir: &str) {
+        let path = Path::new(dir);
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => {
+                let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+                if let Ok(mut lib) = self.lib.write() {
+                    lib.set_dir(abs.clone());
+                }
+                if let Ok(mut c) = self.completion.write() {
+                    c.dir = Some(abs.clone());
+                }
+                self.say(format!(
+                    ">>> [Successfully set {} as the directory for searching offered files.]",
+                    abs.display()
+                ));
+            }
+            _ => self.say(format!(">>> [setdir failed: {dir} does not exist.]")),
+        }
+    }
+
+    fn offer(&mut self, files: Vec<String>) {
+        let has_dir = self.lib.read().map(|l| l.dir().is_some()).unwrap_or(false);
+        if !has_dir {
+            self.say(">>> Directory not set. Set directory using setdir command.");
+            return;
+        }
+        let mut unique = Vec::new();
+        for f in files {
+            if !unique.contains(&f) {
+                unique.push(f);
+            }
+        }
+        let given = unique.len();
+        let lib = self.lib.clone();
+        let console = self.console.clone();
+        let tx = self.internal_tx.clone();
+        self.busy = Some(Busy::Hashing);
+        // Checking and hashing read the files: keep them off the event loop.
+        tokio::task::spawn_blocking(move || {
+            let mut ok = Vec::new();
+            for f in unique {
+                if !proto::valid_file_name(&f) {
+                    console.print(&format!(
+                        ">>> [Cannot offer {f:?}: not a plain file name (no '/', '..' or control characters)]"
+                    ));
+                    continue;
+                }
+                let res = match lib.write() {
+                    Ok(mut l) => l.offer(&f),
+                    Err(_) => continue,
+                };
+                match res {
+                    Ok(_) => ok.push(f),
+                    Err(e) => console.print(&format!(">>> [Cannot offer {f}: {e}]")),
+                }
+            }
+            let send = given == 0 || !ok.is_empty();
+            if !send {
+                console.print(">>> [Nothing offered.]");
+            }
+            let _ = tx.send(Internal::OfferChecked { ok, send });
+        });
+    }
+
+    fn on_internal(&mut self, msg: Internal) {
+        match msg {
+            Internal::OfferChecked { ok, send } => {
+                if self.busy != Some(Busy::Hashing) {
+                    return;
+                }
+                if !send {
+                    return self.finish_command();
+                }
+                match self.core.offer(Instant::now(), &ok) {
+                    Some(op) => self.busy = Some(Busy::Offer(op)),
+                    None => {
+                        self.say(">>> [Not connected to the server right now; try again shortly.]");
+                        self.finish_command();
+                    }
+                }
+            }
+            Internal::DownloadDone {
+                file,
+                owner,
+                connected,
+                result,
+            } => {
+                match result {
+                    Ok(r) => {
+                        let secs = r.elapsed.as_secs_f64();
+                        let moved = r.size - r.resumed_from;
+                        self.say(format!(
+                            "< {file}: {} bytes, BLAKE3 {}, {:.2} s, {} >",
+                            r.size,
+                            hex::encode(r.hash),
+                            secs,
+                            rate(moved, secs)
+                        ));
+                        self.say(format!("< {file} downloaded successfully! >"));
+                    }
+                    Err(e) => self.say(format!("< Download of {file} from {owner} failed: {e} >")),
+                }
+                if connected {
+                    self.say(format!("< Connection with client {owner} closed >"));
+                }
+                if let Some(Busy::Downloads { left }) = &mut self.busy {
+                    *left -= 1;
+                    if *left == 0 {
+                        let _ = self.cancel.send(false);
+                        self.finish_command();
+                    }
+                }
+            }
+        }
+    }
+
+    fn list(&mut self, long: bool, json: bool, pattern: Option<&str>) {
+        let rows: Vec<Row> = self
+            .core
+            .table()
+            .rows()
+            .into_iter()
+            .filter(|r| pattern.is_none_or(|p| glob_match(p, &r.file)))
+            .collect();
+        if json {
+            self.say(serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into()));
+            return;
+        }
+        if rows.is_empty() {
+            self.say(">>> [No files available for download at the moment.]");
+            return;
+        }
+        let _ = long;
+        let mut table: Vec<[String; 4]> = vec![[
+            "FILENAME".into(),
+            "OWNER".into(),
+            "IP ADDRESS".into(),
+            "TCP PORT".into(),
+        ]];
+        table.extend(rows.iter().map(|r| {
+            [
+                r.file.clone(),
+                r.owner.clone(),
+                r.ip.to_string(),
+                r.tcp_port.to_string(),
+            ]
+        }));
+        for line in format_columns(&table) {
+            self.say(line);
+        }
+    }
+
+    fn request(&mut self, pairs: Vec<(String, String)>, force: bool) {
+        let _ = force;
+        let mut specs = Vec::new();
+        for (file, owner) in pairs {
+            let valid = self
+                .core
+                .table()
+                .owner(&owner)
+                .filter(|o| o.files.contains(&file) && owner != self.core.name())
+                .map(|o| SocketAddr::new(o.ip, o.tcp_port));
+            match valid {
+                Some(peer) => specs.push(FetchSpec {
+                    peer,
+                    owner,
+                    file,
+                    requester: self.core.name().to_string(),
+                    dest_dir: self.download_dir.clone(),
+                }),
+                None => self.say(">>> [Invalid Request]"),
+            }
+        }
+        if specs.is_empty() {
+            return;
+        }
+        let _ = self.cancel.send(false);
+        self.busy = Some(Busy::Downloads { left: specs.len() });
+        for spec in specs {
+            self.spawn_download(spec);
+        }
+    }
+
+    fn spawn_download(&self, spec: FetchSpec) {
+        let console = self.console.clone();
+        let tx = self.internal_tx.clone();
+        let cancel = self.cancel.subscribe();
+        let connected = Arc::new(AtomicBool::new(false));
+        let (file, owner) = (spec.file.clone(), spec.owner.clone());
+        let conn = connected.clone();
+        tokio::spawn(async move {
+            let mut bar = None;
+            let (f, o) = (file.clone(), owner.clone());
+            let on_event = move |ev: FetchEvent| match ev {
+                FetchEvent::Connected => {
+                    conn.store(true, Ordering::SeqCst);
+                    console.print(&format!("< Connection with client {o} established. >"));
+                }
+                FetchEvent::Started { size, offset } => {
+                    if offset > 0 {
+                        console.print(&format!(
+                            "< Resuming {f} from byte {offset} of {size} ({:.0}%) >",
+                            offset as f64 * 100.0 / size.max(1) as f64
+                        ));
+                    }
+                    console.print(&format!("< Downloading {f}... >"));
+                    let p = console.progress(&f, size);
+                    p.set(offset);
+                    bar = Some(p);
+                }
+                FetchEvent::Progress { done } => {
+                    if let Some(b) = &bar {
+                        b.set(done);
+                    }
+                }
+            };
+            let result = fetch(spec, on_event, cancel).await;
+            let _ = tx.send(Internal::DownloadDone {
+                file,
+                owner,
+                connected: connected.load(Ordering::SeqCst),
+                result,
+            });
+        });
+    }
+}
+
+fn rebind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let std = std::net::TcpListener::bind(addr)?;
+    std.set_nonblocking(true)?;
+    TcpListener::from_std(std)
+}
+
+fn reject_text(r: Reject) -> &'static str {
+    match r {
+        Reject::NameInUse => "name already in use",
+        Reject::InvalidName => "invalid name",
+        Reject::NotRegistered => "not registered (session expired)",
+        Reject::LimitExceeded => "limit exceeded",
+        Reject::RateLimited => "too many requests",
+    }
+}
+
+/// Human-readable transfer rate.
+pub fn rate(bytes: u64, secs: f64) -> String {
+    if secs <= 0.0 {
+        return "instant".into();
+    }
+    let bps = bytes as f64 / secs;
+    if bps >= 1e9 {
+        format!("{:.2} GB/s", bps / 1e9)
+    } else if bps >= 1e6 {
+        format!("{:.1} MB/s", bps / 1e6)
+    } else {
+        format!("{:.1} kB/s", bps / 1e3)
+    }
+}
+
+/// Aligns columns to their longest value, two spaces apart; the last column is not padded.
+pub fn format_columns<const N: usize>(rows: &[[String; N]]) -> Vec<String> {
+    let mut widths = [0usize; N];
+    for r in rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    rows.iter()
+        .map(|r| {
+            let mut line = String::new();
+            for (i, cell) in r.iter().enumerate() {
+                if i + 1 == N {
+                    line.push_str(cell);
+                } else {
+                    line.push_str(cell);
+                    line.extend(std::iter::repeat_n(
+                        ' ',
+                        widths[i] - cell.chars().count() + 2,
+                    ));
+                }
+            }
+            line
+        })
+        .collect()
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+enum Sig {
+    Interrupt,
+    Terminate,
+}
+
+/// SIGINT, SIGTERM and SIGHUP as one stream.
+struct Signals {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals {
+            int: signal(SignalKind::interrupt()).ok(),
+            term: signal(SignalKind::terminate()).ok(),
+            hup: signal(SignalKind::hangup()).ok(),
+        }
+    }
+
+    async fn next(&mut self) -> Sig {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = recv(&mut self.int) => Sig::Interrupt,
+            _ = recv(&mut self.term) => Sig::Terminate,
+            _ = recv(&mut self.hup) => Sig::Terminate,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_align_to_longest_value() {
+        let rows = vec![
+            [
+                "FILENAME".to_string(),
+                "OWNER".into(),
+                "IP ADDRESS".into(),
+                "TCP PORT".into(),
+            ],
+            [
+                "a-much-longer-name".into(),
+                "B".into(),
+                "127.0.0.1".into(),
+                "1401".into(),
+            ],
+        ];
+        let out = format_columns(&rows);
+        assert_eq!(out[0], "FILENAME            OWNER  IP ADDRESS  TCP PORT");
+        assert_eq!(out[1], "a-much-longer-name  B      127.0.0.1   1401");
+    }
+}

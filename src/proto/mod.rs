@@ -47,6 +47,10 @@ pub enum Message {
         instance: u64,
         tcp_port: u16,
         keep_offers: bool,
+        /// Address peers should use to reach this client's TCP port, when the source
+        /// address of its datagrams is not it (NAT, several interfaces). `None`: the
+        /// server records the datagram's source address.
+        advertise: Option<IpAddr>,
     },
     /// Add files to the sender's offered set (idempotent set union).
     Offer {

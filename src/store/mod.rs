@@ -4,7 +4,7 @@
 //! every change; the server driver hands each batch to [`Store::commit`] and only sends the
 //! ACKs of that batch once `commit` returned: an acknowledged change is durable.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 pub mod memory;
 pub mod sqlite;
@@ -18,6 +18,8 @@ pub struct OwnerRow {
     pub name: String,
     /// Address the owner's datagrams come from (IP and UDP port).
     pub addr: SocketAddr,
+    /// IP address peers reach the owner's TCP port at (advertised, or `addr`'s IP).
+    pub peer_ip: IpAddr,
     pub tcp_port: u16,
     pub online: bool,
     /// Session token of the current (or last) session.
