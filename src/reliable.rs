@@ -148,7 +148,7 @@ mod tests {
         assert!(o.handle_timeout(t0 + 499 * MS, &mut sent).is_empty());
         assert!(sent.is_empty());
         let mut times = Vec::new();
-        let mut now = t0;
+        let mut now;
         loop {
             now = o.poll_timeout().expect("pending");
             let failed = o.handle_timeout(now, &mut sent);

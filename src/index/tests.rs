@@ -1,1 +1,645 @@
+//! The index and client cores driven together over a simulated network with a fake
+//! clock: loss, duplication and reordering are injected from a seeded generator, time
+//! jumps from deadline to deadline, and nothing sleeps.
 
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::client::core::{self as cc, ClientCore, Event};
+use crate::store::{MemoryStore, Store};
+
+const MS: Duration = Duration::from_millis(1);
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 20000 + i as u16)
+}
+
+fn server_addr() -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 12000)
+}
+
+/// A tiny deterministic generator for fault injection (no clock, no OS).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn chance(&mut self, pct: u64) -> bool {
+        self.next() % 100 < pct
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Dest {
+    /// To the server, from client `from`.
+    Server {
+        from: usize,
+    },
+    Client(usize),
+}
+
+struct Sim {
+    now: Instant,
+    index: Index,
+    store: MemoryStore,
+    clients: Vec<ClientCore>,
+    events: Vec<Vec<Event>>,
+    /// (deliver at, destination, bytes).
+    wire: Vec<(Instant, Dest, Vec<u8>)>,
+    loss: u64,
+    dup: u64,
+    rng: Lcg,
+    latency: Duration,
+}
+
+impl Sim {
+    fn new(n: usize) -> Sim {
+        Sim::with_config(n, Config::default())
+    }
+
+    fn with_config(n: usize, cfg: Config) -> Sim {
+        let now = Instant::now();
+        let clients = (0..n)
+            .map(|i| {
+                ClientCore::new(
+                    cc::Config {
+                        name: format!("c{i}"),
+                        tcp_port: 1400 + i as u16,
+                        retry: cfg.retry,
+                        heartbeat: cfg.heartbeat,
+                        advertise: None,
+                    },
+                    i as u64 * 1000 + 7,
+                )
+            })
+            .collect();
+        Sim {
+            now,
+            index: Index::new(cfg, Vec::new(), now, [7; 32]),
+            store: MemoryStore::default(),
+            clients,
+            events: vec![Vec::new(); n],
+            wire: Vec::new(),
+            loss: 0,
+            dup: 0,
+            rng: Lcg(42),
+            latency: MS,
+        }
+    }
+
+    fn put(&mut self, to: Dest, bytes: Vec<u8>) {
+        if self.rng.chance(self.loss) {
+            return;
+        }
+        // Reordering: each datagram gets its own jittered latency.
+        let jitter = Duration::from_micros(self.rng.next() % 3000);
+        let at = self.now + self.latency + jitter;
+        if self.rng.chance(self.dup) {
+            self.wire.push((at + MS, to, bytes.clone()));
+        }
+        self.wire.push((at, to, bytes));
+    }
+
+    /// Moves everything queued in the machines onto the wire.
+    fn collect(&mut self) {
+        let ops = self.index.take_store_ops();
+        self.store.commit(&ops).unwrap();
+        while let Some((dst, bytes)) = self.index.poll_transmit() {
+            let i = (dst.port() - 20000) as usize;
+            self.put(Dest::Client(i), bytes);
+        }
+        for i in 0..self.clients.len() {
+            while let Some(b) = self.clients[i].poll_transmit() {
+                self.put(Dest::Server { from: i }, b);
+            }
+            while let Some(e) = self.clients[i].poll_event() {
+                self.events[i].push(e);
+            }
+        }
+    }
+
+    /// Advances the fake clock to the next event and processes it. False when idle.
+    fn step(&mut self, until: Instant) -> bool {
+        self.collect();
+        let next_wire = self.wire.iter().map(|w| w.0).min();
+        let next_timer = std::iter::once(self.index.poll_timeout())
+            .chain(self.clients.iter().map(|c| c.poll_timeout()))
+            .flatten()
+            .min();
+        let Some(next) = [next_wire, next_timer].into_iter().flatten().min() else {
+            return false;
+        };
+        if next > until {
+            self.now = until;
+            return false;
+        }
+        self.now = self.now.max(next);
+        let now = self.now;
+        let (due, rest): (Vec<_>, Vec<_>) = self.wire.drain(..).partition(|w| w.0 <= now);
+        self.wire = rest;
+        for (_, to, bytes) in due {
+            match to {
+                Dest::Server { from } => self.index.handle_datagram(now, addr(from), &bytes),
+                Dest::Client(i) => self.clients[i].handle_datagram(now, &bytes),
+            }
+        }
+        if self.index.poll_timeout().is_some_and(|t| t <= now) {
+            self.index.handle_timeout(now);
+        }
+        for c in &mut self.clients {
+            if c.poll_timeout().is_some_and(|t| t <= now) {
+                c.handle_timeout(now);
+            }
+        }
+        self.collect();
+        true
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        while self.step(until) {}
+        self.now = self.now.max(until);
+    }
+
+    fn saw(&self, i: usize, e: &Event) -> bool {
+        self.events[i].contains(e)
+    }
+
+    fn rows(&self, i: usize) -> BTreeSet<(String, String)> {
+        self.clients[i]
+            .table()
+            .rows()
+            .into_iter()
+            .map(|r| (r.file, r.owner))
+            .collect()
+    }
+
+    /// What the server says every online client should see.
+    fn server_rows(&self) -> BTreeSet<(String, String)> {
+        let mut out = BTreeSet::new();
+        for i in 0..self.clients.len() {
+            let name = format!("c{i}");
+            if let Some((true, files)) = self.index.owner_files(&name) {
+                out.extend(files.into_iter().map(|f| (f, name.clone())));
+            }
+        }
+        out
+    }
+}
+
+fn files(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+fn register_all(sim: &mut Sim) {
+    for i in 0..sim.clients.len() {
+        sim.clients[i].register(sim.now);
+    }
+    sim.run_for(100 * MS);
+    for i in 0..sim.clients.len() {
+        assert!(
+            sim.saw(i, &Event::Registered),
+            "client {i}: {:?}",
+            sim.events[i]
+        );
+    }
+}
+
+#[test]
+fn offer_reaches_everyone_including_the_offerer() {
+    let mut sim = Sim::new(3);
+    register_all(&mut sim);
+    let op = sim.clients[1]
+        .offer(sim.now, &files(&["foo", "bar"]))
+        .unwrap();
+    sim.run_for(100 * MS);
+    assert!(sim.saw(1, &Event::OfferDone(op)));
+    let want: BTreeSet<_> = [("bar".into(), "c1".into()), ("foo".into(), "c1".into())].into();
+    for i in 0..3 {
+        assert_eq!(sim.rows(i), want, "client {i}");
+        assert!(sim.saw(i, &Event::TableUpdated));
+    }
+}
+
+#[test]
+fn retransmitted_register_is_welcomed_again_not_rejected() {
+    let mut sim = Sim::new(1);
+    sim.clients[0].register(sim.now);
+    sim.collect();
+    // Deliver the REGISTER twice, as a retransmission after a lost welcome would.
+    let (at, to, bytes) = sim.wire[0].clone();
+    sim.wire.push((at + MS, to, bytes));
+    sim.run_for(50 * MS);
+    assert!(sim.saw(0, &Event::Registered));
+    assert!(
+        !sim.events[0]
+            .iter()
+            .any(|e| matches!(e, Event::RegisterRejected(_))),
+        "{:?}",
+        sim.events[0]
+    );
+    assert_eq!(sim.index.stats().registrations, 1, "applied once");
+}
+
+#[test]
+fn name_in_use_is_rejected_and_offline_name_can_be_taken() {
+    let mut sim = Sim::new(2);
+    sim.clients[0] = ClientCore::new(
+        cc::Config {
+            name: "same".into(),
+            tcp_port: 1,
+            retry: RetryPolicy::default(),
+            heartbeat: Duration::from_secs(10),
+            advertise: None,
+        },
+        1,
+    );
+    sim.clients[1] = ClientCore::new(
+        cc::Config {
+            name: "same".into(),
+            tcp_port: 2,
+            retry: RetryPolicy::default(),
+            heartbeat: Duration::from_secs(10),
+            advertise: None,
+        },
+        2,
+    );
+    sim.clients[0].register(sim.now);
+    sim.run_for(50 * MS);
+    sim.clients[1].register(sim.now);
+    sim.run_for(50 * MS);
+    assert!(sim.saw(0, &Event::Registered));
+    assert!(sim.saw(1, &Event::RegisterRejected(Reject::NameInUse)));
+    // After the holder leaves, the name is free; address and port follow the new holder.
+    assert!(sim.clients[0].dereg(sim.now));
+    sim.run_for(50 * MS);
+    assert!(sim.saw(0, &Event::Deregistered));
+    sim.clients[1].register(sim.now);
+    sim.run_for(50 * MS);
+    assert!(sim.saw(1, &Event::Registered));
+    let o = &sim.clients[1].table().owner("same").cloned().unwrap();
+    assert_eq!(o.tcp_port, 2);
+}
+
+#[test]
+fn server_unreachable_fails_after_three_retries_500ms_apart() {
+    let mut sim = Sim::new(1);
+    sim.loss = 100;
+    sim.clients[0].register(sim.now);
+    // Sent at 0, 500, 1000, 1500; given up at 2000, not before.
+    sim.run_for(1999 * MS);
+    assert!(sim.events[0].is_empty());
+    sim.run_for(2 * MS);
+    assert_eq!(sim.events[0], vec![Event::RegisterTimedOut]);
+}
+
+#[test]
+fn dereg_hides_offers_and_reg_restores_them() {
+    let mut sim = Sim::new(2);
+    register_all(&mut sim);
+    sim.clients[0].offer(sim.now, &files(&["a"])).unwrap();
+    sim.run_for(100 * MS);
+    assert_eq!(sim.rows(1).len(), 1);
+    sim.clients[0].dereg(sim.now);
+    sim.run_for(100 * MS);
+    assert!(sim.rows(1).is_empty(), "offline owner's files are hidden");
+    assert_eq!(
+        sim.index.owner_files("c0"),
+        Some((false, files(&["a"]))),
+        "but kept"
+    );
+    sim.clients[0].register(sim.now);
+    sim.run_for(100 * MS);
+    assert_eq!(sim.rows(1).len(), 1, "restored for everyone");
+    assert_eq!(sim.rows(0).len(), 1);
+}
+
+#[test]
+fn fresh_process_taking_an_offline_name_does_not_inherit_offers() {
+    let mut sim = Sim::new(2);
+    register_all(&mut sim);
+    sim.clients[0].offer(sim.now, &files(&["a"])).unwrap();
+    sim.run_for(100 * MS);
+    sim.clients[0].dereg(sim.now);
+    sim.run_for(100 * MS);
+    // A new process (fresh core) under the same name.
+    sim.clients[0] = ClientCore::new(
+        cc::Config {
+            name: "c0".into(),
+            tcp_port: 9,
+            retry: RetryPolicy::default(),
+            heartbeat: Duration::from_secs(10),
+            advertise: None,
+        },
+        99,
+    );
+    sim.clients[0].register(sim.now);
+    sim.run_for(100 * MS);
+    assert_eq!(sim.index.owner_files("c0"), Some((true, vec![])));
+    assert!(sim.rows(1).is_empty());
+}
+
+#[test]
+fn pushes_are_retransmitted_then_given_up_and_heartbeat_resyncs() {
+    let cfg = Config {
+        heartbeat: Duration::from_millis(3000),
+        offline_after: Duration::from_secs(60),
+        ..Config::default()
+    };
+    let mut sim = Sim::with_config(2, cfg);
+    register_all(&mut sim);
+    // Cut client 1 off completely, then offer.
+    sim.loss = 0;
+    sim.clients[0].offer(sim.now, &files(&["x"])).unwrap();
+    sim.collect();
+    let before = sim.index.stats().table_parts_sent;
+    // Drop everything to/from client 1 for 2.5 s.
+    let until = sim.now + 2500 * MS;
+    while sim.now < until {
+        sim.wire
+            .retain(|w| !matches!(w.1, Dest::Client(1) | Dest::Server { from: 1 }));
+        if !sim.step(until) {
+            break;
+        }
+    }
+    let sent = sim.index.stats().table_parts_sent - before;
+    // Client 0 got its push at once; client 1's was sent once and retried 3 times.
+    assert!(sent >= 5, "sent {sent}");
+    assert!(sim.rows(1).is_empty());
+    // Connectivity back: the next heartbeat reports the old version and resyncs.
+    sim.run_for(4000 * MS);
+    assert_eq!(sim.rows(1), sim.server_rows());
+}
+
+#[test]
+fn a_burst_of_changes_costs_one_push_per_client() {
+    let mut sim = Sim::new(5);
+    register_all(&mut sim);
+    let before = sim.index.stats().table_parts_sent;
+    for i in 0..5 {
+        sim.clients[i].offer(sim.now, &files(&["f"])).unwrap();
+    }
+    sim.run_for(200 * MS);
+    let sent = sim.index.stats().table_parts_sent - before;
+    assert_eq!(
+        sent, 5,
+        "five offers in one coalescing window: one part per client"
+    );
+    for i in 0..5 {
+        assert_eq!(sim.rows(i).len(), 5);
+    }
+}
+
+#[test]
+fn silent_client_goes_offline_and_everyone_is_told() {
+    let cfg = Config {
+        heartbeat: Duration::from_millis(100),
+        offline_after: Duration::from_millis(300),
+        ..Config::default()
+    };
+    let mut sim = Sim::with_config(2, cfg);
+    register_all(&mut sim);
+    sim.clients[0].offer(sim.now, &files(&["a"])).unwrap();
+    sim.run_for(100 * MS);
+    assert_eq!(sim.rows(1).len(), 1);
+    // Client 0 crashes: replace it by a core that never registered (sends nothing).
+    sim.clients[0] = ClientCore::new(
+        cc::Config {
+            name: "dead".into(),
+            tcp_port: 1,
+            retry: RetryPolicy::default(),
+            heartbeat: Duration::from_secs(100),
+            advertise: None,
+        },
+        5,
+    );
+    sim.run_for(500 * MS);
+    assert_eq!(sim.index.owner_files("c0").map(|o| o.0), Some(false));
+    assert!(sim.rows(1).is_empty());
+}
+
+#[test]
+fn wrong_token_or_spoofed_address_changes_nothing() {
+    let mut sim = Sim::new(2);
+    register_all(&mut sim);
+    let v = sim.index.version();
+    // Guessed token from client 1's address.
+    let forged = Message::Offer {
+        req: 1,
+        token: 12345,
+        files: files(&["evil"]),
+    }
+    .encode()
+    .unwrap();
+    sim.index.handle_datagram(sim.now, addr(1), &forged);
+    // Client 0's real token, but from client 1's address: take it from the index.
+    let token0 = sim.index.owners[sim.index.by_name["c0"]].token;
+    let spoof = Message::Dereg {
+        req: 2,
+        token: token0,
+    }
+    .encode()
+    .unwrap();
+    sim.index.handle_datagram(sim.now, addr(1), &spoof);
+    assert_eq!(sim.index.version(), v);
+    assert_eq!(sim.index.owner_files("c0"), Some((true, vec![])));
+    let replies: Vec<Message> = std::iter::from_fn(|| sim.index.poll_transmit())
+        .map(|(_, b)| Message::decode(&b).unwrap())
+        .collect();
+    assert_eq!(
+        replies,
+        vec![
+            Message::Rejected {
+                req: 1,
+                reason: Reject::NotRegistered
+            },
+            Message::Rejected {
+                req: 2,
+                reason: Reject::NotRegistered
+            }
+        ]
+    );
+}
+
+#[test]
+fn unverified_registration_gets_no_table_pushes() {
+    let mut sim = Sim::new(1);
+    register_all(&mut sim);
+    // A registration whose source never answers (spoofed victim address).
+    let reg = Message::Register {
+        req: 1,
+        name: "victim".into(),
+        instance: 1,
+        tcp_port: 1,
+        keep_offers: false,
+        advertise: None,
+    }
+    .encode()
+    .unwrap();
+    let victim = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9)), 9);
+    sim.index.handle_datagram(sim.now, victim, &reg);
+    sim.index.handle_timeout(sim.now + 100 * MS);
+    let to_victim: Vec<usize> = std::iter::from_fn(|| sim.index.poll_transmit())
+        .filter(|(a, _)| *a == victim)
+        .map(|(_, b)| b.len())
+        .collect();
+    assert_eq!(to_victim.len(), 1, "only the welcome");
+    assert!(to_victim[0] <= reg.len() + 16, "no amplification");
+}
+
+#[test]
+fn three_hundred_long_names_reach_a_newcomer_whole() {
+    let mut sim = Sim::new(2);
+    sim.clients[0].register(sim.now);
+    sim.run_for(50 * MS);
+    let names: Vec<String> = (0..300).map(|i| format!("{i:0>100}")).collect();
+    let op = sim.clients[0].offer(sim.now, &names).unwrap();
+    sim.run_for(100 * MS);
+    assert!(sim.saw(0, &Event::OfferDone(op)));
+    sim.clients[1].register(sim.now);
+    sim.run_for(200 * MS);
+    assert_eq!(sim.rows(1).len(), 300);
+}
+
+#[test]
+fn restart_from_store_keeps_every_acknowledged_change() {
+    let mut sim = Sim::new(2);
+    register_all(&mut sim);
+    sim.clients[0].offer(sim.now, &files(&["a", "b"])).unwrap();
+    sim.clients[1].offer(sim.now, &files(&["c"])).unwrap();
+    sim.run_for(100 * MS);
+    let version = sim.index.version();
+    let records = sim.store.load().unwrap();
+    let restarted = Index::new(Config::default(), records, sim.now, [1; 32]);
+    assert_eq!(restarted.version(), version);
+    assert_eq!(
+        restarted.owner_files("c0"),
+        Some((true, files(&["a", "b"])))
+    );
+    assert_eq!(restarted.owner_files("c1"), Some((true, files(&["c"]))));
+}
+
+#[test]
+fn heartbeats_survive_a_server_restart_with_the_same_session() {
+    let cfg = Config {
+        heartbeat: Duration::from_millis(200),
+        offline_after: Duration::from_millis(600),
+        ..Config::default()
+    };
+    let mut sim = Sim::with_config(2, cfg.clone());
+    register_all(&mut sim);
+    sim.clients[0].offer(sim.now, &files(&["a"])).unwrap();
+    sim.run_for(100 * MS);
+    let records = sim.store.load().unwrap();
+    sim.index = Index::new(cfg, records, sim.now, [3; 32]);
+    sim.run_for(2000 * MS);
+    assert_eq!(sim.index.owner_files("c0"), Some((true, files(&["a"]))));
+    assert_eq!(sim.rows(1), sim.server_rows());
+    assert!(!sim.events[0].contains(&Event::ServerLost));
+}
+
+#[test]
+fn a_server_that_forgot_us_gets_us_back_with_our_offers() {
+    let cfg = Config {
+        heartbeat: Duration::from_millis(200),
+        offline_after: Duration::from_millis(600),
+        ..Config::default()
+    };
+    let mut sim = Sim::with_config(2, cfg.clone());
+    register_all(&mut sim);
+    sim.clients[0].offer(sim.now, &files(&["a"])).unwrap();
+    sim.run_for(100 * MS);
+    // Restart with an empty store (nothing durable).
+    sim.index = Index::new(cfg, Vec::new(), sim.now, [4; 32]);
+    sim.run_for(2000 * MS);
+    assert!(sim.saw(0, &Event::ServerBack));
+    assert_eq!(sim.index.owner_files("c0"), Some((true, files(&["a"]))));
+    assert_eq!(sim.rows(1), sim.server_rows());
+    assert_eq!(sim.rows(1).len(), 1);
+}
+
+#[test]
+fn converges_under_heavy_loss_duplication_and_reordering() {
+    let cfg = Config {
+        heartbeat: Duration::from_millis(300),
+        offline_after: Duration::from_secs(30),
+        ..Config::default()
+    };
+    let mut sim = Sim::with_config(6, cfg);
+    sim.loss = 30;
+    sim.dup = 10;
+    for i in 0..6 {
+        sim.clients[i].register(sim.now);
+    }
+    // Each registration ends within its retry budget (2 s), one way or the other.
+    sim.run_for(2100 * MS);
+    for i in 0..6 {
+        assert!(
+            sim.events[i]
+                .iter()
+                .any(|e| matches!(e, Event::Registered | Event::RegisterTimedOut)),
+            "client {i}: {:?}",
+            sim.events[i]
+        );
+        if sim.clients[i].state() != cc::State::Online {
+            sim.clients[i].register(sim.now); // the user tries again
+        }
+    }
+    sim.run_for(2100 * MS);
+    let mut started = vec![Vec::new(); 6];
+    for round in 0..5 {
+        for i in 0..6 {
+            if let Some(op) = sim.clients[i].offer(sim.now, &[format!("f{round}-{i}")]) {
+                started[i].push(op);
+            }
+        }
+        // Longer than the retry budget: every offer has ended by the next round.
+        sim.run_for(2100 * MS);
+    }
+    assert!(started.iter().map(Vec::len).sum::<usize>() >= 20);
+    for i in 0..6 {
+        for op in &started[i] {
+            assert!(
+                sim.events[i].iter().any(|e| matches!(e,
+                    Event::OfferDone(o) | Event::OfferFailed(o, _) if o == op)),
+                "client {i} offer {op} never ended"
+            );
+        }
+    }
+    // Loss stops: within 3 s every online client's table equals the server's.
+    sim.loss = 0;
+    sim.dup = 0;
+    sim.run_for(3000 * MS);
+    let want = sim.server_rows();
+    for i in 0..6 {
+        if sim.clients[i].state() == cc::State::Online {
+            assert_eq!(sim.rows(i), want, "client {i}");
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_datagrams_never_panic_the_index(
+        datagrams in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..1300), 0..50)
+    ) {
+        let now = Instant::now();
+        let mut ix = Index::new(Config::default(), Vec::new(), now, [0; 32]);
+        for (i, d) in datagrams.iter().enumerate() {
+            ix.handle_datagram(now, addr(i % 4), d);
+            let mut framed = vec![b'F', b'A', crate::proto::VERSION];
+            framed.extend_from_slice(d);
+            ix.handle_datagram(now, addr(i % 4), &framed);
+        }
+        ix.handle_timeout(now + Duration::from_secs(100));
+        while ix.poll_transmit().is_some() {}
+    }
+}

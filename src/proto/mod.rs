@@ -293,15 +293,17 @@ mod tests {
                 arb_name(),
                 any::<u64>(),
                 any::<u16>(),
-                any::<bool>()
+                any::<bool>(),
+                any::<Option<[u8; 16]>>()
             )
-                .prop_map(|(req, name, instance, tcp_port, keep_offers)| {
+                .prop_map(|(req, name, instance, tcp_port, keep_offers, adv)| {
                     Message::Register {
                         req,
                         name,
                         instance,
                         tcp_port,
                         keep_offers,
+                        advertise: adv.map(IpAddr::from),
                     }
                 }),
             (
