@@ -480,14 +480,21 @@ impl Index {
 
     fn welcome(&mut self, to: SocketAddr, req: u64, token: Token) {
         let heartbeat_ms = self.cfg.heartbeat.as_millis().min(u32::MAX as u128) as u32;
+        let version = self.version;
         self.send(
             to,
             &Message::Welcome {
                 req,
                 token,
                 heartbeat_ms,
+                version,
             },
         );
+    }
+
+    fn ack(&mut self, to: SocketAddr, req: u64) {
+        let version = self.version;
+        self.send(to, &Message::Ack { req, version });
     }
 
     fn on_offer(
@@ -531,7 +538,7 @@ impl Index {
             self.set_latest(id, v);
             self.schedule_push(now);
         }
-        self.send(src, &Message::Ack { req });
+        self.ack(src, req);
     }
 
     fn on_dereg(&mut self, src: SocketAddr, req: u64, token: Token) {
@@ -544,7 +551,7 @@ impl Index {
             self.schedule_push(now);
         }
         // Already offline: the ACK was lost, answer again.
-        self.send(src, &Message::Ack { req });
+        self.ack(src, req);
     }
 
     fn go_offline(&mut self, id: OwnerId) {
@@ -579,7 +586,7 @@ impl Index {
         if stale_push && let Some(p) = self.owners[id].push.take() {
             self.timers.remove(&(p.next_at, id));
         }
-        self.send(src, &Message::Ack { req });
+        self.ack(src, req);
         if self.owners[id].acked < self.version && self.owners[id].push.is_none() {
             self.start_push(now, id, self.cfg.retry.retries);
         }

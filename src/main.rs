@@ -16,6 +16,9 @@ fn main() {
                 exit::OK
             };
             let _ = e.print();
+            if e.use_stderr() {
+                println!("{}", cli::usage_line());
+            }
             std::process::exit(code);
         }
     };

@@ -106,6 +106,9 @@ pub struct ClientCore {
     heartbeat: Duration,
     next_heartbeat: Option<Instant>,
     next_reconnect: Option<Instant>,
+    /// Highest table version named by a reply to us: once our table reaches it, it
+    /// shows our own changes (read-your-writes).
+    seen_version: u64,
 }
 
 impl ClientCore {
@@ -127,7 +130,13 @@ impl ClientCore {
             next_op: 1,
             next_heartbeat: None,
             next_reconnect: None,
+            seen_version: 0,
         }
+    }
+
+    /// True while the server has acknowledged a change that our table does not show yet.
+    pub fn behind_own_writes(&self) -> bool {
+        self.state == State::Online && self.table.version() < self.seen_version
     }
 
     pub fn state(&self) -> State {
@@ -267,10 +276,12 @@ impl ClientCore {
                 req,
                 token,
                 heartbeat_ms,
+                version,
             } => {
                 let Some(Tag::Register { user }) = self.reqs.complete(req) else {
                     return;
                 };
+                self.seen_version = version;
                 self.on_welcome(now, user, token, heartbeat_ms);
             }
             Message::Rejected { req, reason } => match self.reqs.complete(req) {
@@ -299,8 +310,11 @@ impl ClientCore {
                 }
                 _ => {}
             },
-            Message::Ack { req } => match self.reqs.complete(req) {
-                Some(Tag::Offer(op)) => self.offer_part_done(op, None),
+            Message::Ack { req, version } => match self.reqs.complete(req) {
+                Some(Tag::Offer(op)) => {
+                    self.seen_version = self.seen_version.max(version);
+                    self.offer_part_done(op, None)
+                }
                 Some(Tag::Dereg) => self.go_offline(),
                 Some(Tag::Heartbeat) => {
                     if self.state == State::Reconnecting {

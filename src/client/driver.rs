@@ -54,7 +54,15 @@ enum Busy {
     Downloads {
         left: usize,
     },
+    /// The server applied our change; wait (briefly) until our table shows it, so the
+    /// next command reads our own writes.
+    Sync {
+        until: Instant,
+    },
 }
+
+/// Longest wait for our own change to appear in our table before moving on anyway.
+const SYNC_WAIT: Duration = Duration::from_secs(2);
 
 struct Driver {
     cfg: ClientConfig,
@@ -218,6 +226,11 @@ impl Driver {
             if let Some(code) = self.exit_code {
                 return code;
             }
+            if let Some(Busy::Sync { until }) = self.busy
+                && (!self.core.behind_own_writes() || Instant::now() >= until)
+            {
+                self.finish_command();
+            }
             if self.busy.is_none() {
                 if let Some(line) = self.exec.pop_front() {
                     self.say(format!(">>> {line}"));
@@ -232,7 +245,11 @@ impl Driver {
                     self.console.ready();
                 }
             }
-            let deadline = self.core.poll_timeout();
+            let sync = match self.busy {
+                Some(Busy::Sync { until }) => Some(until),
+                _ => None,
+            };
+            let deadline = [self.core.poll_timeout(), sync].into_iter().flatten().min();
             let reading = self.busy.is_none();
             tokio::select! {
                 r = self.sock.recv(&mut buf) => {
@@ -288,7 +305,9 @@ impl Driver {
                 self.say(">>> [Welcome, You are registered.]");
                 self.start_serving();
                 if matches!(self.busy, Some(Busy::Register { .. })) {
-                    self.finish_command();
+                    self.busy = Some(Busy::Sync {
+                        until: Instant::now() + SYNC_WAIT,
+                    });
                 }
             }
             Event::RegisterRejected(reason) => {
@@ -316,7 +335,9 @@ impl Driver {
             Event::OfferDone(op) => {
                 self.say(">>> [Offer Message Received By Server]");
                 if self.busy == Some(Busy::Offer(op)) {
-                    self.finish_command();
+                    self.busy = Some(Busy::Sync {
+                        until: Instant::now() + SYNC_WAIT,
+                    });
                 }
             }
             Event::OfferFailed(op, why) => {

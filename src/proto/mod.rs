@@ -76,11 +76,15 @@ pub enum Message {
         token: Token,
         /// How often the server expects a heartbeat, in milliseconds.
         heartbeat_ms: u32,
+        /// Table version at registration (see `Ack::version`).
+        version: u64,
     },
     /// Request refused; nothing was changed.
     Rejected { req: ReqId, reason: Reject },
     /// Request applied (or was already applied: duplicates are answered, not re-applied).
-    Ack { req: ReqId },
+    /// `version` is the table version that includes the change: a client that waits for
+    /// its table to reach it reads its own writes.
+    Ack { req: ReqId, version: u64 },
     /// One part of a table delta taking a client from version `from` to version `to`.
     /// A delta is applied only once all `parts` parts have arrived.
     Table {
@@ -196,7 +200,7 @@ impl Message {
             | Message::Heartbeat { req, .. }
             | Message::Welcome { req, .. }
             | Message::Rejected { req, .. }
-            | Message::Ack { req } => Some(*req),
+            | Message::Ack { req, .. } => Some(*req),
             Message::TableAck { .. } | Message::Table { .. } => None,
         }
     }
@@ -322,18 +326,19 @@ mod tests {
             }),
             (any::<u128>(), any::<u64>(), any::<u16>())
                 .prop_map(|(token, to, part)| Message::TableAck { token, to, part }),
-            (any::<u64>(), any::<u128>(), any::<u32>()).prop_map(|(req, token, heartbeat_ms)| {
-                Message::Welcome {
+            (any::<u64>(), any::<u128>(), any::<u32>(), any::<u64>()).prop_map(
+                |(req, token, heartbeat_ms, version)| Message::Welcome {
                     req,
                     token,
                     heartbeat_ms,
+                    version,
                 }
-            }),
+            ),
             any::<u64>().prop_map(|req| Message::Rejected {
                 req,
                 reason: Reject::NameInUse
             }),
-            any::<u64>().prop_map(|req| Message::Ack { req }),
+            (any::<u64>(), any::<u64>()).prop_map(|(req, version)| Message::Ack { req, version }),
             (
                 any::<u64>(),
                 any::<u64>(),
@@ -392,8 +397,11 @@ mod tests {
 
     #[test]
     fn rejects_wrong_magic_version_and_trailing_bytes() {
-        let mut ok = Message::Ack { req: 7 }.encode().unwrap();
-        assert_eq!(Message::decode(&ok), Ok(Message::Ack { req: 7 }));
+        let mut ok = Message::Ack { req: 7, version: 3 }.encode().unwrap();
+        assert_eq!(
+            Message::decode(&ok),
+            Ok(Message::Ack { req: 7, version: 3 })
+        );
         let mut bad = ok.clone();
         bad[0] = b'X';
         assert_eq!(Message::decode(&bad), Err(DecodeError::BadMagic));

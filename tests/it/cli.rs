@@ -1,0 +1,103 @@
+//! Command-line validation: seed messages, exit codes, nothing sent.
+
+use std::time::Duration;
+
+use crate::util::{Proc, free_port};
+
+fn run(args: &[&str]) -> (i32, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = Proc::spawn("cli", args, dir.path());
+    p.close_stdin();
+    let code = p.wait_exit(Duration::from_secs(10));
+    (code, p.transcript.clone())
+}
+
+#[test]
+fn invalid_ports_and_addresses_print_the_seed_messages() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["-s", "1000"], "[Invalid server port]"),
+        (&["-s", "65536"], "[Invalid server port]"),
+        (&["-s", "abc"], "[Invalid server port]"),
+        (
+            &["-c", "C", "127.0.0.1", "12000", "1302", "66000"],
+            "[Invalid client TCP port]",
+        ),
+        (
+            &["-c", "C", "127.0.0.1", "12000", "80", "1402"],
+            "[Invalid client UDP port]",
+        ),
+        (
+            &["-c", "C", "127.0.0.1", "1", "1302", "1402"],
+            "[Invalid server port]",
+        ),
+        (
+            &["-c", "C", "999.0.0.1", "12000", "1302", "1402"],
+            "[Invalid server IP address]",
+        ),
+        (
+            &["-c", "C", "no such host.invalid", "12000", "1302", "1402"],
+            "[Invalid server IP address]",
+        ),
+    ];
+    for (args, msg) in cases {
+        let (code, out) = run(args);
+        assert_ne!(code, 0, "{args:?}");
+        assert_eq!(
+            out.first().map(String::as_str),
+            Some(*msg),
+            "{args:?}: {out:?}"
+        );
+    }
+}
+
+#[test]
+fn wrong_argument_count_prints_usage_and_exits_2() {
+    for args in [&["-c", "B", "127.0.0.1"][..], &[][..], &["-s"][..]] {
+        let (code, out) = run(args);
+        assert_eq!(code, 2, "{args:?}: {out:?}");
+        assert!(out.iter().any(|l| l.contains("Usage")), "{args:?}: {out:?}");
+    }
+}
+
+#[test]
+fn help_explains_both_forms() {
+    let (code, out) = run(&["--help"]);
+    assert_eq!(code, 0);
+    let text = out.join("\n");
+    assert!(text.contains("fileapp -s <server-port>"));
+    assert!(text.contains("fileapp -c <name> <server-ip> <server-port> <udp-port> <tcp-port>"));
+    assert!(text.contains("Exit codes"));
+}
+
+#[test]
+fn port_in_use_is_a_clear_error() {
+    let port = free_port();
+    let _hold = std::net::UdpSocket::bind(("0.0.0.0", port)).unwrap();
+    let p = port.to_string();
+    let (code, out) = run(&["-s", &p]);
+    assert_eq!(code, 1);
+    assert!(out[0].contains("already in use"), "{out:?}");
+}
+
+#[test]
+fn unreachable_server_gives_up_after_retries() {
+    // Nothing listens on this port: 3 retries 500 ms apart, then the message.
+    let port = free_port().to_string();
+    let (u, t) = (free_port().to_string(), free_port().to_string());
+    let start = std::time::Instant::now();
+    let (code, out) = run(&["-c", "B", "127.0.0.1", &port, &u, &t]);
+    let took = start.elapsed();
+    assert_eq!(code, 1);
+    assert_eq!(out, vec![">>> [Server not responding]".to_string()]);
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn completions_are_printed() {
+    let (code, out) = run(&["completions", "bash"]);
+    assert_eq!(code, 0);
+    assert!(out.join("\n").contains("fileapp"));
+}

@@ -1,0 +1,6 @@
+//! Integration tests: the real `fileapp` binary, real processes, real files, on 127.0.0.1.
+//! One test binary; each module is a group of scenarios.
+
+mod cli;
+mod control;
+mod util;

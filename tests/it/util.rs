@@ -1,0 +1,279 @@
+//! Small helpers to run the real `fileapp` binary and read what it prints.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+/// How long any single expected line may take to appear.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_fileapp"))
+}
+
+/// A running `fileapp` process with its output collected line by line.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    /// Everything read so far, for failure messages.
+    pub transcript: Vec<String>,
+    /// Index in `transcript` of the first line not yet consumed by `expect`.
+    cursor: usize,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, args: &[&str], cwd: &Path) -> Proc {
+        let mut child = Command::new(bin())
+            .args(args)
+            .current_dir(cwd)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env_remove("RUST_LOG")
+            .spawn()
+            .expect("spawn fileapp");
+        let (tx, rx) = channel();
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        let tx2 = tx.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx2.send(format!("[stderr] {l}"));
+            }
+        });
+        Proc {
+            name: name.to_string(),
+            stdin: child.stdin.take(),
+            child,
+            lines: rx,
+            transcript: Vec::new(),
+            cursor: 0,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Types one command.
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("write to client");
+        stdin.flush().unwrap();
+    }
+
+    /// Closes stdin (end of input).
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    fn pull(&mut self, deadline: Instant) -> bool {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.lines.recv_timeout(left) {
+            Ok(l) => {
+                self.transcript.push(l);
+                true
+            }
+            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => false,
+        }
+    }
+
+    fn fail(&self, what: &str) -> ! {
+        panic!(
+            "{}: {what}\n--- transcript of {} ---\n{}\n---",
+            self.name,
+            self.name,
+            self.transcript.join("\n")
+        );
+    }
+
+    /// Waits for the next line (after the last one consumed) that contains `needle`;
+    /// returns it. Lines before it are consumed too.
+    pub fn expect(&mut self, needle: &str) -> String {
+        self.expect_within(needle, WAIT)
+    }
+
+    pub fn expect_within(&mut self, needle: &str, wait: Duration) -> String {
+        let deadline = Instant::now() + wait;
+        loop {
+            while self.cursor < self.transcript.len() {
+                let l = self.transcript[self.cursor].clone();
+                self.cursor += 1;
+                if l.contains(needle) {
+                    return l;
+                }
+            }
+            if !self.pull(deadline) {
+                self.fail(&format!("no line containing {needle:?} within {wait:?}"));
+            }
+        }
+    }
+
+    /// Waits for a line equal to `line`.
+    pub fn expect_line(&mut self, line: &str) {
+        let got = self.expect(line);
+        if got != line {
+            self.fail(&format!("expected exactly {line:?}, got {got:?}"));
+        }
+    }
+
+    /// Lines that arrive within `wait` (consumed).
+    pub fn lines_for(&mut self, wait: Duration) -> Vec<String> {
+        let deadline = Instant::now() + wait;
+        while self.pull(deadline) {}
+        let out = self.transcript[self.cursor..].to_vec();
+        self.cursor = self.transcript.len();
+        out
+    }
+
+    /// Asserts no line containing `needle` arrives within `wait`.
+    pub fn expect_none(&mut self, needle: &str, wait: Duration) {
+        let lines = self.lines_for(wait);
+        if let Some(l) = lines.iter().find(|l| l.contains(needle)) {
+            self.fail(&format!("unexpected line {l:?}"));
+        }
+    }
+
+    /// Sends `list` and returns the rows printed (header excluded), or empty.
+    pub fn list(&mut self) -> Vec<String> {
+        self.send("list");
+        let first = self.expect_within("", WAIT);
+        if first.contains("No files available") {
+            return Vec::new();
+        }
+        if !first.starts_with("FILENAME") {
+            // A notice came first; look for the header.
+            let h = self.expect("FILENAME");
+            assert!(h.starts_with("FILENAME"));
+        }
+        let mut rows = Vec::new();
+        loop {
+            let deadline = Instant::now() + Duration::from_millis(300);
+            if self.cursor >= self.transcript.len() && !self.pull(deadline) {
+                break;
+            }
+            let l = self.transcript[self.cursor].clone();
+            if l.starts_with(">>>") || l.starts_with('<') {
+                break;
+            }
+            self.cursor += 1;
+            rows.push(l);
+        }
+        rows
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self, wait: Duration) -> i32 {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                // Drain remaining output for the transcript.
+                while self.pull(Instant::now() + Duration::from_millis(50)) {}
+                return st.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                self.fail("did not exit");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A server on 127.0.0.1 and an OS-chosen port, with its own database in `dir`.
+pub struct Server {
+    pub proc: Proc,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Server {
+    pub fn start(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        Server::start_in(dir, 0, extra)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir, port: u16, extra: &[&str]) -> Server {
+        let port_s = port.to_string();
+        let mut args = vec!["server", "--bind", "127.0.0.1", "--port", &port_s];
+        args.extend_from_slice(extra);
+        let mut proc = Proc::spawn("server", &args, dir.path());
+        proc.expect("Server host name:");
+        let l = proc.expect("Listening on UDP port");
+        let port = l
+            .split_whitespace()
+            .nth(4)
+            .and_then(|p| p.parse().ok())
+            .expect("port in start-up line");
+        Server { proc, port, dir }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts a client named `name` in folder `cwd`; waits for its welcome and first table.
+    pub fn client(&self, name: &str, cwd: &Path) -> Proc {
+        let mut c = self.client_raw(name, cwd, &[]);
+        c.expect_line(">>> [Welcome, You are registered.]");
+        // The initial snapshot (it holds at least our own registration).
+        c.expect_line(">>> [Client table updated.]");
+        c
+    }
+
+    pub fn client_raw(&self, name: &str, cwd: &Path, extra: &[&str]) -> Proc {
+        let addr = self.addr();
+        let mut args = vec!["client", "--name", name, "--server", &addr];
+        args.extend_from_slice(extra);
+        Proc::spawn(name, &args, cwd)
+    }
+}
+
+/// A free port number >= 1024 (bound then released; good enough for a test).
+pub fn free_port() -> u16 {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let t = std::net::TcpListener::bind(("127.0.0.1", s.local_addr().unwrap().port()));
+    let p = s.local_addr().unwrap().port();
+    drop(t);
+    p
+}
+
+/// Random bytes from a seed (no OS randomness needed; reproducible).
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
