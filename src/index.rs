@@ -52,7 +52,9 @@ impl Default for Config {
             coalesce: Duration::from_millis(5),
             max_files_per_client: 10_000,
             max_clients_per_ip: 10_000,
-            rate_limit: 0,
+            // Far above what an honest client sends (a 10,000-file offer is ~100
+            // datagrams), far below what floods a server.
+            rate_limit: 2_000,
         }
     }
 }
@@ -105,9 +107,9 @@ struct Owner {
     latest: u64,
     files: BTreeMap<String, u64>,
     last_seen: Instant,
-    /// The client has proven it receives at `addr` (it echoed its token from there):
-    /// only then is it sent tables, so a spoofed registration cannot aim pushes at a
-    /// victim.
+    /// The client has proven it receives at `addr` and wants tables: it sent a heartbeat
+    /// or a table ACK (carrying the token it could only have read there). Only then is
+    /// it pushed tables, so a spoofed registration cannot aim pushes at a victim.
     verified: bool,
     /// Table version the client is known to hold.
     acked: u64,
@@ -516,7 +518,6 @@ impl Index {
         }
         let o = &mut self.owners[id];
         o.last_seen = now;
-        o.verified = true;
         let new: BTreeSet<String> = files
             .into_iter()
             .filter(|f| !o.files.contains_key(f))
