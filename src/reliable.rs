@@ -95,6 +95,11 @@ impl<T> Outstanding<T> {
         self.entries.retain(|_, e| !pred(&e.tag));
     }
 
+    /// Is any pending request's tag matching?
+    pub fn any(&self, mut pred: impl FnMut(&T) -> bool) -> bool {
+        self.entries.values().any(|e| pred(&e.tag))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

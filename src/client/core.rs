@@ -375,14 +375,18 @@ impl ClientCore {
 
     fn send_heartbeat(&mut self, now: Instant) {
         let Some(token) = self.token else { return };
-        self.reqs.cancel_where(|t| *t == Tag::Heartbeat);
+        self.next_heartbeat = Some(now + self.heartbeat);
+        if self.reqs.any(|t| *t == Tag::Heartbeat) {
+            // Still being retried: its retransmissions are our heartbeats, and its
+            // failure is how we notice a lost server.
+            return;
+        }
         let table_version = self.table.version();
         self.request(now, Tag::Heartbeat, |req| Message::Heartbeat {
             req,
             token,
             table_version,
         });
-        self.next_heartbeat = Some(now + self.heartbeat);
     }
 
     fn go_offline(&mut self) {

@@ -434,15 +434,23 @@ impl Driver {
         };
         self.prompt_due = true;
         let state = self.core.state();
-        let needs_online = matches!(
-            cmd,
-            Command::Offer(_) | Command::List { .. } | Command::Request { .. } | Command::Dereg(_)
-        );
-        if needs_online && state != State::Online {
-            self.say(match state {
-                State::Offline => ">>> [You are offline. Use reg to come back online.]",
-                _ => ">>> [Not connected to the server right now; try again shortly.]",
-            });
+        // Deregistered: only local commands and `reg`. Reconnecting on our own: the
+        // local table and peers still work; only offers need the server.
+        let refused = match (state, &cmd) {
+            (
+                State::Offline | State::Idle | State::Registering,
+                Command::Offer(_)
+                | Command::List { .. }
+                | Command::Request { .. }
+                | Command::Dereg(_),
+            ) => Some(">>> [You are offline. Use reg to come back online.]"),
+            (State::Reconnecting, Command::Offer(_)) => {
+                Some(">>> [Not connected to the server right now; try again shortly.]")
+            }
+            _ => None,
+        };
+        if let Some(msg) = refused {
+            self.say(msg);
             return;
         }
         match cmd {

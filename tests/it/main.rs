@@ -3,4 +3,6 @@
 
 mod cli;
 mod control;
+mod faults;
+mod relay;
 mod util;

@@ -118,6 +118,45 @@ impl Proc {
         }
     }
 
+    /// Waits for the next line containing any of `needles`; returns (which, line).
+    pub fn expect_any(&mut self, needles: &[&str], wait: Duration) -> (usize, String) {
+        let deadline = Instant::now() + wait;
+        loop {
+            while self.cursor < self.transcript.len() {
+                let l = self.transcript[self.cursor].clone();
+                self.cursor += 1;
+                if let Some(i) = needles.iter().position(|n| l.contains(n)) {
+                    return (i, l);
+                }
+            }
+            if !self.pull(deadline) {
+                self.fail(&format!("none of {needles:?} within {wait:?}"));
+            }
+        }
+    }
+
+    /// The table as `list --json` prints it, as (file, owner) pairs.
+    pub fn list_json(&mut self) -> Vec<(String, String)> {
+        self.send("list --json");
+        let line = loop {
+            let l = self.expect("[");
+            if l.starts_with('[') {
+                break l;
+            }
+        };
+        let v: serde_json::Value = serde_json::from_str(&line).expect("list --json is JSON");
+        v.as_array()
+            .expect("an array")
+            .iter()
+            .map(|r| {
+                (
+                    r["file"].as_str().unwrap().to_string(),
+                    r["owner"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
     /// Waits for a line equal to `line`.
     pub fn expect_line(&mut self, line: &str) {
         let got = self.expect(line);

@@ -1,0 +1,165 @@
+//! Faults: a lossy network, a server killed and restarted, clients that crash.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use crate::relay::Relay;
+use crate::util::{Proc, Server};
+
+fn client_via(relay: &Relay, name: &str, cwd: &std::path::Path) -> Proc {
+    let addr = relay.addr.to_string();
+    let mut p = Proc::spawn(name, &["client", "--name", name, "--server", &addr], cwd);
+    p.expect_line(">>> [Welcome, You are registered.]");
+    p
+}
+
+#[test]
+fn thirty_percent_loss_every_operation_ends_and_tables_converge_after() {
+    let srv = Server::start(&[
+        "--db",
+        ":memory:",
+        "--heartbeat-ms",
+        "300",
+        "--offline-after-ms",
+        "30000",
+    ]);
+    let relay = Relay::start(format!("127.0.0.1:{}", srv.port).parse().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["L1", "L2", "L3"];
+    let mut clients: Vec<Proc> = Vec::new();
+    for n in names {
+        let share = dir.path().join(n);
+        std::fs::create_dir(&share).unwrap();
+        for k in 0..6 {
+            std::fs::write(share.join(format!("{n}-f{k}")), format!("{n} {k}")).unwrap();
+        }
+        let mut p = client_via(&relay, n, dir.path());
+        p.send(&format!("setdir {n}"));
+        p.expect("Successfully set");
+        clients.push(p);
+    }
+    relay.set_faults(30, 10);
+    let mut acked: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut ended = 0;
+    for k in 0..6 {
+        for (i, p) in clients.iter_mut().enumerate() {
+            let file = format!("{}-f{k}", names[i]);
+            let start = Instant::now();
+            p.send(&format!("offer {file}"));
+            let (which, _) = p.expect_any(
+                &[
+                    "[Offer Message Received By Server]",
+                    "[No ACK from Server, please try again later.]",
+                    "[Not connected to the server right now",
+                ],
+                Duration::from_secs(5),
+            );
+            // Within the retry budget (3 retries 500 ms apart, then the verdict), after
+            // the previous command's wait for its own change to show (at most 2 s).
+            assert!(
+                start.elapsed() < Duration::from_millis(4700),
+                "{:?}",
+                start.elapsed()
+            );
+            ended += 1;
+            if which == 0 {
+                acked.insert((file, names[i].to_string()));
+            }
+        }
+    }
+    assert_eq!(ended, 18);
+    assert!(!acked.is_empty(), "some offers get through 30% loss");
+
+    // Loss stops: within 3 s every client's table is the same and holds every acked offer.
+    relay.set_faults(0, 0);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        // Let in-flight commands (a sync wait) finish before sampling.
+        let tables: Vec<BTreeSet<(String, String)>> = clients
+            .iter_mut()
+            .map(|p| p.list_json().into_iter().collect())
+            .collect();
+        let same = tables.windows(2).all(|w| w[0] == w[1]);
+        if same && acked.is_subset(&tables[0]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tables did not converge within 3 s: {tables:?}, acked {acked:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn crashed_client_goes_offline_by_itself() {
+    let srv = Server::start(&[
+        "--db",
+        ":memory:",
+        "--heartbeat-ms",
+        "200",
+        "--offline-after-ms",
+        "600",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("s")).unwrap();
+    std::fs::write(dir.path().join("s/f"), b"f").unwrap();
+    let mut b = srv.client("B", dir.path());
+    let mut c = srv.client("C", dir.path());
+    b.send("setdir s");
+    b.expect("Successfully set");
+    b.send("offer f");
+    b.expect_line(">>> [Offer Message Received By Server]");
+    c.expect_line(">>> [Client table updated.]");
+    assert_eq!(c.list_json().len(), 1);
+    b.kill9();
+    // Silent for 600 ms: offline, and C is told.
+    c.expect_within(">>> [Client table updated.]", Duration::from_secs(3));
+    assert!(c.list_json().is_empty());
+    // The name is free again at once.
+    let _b2 = srv.client("B", dir.path());
+}
+
+#[test]
+fn client_notices_a_lost_server_and_comes_back_by_itself() {
+    // A server that forgets everything (in memory): the client re-registers on its own
+    // and its offers are restored.
+    let srv = Server::start(&["--db", ":memory:", "--heartbeat-ms", "200"]);
+    let port = srv.port;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("s")).unwrap();
+    std::fs::write(dir.path().join("s/f"), b"f").unwrap();
+    let mut b = srv.client("B", dir.path());
+    b.send("setdir s");
+    b.expect("Successfully set");
+    b.send("offer f");
+    b.expect_line(">>> [Offer Message Received By Server]");
+    let Server {
+        mut proc,
+        dir: sdir,
+        ..
+    } = srv;
+    proc.kill9();
+    b.expect_within(
+        ">>> [Server not responding; reconnecting automatically.]",
+        Duration::from_secs(5),
+    );
+    let srv = Server::start_in(sdir, port, &["--db", ":memory:", "--heartbeat-ms", "200"]);
+    b.expect_within(
+        ">>> [Connection to server restored.]",
+        Duration::from_secs(5),
+    );
+    let mut c = srv.client("C", dir.path());
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while c.list_json() != vec![("f".to_string(), "B".to_string())] {
+        assert!(Instant::now() < deadline, "B's offer not restored");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Said once, not once per heartbeat.
+    let lost = b
+        .transcript
+        .iter()
+        .filter(|l| l.contains("Server not responding"))
+        .count();
+    assert_eq!(lost, 1);
+}

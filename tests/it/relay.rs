@@ -1,0 +1,164 @@
+//! A lossy UDP relay between clients and the server: drops, duplicates and reorders
+//! datagrams at a settable rate. Each client gets its own upstream socket, so the server
+//! still sees one distinct source address per client.
+
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A datagram waiting for its (jittered) delivery time.
+struct Pending {
+    at: Instant,
+    via: Arc<UdpSocket>,
+    to: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, o: &Self) -> bool {
+        self.at == o.at
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Pending {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        o.at.cmp(&self.at) // min-heap on delivery time
+    }
+}
+
+/// Fault settings shared with the relay threads.
+struct Faults {
+    loss_pct: AtomicU32,
+    dup_pct: AtomicU32,
+    rng: Mutex<u64>,
+}
+
+impl Faults {
+    fn roll(&self) -> u32 {
+        let mut x = self.rng.lock().unwrap();
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        (*x % 100) as u32
+    }
+}
+
+pub struct Relay {
+    pub addr: SocketAddr,
+    faults: Arc<Faults>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Relay {
+    /// Relays to `server`, listening on 127.0.0.1 on a free port.
+    pub fn start(server: SocketAddr) -> Relay {
+        let front = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+        front
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let addr = front.local_addr().unwrap();
+        let faults = Arc::new(Faults {
+            loss_pct: AtomicU32::new(0),
+            dup_pct: AtomicU32::new(0),
+            rng: Mutex::new(0x9e37_79b9_7f4a_7c15),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = channel::<Pending>();
+
+        // Scheduler: delivers datagrams at their time, out of order when jittered.
+        let stop_s = stop.clone();
+        std::thread::spawn(move || {
+            let mut heap = BinaryHeap::new();
+            while !stop_s.load(Ordering::Relaxed) {
+                let wait = heap
+                    .peek()
+                    .map(|p: &Pending| p.at.saturating_duration_since(Instant::now()))
+                    .unwrap_or(Duration::from_millis(20))
+                    .min(Duration::from_millis(20));
+                if let Ok(p) = rx.recv_timeout(wait) {
+                    heap.push(p);
+                }
+                while heap.peek().is_some_and(|p| p.at <= Instant::now()) {
+                    let p = heap.pop().unwrap();
+                    let _ = p.via.send_to(&p.bytes, p.to);
+                }
+            }
+        });
+
+        let (f, s) = (faults.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut upstreams: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+            let mut buf = [0u8; 2048];
+            while !s.load(Ordering::Relaxed) {
+                let Ok((n, client)) = front.recv_from(&mut buf) else {
+                    continue;
+                };
+                let up = upstreams
+                    .entry(client)
+                    .or_insert_with(|| {
+                        let up = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+                        up.set_read_timeout(Some(Duration::from_millis(50)))
+                            .unwrap();
+                        // Server -> client direction for this client.
+                        let (up2, front2, f2, s2, tx2) =
+                            (up.clone(), front.clone(), f.clone(), s.clone(), tx.clone());
+                        std::thread::spawn(move || {
+                            let mut b = [0u8; 2048];
+                            while !s2.load(Ordering::Relaxed) {
+                                if let Ok((n, _)) = up2.recv_from(&mut b) {
+                                    schedule(&f2, &tx2, &front2, client, &b[..n]);
+                                }
+                            }
+                        });
+                        up
+                    })
+                    .clone();
+                schedule(&f, &tx, &up, server, &buf[..n]);
+            }
+        });
+        Relay { addr, faults, stop }
+    }
+
+    /// Sets the loss and duplication rates, in percent.
+    pub fn set_faults(&self, loss_pct: u32, dup_pct: u32) {
+        self.faults.loss_pct.store(loss_pct, Ordering::Relaxed);
+        self.faults.dup_pct.store(dup_pct, Ordering::Relaxed);
+    }
+}
+
+fn schedule(f: &Faults, tx: &Sender<Pending>, via: &Arc<UdpSocket>, to: SocketAddr, b: &[u8]) {
+    let loss = f.loss_pct.load(Ordering::Relaxed);
+    let dup = f.dup_pct.load(Ordering::Relaxed);
+    if loss > 0 && f.roll() < loss {
+        return;
+    }
+    let copies = if dup > 0 && f.roll() < dup { 2 } else { 1 };
+    for _ in 0..copies {
+        // With faults on, up to 20 ms of jitter reorders datagrams.
+        let jitter = if loss > 0 || dup > 0 {
+            Duration::from_millis(f.roll() as u64 / 5)
+        } else {
+            Duration::ZERO
+        };
+        let _ = tx.send(Pending {
+            at: Instant::now() + jitter,
+            via: via.clone(),
+            to,
+            bytes: b.to_vec(),
+        });
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
