@@ -158,3 +158,19 @@ fn other_commands_and_odd_input() {
         }
     }
 }
+
+#[test]
+fn handles_are_shareable_across_tasks() {
+    // The driver prints from many tasks and moves bars into download tasks.
+    fn send_sync<T: Send + Sync + Clone>() {}
+    fn send<T: Send>() {}
+    send_sync::<fileapp::console::Console>();
+    send::<fileapp::console::Progress>();
+}
+
+proptest::proptest! {
+    #[test]
+    fn completion_never_panics(line in "(setdir |offer |request |help |)[a-z'\" /.é-]{0,20}", pos in 0usize..40) {
+        let _ = candidates(&line, pos, &data());
+    }
+}

@@ -166,7 +166,7 @@ fn request_words(data: &CompletionData, partial: &str, args: &[String]) -> Vec<S
         .iter()
         .filter(|a| *a != "--force" && *a != "-f")
         .collect();
-    if words.len() % 2 == 0 {
+    if words.len().is_multiple_of(2) {
         data.table
             .keys()
             .filter(|n| n.starts_with(partial))
