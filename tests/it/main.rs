@@ -5,4 +5,5 @@ mod cli;
 mod control;
 mod faults;
 mod relay;
+mod terminal;
 mod util;

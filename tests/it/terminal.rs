@@ -1,0 +1,225 @@
+//! The real client on a real terminal: tmux runs `fileapp client`, `send-keys` types and
+//! `capture-pane` reads the screen. Skipped, with a note, where tmux is missing.
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use crate::util::{Server, bin};
+
+const NOTICE: &str = ">>> [Client table updated.]";
+
+/// A private tmux server (own socket, no user config), killed when dropped.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new(tag: &str) -> Tmux {
+        Tmux {
+            socket: format!("fileapp-it-{tag}-{}", std::process::id()),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .args(["-L", &self.socket, "-f", "/dev/null"])
+            .args(args)
+            .output()
+            .expect("run tmux")
+    }
+
+    fn start(&self, name: &str, cmd: &str) {
+        let out = self.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            name,
+            "-x",
+            "120",
+            "-y",
+            "40",
+            cmd,
+        ]);
+        assert!(out.status.success(), "tmux new-session: {out:?}");
+    }
+
+    fn keys(&self, name: &str, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", name];
+        args.extend_from_slice(keys);
+        assert!(self.run(&args).status.success());
+    }
+
+    fn type_text(&self, name: &str, text: &str) {
+        assert!(
+            self.run(&["send-keys", "-t", name, "-l", text])
+                .status
+                .success()
+        );
+    }
+
+    /// The pane with scroll-back, trailing blanks trimmed, empty lines at the end dropped.
+    fn screen(&self, name: &str) -> Vec<String> {
+        let out = self.run(&["capture-pane", "-p", "-t", name, "-S", "-", "-E", "-"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut lines: Vec<String> = text.lines().map(|l| l.trim_end().to_string()).collect();
+        while lines.last().is_some_and(|l| l.is_empty()) {
+            lines.pop();
+        }
+        lines
+    }
+
+    fn wait(&self, name: &str, what: &str, ok: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let s = self.screen(name);
+            if ok(&s) {
+                return s;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; screen:\n{}", s.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+fn count(s: &[String], pred: impl Fn(&str) -> bool) -> usize {
+    s.iter().filter(|l| pred(l)).count()
+}
+
+fn last(s: &[String]) -> &str {
+    s.last().map_or("", String::as_str)
+}
+
+fn tmux_available() -> bool {
+    Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+#[ignore = "enabled with the transfer engine"]
+fn prompt_notices_history_completion_and_download_on_a_terminal() {
+    if !tmux_available() {
+        eprintln!("note: tmux not found; skipping the real-terminal test");
+        return;
+    }
+    let srv = Server::start(&["--db", ":memory:"]);
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("share")).unwrap();
+    std::fs::write(tmp.path().join("share/alpha.txt"), b"alpha").unwrap();
+    let other = tempfile::tempdir().unwrap();
+    std::fs::create_dir(other.path().join("pub")).unwrap();
+    std::fs::write(other.path().join("pub/remote.bin"), vec![7u8; 300_000]).unwrap();
+    let cmd = format!(
+        "cd '{dir}' && HOME='{dir}' XDG_DATA_HOME='{dir}/data' NO_COLOR=1 exec '{bin}' client --name T --server {addr}",
+        dir = tmp.path().display(),
+        bin = bin().display(),
+        addr = srv.addr(),
+    );
+    let tmux = Tmux::new("term");
+    let s = "t";
+    tmux.start(s, &cmd);
+    tmux.wait(s, "welcome and prompt", |l| {
+        l.iter().any(|x| x == ">>> [Welcome, You are registered.]") && last(l) == ">>>"
+    });
+
+    // Half a command typed; another client registers: the notice goes above the prompt
+    // and the half-typed line stays intact.
+    tmux.type_text(s, "lis");
+    tmux.wait(s, "typed text", |l| last(l) == ">>> lis");
+    let before = count(&tmux.screen(s), |x| x == NOTICE);
+    let mut u = srv.client("U", other.path());
+    let screen = tmux.wait(s, "notice above the half-typed line", |l| {
+        let n = l.len();
+        count(l, |x| x == NOTICE) > before && l[n - 1] == ">>> lis" && l[n - 2] == NOTICE
+    });
+    assert!(
+        !screen
+            .iter()
+            .any(|x| x.contains(">>> >>>") || x.contains("lis>>>")),
+        "garbled:\n{}",
+        screen.join("\n")
+    );
+    tmux.type_text(s, "t");
+    tmux.keys(s, &["Enter"]);
+    tmux.wait(s, "list output", |l| {
+        l.iter()
+            .any(|x| x == ">>> [No files available for download at the moment.]")
+            && last(l) == ">>>"
+    });
+
+    // History: Up recalls the last command.
+    tmux.keys(s, &["Up"]);
+    tmux.wait(s, "recalled line", |l| last(l) == ">>> list");
+    tmux.keys(s, &["C-u"]);
+
+    // Completion of a command name, a folder, and an offered file.
+    tmux.type_text(s, "set");
+    tmux.keys(s, &["Tab"]);
+    tmux.wait(s, "completed command", |l| last(l) == ">>> setdir");
+    tmux.type_text(s, "sh");
+    tmux.keys(s, &["Tab"]);
+    tmux.wait(s, "completed folder", |l| last(l) == ">>> setdir share/");
+    tmux.keys(s, &["Enter"]);
+    tmux.wait(s, "setdir done", |l| {
+        l.iter()
+            .any(|x| x.contains("as the directory for searching offered files.]"))
+            && last(l) == ">>>"
+    });
+    tmux.type_text(s, "offer al");
+    tmux.keys(s, &["Tab"]);
+    tmux.wait(s, "completed file", |l| last(l) == ">>> offer alpha.txt");
+    tmux.keys(s, &["Enter"]);
+    tmux.wait(s, "offer acknowledged", |l| {
+        l.iter()
+            .any(|x| x == ">>> [Offer Message Received By Server]")
+            && last(l) == ">>>"
+    });
+
+    // Completion from the table: file name, then its owner; then the download runs.
+    u.send("setdir pub");
+    u.expect("Successfully set");
+    u.send("offer remote.bin");
+    u.expect_line(">>> [Offer Message Received By Server]");
+    tmux.wait(s, "U's offer arrived", |l| {
+        count(l, |x| x == NOTICE) >= before + 3
+    });
+    tmux.type_text(s, "request rem");
+    tmux.keys(s, &["Tab"]);
+    tmux.wait(s, "completed table file", |l| {
+        last(l) == ">>> request remote.bin"
+    });
+    tmux.keys(s, &["Tab"]);
+    tmux.wait(s, "completed owner", |l| {
+        last(l) == ">>> request remote.bin U"
+    });
+    tmux.keys(s, &["Enter"]);
+    tmux.wait(s, "download finished", |l| {
+        l.iter()
+            .any(|x| x == "< remote.bin downloaded successfully! >")
+            && last(l) == ">>>"
+    });
+    assert_eq!(
+        std::fs::read(tmp.path().join("remote.bin")).unwrap(),
+        vec![7u8; 300_000]
+    );
+
+    // Ctrl-D leaves; the history file keeps what was typed.
+    tmux.keys(s, &["C-d"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tmux.run(&["has-session", "-t", s]).status.success() {
+        assert!(Instant::now() < deadline, "client did not exit on Ctrl-D");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let history = std::fs::read_to_string(tmp.path().join("data/fileapp/history.txt"))
+        .expect("history saved in the data folder");
+    assert!(history.contains("offer alpha.txt"), "{history}");
+}
