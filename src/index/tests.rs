@@ -643,3 +643,155 @@ proptest! {
         while ix.poll_transmit().is_some() {}
     }
 }
+
+fn register_raw(ix: &mut Index, now: Instant, src: SocketAddr, name: &str, req: u64) -> Message {
+    let reg = Message::Register {
+        req,
+        name: name.into(),
+        instance: req,
+        tcp_port: 1,
+        keep_offers: false,
+        advertise: None,
+    }
+    .encode()
+    .unwrap();
+    ix.handle_datagram(now, src, &reg);
+    let (_, reply) = ix.poll_transmit().expect("a reply");
+    Message::decode(&reply).unwrap()
+}
+
+#[test]
+fn rate_limit_drops_a_flood_from_one_source_but_not_others() {
+    let cfg = Config {
+        rate_limit: 10,
+        ..Config::default()
+    };
+    let now = Instant::now();
+    let mut ix = Index::new(cfg, Vec::new(), now, [0; 32]);
+    let hb = Message::Heartbeat {
+        req: 1,
+        token: 1,
+        table_version: 0,
+    }
+    .encode()
+    .unwrap();
+    for _ in 0..100 {
+        ix.handle_datagram(now, addr(1), &hb);
+    }
+    assert_eq!(
+        ix.stats().rate_limited,
+        80,
+        "burst of 2x the rate, then dropped"
+    );
+    let answered = std::iter::from_fn(|| ix.poll_transmit()).count();
+    assert_eq!(
+        answered, 20,
+        "each accepted one refused (unknown token), no more"
+    );
+    // Another source is unaffected, and the bucket refills with time.
+    assert!(matches!(
+        register_raw(&mut ix, now, addr(2), "x", 5),
+        Message::Welcome { .. }
+    ));
+    while ix.poll_transmit().is_some() {}
+    ix.handle_datagram(now + Duration::from_secs(1), addr(1), &hb);
+    assert_eq!(ix.stats().rate_limited, 80);
+}
+
+#[test]
+fn limits_on_files_per_client_and_clients_per_address() {
+    let cfg = Config {
+        max_files_per_client: 3,
+        max_clients_per_ip: 2,
+        ..Config::default()
+    };
+    let now = Instant::now();
+    let mut ix = Index::new(cfg, Vec::new(), now, [0; 32]);
+    let Message::Welcome { token, .. } = register_raw(&mut ix, now, addr(1), "a", 1) else {
+        panic!()
+    };
+    assert!(matches!(
+        register_raw(&mut ix, now, addr(2), "b", 2),
+        Message::Welcome { .. }
+    ));
+    // Third client from the same IP address (127.0.0.1).
+    assert_eq!(
+        register_raw(&mut ix, now, addr(3), "c", 3),
+        Message::Rejected {
+            req: 3,
+            reason: Reject::LimitExceeded
+        }
+    );
+    let offer = |req, files: &[&str]| {
+        Message::Offer {
+            req,
+            token,
+            files: files.iter().map(|s| s.to_string()).collect(),
+        }
+        .encode()
+        .unwrap()
+    };
+    ix.handle_datagram(now, addr(1), &offer(10, &["1", "2", "3"]));
+    ix.handle_datagram(now, addr(1), &offer(11, &["4"]));
+    ix.handle_datagram(now, addr(1), &offer(12, &["../x"]));
+    let replies: Vec<Message> = std::iter::from_fn(|| ix.poll_transmit())
+        .map(|(_, b)| Message::decode(&b).unwrap())
+        .collect();
+    assert!(matches!(replies[0], Message::Ack { req: 10, .. }));
+    assert_eq!(
+        replies[1],
+        Message::Rejected {
+            req: 11,
+            reason: Reject::LimitExceeded
+        }
+    );
+    assert_eq!(
+        replies[2],
+        Message::Rejected {
+            req: 12,
+            reason: Reject::InvalidName
+        }
+    );
+    assert_eq!(ix.owner_files("a").unwrap().1.len(), 3);
+}
+
+#[test]
+fn oversized_and_malformed_datagrams_are_dropped_and_counted_unanswered() {
+    let now = Instant::now();
+    let mut ix = Index::new(Config::default(), Vec::new(), now, [0; 32]);
+    ix.handle_datagram(now, addr(1), &[0u8; 1201]);
+    ix.handle_datagram(now, addr(1), b"FA\x01\xff\xff");
+    ix.handle_datagram(now, addr(1), b"hello");
+    assert_eq!(ix.stats().malformed, 3);
+    assert!(ix.poll_transmit().is_none(), "never answered");
+}
+
+#[test]
+fn duplicate_offer_is_answered_but_takes_no_version() {
+    let now = Instant::now();
+    let mut ix = Index::new(Config::default(), Vec::new(), now, [0; 32]);
+    let Message::Welcome { token, .. } = register_raw(&mut ix, now, addr(1), "a", 1) else {
+        panic!()
+    };
+    let offer = Message::Offer {
+        req: 7,
+        token,
+        files: vec!["f".into()],
+    }
+    .encode()
+    .unwrap();
+    ix.handle_datagram(now, addr(1), &offer);
+    let v = ix.version();
+    ix.handle_datagram(now, addr(1), &offer);
+    assert_eq!(ix.version(), v);
+    let acks: Vec<Message> = std::iter::from_fn(|| ix.poll_transmit())
+        .map(|(_, b)| Message::decode(&b).unwrap())
+        .collect();
+    assert_eq!(
+        acks,
+        vec![
+            Message::Ack { req: 7, version: v },
+            Message::Ack { req: 7, version: v }
+        ]
+    );
+}
