@@ -127,6 +127,9 @@ pub struct ClientOpts {
     /// Plain line-by-line input and output even on a terminal.
     #[arg(long)]
     pub plain: bool,
+    /// Key file of your identity (created if missing; default: in your config folder).
+    #[arg(long, value_name = "PATH")]
+    pub identity: Option<PathBuf>,
     /// Retry interval for requests to the server, in milliseconds.
     #[arg(long, value_name = "MS", hide = true)]
     pub retry_ms: Option<u64>,

@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use crate::identity::{self, PublicKey};
 use crate::proto::{self, Item, Message, Reject, Token};
 use crate::reliable::RetryPolicy;
 use crate::store::{OwnerRecord, OwnerRow, StoreOp};
@@ -79,7 +80,14 @@ struct Registration {
     tcp_port: u16,
     keep_offers: bool,
     peer_ip: IpAddr,
+    /// Proven public key, if the client registered with one.
+    key: Option<PublicKey>,
+    /// May take the name from an online session with the same key.
+    evict: bool,
 }
+
+/// How long a registration nonce stays valid: one to two of these.
+const NONCE_PERIOD: Duration = Duration::from_secs(30);
 
 #[derive(Debug)]
 struct Push {
@@ -114,6 +122,8 @@ struct Owner {
     /// Table version the client is known to hold.
     acked: u64,
     push: Option<Push>,
+    /// The public key this name is bound to, once registered with one.
+    key: Option<PublicKey>,
 }
 
 #[derive(Debug)]
@@ -142,6 +152,10 @@ pub struct Index {
     /// Cryptographic RNG for session tokens: a client seeing its own tokens must learn
     /// nothing about anyone else's.
     rng: rand::rngs::StdRng,
+    /// Keys registration nonces; never leaves the process.
+    secret: [u8; 32],
+    /// Start of nonce periods.
+    epoch: Instant,
     stats: Stats,
 }
 
@@ -166,6 +180,8 @@ impl Index {
             out: VecDeque::new(),
             ops: Vec::new(),
             rng: rand::SeedableRng::from_seed(seed),
+            secret: blake3::derive_key("fileapp nonce secret v1", &seed),
+            epoch: now,
             stats: Stats::default(),
         };
         for rec in records {
@@ -196,6 +212,7 @@ impl Index {
                 verified: false,
                 acked: 0,
                 push: None,
+                key: row.key,
             });
         }
         ix
@@ -252,6 +269,18 @@ impl Index {
         self.rng.random()
     }
 
+    /// The registration nonce for `src` and `key`, `age` periods ago.
+    fn nonce(&self, now: Instant, src: SocketAddr, key: &PublicKey, age: u64) -> [u8; 16] {
+        let period = now.saturating_duration_since(self.epoch).as_secs() / NONCE_PERIOD.as_secs();
+        let mut h = blake3::Hasher::new_keyed(&self.secret);
+        h.update(src.to_string().as_bytes());
+        h.update(key);
+        h.update(&period.saturating_sub(age).to_le_bytes());
+        let mut n = [0u8; 16];
+        n.copy_from_slice(&h.finalize().as_bytes()[..16]);
+        n
+    }
+
     fn bump(&mut self) -> u64 {
         self.version += 1;
         self.version
@@ -306,13 +335,38 @@ impl Index {
                 tcp_port,
                 keep_offers,
                 advertise,
+                key,
+                proof,
+                evict,
             } => {
+                let key = match (key, proof) {
+                    (None, _) => None,
+                    (Some(key), None) => {
+                        // Prove possession first: a stateless nonce bound to the source
+                        // address, the key and the time.
+                        let nonce = self.nonce(now, src, &key, 0);
+                        return self.send(src, &Message::Challenge { req, nonce });
+                    }
+                    (Some(key), Some(p)) => {
+                        let fresh = (0..2).any(|age| self.nonce(now, src, &key, age) == p.nonce);
+                        if !fresh
+                            || !identity::verify_registration(
+                                &key, &p.sig, &p.nonce, &name, instance, tcp_port,
+                            )
+                        {
+                            return self.reject(src, req, Reject::BadProof);
+                        }
+                        Some(key)
+                    }
+                };
                 let reg = Registration {
                     name,
                     instance,
                     tcp_port,
                     keep_offers,
                     peer_ip: advertise.unwrap_or(src.ip()).to_canonical(),
+                    key,
+                    evict,
                 };
                 self.on_register(now, src, req, reg)
             }
@@ -326,6 +380,7 @@ impl Index {
             Message::TableAck { token, to, part } => self.on_table_ack(now, src, token, to, part),
             // Server-bound only; anything else is ignored.
             Message::Welcome { .. }
+            | Message::Challenge { .. }
             | Message::Rejected { .. }
             | Message::Ack { .. }
             | Message::Table { .. } => self.stats.malformed += 1,
@@ -354,6 +409,7 @@ impl Index {
             token: o.token,
             instance: o.instance,
             ver: o.ver,
+            key: o.key,
         }
     }
 
@@ -402,6 +458,8 @@ impl Index {
             tcp_port,
             keep_offers,
             peer_ip,
+            key,
+            evict,
         } = reg;
         if !proto::valid_client_name(&name) || tcp_port == 0 {
             return self.reject(src, req, Reject::InvalidName);
@@ -409,13 +467,22 @@ impl Index {
         let existing = self.by_name.get(&name).copied();
         if let Some(id) = existing {
             let o = &self.owners[id];
-            if o.online {
-                if o.instance == instance && o.addr == src {
-                    // A retransmission whose welcome was lost: answer it again.
-                    let token = o.token;
-                    return self.welcome(src, req, token);
+            if o.online && o.instance == instance && o.addr == src {
+                // A retransmission whose welcome was lost: answer it again.
+                let token = o.token;
+                return self.welcome(src, req, token);
+            }
+            match (o.key, key) {
+                // A name belongs to the key that registered it; the same key takes it
+                // back at once (a crashed client restarted), online or not.
+                (Some(bound), Some(k)) if bound == k && (evict || !o.online) => {
+                    if o.online {
+                        self.go_offline(id);
+                    }
                 }
-                return self.reject(src, req, Reject::NameInUse);
+                (Some(_), _) => return self.reject(src, req, Reject::NameInUse),
+                (None, _) if o.online => return self.reject(src, req, Reject::NameInUse),
+                (None, _) => {}
             }
         }
         if self.per_ip.get(&src.ip()).copied().unwrap_or(0) >= self.cfg.max_clients_per_ip {
@@ -446,6 +513,7 @@ impl Index {
                     verified: false,
                     acked: 0,
                     push: None,
+                    key,
                 });
                 self.by_name.insert(name.clone(), id);
                 self.by_ver.insert(v, id);
@@ -466,6 +534,7 @@ impl Index {
             o.tcp_port = tcp_port;
             o.token = token;
             o.instance = instance;
+            o.key = o.key.or(key);
             o.ver = v;
             o.last_seen = now;
             o.verified = false;
@@ -633,6 +702,7 @@ impl Index {
                     ip: o.peer_ip,
                     tcp_port: o.tcp_port,
                     online: o.online,
+                    key: o.key,
                 });
                 if o.online {
                     // The header changed (came back, moved): the client may hold none

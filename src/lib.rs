@@ -17,6 +17,7 @@ pub mod app;
 pub mod cli;
 pub mod client;
 pub mod console;
+pub mod identity;
 pub mod index;
 pub mod proto;
 pub mod reliable;

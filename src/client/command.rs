@@ -26,6 +26,8 @@ pub enum Command {
     Reg,
     /// `help [command]`
     Help(Option<String>),
+    /// `whoami`
+    WhoAmI,
     /// `quit` / `exit`
     Quit,
     /// An empty line.
@@ -94,6 +96,12 @@ pub const COMMANDS: &[CommandHelp] = &[
         usage: "help [command]",
         summary: "list the commands, or explain one",
         details: "Example: help request",
+    },
+    CommandHelp {
+        name: "whoami",
+        usage: "whoami",
+        summary: "show your name, status and key fingerprint",
+        details: "Your name is bound to your key: only this key can register it again.\n  Peers check the fingerprint when they download from you.",
     },
     CommandHelp {
         name: "quit",
@@ -206,6 +214,10 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
             _ => Err(usage("help")),
         },
         "quit" | "exit" => Ok(Command::Quit),
+        "whoami" => match args {
+            [] => Ok(Command::WhoAmI),
+            _ => Err(usage("whoami")),
+        },
         _ => Err(ParseError::Unknown),
     }
 }

@@ -10,7 +10,10 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::proto::{MAX_DATAGRAM, Message, Reject, Token};
+use std::sync::Arc;
+
+use crate::identity::Identity;
+use crate::proto::{MAX_DATAGRAM, Message, Proof, Reject, Token};
 use crate::reliable::{Outstanding, RetryPolicy};
 
 use super::table::{ClientTable, PartOutcome};
@@ -80,6 +83,11 @@ pub struct Config {
     pub heartbeat: Duration,
     /// IP address to advertise to peers instead of our datagrams' source address.
     pub advertise: Option<std::net::IpAddr>,
+    /// Our key pair: registrations prove we hold it, and the name is bound to it.
+    pub identity: Option<Arc<Identity>>,
+    /// We are the only process using this identity: a session of our name that the
+    /// server still thinks online is a previous run of ours, and may be replaced.
+    pub evict: bool,
 }
 
 struct OfferOp {
@@ -109,6 +117,8 @@ pub struct ClientCore {
     /// Highest table version named by a reply to us: once our table reaches it, it
     /// shows our own changes (read-your-writes).
     seen_version: u64,
+    /// `keep_offers` of the registration in progress.
+    keep_offers: bool,
 }
 
 impl ClientCore {
@@ -131,12 +141,18 @@ impl ClientCore {
             next_heartbeat: None,
             next_reconnect: None,
             seen_version: 0,
+            keep_offers: false,
         }
     }
 
     /// True while the server has acknowledged a change that our table does not show yet.
     pub fn behind_own_writes(&self) -> bool {
         self.state == State::Online && self.table.version() < self.seen_version
+    }
+
+    #[cfg(test)]
+    pub(crate) fn cfg_evict_for_tests(&mut self, evict: bool) {
+        self.cfg.evict = evict;
     }
 
     pub fn state(&self) -> State {
@@ -200,8 +216,23 @@ impl ClientCore {
         if user {
             self.state = State::Registering;
         }
+        self.keep_offers = keep_offers;
+        self.send_register(now, user, None);
+    }
+
+    /// Sends a registration, with a proof for `nonce` once the server has challenged us.
+    fn send_register(&mut self, now: Instant, user: bool, nonce: Option<[u8; 16]>) {
         let (name, tcp_port, instance) = (self.cfg.name.clone(), self.cfg.tcp_port, self.instance);
-        let advertise = self.cfg.advertise;
+        let (advertise, keep_offers) = (self.cfg.advertise, self.keep_offers);
+        let key = self.cfg.identity.as_ref().map(|i| i.public_key());
+        let evict = self.cfg.evict;
+        let proof = match (&self.cfg.identity, nonce) {
+            (Some(id), Some(nonce)) => Some(Proof {
+                nonce,
+                sig: id.sign_registration(&nonce, &name, instance, tcp_port),
+            }),
+            _ => None,
+        };
         self.request(now, Tag::Register { user }, |req| Message::Register {
             req,
             name,
@@ -209,6 +240,9 @@ impl ClientCore {
             tcp_port,
             keep_offers,
             advertise,
+            key,
+            proof,
+            evict,
         });
     }
 
@@ -283,6 +317,11 @@ impl ClientCore {
                 };
                 self.seen_version = version;
                 self.on_welcome(now, user, token, heartbeat_ms);
+            }
+            Message::Challenge { req, nonce } => {
+                if let Some(Tag::Register { user }) = self.reqs.complete(req) {
+                    self.send_register(now, user, Some(nonce));
+                }
             }
             Message::Rejected { req, reason } => match self.reqs.complete(req) {
                 Some(Tag::Register { user: true }) => {

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::cli::{ClientConfig, exit};
 use crate::console::{Console, ConsoleOptions, InputEvent, SharedCompletion};
+use crate::identity::{Identity, fingerprint};
 use crate::proto::{self, MAX_DATAGRAM, Reject};
 use crate::reliable::RetryPolicy;
 use crate::transfer::fetch::{FetchEvent, FetchReport, FetchSpec, fetch};
@@ -83,6 +84,7 @@ struct Driver {
     exec: VecDeque<String>,
     exit_code: Option<i32>,
     download_dir: PathBuf,
+    identity: Arc<Identity>,
 }
 
 /// Runs a client until the user leaves; returns the exit code.
@@ -142,6 +144,15 @@ impl Driver {
             ));
         }
 
+        let id_path = cfg
+            .opts
+            .identity
+            .clone()
+            .or_else(|| Identity::default_path(&cfg.name))
+            .ok_or("[Cannot find a config folder for the identity key; use --identity PATH]")?;
+        let (identity, exclusive) =
+            Identity::open_exclusive(&id_path).map_err(|e| format!("[Identity: {e}]"))?;
+        let identity = Arc::new(identity);
         let completion = SharedCompletion::default();
         let (console, input) = Console::start(ConsoleOptions {
             plain: cfg.opts.plain,
@@ -161,6 +172,8 @@ impl Driver {
                 },
                 heartbeat: Duration::from_secs(10),
                 advertise: cfg.opts.advertise_ip,
+                identity: Some(identity.clone()),
+                evict: exclusive,
             },
             seed,
         );
@@ -195,6 +208,7 @@ impl Driver {
             exec,
             exit_code: None,
             download_dir,
+            identity,
             cfg,
         };
         Ok((driver, input, internal, notices))
@@ -498,6 +512,18 @@ impl Driver {
                 }
                 None => self.say(format!(">>> [No such command: {name}]")),
             },
+            Command::WhoAmI => {
+                self.say(format!(
+                    ">>> [You are {} ({}), key fingerprint {}]",
+                    self.core.name(),
+                    match state {
+                        State::Online => "online",
+                        State::Reconnecting => "reconnecting",
+                        _ => "offline",
+                    },
+                    fingerprint(&self.identity.public_key())
+                ));
+            }
             Command::Quit => {
                 let code = self.leave().await;
                 self.exit_code = Some(code);
@@ -745,6 +771,7 @@ fn reject_text(r: Reject) -> &'static str {
         Reject::NotRegistered => "not registered (session expired)",
         Reject::LimitExceeded => "limit exceeded",
         Reject::RateLimited => "too many requests",
+        Reject::BadProof => "the proof of identity was not accepted",
     }
 }
 

@@ -12,6 +12,8 @@ use crate::proto::Item;
 pub struct OwnerView {
     pub ip: IpAddr,
     pub tcp_port: u16,
+    /// The key the owner's name is bound to: its TLS certificate must carry it.
+    pub key: Option<[u8; 32]>,
     pub files: BTreeSet<String>,
 }
 
@@ -153,16 +155,19 @@ impl ClientTable {
                 ip,
                 tcp_port,
                 online,
+                key,
             } = item
             {
                 if online {
                     let v = self.owners.entry(name).or_insert(OwnerView {
                         ip,
                         tcp_port,
+                        key,
                         files: BTreeSet::new(),
                     });
                     v.ip = ip;
                     v.tcp_port = tcp_port;
+                    v.key = key;
                 } else {
                     self.owners.remove(&name);
                 }
@@ -189,6 +194,7 @@ mod tests {
             ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             tcp_port: 5000,
             online,
+            key: None,
         }
     }
     fn file(o: &str, f: &str) -> Item {

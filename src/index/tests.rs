@@ -8,8 +8,12 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
+use std::sync::Arc;
+
 use super::*;
 use crate::client::core::{self as cc, ClientCore, Event};
+use crate::identity::Identity;
+use crate::proto::Proof;
 use crate::store::{MemoryStore, Store};
 
 const MS: Duration = Duration::from_millis(1);
@@ -58,6 +62,7 @@ struct Sim {
     dup: u64,
     rng: Lcg,
     latency: Duration,
+    ids: Vec<Arc<Identity>>,
 }
 
 impl Sim {
@@ -67,6 +72,9 @@ impl Sim {
 
     fn with_config(n: usize, cfg: Config) -> Sim {
         let now = Instant::now();
+        let ids: Vec<Arc<Identity>> = (0..n)
+            .map(|_| Arc::new(Identity::generate().unwrap()))
+            .collect();
         let clients = (0..n)
             .map(|i| {
                 ClientCore::new(
@@ -76,6 +84,8 @@ impl Sim {
                         retry: cfg.retry,
                         heartbeat: cfg.heartbeat,
                         advertise: None,
+                        identity: Some(ids[i].clone()),
+                        evict: true,
                     },
                     i as u64 * 1000 + 7,
                 )
@@ -92,6 +102,7 @@ impl Sim {
             dup: 0,
             rng: Lcg(42),
             latency: MS,
+            ids,
         }
     }
 
@@ -259,6 +270,8 @@ fn name_in_use_is_rejected_and_offline_name_can_be_taken() {
             retry: RetryPolicy::default(),
             heartbeat: Duration::from_secs(10),
             advertise: None,
+            identity: None,
+            evict: true,
         },
         1,
     );
@@ -269,6 +282,8 @@ fn name_in_use_is_rejected_and_offline_name_can_be_taken() {
             retry: RetryPolicy::default(),
             heartbeat: Duration::from_secs(10),
             advertise: None,
+            identity: None,
+            evict: true,
         },
         2,
     );
@@ -330,7 +345,7 @@ fn fresh_process_taking_an_offline_name_does_not_inherit_offers() {
     sim.run_for(100 * MS);
     sim.clients[0].dereg(sim.now);
     sim.run_for(100 * MS);
-    // A new process (fresh core) under the same name.
+    // A new process (fresh core) under the same name, with the name's key.
     sim.clients[0] = ClientCore::new(
         cc::Config {
             name: "c0".into(),
@@ -338,6 +353,8 @@ fn fresh_process_taking_an_offline_name_does_not_inherit_offers() {
             retry: RetryPolicy::default(),
             heartbeat: Duration::from_secs(10),
             advertise: None,
+            identity: Some(sim.ids[0].clone()),
+            evict: true,
         },
         99,
     );
@@ -418,6 +435,8 @@ fn silent_client_goes_offline_and_everyone_is_told() {
             retry: RetryPolicy::default(),
             heartbeat: Duration::from_secs(100),
             advertise: None,
+            identity: None,
+            evict: true,
         },
         5,
     );
@@ -481,6 +500,9 @@ fn unverified_registration_gets_no_table_pushes() {
         tcp_port: 1,
         keep_offers: false,
         advertise: None,
+        key: None,
+        proof: None,
+        evict: false,
     }
     .encode()
     .unwrap();
@@ -652,6 +674,9 @@ fn register_raw(ix: &mut Index, now: Instant, src: SocketAddr, name: &str, req: 
         tcp_port: 1,
         keep_offers: false,
         advertise: None,
+        key: None,
+        proof: None,
+        evict: false,
     }
     .encode()
     .unwrap();
@@ -794,4 +819,162 @@ fn duplicate_offer_is_answered_but_takes_no_version() {
             Message::Ack { req: 7, version: v }
         ]
     );
+}
+
+fn core_with(name: &str, id: Option<Arc<Identity>>, seed: u64) -> ClientCore {
+    ClientCore::new(
+        cc::Config {
+            name: name.into(),
+            tcp_port: 7,
+            retry: RetryPolicy::default(),
+            heartbeat: Duration::from_secs(10),
+            advertise: None,
+            identity: id,
+            evict: true,
+        },
+        seed,
+    )
+}
+
+#[test]
+fn the_same_key_takes_its_name_back_at_once_after_a_crash() {
+    let mut sim = Sim::new(2);
+    register_all(&mut sim);
+    sim.clients[0].offer(sim.now, &files(&["a"])).unwrap();
+    sim.run_for(100 * MS);
+    // Client 0 crashes (the server still thinks it is online) and restarts at once.
+    sim.clients[0] = core_with("c0", Some(sim.ids[0].clone()), 77);
+    sim.events[0].clear();
+    sim.clients[0].register(sim.now);
+    sim.run_for(100 * MS);
+    assert_eq!(sim.events[0].first(), Some(&Event::Registered));
+    assert_eq!(sim.index.owner_files("c0").map(|o| o.0), Some(true));
+}
+
+#[test]
+fn a_second_live_process_with_the_same_key_does_not_evict_an_online_session() {
+    let mut sim = Sim::new(1);
+    register_all(&mut sim);
+    let mut second = core_with("c0", Some(sim.ids[0].clone()), 80);
+    second.cfg_evict_for_tests(false);
+    sim.clients.push(second);
+    sim.events.push(Vec::new());
+    sim.clients[1].register(sim.now);
+    sim.run_for(100 * MS);
+    assert_eq!(
+        sim.events[1],
+        vec![Event::RegisterRejected(Reject::NameInUse)]
+    );
+    // Once the first goes offline (dereg, still running) the name is free for it.
+    sim.clients[0].dereg(sim.now);
+    sim.run_for(100 * MS);
+    sim.clients[1].register(sim.now);
+    sim.run_for(100 * MS);
+    assert!(sim.saw(1, &Event::Registered));
+}
+
+#[test]
+fn another_key_is_refused_the_name_online_or_offline() {
+    let mut sim = Sim::new(2);
+    register_all(&mut sim);
+    let thief = Arc::new(Identity::generate().unwrap());
+    sim.clients[1] = core_with("c0", Some(thief.clone()), 78);
+    sim.events[1].clear();
+    sim.clients[1].register(sim.now);
+    sim.run_for(100 * MS);
+    assert_eq!(
+        sim.events[1],
+        vec![Event::RegisterRejected(Reject::NameInUse)]
+    );
+    // Offline makes no difference: the name belongs to c0's key.
+    sim.clients[0].dereg(sim.now);
+    sim.run_for(100 * MS);
+    sim.events[1].clear();
+    sim.clients[1].register(sim.now);
+    sim.run_for(100 * MS);
+    assert_eq!(
+        sim.events[1],
+        vec![Event::RegisterRejected(Reject::NameInUse)]
+    );
+    // Nor can a client without a key take it.
+    sim.clients[1] = core_with("c0", None, 79);
+    sim.events[1].clear();
+    sim.clients[1].register(sim.now);
+    sim.run_for(100 * MS);
+    assert_eq!(
+        sim.events[1],
+        vec![Event::RegisterRejected(Reject::NameInUse)]
+    );
+}
+
+#[test]
+fn proofs_are_bound_to_the_nonce_the_address_and_the_fields() {
+    let now = Instant::now();
+    let mut ix = Index::new(Config::default(), Vec::new(), now, [5; 32]);
+    let id = Identity::generate().unwrap();
+    let key = id.public_key();
+    let reg = |req, proof| {
+        Message::Register {
+            req,
+            name: "B".into(),
+            instance: 1,
+            tcp_port: 5,
+            keep_offers: false,
+            advertise: None,
+            key: Some(key),
+            proof,
+            evict: true,
+        }
+        .encode()
+        .unwrap()
+    };
+    let mut reply = |ix: &mut Index, from, bytes: Vec<u8>| {
+        ix.handle_datagram(now, addr(from), &bytes);
+        Message::decode(&ix.poll_transmit().unwrap().1).unwrap()
+    };
+    let Message::Challenge { req: 1, nonce } = reply(&mut ix, 1, reg(1, None)) else {
+        panic!("no challenge")
+    };
+    // A good signature replayed from another address: the nonce is not its own.
+    let sig = id.sign_registration(&nonce, "B", 1, 5);
+    let good = Some(Proof {
+        nonce,
+        sig: sig.clone(),
+    });
+    assert_eq!(
+        reply(&mut ix, 2, reg(2, good.clone())),
+        Message::Rejected {
+            req: 2,
+            reason: Reject::BadProof
+        }
+    );
+    // A signature over other fields.
+    let other = Some(Proof {
+        nonce,
+        sig: id.sign_registration(&nonce, "B", 2, 5),
+    });
+    assert_eq!(
+        reply(&mut ix, 1, reg(3, other)),
+        Message::Rejected {
+            req: 3,
+            reason: Reject::BadProof
+        }
+    );
+    assert!(matches!(
+        reply(&mut ix, 1, reg(4, good)),
+        Message::Welcome { req: 4, .. }
+    ));
+    // The nonce expires after one to two periods.
+    let late = now + 2 * NONCE_PERIOD + MS;
+    let sig_again = Some(Proof { nonce, sig });
+    ix.handle_datagram(late, addr(3), &reg(5, sig_again));
+    while let Some((_, b)) = ix.poll_transmit() {
+        assert!(matches!(
+            Message::decode(&b).unwrap(),
+            Message::Rejected {
+                req: 5,
+                reason: Reject::BadProof
+            }
+        ));
+    }
 }

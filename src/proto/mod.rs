@@ -51,6 +51,15 @@ pub enum Message {
         /// address of its datagrams is not it (NAT, several interfaces). `None`: the
         /// server records the datagram's source address.
         advertise: Option<IpAddr>,
+        /// The client's Ed25519 public key: the name is bound to it.
+        key: Option<[u8; 32]>,
+        /// Proof of possession of `key`: a signature over the server's nonce and this
+        /// request's fields. Without it the server answers [`Message::Challenge`].
+        proof: Option<Proof>,
+        /// With a proven key bound to this name: take the name even from a session the
+        /// server believes online (the client knows its previous run is gone). `false`
+        /// when another process on this machine may still be using the key.
+        evict: bool,
     },
     /// Add files to the sender's offered set (idempotent set union).
     Offer {
@@ -85,6 +94,8 @@ pub enum Message {
     /// `version` is the table version that includes the change: a client that waits for
     /// its table to reach it reads its own writes.
     Ack { req: ReqId, version: u64 },
+    /// Sign this nonce to register with a key (answer to a `Register` without proof).
+    Challenge { req: ReqId, nonce: [u8; 16] },
     /// One part of a table delta taking a client from version `from` to version `to`.
     /// A delta is applied only once all `parts` parts have arrived.
     Table {
@@ -109,6 +120,16 @@ pub enum Reject {
     LimitExceeded,
     /// Too many datagrams from this source address; try later.
     RateLimited,
+    /// The registration's proof of key possession is invalid or its nonce expired.
+    BadProof,
+}
+
+/// A signature over the registration statement (see `crate::identity`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Proof {
+    pub nonce: [u8; 16],
+    /// Ed25519 signature, 64 bytes.
+    pub sig: Vec<u8>,
 }
 
 /// One entry of a table delta. Items are absolute states, so applying one twice is harmless.
@@ -121,6 +142,8 @@ pub enum Item {
         ip: IpAddr,
         tcp_port: u16,
         online: bool,
+        /// The public key the name is bound to (peers pin it for TLS).
+        key: Option<[u8; 32]>,
     },
     /// `owner` offers `file`.
     File { owner: String, file: String },
@@ -200,7 +223,8 @@ impl Message {
             | Message::Heartbeat { req, .. }
             | Message::Welcome { req, .. }
             | Message::Rejected { req, .. }
-            | Message::Ack { req, .. } => Some(*req),
+            | Message::Ack { req, .. }
+            | Message::Challenge { req, .. } => Some(*req),
             Message::TableAck { .. } | Message::Table { .. } => None,
         }
     }
@@ -282,7 +306,8 @@ mod tests {
                     name,
                     ip: IpAddr::from(ip),
                     tcp_port,
-                    online
+                    online,
+                    key: Some([online as u8; 32]),
                 }
             ),
             (arb_name(), "[^/\\x00-\\x1f]{1,100}")
@@ -308,6 +333,12 @@ mod tests {
                         tcp_port,
                         keep_offers,
                         advertise: adv.map(IpAddr::from),
+                        evict: keep_offers,
+                        key: adv.map(|_| [7; 32]),
+                        proof: adv.map(|a| Proof {
+                            nonce: a,
+                            sig: vec![1; 64],
+                        }),
                     }
                 }),
             (

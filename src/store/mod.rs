@@ -28,6 +28,8 @@ pub struct OwnerRow {
     pub instance: u64,
     /// Table version at which this owner's header last changed.
     pub ver: u64,
+    /// Ed25519 public key the name is bound to, if any.
+    pub key: Option<[u8; 32]>,
 }
 
 /// An owner with its offered files, as loaded at start-up.

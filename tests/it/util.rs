@@ -34,6 +34,9 @@ impl Proc {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .env_remove("RUST_LOG")
+            // Like one user on one machine: keys and history in the test's folder.
+            .env("XDG_CONFIG_HOME", cwd.join(".xdg-config"))
+            .env("XDG_DATA_HOME", cwd.join(".xdg-data"))
             .spawn()
             .expect("spawn fileapp");
         let (tx, rx) = channel();
