@@ -63,11 +63,7 @@ pub enum Message {
         table_version: u64,
     },
     /// Acknowledges one part of a table push.
-    TableAck {
-        token: Token,
-        to: u64,
-        part: u16,
-    },
+    TableAck { token: Token, to: u64, part: u16 },
 
     // ---- server -> client -------------------------------------------------------------
     /// Registration accepted.
@@ -288,15 +284,22 @@ mod tests {
 
     fn arb_message() -> impl Strategy<Value = Message> {
         prop_oneof![
-            (any::<u64>(), arb_name(), any::<u64>(), any::<u16>(), any::<bool>()).prop_map(
-                |(req, name, instance, tcp_port, keep_offers)| Message::Register {
-                    req,
-                    name,
-                    instance,
-                    tcp_port,
-                    keep_offers
-                }
-            ),
+            (
+                any::<u64>(),
+                arb_name(),
+                any::<u64>(),
+                any::<u16>(),
+                any::<bool>()
+            )
+                .prop_map(|(req, name, instance, tcp_port, keep_offers)| {
+                    Message::Register {
+                        req,
+                        name,
+                        instance,
+                        tcp_port,
+                        keep_offers,
+                    }
+                }),
             (
                 any::<u64>(),
                 any::<u128>(),
@@ -417,7 +420,17 @@ mod tests {
         assert!(!valid_client_name("a b"));
         assert!(!valid_client_name(&"x".repeat(65)));
         assert!(valid_file_name("foo.txt"));
-        for bad in ["", ".", "..", "a/b", "../etc", "/etc/passwd", "a\\b", "a\nb", "a\0b"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "../etc",
+            "/etc/passwd",
+            "a\\b",
+            "a\nb",
+            "a\0b",
+        ] {
             assert!(!valid_file_name(bad), "{bad:?}");
         }
     }

@@ -42,7 +42,10 @@ pub enum StoreOp {
     /// Insert or replace the owner's row (files untouched).
     Owner(OwnerRow),
     /// Insert or replace these files of `owner` with their versions.
-    Files { owner: String, files: Vec<(String, u64)> },
+    Files {
+        owner: String,
+        files: Vec<(String, u64)>,
+    },
     /// Remove every file of `owner`.
     ClearFiles { owner: String },
 }
