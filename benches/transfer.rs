@@ -4,11 +4,11 @@
 //! (bytes; suffixes K, M, G allowed) and `FILEAPP_BENCH_REPS`. Defaults: 1G, 5.
 //!
 //! In each repetition, interleaved so drift in the machine affects all three alike:
-//! - raw:      blocking `sendfile` sender -> `splice` (socket -> pipe -> file) receiver.
-//!             No user-space copy, no hashing: the ceiling for moving bytes to disk.
+//! - raw: blocking `sendfile` sender -> `splice` (socket -> pipe -> file) receiver.
+//!   No user-space copy, no hashing: the ceiling for moving bytes to disk.
 //! - verified: same sender -> receiver that `read`s into a 1 MiB buffer, BLAKE3-hashes
-//!             it and writes it, one thread. The simple way to receive *and* verify.
-//! - ours:     `provider::serve` + `fetch::fetch` on a tokio runtime.
+//!   it and writes it, one thread. The simple way to receive *and* verify.
+//! - ours: `provider::serve` + `fetch::fetch` on a tokio runtime.
 //!
 //! Every receiver fsyncs the output before the clock stops (ours always does), and the
 //! output is deleted between runs. The source file is in the page cache throughout.
@@ -67,9 +67,8 @@ fn spawn_sender(path: &Path) -> (std::net::SocketAddr, std::thread::JoinHandle<(
         let size = file.metadata().unwrap().len();
         let mut off: libc::off_t = 0;
         while (off as u64) < size {
-            let n = unsafe {
-                libc::sendfile(sock.as_raw_fd(), file.as_raw_fd(), &mut off, 1 << 30)
-            };
+            let n =
+                unsafe { libc::sendfile(sock.as_raw_fd(), file.as_raw_fd(), &mut off, 1 << 30) };
             assert!(n > 0, "sendfile: {}", std::io::Error::last_os_error());
         }
     });
@@ -239,7 +238,11 @@ fn main() {
     std::fs::create_dir_all(&dest).unwrap();
     let name = "bench.bin";
     let src = share.join(name);
-    println!("transfer bench: {size} bytes ({:.2} GiB), {reps} repetitions, in {}", size as f64 / (1u64 << 30) as f64, work.path().display());
+    println!(
+        "transfer bench: {size} bytes ({:.2} GiB), {reps} repetitions, in {}",
+        size as f64 / (1u64 << 30) as f64,
+        work.path().display()
+    );
     let expect = make_file(&src, size);
 
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -249,7 +252,9 @@ fn main() {
     let lib = Arc::new(RwLock::new(lib));
     let (ntx, mut nrx) = tokio::sync::mpsc::unbounded_channel();
     let (_accepting_tx, accepting) = tokio::sync::watch::channel(true);
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
     let addr = listener.local_addr().unwrap();
     rt.spawn(serve(listener, lib, ntx, accepting));
 
@@ -289,11 +294,7 @@ fn main() {
     println!("raw (splice)     {rb:7.2}      {rm:7.2}");
     println!("verified         {vb:7.2}      {vm:7.2}");
     println!("ours             {ob:7.2}      {om:7.2}");
-    println!(
-        "ours/verified    {:7.3}      {:7.3}",
-        ob / vb,
-        om / vm
-    );
+    println!("ours/verified    {:7.3}      {:7.3}", ob / vb, om / vm);
     println!("ours/raw         {:7.3}      {:7.3}", ob / rb, om / rm);
     println!(
         "ours time to first byte (provider's answer): best {:.2} ms, median {:.2} ms",
@@ -304,5 +305,7 @@ fn main() {
         "peak RSS during transfers (VmHWM, whole process: provider and requester sides together): {}",
         vm_hwm()
     );
-    println!("peak RSS during setup (includes the mmap used to hash the source at offer time): {setup_hwm}");
+    println!(
+        "peak RSS during setup (includes the mmap used to hash the source at offer time): {setup_hwm}"
+    );
 }

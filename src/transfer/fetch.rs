@@ -13,9 +13,11 @@
 //! header, and the data is fsynced, is the partial renamed to `<dest>/<file>`. So a
 //! cut-off or corrupt download is never visible under the final name.
 //!
-//! Receiving is pipelined: this task reads the socket into a small pool of large buffers
-//! and hands them to a blocking thread that hashes and writes them, so hashing overlaps
-//! with the network. Peak memory is `BUFFERS * BUFFER_SIZE`.
+//! Receiving is pipelined so hashing overlaps with the network. On Linux one thread
+//! `splice`s socket -> pipe -> partial file (no copy through user space) while a second
+//! thread reads back what was just written (still in cache) and hashes it; elsewhere (and
+//! for non-TCP streams) a task reads into a small pool of large buffers and a blocking
+//! thread hashes and writes them. Peak memory is a few MiB either way.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -25,7 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
@@ -317,7 +319,7 @@ pub async fn fetch(
         };
         Ok((stream, resp, leftover))
     };
-    let (stream, resp, leftover) = tokio::select! {
+    let (stream, resp, mut leftover) = tokio::select! {
         r = handshake => r?,
         _ = cancelled(&mut cancel) => return Err(FetchError::Cancelled),
     };
@@ -391,8 +393,24 @@ pub async fn fetch(
         size: target.size,
         offset,
     });
+    // Anything beyond the announced size is the provider's bug; never write it.
+    leftover.truncate((target.size - offset).min(leftover.len() as u64) as usize);
 
-    let received = receive(
+    #[cfg(target_os = "linux")]
+    let received = receive_splice(
+        stream,
+        leftover,
+        file,
+        part.clone(),
+        offset,
+        target.size,
+        spec.timeout,
+        &mut on_event,
+        &mut cancel,
+    )
+    .await;
+    #[cfg(not(target_os = "linux"))]
+    let received = receive_buffered(
         stream,
         leftover,
         file,
@@ -499,9 +517,11 @@ fn publish(part: &Path, meta: &Path, final_path: &Path, force: bool) -> Result<(
 /// Receives `size - offset` bytes into `file` (which holds `offset` verified-by-hash-later
 /// bytes), returning the BLAKE3 hash of the whole file. On failure or cancel, everything
 /// received so far is on disk in the partial.
-#[allow(clippy::too_many_arguments)]
-async fn receive(
-    mut stream: TcpStream,
+/// Portable path for any byte stream (used where `splice` is unavailable): this task
+/// reads into a pool of buffers, a blocking thread hashes and writes them.
+#[allow(clippy::too_many_arguments, dead_code)]
+pub(crate) async fn receive_buffered<R: AsyncRead + Unpin>(
+    mut stream: R,
     leftover: Vec<u8>,
     file: File,
     part: PathBuf,
@@ -634,4 +654,212 @@ fn write_loop(
     }
     file.sync_all().map_err(disk)?;
     Ok(*hasher.finalize().as_bytes())
+}
+
+/// Linux fast path: see the module comment. The socket is switched to blocking mode and
+/// handed to a thread; cancel shuts the socket down to wake it.
+#[cfg(target_os = "linux")]
+#[allow(clippy::too_many_arguments)]
+async fn receive_splice(
+    stream: TcpStream,
+    leftover: Vec<u8>,
+    file: File,
+    part: PathBuf,
+    offset: u64,
+    size: u64,
+    stall: Duration,
+    on_event: &mut (impl FnMut(FetchEvent) + Send),
+    cancel: &mut watch::Receiver<bool>,
+) -> Result<[u8; 32], FetchError> {
+    use std::sync::atomic::AtomicBool;
+    let sock = stream.into_std()?;
+    sock.set_nonblocking(false)?;
+    // Bounds every blocking splice; an expired wait surfaces as EAGAIN.
+    sock.set_read_timeout(Some(stall))?;
+    let killer = sock.try_clone()?;
+    let written = Arc::new(AtomicU64::new(offset));
+    let stop = Arc::new(AtomicBool::new(false));
+    let job = {
+        let (written, stop) = (written.clone(), stop.clone());
+        tokio::task::spawn_blocking(move || {
+            splice_and_hash(
+                &sock, &leftover, &file, &part, offset, size, &written, &stop,
+            )
+        })
+    };
+    tokio::pin!(job);
+    let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reported = offset;
+    let result = loop {
+        tokio::select! {
+            r = &mut job => break r.map_err(|e| FetchError::Io(io::Error::other(e)))?,
+            _ = tick.tick() => {
+                let done = written.load(Ordering::Relaxed);
+                if done != reported {
+                    on_event(FetchEvent::Progress { done });
+                    reported = done;
+                }
+            }
+            _ = cancelled(cancel) => {
+                stop.store(true, Ordering::SeqCst);
+                let _ = killer.shutdown(std::net::Shutdown::Both);
+                // Wait, so everything received is on disk before the caller may retry.
+                let _ = (&mut job).await;
+                return Err(FetchError::Cancelled);
+            }
+        }
+    };
+    let hash = result?;
+    on_event(FetchEvent::Progress { done: size });
+    Ok(hash)
+}
+
+/// Blocking body of [`receive_splice`]: splices into the file at `offset..size` and hashes
+/// the whole file (prefix included) on a second thread, returning the hash.
+#[cfg(target_os = "linux")]
+#[allow(clippy::too_many_arguments)]
+fn splice_and_hash(
+    sock: &std::net::TcpStream,
+    leftover: &[u8],
+    file: &File,
+    part: &Path,
+    offset: u64,
+    size: u64,
+    written: &AtomicU64,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<[u8; 32], FetchError> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::fs::FileExt;
+    let disk = |e| FetchError::Disk(part.to_path_buf(), e);
+    // How far the hasher may lag behind, in `HASH_STEP`s: small enough that what it
+    // reads back is still in cache.
+    const HASH_STEP: u64 = 1 << 20;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<u64>(8);
+    std::thread::scope(|scope| {
+        let hasher = scope.spawn(move || -> io::Result<([u8; 32], u64)> {
+            let mut h = blake3::Hasher::new();
+            let mut buf = vec![0u8; HASH_STEP as usize];
+            let mut hashed = 0u64;
+            while let Ok(upto) = rx.recv() {
+                while hashed < upto {
+                    let n = (upto - hashed).min(HASH_STEP) as usize;
+                    file.read_exact_at(&mut buf[..n], hashed)?;
+                    h.update(&buf[..n]);
+                    hashed += n as u64;
+                }
+            }
+            Ok((*h.finalize().as_bytes(), hashed))
+        });
+        let copied = (|| -> Result<(), FetchError> {
+            let mut pos = offset;
+            let _ = tx.send(pos); // the existing prefix
+            if !leftover.is_empty() {
+                file.write_all_at(leftover, pos).map_err(disk)?;
+                pos += leftover.len() as u64;
+                written.store(pos, Ordering::Relaxed);
+            }
+            let mut fds = [0; 2];
+            // SAFETY: `fds` is a valid array of two ints.
+            if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+                return Err(FetchError::Io(io::Error::last_os_error()));
+            }
+            // SAFETY: pipe2 just returned these two descriptors; we own them.
+            let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+            // A 1 MiB pipe halves the syscalls; the default 64 KiB still works if refused.
+            // SAFETY: plain fcntl on a descriptor we own.
+            let pipe_cap = match unsafe { libc::fcntl(wr.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) }
+            {
+                n if n > 0 => n as usize,
+                _ => 64 * 1024,
+            };
+            let mut sent = pos;
+            while pos < size {
+                let want = (size - pos).min(pipe_cap as u64) as usize;
+                // SAFETY: valid descriptors, null offsets (sockets and pipes have none).
+                let n = unsafe {
+                    libc::splice(
+                        sock.as_raw_fd(),
+                        std::ptr::null_mut(),
+                        wr.as_raw_fd(),
+                        std::ptr::null_mut(),
+                        want,
+                        libc::SPLICE_F_MOVE | libc::SPLICE_F_MORE,
+                    )
+                };
+                if n == 0 {
+                    if stop.load(Ordering::SeqCst) {
+                        return Err(FetchError::Cancelled);
+                    }
+                    return Err(FetchError::Io(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the owner closed the connection after {pos} of {size} bytes"),
+                    )));
+                }
+                if n < 0 {
+                    let e = io::Error::last_os_error();
+                    if stop.load(Ordering::SeqCst) {
+                        return Err(FetchError::Cancelled);
+                    }
+                    return Err(match e.kind() {
+                        io::ErrorKind::Interrupted => continue,
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                            FetchError::Timeout("waiting for data from the owner")
+                        }
+                        _ => FetchError::Io(e),
+                    });
+                }
+                let mut left = n as usize;
+                while left > 0 {
+                    let mut off = pos as libc::loff_t;
+                    // SAFETY: valid descriptors; `off` is ours, the kernel advances it.
+                    let m = unsafe {
+                        libc::splice(
+                            rd.as_raw_fd(),
+                            std::ptr::null_mut(),
+                            file.as_raw_fd(),
+                            &mut off,
+                            left,
+                            libc::SPLICE_F_MOVE | libc::SPLICE_F_MORE,
+                        )
+                    };
+                    if m <= 0 {
+                        let e = io::Error::last_os_error();
+                        if m < 0 && e.kind() == io::ErrorKind::Interrupted {
+                            continue;
+                        }
+                        let e = if m == 0 {
+                            io::Error::from(io::ErrorKind::WriteZero)
+                        } else {
+                            e
+                        };
+                        return Err(disk(e));
+                    }
+                    left -= m as usize;
+                    pos += m as u64;
+                }
+                written.store(pos, Ordering::Relaxed);
+                if pos - sent >= HASH_STEP || pos == size {
+                    let _ = tx.send(pos);
+                    sent = pos;
+                }
+            }
+            let _ = tx.send(pos);
+            Ok(())
+        })();
+        drop(tx);
+        let hashed = hasher
+            .join()
+            .map_err(|_| FetchError::Io(io::Error::other("hash thread panicked")))?;
+        copied?;
+        let (hash, n) = hashed.map_err(disk)?;
+        if n != size {
+            return Err(FetchError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("received {n} of {size} bytes"),
+            )));
+        }
+        file.sync_all().map_err(disk)?;
+        Ok(hash)
+    })
 }
