@@ -576,3 +576,23 @@ async fn buffered_receive_path_matches() {
     assert_eq!(hash, *blake3::hash(&data).as_bytes());
     assert_eq!(std::fs::read(&part).unwrap(), data);
 }
+
+#[tokio::test]
+async fn requester_vanishing_mid_transfer_is_reported() {
+    let mut p = Provider::start().await;
+    p.add("huge.bin", &random_bytes("huge", 48 * 1024 * 1024));
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(&req("huge.bin")).await.unwrap();
+    let mut first = [0u8; 4096];
+    s.read_exact(&mut first).await.unwrap();
+    drop(s);
+    let mut notes = p.wait_notice("< Transfer of huge.bin to X failed: ").await;
+    assert!(notes.contains(&"< Transferring huge.bin... >".to_string()));
+    if !notes
+        .iter()
+        .any(|n| n == "< Connection with client X closed >")
+    {
+        notes = p.wait_notice("< Connection with client X closed >").await;
+    }
+    assert!(!notes.is_empty());
+}
