@@ -738,18 +738,60 @@ fn splice_and_hash(
     let (tx, rx) = std::sync::mpsc::sync_channel::<u64>(8);
     std::thread::scope(|scope| {
         let hasher = scope.spawn(move || -> io::Result<([u8; 32], u64)> {
+            // Hash straight from the page cache through a sliding read-only mapping:
+            // no copy, and the pages were just written so they are still cached. Only
+            // bytes below `upto` (already written) are touched, so the mapping never
+            // faults beyond the end of the file; the partial is flock'ed, so no other
+            // fileapp truncates it under us.
+            const WINDOW: u64 = 16 << 20;
             let mut h = blake3::Hasher::new();
-            let mut buf = vec![0u8; HASH_STEP as usize];
             let mut hashed = 0u64;
-            while let Ok(upto) = rx.recv() {
+            let mut map: Option<(u64, *mut libc::c_void)> = None;
+            let unmap = |m: &mut Option<(u64, *mut libc::c_void)>| {
+                if let Some((_, ptr)) = m.take() {
+                    // SAFETY: `ptr` came from mmap with length WINDOW.
+                    unsafe { libc::munmap(ptr, WINDOW as usize) };
+                }
+            };
+            let mut result = Ok(());
+            'recv: while let Ok(upto) = rx.recv() {
                 while hashed < upto {
-                    let n = (upto - hashed).min(HASH_STEP) as usize;
-                    file.read_exact_at(&mut buf[..n], hashed)?;
-                    h.update(&buf[..n]);
-                    hashed += n as u64;
+                    let base = hashed - hashed % WINDOW;
+                    if map.map(|(b, _)| b) != Some(base) {
+                        unmap(&mut map);
+                        // SAFETY: read-only shared mapping of a file we hold open.
+                        let ptr = unsafe {
+                            libc::mmap(
+                                std::ptr::null_mut(),
+                                WINDOW as usize,
+                                libc::PROT_READ,
+                                libc::MAP_SHARED,
+                                file.as_raw_fd(),
+                                base as libc::off_t,
+                            )
+                        };
+                        if ptr == libc::MAP_FAILED {
+                            result = Err(io::Error::last_os_error());
+                            break 'recv;
+                        }
+                        map = Some((base, ptr));
+                    }
+                    let end = upto.min(base + WINDOW);
+                    let ptr = map.map(|(_, p)| p).unwrap_or(std::ptr::null_mut());
+                    // SAFETY: [hashed, end) lies inside the window and below the bytes
+                    // already written to the file, so every page is backed.
+                    let bytes = unsafe {
+                        std::slice::from_raw_parts(
+                            (ptr as *const u8).add((hashed - base) as usize),
+                            (end - hashed) as usize,
+                        )
+                    };
+                    h.update(bytes);
+                    hashed = end;
                 }
             }
-            Ok((*h.finalize().as_bytes(), hashed))
+            unmap(&mut map);
+            result.map(|()| (*h.finalize().as_bytes(), hashed))
         });
         let copied = (|| -> Result<(), FetchError> {
             let mut pos = offset;
