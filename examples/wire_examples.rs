@@ -1,9 +1,12 @@
 //! Prints every control message with its exact bytes: the examples in docs/PROTOCOL.md.
 //! Run: `cargo run --example wire_examples`.
 
-use fileapp::proto::*;
 use std::net::IpAddr;
+
+use fileapp::proto::*;
+
 fn main() {
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
     let msgs = vec![
         Message::Register {
             req: 1,
@@ -12,6 +15,9 @@ fn main() {
             tcp_port: 1401,
             keep_offers: false,
             advertise: None,
+            key: None,
+            proof: None,
+            evict: false,
         },
         Message::Register {
             req: 1,
@@ -19,7 +25,17 @@ fn main() {
             instance: 300,
             tcp_port: 1401,
             keep_offers: true,
-            advertise: Some("10.0.0.1".parse().unwrap()),
+            advertise: Some(ip("10.0.0.1")),
+            key: Some([0xaa; 32]),
+            proof: Some(Proof {
+                nonce: [0x11; 16],
+                sig: vec![0x55; 64],
+            }),
+            evict: true,
+        },
+        Message::Challenge {
+            req: 1,
+            nonce: [0x11; 16],
         },
         Message::Offer {
             req: 2,
@@ -56,9 +72,10 @@ fn main() {
             items: vec![
                 Item::Owner {
                     name: "B".into(),
-                    ip: "127.0.0.1".parse::<IpAddr>().unwrap(),
+                    ip: ip("127.0.0.1"),
                     tcp_port: 1401,
                     online: true,
+                    key: None,
                 },
                 Item::File {
                     owner: "B".into(),
@@ -66,28 +83,10 @@ fn main() {
                 },
             ],
         },
-        Message::Table {
-            from: 0,
-            to: 8,
-            part: 0,
-            parts: 1,
-            items: vec![Item::Owner {
-                name: "B".into(),
-                ip: "::1".parse::<IpAddr>().unwrap(),
-                tcp_port: 1401,
-                online: false,
-            }],
-        },
     ];
     for m in msgs {
         let b = m.encode().unwrap();
-        println!(
-            "{:?}\n  {}",
-            m,
-            b.iter()
-                .map(|x| format!("{x:02x}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
+        let hex: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
+        println!("{m:?}\n  {}", hex.join(" "));
     }
 }

@@ -23,7 +23,10 @@ fn command_names_at_first_word() {
     let d = data();
     assert_eq!(candidates("he", 2, &d), (0, words(&["help"])));
     assert_eq!(candidates("  re", 4, &d), (2, words(&["reg", "request"])));
-    assert_eq!(candidates("", 0, &d).1.len(), 8);
+    assert_eq!(
+        candidates("", 0, &d).1.len(),
+        fileapp::client::command::COMMANDS.len()
+    );
     assert_eq!(candidates("zz", 2, &d), (0, vec![]));
     // Cursor in the middle of the line: only the text left of it counts.
     assert_eq!(candidates("he foo", 2, &d), (0, words(&["help"])));

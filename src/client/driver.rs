@@ -22,7 +22,8 @@ use crate::identity::{Identity, fingerprint};
 use crate::proto::{self, MAX_DATAGRAM, Reject};
 use crate::reliable::RetryPolicy;
 use crate::transfer::fetch::{FetchEvent, FetchReport, FetchSpec, fetch};
-use crate::transfer::provider::{SharedLibrary, serve};
+use crate::transfer::human_rate;
+use crate::transfer::provider::{Library, SharedLibrary, serve};
 
 use super::command::{self, COMMANDS, Command, glob_match, help_for};
 use super::core::{self as core_sm, ClientCore, Event, OfferFailure, OpId, State};
@@ -552,11 +553,15 @@ impl Driver {
     }
 
     fn offer(&mut self, files: Vec<String>) {
-        let has_dir = self.lib.read().map(|l| l.dir().is_some()).unwrap_or(false);
-        if !has_dir {
+        let dir = self
+            .lib
+            .read()
+            .ok()
+            .and_then(|l| l.dir().map(Path::to_path_buf));
+        let Some(dir) = dir else {
             self.say(">>> Directory not set. Set directory using setdir command.");
             return;
-        }
+        };
         let mut unique = Vec::new();
         for f in files {
             if !unique.contains(&f) {
@@ -578,12 +583,14 @@ impl Driver {
                     ));
                     continue;
                 }
-                let res = match lib.write() {
-                    Ok(mut l) => l.offer(&f),
-                    Err(_) => continue,
-                };
-                match res {
-                    Ok(_) => ok.push(f),
+                // Hash without holding the library lock: serving goes on meanwhile.
+                match Library::prepare_offer(&dir, &f) {
+                    Ok(prepared) => {
+                        if let Ok(mut l) = lib.write() {
+                            l.add_offer(prepared);
+                            ok.push(f);
+                        }
+                    }
                     Err(e) => console.print(&format!(">>> [Cannot offer {f}: {e}]")),
                 }
             }
@@ -619,15 +626,22 @@ impl Driver {
                 result,
             } => {
                 match result {
+                    Ok(r) if r.already_present => {
+                        self.say(format!(
+                            "< {file} is already in {}, identical (BLAKE3 {}); nothing to transfer >",
+                            self.download_dir.display(),
+                            hex::encode(r.hash)
+                        ));
+                        self.say(format!("< {file} downloaded successfully! >"));
+                    }
                     Ok(r) => {
-                        let secs = r.elapsed.as_secs_f64();
                         let moved = r.size - r.resumed_from;
                         self.say(format!(
                             "< {file}: {} bytes, BLAKE3 {}, {:.2} s, {} >",
                             r.size,
                             hex::encode(r.hash),
-                            secs,
-                            rate(moved, secs)
+                            r.elapsed.as_secs_f64(),
+                            human_rate(moved, r.elapsed)
                         ));
                         self.say(format!("< {file} downloaded successfully! >"));
                     }
@@ -684,7 +698,6 @@ impl Driver {
     }
 
     fn request(&mut self, pairs: Vec<(String, String)>, force: bool) {
-        let _ = force;
         let mut specs = Vec::new();
         for (file, owner) in pairs {
             let valid = self
@@ -694,13 +707,12 @@ impl Driver {
                 .filter(|o| o.files.contains(&file) && owner != self.core.name())
                 .map(|o| SocketAddr::new(o.ip, o.tcp_port));
             match valid {
-                Some(peer) => specs.push(FetchSpec {
-                    peer,
-                    owner,
-                    file,
-                    requester: self.core.name().to_string(),
-                    dest_dir: self.download_dir.clone(),
-                }),
+                Some(peer) => {
+                    let mut spec =
+                        FetchSpec::new(peer, owner, file, self.core.name(), &self.download_dir);
+                    spec.force = force;
+                    specs.push(spec);
+                }
                 None => self.say(">>> [Invalid Request]"),
             }
         }
@@ -772,21 +784,6 @@ fn reject_text(r: Reject) -> &'static str {
         Reject::LimitExceeded => "limit exceeded",
         Reject::RateLimited => "too many requests",
         Reject::BadProof => "the proof of identity was not accepted",
-    }
-}
-
-/// Human-readable transfer rate.
-pub fn rate(bytes: u64, secs: f64) -> String {
-    if secs <= 0.0 {
-        return "instant".into();
-    }
-    let bps = bytes as f64 / secs;
-    if bps >= 1e9 {
-        format!("{:.2} GB/s", bps / 1e9)
-    } else if bps >= 1e6 {
-        format!("{:.1} MB/s", bps / 1e6)
-    } else {
-        format!("{:.1} kB/s", bps / 1e3)
     }
 }
 

@@ -94,8 +94,6 @@ pub enum Message {
     /// `version` is the table version that includes the change: a client that waits for
     /// its table to reach it reads its own writes.
     Ack { req: ReqId, version: u64 },
-    /// Sign this nonce to register with a key (answer to a `Register` without proof).
-    Challenge { req: ReqId, nonce: [u8; 16] },
     /// One part of a table delta taking a client from version `from` to version `to`.
     /// A delta is applied only once all `parts` parts have arrived.
     Table {
@@ -105,6 +103,8 @@ pub enum Message {
         parts: u16,
         items: Vec<Item>,
     },
+    /// Sign this nonce to register with a key (answer to a `Register` without proof).
+    Challenge { req: ReqId, nonce: [u8; 16] },
 }
 
 /// Why a request was refused.

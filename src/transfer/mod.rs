@@ -16,3 +16,85 @@ pub mod provider;
 /// A line the provider side wants shown to its user, e.g.
 /// `< Accepting connection request from 127.0.0.1. >`.
 pub type Notice = String;
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use header::{Decoded, HeaderError};
+
+/// Why a header could not be read from a stream.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadHeaderError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed header: {0}")]
+    Header(#[from] HeaderError),
+    #[error("connection closed before the header was complete")]
+    Closed,
+}
+
+/// Reads one header from `r`, decoding incrementally. Returns the header and any bytes
+/// that arrived after it (file data, on the requester side). Reads at most `max` bytes
+/// before deciding, so a hostile peer cannot make us buffer more than that.
+pub async fn read_header<R, T>(
+    r: &mut R,
+    max: usize,
+    decode: fn(&[u8]) -> Result<Decoded<T>, HeaderError>,
+) -> Result<(T, Vec<u8>), ReadHeaderError>
+where
+    R: AsyncRead + Unpin,
+{
+    // Read in chunks larger than any header: the common case is one read, and on the
+    // requester side the surplus is simply the first piece of file data.
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut filled = 0;
+    loop {
+        if let Decoded::Done(header, used) = decode(&buf[..filled])? {
+            buf.truncate(filled);
+            buf.drain(..used);
+            return Ok((header, buf));
+        }
+        if filled >= max {
+            // Unreachable with a correct decoder (every field is capped), kept as a guard.
+            return Err(HeaderError::Length("header", filled).into());
+        }
+        let n = r.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            return Err(ReadHeaderError::Closed);
+        }
+        filled += n;
+    }
+}
+
+/// Makes untrusted text (a requester's name, a refused file name) safe to print on a
+/// terminal: control characters are escaped and the length is capped.
+pub fn printable(s: &str) -> String {
+    let s = header::truncate_utf8(s, 256);
+    s.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+/// `1.93 GiB/s`-style rate for the statistics lines.
+pub fn human_rate(bytes: u64, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let rate = bytes as f64 / secs;
+    const UNITS: [&str; 5] = ["B/s", "KiB/s", "MiB/s", "GiB/s", "TiB/s"];
+    let mut v = rate;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    format!("{v:.2} {}", UNITS[i])
+}
+
+#[cfg(test)]
+mod tests;

@@ -114,7 +114,6 @@ fn seed_command_line_registers_with_fixed_ports() {
 }
 
 #[test]
-#[ignore = "enabled with the transfer engine's library checks"]
 fn offer_refuses_bad_names_and_offers_the_rest() {
     let srv = Server::start(&["--db", ":memory:"]);
     let dir = tempfile::tempdir().unwrap();

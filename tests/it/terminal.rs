@@ -105,7 +105,6 @@ fn tmux_available() -> bool {
 }
 
 #[test]
-#[ignore = "enabled with the transfer engine"]
 fn prompt_notices_history_completion_and_download_on_a_terminal() {
     if !tmux_available() {
         eprintln!("note: tmux not found; skipping the real-terminal test");
