@@ -6,4 +6,5 @@ mod control;
 mod faults;
 mod relay;
 mod terminal;
+mod transfer;
 mod util;
