@@ -40,7 +40,11 @@ fn main() {
         Message::Offer {
             req: 2,
             token: 5,
-            files: vec!["foo".into()],
+            files: vec![FileEntry {
+                name: "foo".into(),
+                size: 3,
+                hash: [0xbb; 32],
+            }],
         },
         Message::Dereg { req: 3, token: 5 },
         Message::Heartbeat {
@@ -80,6 +84,8 @@ fn main() {
                 Item::File {
                     owner: "B".into(),
                     file: "foo".into(),
+                    size: 3,
+                    hash: [0xbb; 32],
                 },
             ],
         },

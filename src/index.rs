@@ -20,9 +20,19 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::identity::{self, PublicKey};
+use crate::proto::FileEntry;
 use crate::proto::{self, Item, Message, Reject, Token};
 use crate::reliable::RetryPolicy;
-use crate::store::{OwnerRecord, OwnerRow, StoreOp};
+use crate::store::{FileRow, OwnerRecord, OwnerRow, StoreOp};
+
+fn file_item(owner: &str, file: &str, st: &FileState) -> Item {
+    Item::File {
+        owner: owner.to_string(),
+        file: file.to_string(),
+        size: st.size,
+        hash: st.hash,
+    }
+}
 
 /// Tunables of the index. Defaults are the production values.
 #[derive(Debug, Clone)]
@@ -73,6 +83,14 @@ pub struct Stats {
 
 type OwnerId = usize;
 
+/// An offered file: when it was last (re)announced, and what it was then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileState {
+    ver: u64,
+    size: u64,
+    hash: [u8; 32],
+}
+
 /// The fields of a `Register` request, with the peer address resolved.
 struct Registration {
     name: String,
@@ -113,7 +131,7 @@ struct Owner {
     ver: u64,
     /// Highest version of the header or any file: the key in `by_ver`.
     latest: u64,
-    files: BTreeMap<String, u64>,
+    files: BTreeMap<String, FileState>,
     last_seen: Instant,
     /// The client has proven it receives at `addr` and wants tables: it sent a heartbeat
     /// or a table ACK (carrying the token it could only have read there). Only then is
@@ -186,8 +204,19 @@ impl Index {
         };
         for rec in records {
             let row = rec.row;
-            let files: BTreeMap<String, u64> = rec.files.into_iter().collect();
-            let latest = files.values().copied().fold(row.ver, u64::max);
+            let files: BTreeMap<String, FileState> = rec
+                .files
+                .into_iter()
+                .map(|f| {
+                    let st = FileState {
+                        ver: f.ver,
+                        size: f.size,
+                        hash: f.hash,
+                    };
+                    (f.name, st)
+                })
+                .collect();
+            let latest = files.values().map(|f| f.ver).fold(row.ver, u64::max);
             ix.version = ix.version.max(latest);
             let id = ix.owners.len();
             ix.by_name.insert(row.name.clone(), id);
@@ -574,7 +603,7 @@ impl Index {
         src: SocketAddr,
         req: u64,
         token: Token,
-        files: Vec<String>,
+        files: Vec<FileEntry>,
     ) {
         let Some(id) = self
             .session(src, token)
@@ -582,28 +611,48 @@ impl Index {
         else {
             return self.reject(src, req, Reject::NotRegistered);
         };
-        if !files.iter().all(|f| proto::valid_file_name(f)) {
+        if !files.iter().all(|f| proto::valid_file_name(&f.name)) {
             return self.reject(src, req, Reject::InvalidName);
         }
         let o = &mut self.owners[id];
         o.last_seen = now;
-        let new: BTreeSet<String> = files
-            .into_iter()
-            .filter(|f| !o.files.contains_key(f))
-            .collect();
-        if o.files.len() + new.len() > self.cfg.max_files_per_client {
+        // New names, and names whose content changed since their offer; the rest are
+        // duplicates, answered but not applied.
+        let mut changed: BTreeMap<String, FileEntry> = BTreeMap::new();
+        for f in files {
+            let same = o
+                .files
+                .get(&f.name)
+                .is_some_and(|s| s.size == f.size && s.hash == f.hash);
+            if !same {
+                changed.insert(f.name.clone(), f);
+            }
+        }
+        let added = changed.keys().filter(|n| !o.files.contains_key(*n)).count();
+        if o.files.len() + added > self.cfg.max_files_per_client {
             return self.reject(src, req, Reject::LimitExceeded);
         }
-        if !new.is_empty() {
-            // A duplicate offer adds nothing and takes no version.
+        if !changed.is_empty() {
             let v = self.bump();
             let o = &mut self.owners[id];
-            for f in &new {
-                o.files.insert(f.clone(), v);
+            let mut rows = Vec::with_capacity(changed.len());
+            for (name, f) in changed {
+                let st = FileState {
+                    ver: v,
+                    size: f.size,
+                    hash: f.hash,
+                };
+                rows.push(FileRow {
+                    name: name.clone(),
+                    ver: v,
+                    size: f.size,
+                    hash: f.hash,
+                });
+                o.files.insert(name, st);
             }
             self.ops.push(StoreOp::Files {
                 owner: o.name.clone(),
-                files: new.into_iter().map(|f| (f, v)).collect(),
+                files: rows,
             });
             self.set_latest(id, v);
             self.schedule_push(now);
@@ -707,20 +756,14 @@ impl Index {
                 if o.online {
                     // The header changed (came back, moved): the client may hold none
                     // of its files, so send them all.
-                    items.extend(o.files.keys().map(|f| Item::File {
-                        owner: o.name.clone(),
-                        file: f.clone(),
-                    }));
+                    items.extend(o.files.iter().map(|(f, st)| file_item(&o.name, f, st)));
                 }
             } else if o.online {
                 items.extend(
                     o.files
                         .iter()
-                        .filter(|(_, v)| **v > from)
-                        .map(|(f, _)| Item::File {
-                            owner: o.name.clone(),
-                            file: f.clone(),
-                        }),
+                        .filter(|(_, st)| st.ver > from)
+                        .map(|(f, st)| file_item(&o.name, f, st)),
                 );
             }
         }

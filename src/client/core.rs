@@ -7,13 +7,13 @@
 //! the user ([`ClientCore::poll_event`]) and the next deadline
 //! ([`ClientCore::poll_timeout`]).
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
 use crate::identity::Identity;
-use crate::proto::{MAX_DATAGRAM, Message, Proof, Reject, Token};
+use crate::proto::{FileEntry, MAX_DATAGRAM, Message, Proof, Reject, Token};
 use crate::reliable::{Outstanding, RetryPolicy};
 
 use super::table::{ClientTable, PartOutcome};
@@ -108,7 +108,7 @@ pub struct ClientCore {
     out: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
     table: ClientTable,
-    offered: BTreeSet<String>,
+    offered: BTreeMap<String, FileEntry>,
     ops: HashMap<OpId, OfferOp>,
     next_op: OpId,
     heartbeat: Duration,
@@ -135,7 +135,7 @@ impl ClientCore {
             out: VecDeque::new(),
             events: VecDeque::new(),
             table: ClientTable::default(),
-            offered: BTreeSet::new(),
+            offered: BTreeMap::new(),
             ops: HashMap::new(),
             next_op: 1,
             next_heartbeat: None,
@@ -168,7 +168,7 @@ impl ClientCore {
     }
 
     /// Files this client has offered (and re-offers after re-registering).
-    pub fn offered(&self) -> &BTreeSet<String> {
+    pub fn offered(&self) -> &BTreeMap<String, FileEntry> {
         &self.offered
     }
 
@@ -248,17 +248,17 @@ impl ClientCore {
 
     /// Offers `files` (already checked locally). Returns the operation id whose outcome
     /// arrives as [`Event::OfferDone`] or [`Event::OfferFailed`]. `None` if not online.
-    pub fn offer(&mut self, now: Instant, files: &[String]) -> Option<OpId> {
+    pub fn offer(&mut self, now: Instant, files: &[FileEntry]) -> Option<OpId> {
         if self.state != State::Online {
             return None;
         }
         for f in files {
-            self.offered.insert(f.clone());
+            self.offered.insert(f.name.clone(), f.clone());
         }
         Some(self.send_offer(now, files.to_vec(), false))
     }
 
-    fn send_offer(&mut self, now: Instant, files: Vec<String>, silent: bool) -> OpId {
+    fn send_offer(&mut self, now: Instant, files: Vec<FileEntry>, silent: bool) -> OpId {
         let op = self.next_op;
         self.next_op += 1;
         let token = self.token.unwrap_or_default();
@@ -402,7 +402,7 @@ impl ClientCore {
         // Heartbeat at once: it proves our address and starts the table push.
         self.send_heartbeat(now);
         if !self.offered.is_empty() {
-            let files: Vec<String> = self.offered.iter().cloned().collect();
+            let files: Vec<FileEntry> = self.offered.values().cloned().collect();
             self.send_offer(now, files, true);
         }
         self.events.push_back(if user {
@@ -507,14 +507,15 @@ impl ClientCore {
     }
 }
 
-/// Splits file names into groups whose Offer message fits in one datagram.
-fn chunk_files(files: Vec<String>) -> Vec<Vec<String>> {
-    // Register-free overhead: header 3, variant 1, req <=10, token <=19, list length <=3.
+/// Splits offered files into groups whose Offer message fits in one datagram.
+fn chunk_files(files: Vec<FileEntry>) -> Vec<Vec<FileEntry>> {
+    // Header 3, variant 1, req <=10, token <=19, list length <=3.
     const OVERHEAD: usize = 3 + 1 + 10 + 19 + 3;
-    let mut chunks: Vec<Vec<String>> = vec![Vec::new()];
+    let mut chunks: Vec<Vec<FileEntry>> = vec![Vec::new()];
     let mut used = OVERHEAD;
     for f in files {
-        let size = f.len() + 2; // length varint of a name <= 255 bytes takes at most 2
+        // Name length varint (<=2 for <=255 bytes), size varint (<=10), hash 32.
+        let size = f.name.len() + 2 + 10 + 32;
         if used + size > MAX_DATAGRAM && !chunks.last().is_some_and(Vec::is_empty) {
             chunks.push(Vec::new());
             used = OVERHEAD;

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 use crate::cli::{ClientConfig, exit};
 use crate::console::{Console, ConsoleOptions, InputEvent, SharedCompletion};
 use crate::identity::{Identity, fingerprint};
-use crate::proto::{self, MAX_DATAGRAM, Reject};
+use crate::proto::{self, FileEntry, MAX_DATAGRAM, Reject};
 use crate::reliable::RetryPolicy;
 use crate::transfer::fetch::{FetchEvent, FetchReport, FetchSpec, fetch};
 use crate::transfer::human_rate;
@@ -33,7 +33,7 @@ use super::table::Row;
 enum Internal {
     /// Local checks and hashing of an `offer` finished.
     /// `send` is false when names were given but none could be offered.
-    OfferChecked { ok: Vec<String>, send: bool },
+    OfferChecked { ok: Vec<FileEntry>, send: bool },
     /// One download ended.
     DownloadDone {
         file: String,
@@ -586,9 +586,14 @@ impl Driver {
                 // Hash without holding the library lock: serving goes on meanwhile.
                 match Library::prepare_offer(&dir, &f) {
                     Ok(prepared) => {
+                        let info = prepared.info();
                         if let Ok(mut l) = lib.write() {
                             l.add_offer(prepared);
-                            ok.push(f);
+                            ok.push(FileEntry {
+                                name: f,
+                                size: info.size,
+                                hash: info.hash,
+                            });
                         }
                     }
                     Err(e) => console.print(&format!(">>> [Cannot offer {f}: {e}]")),
@@ -677,22 +682,52 @@ impl Driver {
             self.say(">>> [No files available for download at the moment.]");
             return;
         }
-        let _ = long;
-        let mut table: Vec<[String; 4]> = vec![[
-            "FILENAME".into(),
-            "OWNER".into(),
-            "IP ADDRESS".into(),
-            "TCP PORT".into(),
-        ]];
-        table.extend(rows.iter().map(|r| {
-            [
-                r.file.clone(),
-                r.owner.clone(),
-                r.ip.to_string(),
-                r.tcp_port.to_string(),
-            ]
-        }));
-        for line in format_columns(&table) {
+        let lines = if long {
+            let mut table: Vec<[String; 7]> = vec![[
+                "FILENAME".into(),
+                "OWNER".into(),
+                "IP ADDRESS".into(),
+                "TCP PORT".into(),
+                "SIZE".into(),
+                "BLAKE3".into(),
+                "OWNER KEY".into(),
+            ]];
+            table.extend(rows.iter().map(|r| {
+                let key = self
+                    .core
+                    .table()
+                    .owner(&r.owner)
+                    .and_then(|o| o.key)
+                    .map_or_else(|| "-".to_string(), |k| fingerprint(&k));
+                [
+                    r.file.clone(),
+                    r.owner.clone(),
+                    r.ip.to_string(),
+                    r.tcp_port.to_string(),
+                    r.size.to_string(),
+                    r.hash.chars().take(16).collect(),
+                    key,
+                ]
+            }));
+            format_columns(&table)
+        } else {
+            let mut table: Vec<[String; 4]> = vec![[
+                "FILENAME".into(),
+                "OWNER".into(),
+                "IP ADDRESS".into(),
+                "TCP PORT".into(),
+            ]];
+            table.extend(rows.iter().map(|r| {
+                [
+                    r.file.clone(),
+                    r.owner.clone(),
+                    r.ip.to_string(),
+                    r.tcp_port.to_string(),
+                ]
+            }));
+            format_columns(&table)
+        };
+        for line in lines {
             self.say(line);
         }
     }
@@ -704,7 +739,7 @@ impl Driver {
                 .core
                 .table()
                 .owner(&owner)
-                .filter(|o| o.files.contains(&file) && owner != self.core.name())
+                .filter(|o| o.files.contains_key(&file) && owner != self.core.name())
                 .map(|o| SocketAddr::new(o.ip, o.tcp_port));
             match valid {
                 Some(peer) => {

@@ -2,7 +2,7 @@
 //! Deltas arrive in parts ([`crate::proto::Message::Table`]) and are applied atomically,
 //! only when complete and only if they move the table forward.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use crate::proto::Item;
@@ -14,7 +14,15 @@ pub struct OwnerView {
     pub tcp_port: u16,
     /// The key the owner's name is bound to: its TLS certificate must carry it.
     pub key: Option<[u8; 32]>,
-    pub files: BTreeSet<String>,
+    /// File name -> (size, BLAKE3 hash) as offered.
+    pub files: BTreeMap<String, FileMeta>,
+}
+
+/// Size and hash of an offered file, as its owner announced them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMeta {
+    pub size: u64,
+    pub hash: [u8; 32],
 }
 
 /// One row of `list`: a file and an online owner that offers it.
@@ -24,6 +32,9 @@ pub struct Row {
     pub owner: String,
     pub ip: IpAddr,
     pub tcp_port: u16,
+    pub size: u64,
+    /// BLAKE3 of the file as offered, hex.
+    pub hash: String,
 }
 
 #[derive(Debug)]
@@ -73,11 +84,13 @@ impl ClientTable {
             .owners
             .iter()
             .flat_map(|(owner, v)| {
-                v.files.iter().map(move |f| Row {
+                v.files.iter().map(move |(f, m)| Row {
                     file: f.clone(),
                     owner: owner.clone(),
                     ip: v.ip,
                     tcp_port: v.tcp_port,
+                    size: m.size,
+                    hash: hex::encode(m.hash),
                 })
             })
             .collect();
@@ -163,7 +176,7 @@ impl ClientTable {
                         ip,
                         tcp_port,
                         key,
-                        files: BTreeSet::new(),
+                        files: BTreeMap::new(),
                     });
                     v.ip = ip;
                     v.tcp_port = tcp_port;
@@ -174,10 +187,15 @@ impl ClientTable {
             }
         }
         for item in files {
-            if let Item::File { owner, file } = item
+            if let Item::File {
+                owner,
+                file,
+                size,
+                hash,
+            } = item
                 && let Some(v) = self.owners.get_mut(&owner)
             {
-                v.files.insert(file);
+                v.files.insert(file, FileMeta { size, hash });
             }
         }
     }
@@ -201,6 +219,8 @@ mod tests {
         Item::File {
             owner: o.into(),
             file: f.into(),
+            size: 1,
+            hash: [0; 32],
         }
     }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::*;
 use crate::client::core::{self as cc, ClientCore, Event};
 use crate::identity::Identity;
-use crate::proto::Proof;
+use crate::proto::{FileEntry, Proof};
 use crate::store::{MemoryStore, Store};
 
 const MS: Duration = Duration::from_millis(1);
@@ -210,6 +210,10 @@ fn files(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
 
+fn entries(names: &[&str]) -> Vec<FileEntry> {
+    names.iter().map(|s| FileEntry::named(*s)).collect()
+}
+
 fn register_all(sim: &mut Sim) {
     for i in 0..sim.clients.len() {
         sim.clients[i].register(sim.now);
@@ -229,7 +233,7 @@ fn offer_reaches_everyone_including_the_offerer() {
     let mut sim = Sim::new(3);
     register_all(&mut sim);
     let op = sim.clients[1]
-        .offer(sim.now, &files(&["foo", "bar"]))
+        .offer(sim.now, &entries(&["foo", "bar"]))
         .unwrap();
     sim.run_for(100 * MS);
     assert!(sim.saw(1, &Event::OfferDone(op)));
@@ -320,7 +324,7 @@ fn server_unreachable_fails_after_three_retries_500ms_apart() {
 fn dereg_hides_offers_and_reg_restores_them() {
     let mut sim = Sim::new(2);
     register_all(&mut sim);
-    sim.clients[0].offer(sim.now, &files(&["a"])).unwrap();
+    sim.clients[0].offer(sim.now, &entries(&["a"])).unwrap();
     sim.run_for(100 * MS);
     assert_eq!(sim.rows(1).len(), 1);
     sim.clients[0].dereg(sim.now);
@@ -341,7 +345,7 @@ fn dereg_hides_offers_and_reg_restores_them() {
 fn fresh_process_taking_an_offline_name_does_not_inherit_offers() {
     let mut sim = Sim::new(2);
     register_all(&mut sim);
-    sim.clients[0].offer(sim.now, &files(&["a"])).unwrap();
+    sim.clients[0].offer(sim.now, &entries(&["a"])).unwrap();
     sim.run_for(100 * MS);
     sim.clients[0].dereg(sim.now);
     sim.run_for(100 * MS);
@@ -375,7 +379,7 @@ fn pushes_are_retransmitted_then_given_up_and_heartbeat_resyncs() {
     register_all(&mut sim);
     // Cut client 1 off completely, then offer.
     sim.loss = 0;
-    sim.clients[0].offer(sim.now, &files(&["x"])).unwrap();
+    sim.clients[0].offer(sim.now, &entries(&["x"])).unwrap();
     sim.collect();
     let before = sim.index.stats().table_parts_sent;
     // Drop everything to/from client 1 for 2.5 s.
@@ -402,7 +406,7 @@ fn a_burst_of_changes_costs_one_push_per_client() {
     register_all(&mut sim);
     let before = sim.index.stats().table_parts_sent;
     for i in 0..5 {
-        sim.clients[i].offer(sim.now, &files(&["f"])).unwrap();
+        sim.clients[i].offer(sim.now, &entries(&["f"])).unwrap();
     }
     sim.run_for(200 * MS);
     let sent = sim.index.stats().table_parts_sent - before;
@@ -424,7 +428,7 @@ fn silent_client_goes_offline_and_everyone_is_told() {
     };
     let mut sim = Sim::with_config(2, cfg);
     register_all(&mut sim);
-    sim.clients[0].offer(sim.now, &files(&["a"])).unwrap();
+    sim.clients[0].offer(sim.now, &entries(&["a"])).unwrap();
     sim.run_for(100 * MS);
     assert_eq!(sim.rows(1).len(), 1);
     // Client 0 crashes: replace it by a core that never registered (sends nothing).
@@ -454,7 +458,7 @@ fn wrong_token_or_spoofed_address_changes_nothing() {
     let forged = Message::Offer {
         req: 1,
         token: 12345,
-        files: files(&["evil"]),
+        files: entries(&["evil"]),
     }
     .encode()
     .unwrap();
@@ -522,7 +526,9 @@ fn three_hundred_long_names_reach_a_newcomer_whole() {
     let mut sim = Sim::new(2);
     sim.clients[0].register(sim.now);
     sim.run_for(50 * MS);
-    let names: Vec<String> = (0..300).map(|i| format!("{i:0>100}")).collect();
+    let names: Vec<FileEntry> = (0..300)
+        .map(|i| FileEntry::named(format!("{i:0>100}")))
+        .collect();
     let op = sim.clients[0].offer(sim.now, &names).unwrap();
     sim.run_for(100 * MS);
     assert!(sim.saw(0, &Event::OfferDone(op)));
@@ -535,8 +541,10 @@ fn three_hundred_long_names_reach_a_newcomer_whole() {
 fn restart_from_store_keeps_every_acknowledged_change() {
     let mut sim = Sim::new(2);
     register_all(&mut sim);
-    sim.clients[0].offer(sim.now, &files(&["a", "b"])).unwrap();
-    sim.clients[1].offer(sim.now, &files(&["c"])).unwrap();
+    sim.clients[0]
+        .offer(sim.now, &entries(&["a", "b"]))
+        .unwrap();
+    sim.clients[1].offer(sim.now, &entries(&["c"])).unwrap();
     sim.run_for(100 * MS);
     let version = sim.index.version();
     let records = sim.store.load().unwrap();
@@ -558,7 +566,7 @@ fn heartbeats_survive_a_server_restart_with_the_same_session() {
     };
     let mut sim = Sim::with_config(2, cfg.clone());
     register_all(&mut sim);
-    sim.clients[0].offer(sim.now, &files(&["a"])).unwrap();
+    sim.clients[0].offer(sim.now, &entries(&["a"])).unwrap();
     sim.run_for(100 * MS);
     let records = sim.store.load().unwrap();
     sim.index = Index::new(cfg, records, sim.now, [3; 32]);
@@ -577,7 +585,7 @@ fn a_server_that_forgot_us_gets_us_back_with_our_offers() {
     };
     let mut sim = Sim::with_config(2, cfg.clone());
     register_all(&mut sim);
-    sim.clients[0].offer(sim.now, &files(&["a"])).unwrap();
+    sim.clients[0].offer(sim.now, &entries(&["a"])).unwrap();
     sim.run_for(100 * MS);
     // Restart with an empty store (nothing durable).
     sim.index = Index::new(cfg, Vec::new(), sim.now, [4; 32]);
@@ -619,7 +627,9 @@ fn converges_under_heavy_loss_duplication_and_reordering() {
     let mut started = vec![Vec::new(); 6];
     for round in 0..5 {
         for i in 0..6 {
-            if let Some(op) = sim.clients[i].offer(sim.now, &[format!("f{round}-{i}")]) {
+            if let Some(op) =
+                sim.clients[i].offer(sim.now, &[FileEntry::named(format!("f{round}-{i}"))])
+            {
                 started[i].push(op);
             }
         }
@@ -751,7 +761,7 @@ fn limits_on_files_per_client_and_clients_per_address() {
         Message::Offer {
             req,
             token,
-            files: files.iter().map(|s| s.to_string()).collect(),
+            files: files.iter().map(|s| FileEntry::named(*s)).collect(),
         }
         .encode()
         .unwrap()
@@ -801,7 +811,7 @@ fn duplicate_offer_is_answered_but_takes_no_version() {
     let offer = Message::Offer {
         req: 7,
         token,
-        files: vec!["f".into()],
+        files: vec![FileEntry::named("f")],
     }
     .encode()
     .unwrap();
@@ -840,7 +850,7 @@ fn core_with(name: &str, id: Option<Arc<Identity>>, seed: u64) -> ClientCore {
 fn the_same_key_takes_its_name_back_at_once_after_a_crash() {
     let mut sim = Sim::new(2);
     register_all(&mut sim);
-    sim.clients[0].offer(sim.now, &files(&["a"])).unwrap();
+    sim.clients[0].offer(sim.now, &entries(&["a"])).unwrap();
     sim.run_for(100 * MS);
     // Client 0 crashes (the server still thinks it is online) and restarts at once.
     sim.clients[0] = core_with("c0", Some(sim.ids[0].clone()), 77);

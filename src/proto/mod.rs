@@ -61,11 +61,12 @@ pub enum Message {
         /// when another process on this machine may still be using the key.
         evict: bool,
     },
-    /// Add files to the sender's offered set (idempotent set union).
+    /// Add files to the sender's offered set (idempotent set union; a file offered again
+    /// with another size or hash is updated).
     Offer {
         req: ReqId,
         token: Token,
-        files: Vec<String>,
+        files: Vec<FileEntry>,
     },
     /// Go offline. Offers are kept, hidden, until the name registers again.
     Dereg { req: ReqId, token: Token },
@@ -145,8 +146,32 @@ pub enum Item {
         /// The public key the name is bound to (peers pin it for TLS).
         key: Option<[u8; 32]>,
     },
-    /// `owner` offers `file`.
-    File { owner: String, file: String },
+    /// `owner` offers `file`, of this size and BLAKE3 hash (as of its offer).
+    File {
+        owner: String,
+        file: String,
+        size: u64,
+        hash: [u8; 32],
+    },
+}
+
+/// An offered file: name, size and BLAKE3 hash when it was offered.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FileEntry {
+    pub name: String,
+    pub size: u64,
+    pub hash: [u8; 32],
+}
+
+impl FileEntry {
+    /// An entry with no content information (tests, tools).
+    pub fn named(name: impl Into<String>) -> FileEntry {
+        FileEntry {
+            name: name.into(),
+            size: 0,
+            hash: [0; 32],
+        }
+    }
 }
 
 /// Why bytes could not be decoded.
@@ -310,8 +335,18 @@ mod tests {
                     key: Some([online as u8; 32]),
                 }
             ),
-            (arb_name(), "[^/\\x00-\\x1f]{1,100}")
-                .prop_map(|(owner, file)| Item::File { owner, file }),
+            (
+                arb_name(),
+                "[^/\\x00-\\x1f]{1,100}",
+                any::<u64>(),
+                any::<[u8; 32]>()
+            )
+                .prop_map(|(owner, file, size, hash)| Item::File {
+                    owner,
+                    file,
+                    size,
+                    hash
+                }),
         ]
     }
 
@@ -346,7 +381,11 @@ mod tests {
                 any::<u128>(),
                 prop::collection::vec("[a-z]{1,20}", 0..10)
             )
-                .prop_map(|(req, token, files)| Message::Offer { req, token, files }),
+                .prop_map(|(req, token, files)| Message::Offer {
+                    req,
+                    token,
+                    files: files.into_iter().map(FileEntry::named).collect()
+                }),
             (any::<u64>(), any::<u128>()).prop_map(|(req, token)| Message::Dereg { req, token }),
             (any::<u64>(), any::<u128>(), any::<u64>()).prop_map(|(req, token, v)| {
                 Message::Heartbeat {
@@ -451,10 +490,12 @@ mod tests {
             .map(|i| Item::File {
                 owner: "B".into(),
                 file: format!("{i:0>100}"),
+                size: u64::MAX,
+                hash: [0xff; 32],
             })
             .collect();
         let parts = pack_table(0, 1, items);
-        assert!(parts.len() >= 26, "300*~105 bytes need many parts");
+        assert!(parts.len() >= 35, "300*~150 bytes need many parts");
         assert!(parts.iter().all(|p| p.len() <= MAX_DATAGRAM));
     }
 

@@ -30,10 +30,10 @@ impl Store for MemoryStore {
                 }
                 StoreOp::Files { owner, files } => {
                     if let Some(rec) = self.owners.get_mut(owner) {
-                        for (name, ver) in files {
-                            match rec.files.iter_mut().find(|(n, _)| n == name) {
-                                Some(f) => f.1 = *ver,
-                                None => rec.files.push((name.clone(), *ver)),
+                        for file in files {
+                            match rec.files.iter_mut().find(|f| f.name == file.name) {
+                                Some(f) => *f = file.clone(),
+                                None => rec.files.push(file.clone()),
                             }
                         }
                     }

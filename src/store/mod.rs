@@ -36,8 +36,17 @@ pub struct OwnerRow {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnerRecord {
     pub row: OwnerRow,
-    /// (file name, table version at which it was last (re)announced).
-    pub files: Vec<(String, u64)>,
+    pub files: Vec<FileRow>,
+}
+
+/// One offered file as persisted.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FileRow {
+    pub name: String,
+    /// Table version at which it was last (re)announced.
+    pub ver: u64,
+    pub size: u64,
+    pub hash: [u8; 32],
 }
 
 /// One change to persist. Applied in order within a batch.
@@ -45,11 +54,8 @@ pub struct OwnerRecord {
 pub enum StoreOp {
     /// Insert or replace the owner's row (files untouched).
     Owner(OwnerRow),
-    /// Insert or replace these files of `owner` with their versions.
-    Files {
-        owner: String,
-        files: Vec<(String, u64)>,
-    },
+    /// Insert or replace these files of `owner`.
+    Files { owner: String, files: Vec<FileRow> },
     /// Remove every file of `owner`.
     ClearFiles { owner: String },
 }

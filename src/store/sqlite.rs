@@ -10,8 +10,10 @@
 //!
 //! ```text
 //! owners(name TEXT PRIMARY KEY, ip TEXT, udp_port, flowinfo, scope_id, tcp_port, online,
-//!        token BLOB(16, big-endian), instance INTEGER, ver INTEGER)
-//! files(owner TEXT, name TEXT, ver INTEGER, PRIMARY KEY(owner, name))
+//!        token BLOB(16, big-endian), instance INTEGER, ver INTEGER, peer_ip TEXT,
+//!        key BLOB(32) NULL)
+//! files(owner TEXT, name TEXT, ver INTEGER, size INTEGER, hash BLOB(32),
+//!       PRIMARY KEY(owner, name))
 //! ```
 //!
 //! `u64` values (`instance`, `ver`) are stored bit-cast to `i64`, so every value round-trips
@@ -24,7 +26,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{OwnerRecord, OwnerRow, Store, StoreError, StoreOp};
+use super::{FileRow, OwnerRecord, OwnerRow, Store, StoreError, StoreOp};
 
 /// Schema version this build writes and reads.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -40,32 +42,40 @@ CREATE TABLE owners (
     online   INTEGER NOT NULL,
     token    BLOB    NOT NULL,
     instance INTEGER NOT NULL,
-    ver      INTEGER NOT NULL
+    ver      INTEGER NOT NULL,
+    peer_ip  TEXT    NOT NULL,
+    key      BLOB
 ) WITHOUT ROWID;
 CREATE TABLE files (
     owner TEXT    NOT NULL,
     name  TEXT    NOT NULL,
     ver   INTEGER NOT NULL,
+    size  INTEGER NOT NULL,
+    hash  BLOB    NOT NULL,
     PRIMARY KEY (owner, name)
 ) WITHOUT ROWID;
 ";
 
 const UPSERT_OWNER: &str = "
-INSERT INTO owners (name, ip, udp_port, flowinfo, scope_id, tcp_port, online, token, instance, ver)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+INSERT INTO owners (name, ip, udp_port, flowinfo, scope_id, tcp_port, online, token, instance, ver,
+    peer_ip, key)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
 ON CONFLICT (name) DO UPDATE SET
     ip = excluded.ip, udp_port = excluded.udp_port, flowinfo = excluded.flowinfo,
     scope_id = excluded.scope_id, tcp_port = excluded.tcp_port, online = excluded.online,
-    token = excluded.token, instance = excluded.instance, ver = excluded.ver";
+    token = excluded.token, instance = excluded.instance, ver = excluded.ver,
+    peer_ip = excluded.peer_ip, key = excluded.key";
 const OWNER_EXISTS: &str = "SELECT 1 FROM owners WHERE name = ?1";
 const UPSERT_FILE: &str = "
-INSERT INTO files (owner, name, ver) VALUES (?1, ?2, ?3)
-ON CONFLICT (owner, name) DO UPDATE SET ver = excluded.ver";
+INSERT INTO files (owner, name, ver, size, hash) VALUES (?1, ?2, ?3, ?4, ?5)
+ON CONFLICT (owner, name) DO UPDATE SET
+    ver = excluded.ver, size = excluded.size, hash = excluded.hash";
 const CLEAR_FILES: &str = "DELETE FROM files WHERE owner = ?1";
 const LOAD_OWNERS: &str = "
-SELECT name, ip, udp_port, flowinfo, scope_id, tcp_port, online, token, instance, ver
+SELECT name, ip, udp_port, flowinfo, scope_id, tcp_port, online, token, instance, ver,
+    peer_ip, key
 FROM owners ORDER BY name";
-const LOAD_FILES: &str = "SELECT owner, name, ver FROM files ORDER BY owner, name";
+const LOAD_FILES: &str = "SELECT owner, name, ver, size, hash FROM files ORDER BY owner, name";
 
 /// How hard SQLite syncs on commit (`PRAGMA synchronous`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -215,8 +225,26 @@ fn owner_from_row(row: &rusqlite::Row<'_>) -> Result<OwnerRow, StoreError> {
         .map_err(bad_type("owners.token"))?
         .try_into()
         .map_err(|_| StoreError::Corrupt(format!("owner {name:?}: token is not 16 bytes")))?;
+    let peer_text = row
+        .get_ref(10)?
+        .as_str()
+        .map_err(bad_type("owners.peer_ip"))?;
+    let peer_ip: IpAddr = peer_text
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("owner {name:?}: bad peer ip {peer_text:?}")))?;
+    let key = match row.get_ref(11)? {
+        rusqlite::types::ValueRef::Null => None,
+        v => Some(
+            v.as_blob()
+                .map_err(bad_type("owners.key"))?
+                .try_into()
+                .map_err(|_| StoreError::Corrupt(format!("owner {name:?}: key is not 32 bytes")))?,
+        ),
+    };
     Ok(OwnerRow {
         addr,
+        peer_ip,
+        key,
         tcp_port,
         online,
         token: u128::from_be_bytes(token_bytes),
@@ -254,7 +282,21 @@ impl Store for SqliteStore {
                 }
                 match out.get_mut(i) {
                     Some(rec) if rec.row.name == owner => {
-                        rec.files.push((row.get(1)?, u64_from_sql(row.get(2)?)));
+                        let name: String = row.get(1)?;
+                        let hash: [u8; 32] = row
+                            .get_ref(4)?
+                            .as_blob()
+                            .map_err(bad_type("files.hash"))?
+                            .try_into()
+                            .map_err(|_| {
+                                StoreError::Corrupt(format!("file {name:?}: hash is not 32 bytes"))
+                            })?;
+                        rec.files.push(FileRow {
+                            name,
+                            ver: u64_from_sql(row.get(2)?),
+                            size: u64_from_sql(row.get(3)?),
+                            hash,
+                        });
                     }
                     // Files of an unknown owner cannot be written by `commit`; skip them.
                     _ => {}
@@ -291,6 +333,8 @@ impl Store for SqliteStore {
                         &row.token.to_be_bytes()[..],
                         u64_to_sql(row.instance),
                         u64_to_sql(row.ver),
+                        row.peer_ip.to_string(),
+                        row.key.as_ref().map(|k| &k[..]),
                     ])?;
                 }
                 StoreOp::Files { owner, files } => {
@@ -303,8 +347,14 @@ impl Store for SqliteStore {
                         continue; // as MemoryStore: files of an unknown owner are ignored
                     }
                     let mut stmt = tx.prepare_cached(UPSERT_FILE)?;
-                    for (name, ver) in files {
-                        stmt.execute(params![owner, name, u64_to_sql(*ver)])?;
+                    for f in files {
+                        stmt.execute(params![
+                            owner,
+                            f.name,
+                            u64_to_sql(f.ver),
+                            u64_to_sql(f.size),
+                            &f.hash[..]
+                        ])?;
                     }
                 }
                 StoreOp::ClearFiles { owner } => {
@@ -329,6 +379,15 @@ mod tests {
     use super::*;
     use crate::store::MemoryStore;
 
+    fn fr(name: impl Into<String>, ver: u64) -> FileRow {
+        FileRow {
+            name: name.into(),
+            ver,
+            size: ver.wrapping_mul(3),
+            hash: [ver as u8; 32],
+        }
+    }
+
     fn row(name: &str, ver: u64) -> OwnerRow {
         OwnerRow {
             name: name.into(),
@@ -338,6 +397,8 @@ mod tests {
             token: u128::MAX - ver as u128,
             instance: u64::MAX - ver,
             ver,
+            peer_ip: Ipv4Addr::new(10, 0, 0, 1).into(),
+            key: Some([ver as u8; 32]),
         }
     }
 
@@ -390,9 +451,9 @@ mod tests {
                 any::<bool>(),
                 any::<u128>(),
                 any::<u64>(),
-                any::<u64>()
+                (any::<u64>(), arb_addr(), any::<Option<[u8; 32]>>())
             )
-                .prop_map(|(name, addr, tcp_port, online, token, instance, ver)| {
+                .prop_map(|(name, addr, tcp_port, online, token, instance, (ver, peer, key))| {
                     StoreOp::Owner(OwnerRow {
                         name,
                         addr,
@@ -401,13 +462,29 @@ mod tests {
                         token,
                         instance,
                         ver,
+                        peer_ip: peer.ip(),
+                        key,
                     })
                 }),
             4 => (
                 arb_owner(),
-                prop::collection::vec((arb_file(), any::<u64>()), 0..6)
+                prop::collection::vec(
+                    (arb_file(), any::<u64>(), any::<u64>(), any::<[u8; 32]>()),
+                    0..6
+                )
             )
-                .prop_map(|(owner, files)| StoreOp::Files { owner, files }),
+                .prop_map(|(owner, files)| StoreOp::Files {
+                    owner,
+                    files: files
+                        .into_iter()
+                        .map(|(name, ver, size, hash)| FileRow {
+                            name,
+                            ver,
+                            size,
+                            hash
+                        })
+                        .collect()
+                }),
             1 => arb_owner().prop_map(|owner| StoreOp::ClearFiles { owner }),
         ]
     }
@@ -436,7 +513,7 @@ mod tests {
         let mut s = SqliteStore::open_in_memory().unwrap();
         s.commit(&[StoreOp::Files {
             owner: "ghost".into(),
-            files: vec![("f".into(), 1)],
+            files: vec![fr("f", 1)],
         }])
         .unwrap();
         s.commit(&[StoreOp::Owner(row("ghost", 2))]).unwrap();
@@ -460,7 +537,7 @@ mod tests {
             StoreOp::Owner(row("b", 2)),
             StoreOp::Files {
                 owner: "a".into(),
-                files: vec![("ok".into(), 3), ("bad".into(), 3)],
+                files: vec![fr("ok", 3), fr("bad", 3)],
             },
         ]);
         assert!(err.is_err());
@@ -487,11 +564,11 @@ mod tests {
             }),
             StoreOp::Files {
                 owner: "alice".into(),
-                files: vec![("a.txt".into(), 1), ("b.txt".into(), u64::MAX)],
+                files: vec![fr("a.txt", 1), fr("b.txt", u64::MAX)],
             },
             StoreOp::Files {
                 owner: "bob".into(),
-                files: vec![("x".into(), 7)],
+                files: vec![fr("x", 7)],
             },
         ];
         let want = {
@@ -594,7 +671,7 @@ mod tests {
             StoreOp::Owner(row(&name, i)),
             StoreOp::Files {
                 owner: name,
-                files: (0..3).map(|k| (format!("f{k}"), i)).collect(),
+                files: (0..3).map(|k| fr(format!("f{k}"), i)).collect(),
             },
             StoreOp::Owner(row("last", i)),
         ]
@@ -719,7 +796,7 @@ mod tests {
                         } else {
                             StoreOp::Files {
                                 owner,
-                                files: vec![(format!("file{}", next % 7), next)],
+                                files: vec![fr(format!("file{}", next % 7), next)],
                             }
                         }
                     })
@@ -756,7 +833,7 @@ mod tests {
                             StoreOp::Owner(row(&name, i)),
                             StoreOp::Files {
                                 owner: name,
-                                files: (0..10).map(|k| (format!("file-{k}.bin"), i)).collect(),
+                                files: (0..10).map(|k| fr(format!("file-{k}.bin"), i)).collect(),
                             },
                         ]
                     })
