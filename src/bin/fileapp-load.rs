@@ -455,7 +455,7 @@ fn print_report(args: &Args, r: &Report) {
         "{:<28} {:<50}",
         "",
         format!(
-            "cpu: server {:.2} cores, load generator {:.2} cores",
+            "task cpu (no softirq): server {:.2}, generator {:.2} cores",
             r.throughput_server.cpu_cores, r.throughput_client_cpu_cores
         )
     );
