@@ -14,7 +14,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
-use fileapp::proto::{Item, Message, Reject, ReqId, Token};
+use fileapp::proto::{FileEntry, Item, Message, Reject, ReqId, Token};
 use serde::Serialize;
 
 use super::net::{Epoll, OutQueue, RECV_BATCH, RecvBatch, connected_socket};
@@ -271,6 +271,10 @@ impl Sim {
             tcp_port,
             keep_offers: false,
             advertise: None,
+            // Keyless registrations: the load measures the index, not Ed25519.
+            key: None,
+            proof: None,
+            evict: false,
         })
     }
 
@@ -291,6 +295,7 @@ impl Sim {
         let Some(token) = self.clients[client as usize].token else {
             return false;
         };
+        let files = files.into_iter().map(FileEntry::named).collect();
         self.request(client, kind, |req| Message::Offer { req, token, files })
     }
 
@@ -400,7 +405,7 @@ impl Sim {
                     self.c.rejected += 1;
                     match reason {
                         Reject::NameInUse => self.c.rejected_name_in_use += 1,
-                        Reject::InvalidName => self.c.rejected_invalid += 1,
+                        Reject::InvalidName | Reject::BadProof => self.c.rejected_invalid += 1,
                         Reject::NotRegistered => self.c.rejected_not_registered += 1,
                         Reject::LimitExceeded => self.c.rejected_limit += 1,
                         Reject::RateLimited => self.c.rejected_rate_limited += 1,
