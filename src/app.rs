@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::cli::{ClientConfig, ServerConfig, exit};
 use crate::index::Index;
-use crate::store::{MemoryStore, SqliteStore, Store};
+use crate::store::{NullStore, SqliteStore, Store};
 
 /// Default database of the server, in the folder it is started from.
 pub const DEFAULT_DB: &str = "fileapp-server.db";
@@ -28,7 +28,7 @@ pub fn run_server(cfg: ServerConfig) -> i32 {
         .clone()
         .unwrap_or_else(|| DEFAULT_DB.to_string());
     let mut store: Box<dyn Store> = if db == ":memory:" {
-        Box::new(MemoryStore::default())
+        Box::new(NullStore)
     } else {
         match SqliteStore::open(Path::new(&db)) {
             Ok(s) => Box::new(s),
@@ -79,7 +79,18 @@ pub fn run_server(cfg: ServerConfig) -> i32 {
         Instant::now(),
         rand::random(),
     );
-    let rt = runtime();
+    // One thread: the index is one state machine, and a second thread would only hand
+    // socket readiness across cores.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            println!("[Cannot start the async runtime: {e}]");
+            return exit::FAILURE;
+        }
+    };
     rt.block_on(async move {
         let socket = match tokio::net::UdpSocket::from_std(socket) {
             Ok(s) => s,

@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::identity::{self, PublicKey};
@@ -111,7 +112,7 @@ const NONCE_PERIOD: Duration = Duration::from_secs(30);
 struct Push {
     from: u64,
     to: u64,
-    parts: Vec<Vec<u8>>,
+    parts: Arc<Vec<Vec<u8>>>,
     unacked: BTreeSet<u16>,
     next_at: Instant,
     retries_left: u32,
@@ -160,6 +161,12 @@ pub struct Index {
     /// Each owner once, under its `latest` version: the delta since v is a range scan.
     by_ver: BTreeMap<u64, OwnerId>,
     online: BTreeSet<OwnerId>,
+    /// Online sessions that heartbeated: the ones tables are pushed to.
+    listeners: BTreeSet<OwnerId>,
+    /// Packed deltas by `from`, valid while the version is `packed_at`: clients at the
+    /// same version share one delta (e.g. a storm of newcomers at version 0).
+    packed: HashMap<u64, Arc<Vec<Vec<u8>>>>,
+    packed_at: u64,
     per_ip: HashMap<IpAddr, usize>,
     buckets: HashMap<SocketAddr, Bucket>,
     timers: BTreeSet<(Instant, OwnerId)>,
@@ -191,6 +198,9 @@ impl Index {
             by_token: HashMap::new(),
             by_ver: BTreeMap::new(),
             online: BTreeSet::new(),
+            listeners: BTreeSet::new(),
+            packed: HashMap::new(),
+            packed_at: 0,
             per_ip: HashMap::new(),
             buckets: HashMap::new(),
             timers: BTreeSet::new(),
@@ -467,6 +477,7 @@ impl Index {
             *self.per_ip.entry(ip).or_default() += 1;
         } else {
             self.online.remove(&id);
+            self.listeners.remove(&id);
             if let Some(n) = self.per_ip.get_mut(&ip) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
@@ -567,6 +578,7 @@ impl Index {
             o.ver = v;
             o.last_seen = now;
             o.verified = false;
+            self.listeners.remove(&id);
             o.acked = 0;
         }
         self.by_token.insert(token, id);
@@ -699,6 +711,7 @@ impl Index {
         let o = &mut self.owners[id];
         o.last_seen = now;
         o.verified = true;
+        self.listeners.insert(id);
         // Trust the client about what it holds; never beyond what exists.
         o.acked = table_version.min(version);
         let stale_push = o.push.as_ref().is_some_and(|p| p.from != o.acked);
@@ -721,6 +734,7 @@ impl Index {
         let o = &mut self.owners[id];
         o.last_seen = now;
         o.verified = true;
+        self.listeners.insert(id);
         let Some(p) = o.push.as_mut() else { return };
         if p.to != to {
             return;
@@ -773,9 +787,20 @@ impl Index {
     fn start_push(&mut self, now: Instant, id: OwnerId, retries_left: u32) {
         let from = self.owners[id].acked;
         let to = self.version;
-        let parts = proto::pack_table(from, to, self.delta(from));
+        if self.packed_at != to {
+            self.packed.clear();
+            self.packed_at = to;
+        }
+        let parts = match self.packed.get(&from) {
+            Some(p) => p.clone(),
+            None => {
+                let p = Arc::new(proto::pack_table(from, to, self.delta(from)));
+                self.packed.insert(from, p.clone());
+                p
+            }
+        };
         let addr = self.owners[id].addr;
-        for p in &parts {
+        for p in parts.iter() {
             self.out.push_back((addr, p.clone()));
         }
         self.stats.table_parts_sent += parts.len() as u64;
@@ -801,7 +826,7 @@ impl Index {
         if self.push_due.is_some_and(|t| t <= now) {
             self.push_due = None;
             let due: Vec<OwnerId> = self
-                .online
+                .listeners
                 .iter()
                 .copied()
                 .filter(|&id| {

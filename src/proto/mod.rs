@@ -199,9 +199,13 @@ pub enum EncodeError {
 impl Message {
     /// Encodes into a fresh datagram of at most [`MAX_DATAGRAM`] bytes.
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
-        let mut buf = vec![0u8; MAX_DATAGRAM];
-        let n = self.encode_into(&mut buf)?;
-        buf.truncate(n);
+        let mut buf = Vec::with_capacity(64);
+        buf.extend_from_slice(&MAGIC);
+        buf.push(VERSION);
+        let buf = postcard::to_extend(self, buf).map_err(|_| EncodeError::TooLarge)?;
+        if buf.len() > MAX_DATAGRAM {
+            return Err(EncodeError::TooLarge);
+        }
         Ok(buf)
     }
 

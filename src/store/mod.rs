@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 pub mod memory;
 pub mod sqlite;
 
-pub use memory::MemoryStore;
+pub use memory::{MemoryStore, NullStore};
 pub use sqlite::SqliteStore;
 
 /// One owner (registered name) as persisted. Files are stored separately.
