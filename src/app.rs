@@ -154,3 +154,25 @@ pub fn completions(shell: &str) -> i32 {
     clap_complete::generate(sh, &mut cmd, "fileapp", &mut std::io::stdout());
     exit::OK
 }
+
+/// `fileapp release-name`: frees a name whose key was lost.
+pub fn release_name(db: &Path, name: &str) -> i32 {
+    if !db.exists() {
+        println!("[No database at {}]", db.display());
+        return exit::FAILURE;
+    }
+    match SqliteStore::open(db).and_then(|mut s| s.release_name(name)) {
+        Ok(true) => {
+            println!("[Released {name}: anyone may register it again.]");
+            exit::OK
+        }
+        Ok(false) => {
+            println!("[No client named {name} in {}]", db.display());
+            exit::FAILURE
+        }
+        Err(e) => {
+            println!("[Cannot release {name}: {e}]");
+            exit::FAILURE
+        }
+    }
+}

@@ -84,6 +84,14 @@ pub enum Sub {
     },
     /// Print a shell completion script (bash, zsh, fish).
     Completions { shell: String },
+    /// Free a name bound to a lost key (run with the server stopped).
+    ReleaseName {
+        /// The server's database.
+        #[arg(long, value_name = "PATH", default_value = "fileapp-server.db")]
+        db: PathBuf,
+        /// The client name to free.
+        name: String,
+    },
 }
 
 /// Server options, valid with `-s` and with `server`.
@@ -144,6 +152,7 @@ pub enum Mode {
     Server(ServerConfig),
     Client(ClientConfig),
     Completions(String),
+    ReleaseName { db: PathBuf, name: String },
 }
 
 #[derive(Debug, Clone)]
@@ -246,6 +255,7 @@ impl Cli {
                 }))
             }
             Some(Sub::Completions { shell }) => Ok(Mode::Completions(shell)),
+            Some(Sub::ReleaseName { db, name }) => Ok(Mode::ReleaseName { db, name }),
             None => Err(UsageError(usage_line())),
         }
     }

@@ -39,5 +39,6 @@ fn run(mode: Mode) -> i32 {
         Mode::Completions(shell) => fileapp::app::completions(&shell),
         Mode::Server(cfg) => fileapp::app::run_server(cfg),
         Mode::Client(cfg) => fileapp::app::run_client(cfg),
+        Mode::ReleaseName { db, name } => fileapp::app::release_name(&db, &name),
     }
 }

@@ -206,6 +206,12 @@ impl ClientCore {
         self.start_register(now, true, keep_offers);
     }
 
+    /// Registers a restarted client that will offer its previous files again: the
+    /// server keeps them meanwhile instead of dropping them.
+    pub fn register_resuming(&mut self, now: Instant) {
+        self.start_register(now, true, true);
+    }
+
     fn start_register(&mut self, now: Instant, user: bool, keep_offers: bool) {
         self.reqs
             .cancel_where(|t| matches!(t, Tag::Register { .. } | Tag::Heartbeat));

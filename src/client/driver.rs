@@ -27,6 +27,7 @@ use crate::transfer::provider::{Library, SharedLibrary, serve};
 
 use super::command::{self, COMMANDS, Command, glob_match, help_for};
 use super::core::{self as core_sm, ClientCore, Event, OfferFailure, OpId, State};
+use super::session::{Journal, Saved};
 use super::table::Row;
 
 /// Messages the driver sends itself from helper tasks.
@@ -41,6 +42,14 @@ enum Internal {
         connected: bool,
         result: Result<FetchReport, crate::transfer::fetch::FetchError>,
     },
+}
+
+/// A command queued by the program itself.
+enum Queued {
+    /// From `--exec`: echoed like typed input.
+    Line(String),
+    /// Crash recovery: already parsed.
+    Command(Command),
 }
 
 /// The command in progress; input is not read while one runs.
@@ -82,7 +91,11 @@ struct Driver {
     cancel: watch::Sender<bool>,
     busy: Option<Busy>,
     prompt_due: bool,
-    exec: VecDeque<String>,
+    /// Commands to run before reading input: `--exec`, then a crash recovery.
+    exec: VecDeque<Queued>,
+    journal: Journal,
+    /// Offers of a previous run that crashed, restored after registration.
+    restore: Option<Saved>,
     exit_code: Option<i32>,
     download_dir: PathBuf,
     identity: Arc<Identity>,
@@ -186,10 +199,14 @@ impl Driver {
                 s.split(';')
                     .map(str::trim)
                     .filter(|c| !c.is_empty())
-                    .map(String::from)
+                    .map(|c| Queued::Line(c.to_string()))
                     .collect()
             })
             .unwrap_or_default();
+        let journal = Journal::for_name(&cfg.name);
+        let restore = journal
+            .load()
+            .filter(|s| s.dir.is_some() && !s.offers.is_empty());
         let (cancel, _) = watch::channel(false);
         let driver = Driver {
             core,
@@ -207,6 +224,8 @@ impl Driver {
             busy: None,
             prompt_due: false,
             exec,
+            journal,
+            restore,
             exit_code: None,
             download_dir,
             identity,
@@ -232,7 +251,11 @@ impl Driver {
     ) -> i32 {
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
         let mut signals = Signals::new();
-        self.core.register(Instant::now());
+        if self.restore.is_some() {
+            self.core.register_resuming(Instant::now());
+        } else {
+            self.core.register(Instant::now());
+        }
         self.busy = Some(Busy::Register { initial: true });
         loop {
             self.flush().await;
@@ -247,10 +270,18 @@ impl Driver {
                 self.finish_command();
             }
             if self.busy.is_none() {
-                if let Some(line) = self.exec.pop_front() {
-                    self.say(format!(">>> {line}"));
-                    self.handle_line(&line).await;
-                    continue;
+                match self.exec.pop_front() {
+                    Some(Queued::Line(line)) => {
+                        self.say(format!(">>> {line}"));
+                        self.handle_line(&line).await;
+                        continue;
+                    }
+                    Some(Queued::Command(cmd)) => {
+                        self.prompt_due = true;
+                        self.handle_command(cmd).await;
+                        continue;
+                    }
+                    None => {}
                 }
                 if self.cfg.opts.exit && self.cfg.opts.exec.is_some() {
                     return self.leave().await;
@@ -292,8 +323,19 @@ impl Driver {
         }
     }
 
+    /// Records folder and offers, for a restart after a crash.
+    fn save_journal(&self) {
+        if let Ok(lib) = self.lib.read() {
+            self.journal.save(&Saved {
+                dir: lib.dir().map(Path::to_path_buf),
+                offers: lib.offered().iter().cloned().collect(),
+            });
+        }
+    }
+
     /// Leaves cleanly: a best-effort goodbye to the server, exit code 0.
     async fn leave(&mut self) -> i32 {
+        self.journal.remove();
         let _ = self.cancel.send(true);
         if let Some(bytes) = self.core.goodbye() {
             let _ = self.sock.send(&bytes).await;
@@ -319,6 +361,21 @@ impl Driver {
             Event::Registered => {
                 self.say(">>> [Welcome, You are registered.]");
                 self.start_serving();
+                if let Some(saved) = self.restore.take()
+                    && let Some(dir) = saved.dir
+                {
+                    // The previous run of this name crashed: offer its files again.
+                    self.say(format!(
+                        ">>> [Restoring {} offer(s) of your previous session from {}.]",
+                        saved.offers.len(),
+                        dir.display()
+                    ));
+                    self.exec
+                        .push_front(Queued::Command(Command::Offer(saved.offers)));
+                    self.exec.push_front(Queued::Command(Command::SetDir(
+                        dir.to_string_lossy().into_owned(),
+                    )));
+                }
                 if matches!(self.busy, Some(Busy::Register { .. })) {
                     self.busy = Some(Busy::Sync {
                         until: Instant::now() + SYNC_WAIT,
@@ -349,6 +406,7 @@ impl Driver {
             }
             Event::OfferDone(op) => {
                 self.say(">>> [Offer Message Received By Server]");
+                self.save_journal();
                 if self.busy == Some(Busy::Offer(op)) {
                     self.busy = Some(Busy::Sync {
                         until: Instant::now() + SYNC_WAIT,
@@ -448,6 +506,10 @@ impl Driver {
             }
         };
         self.prompt_due = true;
+        self.handle_command(cmd).await;
+    }
+
+    async fn handle_command(&mut self, cmd: Command) {
         let state = self.core.state();
         // Deregistered: only local commands and `reg`. Reconnecting on our own: the
         // local table and peers still work; only offers need the server.
@@ -543,6 +605,7 @@ impl Driver {
                 if let Ok(mut c) = self.completion.write() {
                     c.dir = Some(abs.clone());
                 }
+                self.save_journal();
                 self.say(format!(
                     ">>> [Successfully set {} as the directory for searching offered files.]",
                     abs.display()

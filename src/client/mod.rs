@@ -5,4 +5,5 @@
 pub mod command;
 pub mod core;
 pub mod driver;
+pub mod session;
 pub mod table;

@@ -254,6 +254,22 @@ fn owner_from_row(row: &rusqlite::Row<'_>) -> Result<OwnerRow, StoreError> {
     })
 }
 
+impl SqliteStore {
+    /// Forgets `name` entirely (its key, session and offers), so anyone may register it
+    /// again. For operators, with the server stopped. Returns whether it existed.
+    pub fn release_name(&mut self, name: &str) -> Result<bool, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.prepare_cached(CLEAR_FILES)?.execute([name])?;
+        let n = tx
+            .prepare_cached("DELETE FROM owners WHERE name = ?1")?
+            .execute([name])?;
+        tx.commit()?;
+        Ok(n > 0)
+    }
+}
+
 impl Store for SqliteStore {
     /// Every owner, in name (byte) order, each with its files in name order.
     fn load(&mut self) -> Result<Vec<OwnerRecord>, StoreError> {

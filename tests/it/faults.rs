@@ -163,3 +163,99 @@ fn client_notices_a_lost_server_and_comes_back_by_itself() {
         .count();
     assert_eq!(lost, 1);
 }
+
+#[test]
+fn server_killed_with_sigkill_keeps_every_acknowledged_change_and_clients_return() {
+    // Default SQLite store in the server's folder; short heartbeats so clients notice.
+    let srv = Server::start(&["--heartbeat-ms", "200", "--offline-after-ms", "3000"]);
+    let port = srv.port;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("s")).unwrap();
+    for k in 0..20 {
+        std::fs::write(dir.path().join(format!("s/f{k}")), format!("{k}")).unwrap();
+    }
+    let mut b = srv.client("B", dir.path());
+    let mut c = srv.client("C", dir.path());
+    b.send("setdir s");
+    b.expect("Successfully set");
+    // Every offer that was acknowledged must survive.
+    let mut acked = Vec::new();
+    for k in 0..20 {
+        b.send(&format!("offer f{k}"));
+        b.expect_line(">>> [Offer Message Received By Server]");
+        acked.push(format!("f{k}"));
+    }
+    let Server {
+        mut proc,
+        dir: sdir,
+        ..
+    } = srv;
+    assert!(
+        sdir.path().join("fileapp-server.db").exists(),
+        "default database file"
+    );
+    proc.kill9();
+    let srv = Server::start_in(
+        sdir,
+        port,
+        &["--heartbeat-ms", "200", "--offline-after-ms", "3000"],
+    );
+    // A newcomer sees everything B offered before the crash, with B still online:
+    // B's session survived the restart and its heartbeats go on.
+    let mut d = srv.client("D", dir.path());
+    let table: std::collections::BTreeSet<String> = d
+        .list_json()
+        .into_iter()
+        .filter(|(_, o)| o == "B")
+        .map(|(f, _)| f)
+        .collect();
+    let want: std::collections::BTreeSet<String> = acked.into_iter().collect();
+    assert_eq!(table, want);
+    // The clients never had to register again, and they still work.
+    c.send("request f7 B");
+    c.expect_line("< f7 downloaded successfully! >");
+    assert!(
+        !b.transcript
+            .iter()
+            .any(|l| l.contains("Welcome") && l != ">>> [Welcome, You are registered.]")
+    );
+    assert_eq!(
+        b.transcript
+            .iter()
+            .filter(|l| l.contains("[Welcome, You are registered.]"))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn clients_that_do_not_return_after_a_restart_go_offline() {
+    let srv = Server::start(&["--heartbeat-ms", "200", "--offline-after-ms", "800"]);
+    let port = srv.port;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("s")).unwrap();
+    std::fs::write(dir.path().join("s/f"), b"f").unwrap();
+    let mut b = srv.client("B", dir.path());
+    b.send("setdir s");
+    b.expect("Successfully set");
+    b.send("offer f");
+    b.expect_line(">>> [Offer Message Received By Server]");
+    let Server {
+        mut proc,
+        dir: sdir,
+        ..
+    } = srv;
+    proc.kill9();
+    b.kill9(); // B dies too while the server is down
+    let srv = Server::start_in(
+        sdir,
+        port,
+        &["--heartbeat-ms", "200", "--offline-after-ms", "800"],
+    );
+    let mut d = srv.client("D", dir.path());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !d.list_json().is_empty() {
+        assert!(Instant::now() < deadline, "B never went offline");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -4,6 +4,7 @@
 mod cli;
 mod control;
 mod faults;
+mod identity;
 mod relay;
 mod terminal;
 mod transfer;

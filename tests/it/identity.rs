@@ -1,0 +1,117 @@
+//! Names bound to keys, seen from the command line.
+
+use std::time::{Duration, Instant};
+
+use crate::util::{Proc, Server};
+
+#[test]
+fn a_crashed_client_takes_its_name_back_at_once_with_its_offers() {
+    // Long liveness timeout: the server still thinks the crashed B is online.
+    let srv = Server::start(&["--heartbeat-ms", "5000"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("s")).unwrap();
+    std::fs::write(dir.path().join("s/a"), b"alpha").unwrap();
+    let mut b = srv.client("B", dir.path());
+    let mut c = srv.client("C", dir.path());
+    b.send("setdir s");
+    b.expect("Successfully set");
+    b.send("offer a");
+    b.expect_line(">>> [Offer Message Received By Server]");
+    b.kill9();
+    let start = Instant::now();
+    let mut b2 = srv.client_raw("B", dir.path(), &[]);
+    b2.expect_line(">>> [Welcome, You are registered.]");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "no waiting for a timeout"
+    );
+    b2.expect("Restoring 1 offer(s) of your previous session");
+    b2.expect_line(">>> [Offer Message Received By Server]");
+    // Its offer is served by the new process (once C's table has B's new port).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        c.send("request a B");
+        let (ok, _) = c.expect_any(
+            &[
+                "< a downloaded successfully! >",
+                "< Download of a from B failed",
+            ],
+            Duration::from_secs(10),
+        );
+        if ok == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never served by the restarted B");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), b"alpha");
+    // A clean exit leaves nothing to restore next time.
+    b2.send("quit");
+    assert_eq!(b2.wait_exit(Duration::from_secs(5)), 0);
+    let mut b3 = srv.client("B", dir.path());
+    b3.expect_none("Restoring", Duration::from_millis(500));
+}
+
+#[test]
+fn another_key_gets_the_seed_rejection_until_an_operator_releases_the_name() {
+    let srv = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = srv.client("B", dir.path());
+    b.send("whoami");
+    let me = b.expect(">>> [You are B (online), key fingerprint ");
+    b.send("quit");
+    assert_eq!(b.wait_exit(Duration::from_secs(5)), 0);
+    // Another key, even with B offline: refused.
+    let other = dir.path().join("other.pk8");
+    let other_s = other.to_str().unwrap();
+    let mut thief = srv.client_raw("B", dir.path(), &["--identity", other_s]);
+    thief.expect_line(">>> [Registration rejected: Client username already in use.]");
+    assert_eq!(thief.wait_exit(Duration::from_secs(5)), 1);
+    // The operator stops the server and releases the name.
+    let Server {
+        mut proc,
+        dir: sdir,
+        port,
+    } = srv;
+    proc.signal(libc::SIGTERM);
+    assert_eq!(proc.wait_exit(Duration::from_secs(5)), 0);
+    let db = sdir.path().join("fileapp-server.db");
+    let mut rel = Proc::spawn(
+        "release",
+        &["release-name", "--db", db.to_str().unwrap(), "B"],
+        dir.path(),
+    );
+    rel.expect_line("[Released B: anyone may register it again.]");
+    assert_eq!(rel.wait_exit(Duration::from_secs(5)), 0);
+    let srv = Server::start_in(sdir, port, &[]);
+    let mut newb = srv.client_raw("B", dir.path(), &["--identity", other_s]);
+    newb.expect_line(">>> [Welcome, You are registered.]");
+    newb.send("whoami");
+    let now = newb.expect(">>> [You are B (online), key fingerprint ");
+    assert_ne!(me, now, "a different key");
+}
+
+#[test]
+fn list_long_shows_size_hash_and_owner_key() {
+    let srv = Server::start(&["--db", ":memory:"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("s")).unwrap();
+    std::fs::write(dir.path().join("s/data.bin"), vec![1u8; 12345]).unwrap();
+    let mut b = srv.client("B", dir.path());
+    b.send("setdir s");
+    b.expect("Successfully set");
+    b.send("offer data.bin");
+    b.expect_line(">>> [Offer Message Received By Server]");
+    let mut c = srv.client("C", dir.path());
+    c.send("list -l");
+    let header = c.expect("FILENAME");
+    assert!(header.contains("SIZE") && header.contains("BLAKE3") && header.contains("OWNER KEY"));
+    let row = c.expect("data.bin");
+    let hash = blake3::hash(&[1u8; 12345]).to_hex().to_string();
+    assert!(row.contains(" 12345 "), "{row}");
+    assert!(row.contains(&hash[..16]), "{row}");
+    b.send("whoami");
+    let fp = b.expect("key fingerprint ");
+    let fp = fp.rsplit(' ').next().unwrap().trim_end_matches(']');
+    assert!(row.ends_with(fp), "{row} vs {fp}");
+}
