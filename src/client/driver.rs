@@ -406,7 +406,6 @@ impl Driver {
             }
             Event::OfferDone(op) => {
                 self.say(">>> [Offer Message Received By Server]");
-                self.save_journal();
                 if self.busy == Some(Busy::Offer(op)) {
                     self.busy = Some(Busy::Sync {
                         until: Instant::now() + SYNC_WAIT,
@@ -679,6 +678,8 @@ impl Driver {
                 if !send {
                     return self.finish_command();
                 }
+                // Journal first: a crash from here on restores these offers.
+                self.save_journal();
                 match self.core.offer(Instant::now(), &ok) {
                     Some(op) => self.busy = Some(Busy::Offer(op)),
                     None => {
