@@ -3,12 +3,13 @@
 //! Run: `cargo bench --bench transfer [-- SIZE [REPS]]`, or set `FILEAPP_BENCH_SIZE`
 //! (bytes; suffixes K, M, G allowed) and `FILEAPP_BENCH_REPS`. Defaults: 1G, 5.
 //!
-//! In each repetition, interleaved so drift in the machine affects all three alike:
+//! In each repetition, interleaved so drift in the machine affects all alike:
 //! - raw: blocking `sendfile` sender -> `splice` (socket -> pipe -> file) receiver.
 //!   No user-space copy, no hashing: the ceiling for moving bytes to disk.
 //! - verified: same sender -> receiver that `read`s into a 1 MiB buffer, BLAKE3-hashes
 //!   it and writes it, one thread. The simple way to receive *and* verify.
-//! - ours: `provider::serve` + `fetch::fetch` on a tokio runtime.
+//! - plaintext: `provider::serve` + `fetch::fetch` in `--plaintext` mode (sendfile/splice).
+//! - encrypted: the same over TLS 1.3 with pinned keys (the default mode).
 //!
 //! Every receiver fsyncs the output before the clock stops (ours always does), and the
 //! output is deleted between runs. The source file is in the page cache throughout.
@@ -25,8 +26,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use fileapp::identity::Identity;
 use fileapp::transfer::fetch::{FetchEvent, FetchSpec, fetch};
 use fileapp::transfer::provider::{Library, serve};
+use fileapp::transfer::secure::{KeyLookup, PeerAuth, Security, TlsIdentity};
 
 fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
@@ -153,8 +156,11 @@ fn ours_run(
     dest: &Path,
     name: &str,
     expect: &[u8; 32],
+    security: Security,
+    owner_key: [u8; 32],
 ) -> (Duration, Duration) {
-    let spec = FetchSpec::new(addr, "A", name, "bench", dest);
+    let mut spec = FetchSpec::new(addr, "A", name, "bench", dest);
+    spec.peer_key = Some(owner_key);
     let ttfb = Arc::new(Mutex::new(None));
     let t = ttfb.clone();
     let (_cancel_tx, cancel) = tokio::sync::watch::channel(false);
@@ -162,6 +168,7 @@ fn ours_run(
     let report = rt
         .block_on(fetch(
             spec,
+            security,
             move |e| {
                 if let FetchEvent::Started { .. } = e {
                     t.lock().unwrap().get_or_insert(t0.elapsed());
@@ -252,11 +259,37 @@ fn main() {
     let lib = Arc::new(RwLock::new(lib));
     let (ntx, mut nrx) = tokio::sync::mpsc::unbounded_channel();
     let (_accepting_tx, accepting) = tokio::sync::watch::channel(true);
+    // Two providers on the same library: one plaintext, one TLS (owner "A", requester
+    // "bench", each knowing the other's key as the driver would from the table).
+    let owner = Identity::generate().unwrap();
+    let requester = Identity::generate().unwrap();
+    let owner_key = owner.public_key();
+    let requester_key = requester.public_key();
+    let owner_tls = Arc::new(TlsIdentity::new(&owner).unwrap());
+    let requester_tls = Security::Tls(Arc::new(TlsIdentity::new(&requester).unwrap()));
+    let lookup: KeyLookup = Arc::new(move |n: &str| (n == "bench").then_some(requester_key));
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let addr = listener.local_addr().unwrap();
-    rt.spawn(serve(listener, lib, ntx, accepting));
+    rt.spawn(serve(
+        listener,
+        lib.clone(),
+        ntx.clone(),
+        accepting.clone(),
+        PeerAuth::plaintext(),
+    ));
+    let tls_listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let tls_addr = tls_listener.local_addr().unwrap();
+    rt.spawn(serve(
+        tls_listener,
+        lib,
+        ntx,
+        accepting,
+        PeerAuth::tls(owner_tls, lookup),
+    ));
 
     let out = dest.join(name);
     // Offering mmaps the source to hash it, which counts in RSS; reset the high-water
@@ -264,42 +297,80 @@ fn main() {
     let setup_hwm = vm_hwm();
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let (mut raw, mut ver, mut ours, mut ttfb) = (vec![], vec![], vec![], vec![]);
+    let (mut enc, mut enc_ttfb) = (vec![], vec![]);
     for i in 0..reps {
         let r = raw_run(&src, &out, size);
         std::fs::remove_file(&out).unwrap();
         let v = verified_run(&src, &out, size, &expect);
         std::fs::remove_file(&out).unwrap();
-        let (o, t) = ours_run(&rt, addr, &dest, name, &expect);
+        let (o, t) = ours_run(
+            &rt,
+            addr,
+            &dest,
+            name,
+            &expect,
+            Security::Plaintext,
+            owner_key,
+        );
+        std::fs::remove_file(&out).unwrap();
+        let (e, et) = ours_run(
+            &rt,
+            tls_addr,
+            &dest,
+            name,
+            &expect,
+            requester_tls.clone(),
+            owner_key,
+        );
         std::fs::remove_file(&out).unwrap();
         println!(
-            "rep {}: raw {:.2} GiB/s, verified {:.2} GiB/s, ours {:.2} GiB/s (first byte after {:.2} ms)",
+            "rep {}: raw {:.2} GiB/s, verified {:.2} GiB/s, plaintext {:.2} GiB/s (first byte after {:.2} ms), encrypted {:.2} GiB/s (first byte after {:.2} ms)",
             i + 1,
             gib_s(size, r),
             gib_s(size, v),
             gib_s(size, o),
-            t.as_secs_f64() * 1e3
+            t.as_secs_f64() * 1e3,
+            gib_s(size, e),
+            et.as_secs_f64() * 1e3
         );
         raw.push(r);
         ver.push(v);
         ours.push(o);
         ttfb.push(t);
+        enc.push(e);
+        enc_ttfb.push(et);
         while nrx.try_recv().is_ok() {}
     }
     let (rb, rm) = stats(size, &raw);
     let (vb, vm) = stats(size, &ver);
     let (ob, om) = stats(size, &ours);
+    let (eb, em) = stats(size, &enc);
     ttfb.sort();
+    enc_ttfb.sort();
     println!();
-    println!("                   best        median   (GiB/s, fsync included)");
-    println!("raw (splice)     {rb:7.2}      {rm:7.2}");
-    println!("verified         {vb:7.2}      {vm:7.2}");
-    println!("ours             {ob:7.2}      {om:7.2}");
-    println!("ours/verified    {:7.3}      {:7.3}", ob / vb, om / vm);
-    println!("ours/raw         {:7.3}      {:7.3}", ob / rb, om / rm);
+    println!("                        best        median   (GiB/s, fsync included)");
+    println!("raw (splice)          {rb:7.2}      {rm:7.2}");
+    println!("verified              {vb:7.2}      {vm:7.2}");
+    println!("plaintext             {ob:7.2}      {om:7.2}");
+    println!("encrypted (TLS 1.3)   {eb:7.2}      {em:7.2}");
     println!(
-        "ours time to first byte (provider's answer): best {:.2} ms, median {:.2} ms",
+        "plaintext/verified    {:7.3}      {:7.3}   (target >= 0.9)",
+        ob / vb,
+        om / vm
+    );
+    println!("plaintext/raw         {:7.3}      {:7.3}", ob / rb, om / rm);
+    println!(
+        "encrypted/raw         {:7.3}      {:7.3}   (target >= 0.6)",
+        eb / rb,
+        em / rm
+    );
+    println!("encrypted/plaintext   {:7.3}      {:7.3}", eb / ob, em / om);
+    println!(
+        "time to first byte (provider's answer): plaintext best {:.2} ms, median {:.2} ms; encrypted best {:.2} ms, median {:.2} ms",
         ttfb[0].as_secs_f64() * 1e3,
-        ttfb[ttfb.len() / 2].as_secs_f64() * 1e3
+        ttfb[ttfb.len() / 2].as_secs_f64() * 1e3,
+        enc_ttfb[0].as_secs_f64() * 1e3,
+        enc_ttfb[enc_ttfb.len() / 2].as_secs_f64() * 1e3
     );
     println!(
         "peak RSS during transfers (VmHWM, whole process: provider and requester sides together): {}",

@@ -135,6 +135,10 @@ pub struct ClientOpts {
     /// Plain line-by-line input and output even on a terminal.
     #[arg(long)]
     pub plain: bool,
+    /// Transfer files unencrypted and unauthenticated (zero-copy), for trusted networks
+    /// only. Peers must use it too: encrypted and plaintext clients refuse each other.
+    #[arg(long)]
+    pub plaintext: bool,
     /// Key file of your identity (created if missing; default: in your config folder).
     #[arg(long, value_name = "PATH")]
     pub identity: Option<PathBuf>,

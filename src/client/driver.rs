@@ -5,12 +5,12 @@
 //! UDP datagrams and timers -> core -> events -> console lines; provider notices and
 //! download results arrive on channels and become console lines.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, UdpSocket};
@@ -24,6 +24,7 @@ use crate::reliable::RetryPolicy;
 use crate::transfer::fetch::{FetchEvent, FetchReport, FetchSpec, fetch};
 use crate::transfer::human_rate;
 use crate::transfer::provider::{Library, SharedLibrary, serve};
+use crate::transfer::secure::{KeyLookup, PeerAuth, Security, TlsIdentity};
 
 use super::command::{self, COMMANDS, Command, glob_match, help_for};
 use super::core::{self as core_sm, ClientCore, Event, OfferFailure, OpId, State};
@@ -99,6 +100,10 @@ struct Driver {
     exit_code: Option<i32>,
     download_dir: PathBuf,
     identity: Arc<Identity>,
+    /// TLS with our identity, or `--plaintext`.
+    security: Security,
+    /// Each online owner's key, from the table; the provider checks requesters with it.
+    peer_keys: Arc<RwLock<HashMap<String, [u8; 32]>>>,
 }
 
 /// Runs a client until the user leaves; returns the exit code.
@@ -167,6 +172,13 @@ impl Driver {
         let (identity, exclusive) =
             Identity::open_exclusive(&id_path).map_err(|e| format!("[Identity: {e}]"))?;
         let identity = Arc::new(identity);
+        let security = if cfg.opts.plaintext {
+            Security::Plaintext
+        } else {
+            let tls =
+                TlsIdentity::new(&identity).map_err(|e| format!("[TLS setup failed: {e}]"))?;
+            Security::Tls(Arc::new(tls))
+        };
         let completion = SharedCompletion::default();
         let (console, input) = Console::start(ConsoleOptions {
             plain: cfg.opts.plain,
@@ -229,6 +241,8 @@ impl Driver {
             exit_code: None,
             download_dir,
             identity,
+            security,
+            peer_keys: Arc::default(),
             cfg,
         };
         Ok((driver, input, internal, notices))
@@ -451,7 +465,15 @@ impl Driver {
         }
     }
 
+    /// Called on every table change: refreshes completion and the requesters' keys.
     fn update_completion(&self) {
+        let keys: HashMap<String, [u8; 32]> = self
+            .core
+            .table()
+            .owners()
+            .filter_map(|(name, o)| o.key.map(|k| (name.to_string(), k)))
+            .collect();
+        *self.peer_keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
         let mut table = std::collections::BTreeMap::<String, Vec<String>>::new();
         for r in self.core.table().rows() {
             table.entry(r.file).or_default().push(r.owner);
@@ -481,11 +503,25 @@ impl Driver {
         };
         let (tx, rx) = watch::channel(true);
         self.accepting = Some(tx);
+        let auth = match &self.security {
+            Security::Tls(id) => {
+                let keys = self.peer_keys.clone();
+                let lookup: KeyLookup = Arc::new(move |name: &str| {
+                    keys.read()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(name)
+                        .copied()
+                });
+                PeerAuth::tls(id.clone(), lookup)
+            }
+            Security::Plaintext => PeerAuth::plaintext(),
+        };
         tokio::spawn(serve(
             listener,
             self.lib.clone(),
             self.notices_tx.clone(),
             rx,
+            auth,
         ));
     }
 
@@ -804,12 +840,13 @@ impl Driver {
                 .table()
                 .owner(&owner)
                 .filter(|o| o.files.contains_key(&file) && owner != self.core.name())
-                .map(|o| SocketAddr::new(o.ip, o.tcp_port));
+                .map(|o| (SocketAddr::new(o.ip, o.tcp_port), o.key));
             match valid {
-                Some(peer) => {
+                Some((peer, key)) => {
                     let mut spec =
                         FetchSpec::new(peer, owner, file, self.core.name(), &self.download_dir);
                     spec.force = force;
+                    spec.peer_key = key;
                     specs.push(spec);
                 }
                 None => self.say(">>> [Invalid Request]"),
@@ -829,6 +866,7 @@ impl Driver {
         let console = self.console.clone();
         let tx = self.internal_tx.clone();
         let cancel = self.cancel.subscribe();
+        let security = self.security.clone();
         let connected = Arc::new(AtomicBool::new(false));
         let (file, owner) = (spec.file.clone(), spec.owner.clone());
         let conn = connected.clone();
@@ -858,7 +896,7 @@ impl Driver {
                     }
                 }
             };
-            let result = fetch(spec, on_event, cancel).await;
+            let result = fetch(spec, security, on_event, cancel).await;
             let _ = tx.send(Internal::DownloadDone {
                 file,
                 owner,

@@ -73,6 +73,11 @@ impl ClientTable {
         self.owners.get(name)
     }
 
+    /// Every online owner, by name.
+    pub fn owners(&self) -> impl Iterator<Item = (&str, &OwnerView)> {
+        self.owners.iter().map(|(n, v)| (n.as_str(), v))
+    }
+
     /// Forgets everything (a new session receives a full snapshot).
     pub fn reset(&mut self) {
         *self = ClientTable::default();

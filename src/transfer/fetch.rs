@@ -27,13 +27,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 
 use super::header::{MAX_RESPONSE_LEN, Request, Response, Status};
+use super::secure::{MODE_BUSY, MODE_PLAIN, MODE_TLS, Presented, Security, server_name};
 use super::{ReadHeaderError, read_header};
+use crate::identity::fingerprint;
 use crate::proto::valid_file_name;
 
 /// Size of one receive buffer. Large enough to amortize per-buffer overhead, small
@@ -64,6 +66,9 @@ pub struct FetchSpec {
     pub force: bool,
     /// Limit for connecting, for the provider's answer, and for any pause in the data.
     pub timeout: Duration,
+    /// The key the owner's name is bound to (from the index table). Over TLS the owner
+    /// must present exactly this key; without one, an encrypted fetch is refused.
+    pub peer_key: Option<[u8; 32]>,
 }
 
 impl FetchSpec {
@@ -83,6 +88,7 @@ impl FetchSpec {
             dest_dir: dest_dir.into(),
             force: false,
             timeout: Duration::from_secs(30),
+            peer_key: None,
         }
     }
 }
@@ -136,6 +142,22 @@ pub enum FetchError {
     Disk(PathBuf, io::Error),
     #[error("another download of {} is in progress", .0.display())]
     Locked(PathBuf),
+    #[error(
+        "{0} has no key in the table, so it cannot be authenticated; refusing an unencrypted, unauthenticated transfer"
+    )]
+    NoPeerKey(String),
+    #[error(
+        "{owner} presented key {presented}, not the key {owner} is registered with ({expected}); refusing the connection (possible man-in-the-middle)"
+    )]
+    WrongKey {
+        owner: String,
+        expected: String,
+        presented: String,
+    },
+    #[error("{0}")]
+    ModeMismatch(String),
+    #[error("TLS handshake with {0} failed: {1}")]
+    Tls(String, String),
 }
 
 /// Where the partial data and its sidecar live for `file` in `dest_dir`.
@@ -235,9 +257,54 @@ async fn cancelled(cancel: &mut watch::Receiver<bool>) {
     }
 }
 
+/// The connection once the modes agreed (and, for TLS, the owner's key was checked).
+enum PeerConn {
+    Plain(TcpStream),
+    /// Reads from the socket go through a large buffer: rustls asks for 4 KiB at a time,
+    /// which would otherwise be one syscall each.
+    Tls(Box<tokio_rustls::client::TlsStream<tokio::io::BufReader<TcpStream>>>),
+}
+
+/// Socket read buffer under TLS on the requester side.
+const TLS_READ_BUFFER: usize = 256 << 10;
+
+/// Sends the request and reads the answer on an established stream.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    request: &[u8],
+    limit: Duration,
+) -> Result<(Response, Vec<u8>), FetchError> {
+    timeout(limit, async {
+        stream.write_all(request).await?;
+        stream.flush().await
+    })
+    .await
+    .map_err(|_| FetchError::Timeout("sending the request"))??;
+    let answer = timeout(
+        limit,
+        read_header(stream, MAX_RESPONSE_LEN, Response::decode),
+    )
+    .await
+    .map_err(|_| FetchError::Timeout("waiting for the owner's answer"))?;
+    match answer {
+        Ok(x) => Ok(x),
+        Err(ReadHeaderError::Io(e)) => Err(FetchError::Io(e)),
+        Err(ReadHeaderError::Closed) => Err(FetchError::Io(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the owner closed the connection without answering",
+        ))),
+        Err(ReadHeaderError::Header(e)) => Err(FetchError::Protocol(e.to_string())),
+    }
+}
+
 /// Downloads `spec.file`, verifying its BLAKE3 hash, into `spec.dest_dir`.
+///
+/// With [`Security::Tls`] the connection is TLS 1.3 and the owner must present
+/// `spec.peer_key` (required); with [`Security::Plaintext`] it is plain TCP. The owner
+/// must run in the same mode, or the fetch fails before any request is sent.
 pub async fn fetch(
     spec: FetchSpec,
+    security: Security,
     mut on_event: impl FnMut(FetchEvent) + Send + 'static,
     mut cancel: watch::Receiver<bool>,
 ) -> Result<FetchReport, FetchError> {
@@ -248,6 +315,18 @@ pub async fn fetch(
     if *cancel.borrow() {
         return Err(FetchError::Cancelled);
     }
+    let tls = match &security {
+        Security::Tls(id) => {
+            let Some(key) = spec.peer_key else {
+                return Err(FetchError::NoPeerKey(super::printable(&spec.owner)));
+            };
+            let (cfg, seen) = id
+                .client_config(key)
+                .map_err(|e| FetchError::Tls(super::printable(&spec.owner), e.to_string()))?;
+            Some((cfg, seen, key))
+        }
+        Security::Plaintext => None,
+    };
     let final_path = spec.dest_dir.join(&spec.file);
     let (part, meta) = partial_paths(&spec.dest_dir, &spec.file);
     let plan = {
@@ -297,27 +376,68 @@ pub async fn fetch(
         };
         let _ = stream.set_nodelay(true);
         on_event(FetchEvent::Connected);
-        timeout(spec.timeout, stream.write_all(&request))
-            .await
-            .map_err(|_| FetchError::Timeout("sending the request"))??;
-        let answer = timeout(
-            spec.timeout,
-            read_header(&mut stream, MAX_RESPONSE_LEN, Response::decode),
-        )
+        let owner = super::printable(&spec.owner);
+        // Modes first: ours out, theirs in (the provider sends its own unasked).
+        let mine = security.mode_byte();
+        let mut theirs = [0u8; 1];
+        timeout(spec.timeout, async {
+            stream.write_all(&[mine]).await?;
+            stream.read_exact(&mut theirs).await
+        })
         .await
-        .map_err(|_| FetchError::Timeout("waiting for the owner's answer"))?;
-        let (resp, leftover) = match answer {
-            Ok(x) => x,
-            Err(ReadHeaderError::Io(e)) => return Err(FetchError::Io(e)),
-            Err(ReadHeaderError::Closed) => {
-                return Err(FetchError::Io(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the owner closed the connection without answering",
-                )));
+        .map_err(|_| FetchError::Timeout("waiting for the owner's answer"))?
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => FetchError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the owner closed the connection without answering",
+            )),
+            _ => FetchError::Io(e),
+        })?;
+        match (theirs[0], &tls) {
+            (MODE_PLAIN, None) => {
+                let (resp, leftover) = exchange(&mut stream, &request, spec.timeout).await?;
+                Ok((PeerConn::Plain(stream), resp, leftover))
             }
-            Err(ReadHeaderError::Header(e)) => return Err(FetchError::Protocol(e.to_string())),
-        };
-        Ok((stream, resp, leftover))
+            (MODE_TLS, Some((cfg, seen, expected))) => {
+                let connector = tokio_rustls::TlsConnector::from(cfg.clone());
+                let io = tokio::io::BufReader::with_capacity(TLS_READ_BUFFER, stream);
+                let mut tls =
+                    match timeout(spec.timeout, connector.connect(server_name(), io)).await {
+                        Err(_) => return Err(FetchError::Timeout("in the TLS handshake")),
+                        Ok(Ok(t)) => t,
+                        Ok(Err(e)) => {
+                            let seen = seen.lock().ok().and_then(|s| *s);
+                            return Err(match seen {
+                                Some(Presented::Key(k)) => FetchError::WrongKey {
+                                    owner,
+                                    expected: fingerprint(expected),
+                                    presented: fingerprint(&k),
+                                },
+                                Some(Presented::NotEd25519) => FetchError::WrongKey {
+                                    owner,
+                                    expected: fingerprint(expected),
+                                    presented: "(not an Ed25519 key)".into(),
+                                },
+                                None => FetchError::Tls(owner, tls_error_text(&e)),
+                            });
+                        }
+                    };
+                let (resp, leftover) = exchange(&mut tls, &request, spec.timeout).await?;
+                Ok((PeerConn::Tls(Box::new(tls)), resp, leftover))
+            }
+            (MODE_BUSY, _) => Err(FetchError::Refused(format!(
+                "{owner} refused the request: too many transfers in progress, try later"
+            ))),
+            (MODE_TLS, None) => Err(FetchError::ModeMismatch(format!(
+                "{owner} requires encryption; this client runs with --plaintext (both sides must use the same mode)"
+            ))),
+            (MODE_PLAIN, Some(_)) => Err(FetchError::ModeMismatch(format!(
+                "{owner} accepts only plaintext transfers (it runs with --plaintext); this client requires encryption"
+            ))),
+            (b, _) => Err(FetchError::Protocol(format!(
+                "unexpected first byte 0x{b:02x} from {owner} (not a fileapp peer of this version?)"
+            ))),
+        }
     };
     let (stream, resp, mut leftover) = tokio::select! {
         r = handshake => r?,
@@ -396,32 +516,52 @@ pub async fn fetch(
     // Anything beyond the announced size is the provider's bug; never write it.
     leftover.truncate((target.size - offset).min(leftover.len() as u64) as usize);
 
-    #[cfg(target_os = "linux")]
-    let received = receive_splice(
-        stream,
-        leftover,
-        file,
-        part.clone(),
-        offset,
-        target.size,
-        spec.timeout,
-        &mut on_event,
-        &mut cancel,
-    )
-    .await;
-    #[cfg(not(target_os = "linux"))]
-    let received = receive_buffered(
-        stream,
-        leftover,
-        file,
-        part.clone(),
-        offset,
-        target.size,
-        spec.timeout,
-        &mut on_event,
-        &mut cancel,
-    )
-    .await;
+    let received = match stream {
+        #[cfg(target_os = "linux")]
+        PeerConn::Plain(stream) => {
+            receive_splice(
+                stream,
+                leftover,
+                file,
+                part.clone(),
+                offset,
+                target.size,
+                spec.timeout,
+                &mut on_event,
+                &mut cancel,
+            )
+            .await
+        }
+        #[cfg(not(target_os = "linux"))]
+        PeerConn::Plain(stream) => {
+            receive_buffered(
+                stream,
+                leftover,
+                file,
+                part.clone(),
+                offset,
+                target.size,
+                spec.timeout,
+                &mut on_event,
+                &mut cancel,
+            )
+            .await
+        }
+        PeerConn::Tls(stream) => {
+            receive_buffered(
+                stream,
+                leftover,
+                file,
+                part.clone(),
+                offset,
+                target.size,
+                spec.timeout,
+                &mut on_event,
+                &mut cancel,
+            )
+            .await
+        }
+    };
     let hash = match received {
         Ok(hash) => hash,
         Err(e) => return Err(e),
@@ -445,6 +585,17 @@ pub async fn fetch(
         elapsed: t0.elapsed(),
         already_present: false,
     })
+}
+
+/// A failed TLS handshake as one line: rustls' error when there is one.
+fn tls_error_text(e: &io::Error) -> String {
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::AlertReceived(a)) => {
+            format!("the owner rejected the handshake ({a:?}; does it know our key?)")
+        }
+        Some(r) => r.to_string(),
+        None => e.to_string(),
+    }
 }
 
 /// Opens (creating or truncating as needed) the partial for appending at `offset`, after

@@ -8,10 +8,13 @@
 //! - [`provider::serve`] accepts connections until the `accepting` watch turns false, and
 //!   reports each provider-side message as a [`Notice`].
 //! - [`fetch::fetch`] downloads one file and reports progress through a callback.
+//! - [`secure`]: the mode byte and TLS with pinned Ed25519 keys; `serve` takes a
+//!   [`secure::PeerAuth`], `fetch` a [`secure::Security`].
 
 pub mod fetch;
 pub mod header;
 pub mod provider;
+pub mod secure;
 
 /// A line the provider side wants shown to its user, e.g.
 /// `< Accepting connection request from 127.0.0.1. >`.
@@ -98,3 +101,5 @@ pub fn human_rate(bytes: u64, elapsed: Duration) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;

@@ -27,7 +27,9 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::timeout;
 
 use super::header::{MAX_REQUEST_LEN, Request, Response, Status};
+use super::secure::{MODE_BUSY, MODE_PLAIN, MODE_TLS, PeerAuth, Security, ed25519_key_of};
 use super::{Notice, human_rate, printable, read_header};
+use crate::identity::{PublicKey, fingerprint};
 use crate::proto::valid_file_name;
 
 /// Why a file cannot be offered (or served).
@@ -67,6 +69,9 @@ impl Stamp {
         }
     }
 }
+
+/// How long a request from a name not (yet) in our table waits for the table update.
+const UNKNOWN_PEER_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Size and hash of an offered file (as of its last hashing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,8 +255,8 @@ impl Default for ServeConfig {
 }
 
 /// A byte stream to a requester. Plain TCP sends file data with zero-copy `sendfile`;
-/// any other stream (e.g. TLS, later) implements this with [`copy_file_buffered`], so
-/// adding one needs no change to the protocol logic.
+/// TLS reads the file on a blocking thread ([`copy_file_pipelined`]); any other stream
+/// can use [`copy_file_buffered`]. The protocol logic is the same for all.
 pub trait PeerStream: tokio::io::AsyncRead + AsyncWrite + Unpin + Send {
     /// Writes `len` bytes of `file` starting at `offset`, failing if no progress is made
     /// for `stall`.
@@ -286,6 +291,100 @@ impl PeerStream for TcpStream {
     ) -> io::Result<()> {
         copy_file_buffered(self, file, offset, len, stall).await
     }
+}
+
+/// Plaintext goes in at most this much per TLS write; rustls cuts it into 16 KiB records
+/// and encrypts them all before the socket write, so large chunks mean few syscalls.
+pub const TLS_CHUNK: usize = 1 << 20;
+/// Chunks read ahead of the encryption.
+const TLS_CHUNKS: usize = 4;
+
+impl PeerStream for tokio_rustls::server::TlsStream<TcpStream> {
+    async fn send_file(
+        &mut self,
+        file: &File,
+        offset: u64,
+        len: u64,
+        stall: Duration,
+    ) -> io::Result<()> {
+        copy_file_pipelined(self, file, offset, len, stall).await
+    }
+}
+
+/// Copy for streams that transform the data (TLS): a blocking thread `pread`s the file in
+/// [`TLS_CHUNK`]s into a small pool of buffers while this task writes (encrypts) the
+/// previous ones, so disk reads never block the runtime and overlap with encryption.
+pub async fn copy_file_pipelined<S: AsyncWrite + Unpin + Send>(
+    sock: &mut S,
+    file: &File,
+    offset: u64,
+    len: u64,
+    stall: Duration,
+) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let file = file.try_clone()?;
+    let (full_tx, mut full_rx) = mpsc::channel::<io::Result<Vec<u8>>>(TLS_CHUNKS);
+    let (empty_tx, mut empty_rx) = mpsc::channel::<Vec<u8>>(TLS_CHUNKS);
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut pos = offset;
+        let end = offset.saturating_add(len);
+        let mut allocated = 0;
+        while pos < end {
+            let mut buf = if allocated < TLS_CHUNKS {
+                allocated += 1;
+                vec![0u8; TLS_CHUNK]
+            } else {
+                match empty_rx.blocking_recv() {
+                    Some(b) => b,
+                    None => return, // the sender gave up
+                }
+            };
+            let want = (end - pos).min(TLS_CHUNK as u64) as usize;
+            buf.resize(want, 0);
+            let mut filled = 0;
+            while filled < want {
+                match file.read_at(&mut buf[filled..], pos + filled as u64) {
+                    Ok(0) => {
+                        let _ = full_tx.blocking_send(Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "file shrank while being sent",
+                        )));
+                        return;
+                    }
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = full_tx.blocking_send(Err(e));
+                        return;
+                    }
+                }
+            }
+            pos += want as u64;
+            if full_tx.blocking_send(Ok(buf)).is_err() {
+                return;
+            }
+        }
+    });
+    let mut left = len;
+    let result = async {
+        while left > 0 {
+            let buf = timeout(stall, full_rx.recv())
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "disk read stalled"))?
+                .ok_or_else(|| io::Error::other("file reader stopped"))??;
+            timeout(stall, sock.write_all(&buf)).await.map_err(|_| {
+                io::Error::new(io::ErrorKind::TimedOut, "requester stopped reading")
+            })??;
+            left -= buf.len() as u64;
+            let _ = empty_tx.try_send(buf);
+        }
+        Ok(())
+    }
+    .await;
+    drop(full_rx);
+    drop(empty_tx);
+    let _ = reader.await;
+    result
 }
 
 /// Zero-copy send on a non-blocking socket: `sendfile` moves as much as the socket buffer
@@ -379,13 +478,25 @@ pub async fn copy_file_buffered<S: AsyncWrite + Unpin + Send>(
 
 /// Serves requests on `listener` until `accepting` becomes false (or its sender is
 /// dropped). Transfers already running are left to finish.
+///
+/// `auth` says whether connections are TLS (and how requesters' keys are checked) or
+/// plaintext; a requester asking for the other mode is refused (see `docs/TRANSFER.md`).
 pub async fn serve(
     listener: TcpListener,
     lib: SharedLibrary,
     notices: mpsc::UnboundedSender<Notice>,
     accepting: watch::Receiver<bool>,
+    auth: PeerAuth,
 ) {
-    serve_with(listener, lib, notices, accepting, ServeConfig::default()).await
+    serve_with(
+        listener,
+        lib,
+        notices,
+        accepting,
+        auth,
+        ServeConfig::default(),
+    )
+    .await
 }
 
 /// [`serve`] with explicit tunables.
@@ -394,6 +505,7 @@ pub async fn serve_with(
     lib: SharedLibrary,
     notices: mpsc::UnboundedSender<Notice>,
     mut accepting: watch::Receiver<bool>,
+    auth: PeerAuth,
     cfg: ServeConfig,
 ) {
     let cfg = Arc::new(cfg);
@@ -421,12 +533,14 @@ pub async fn serve_with(
         match slots.clone().try_acquire_owned() {
             Ok(permit) => {
                 let (lib, notices, cfg) = (lib.clone(), notices.clone(), cfg.clone());
+                let auth = auth.clone();
                 tokio::spawn(async move {
                     let conn = Conn {
                         peer,
                         lib,
                         notices,
                         cfg,
+                        auth,
                     };
                     conn.handle(stream).await;
                     drop(permit);
@@ -438,14 +552,10 @@ pub async fn serve_with(
                     peer.ip()
                 ));
                 tokio::spawn(async move {
+                    // Before any handshake: being busy must stay cheap.
                     let mut stream = stream;
-                    if let Ok(bytes) =
-                        Response::refuse(Status::Busy, "too many transfers in progress, try later")
-                            .encode()
-                    {
-                        let _ = timeout(Duration::from_secs(2), stream.write_all(&bytes)).await;
-                        let _ = stream.shutdown().await;
-                    }
+                    let _ = timeout(Duration::from_secs(2), stream.write_all(&[MODE_BUSY])).await;
+                    let _ = stream.shutdown().await;
                 });
             }
         }
@@ -458,6 +568,7 @@ struct Conn {
     lib: SharedLibrary,
     notices: mpsc::UnboundedSender<Notice>,
     cfg: Arc<ServeConfig>,
+    auth: PeerAuth,
 }
 
 /// What went wrong with a request, for the refusal sent and the notice shown.
@@ -478,7 +589,98 @@ impl Conn {
         self.peer.ip()
     }
 
-    async fn handle<S: PeerStream>(&self, mut stream: S) {
+    /// Mode exchange, then (TLS) the handshake, then the request.
+    async fn handle(&self, mut tcp: TcpStream) {
+        let mine = self.auth.security.mode_byte();
+        // Ours goes first, unasked: a requester in the other mode learns why at once.
+        let hello = timeout(self.cfg.header_timeout, async {
+            tcp.write_all(&[mine]).await?;
+            let mut b = [0u8; 1];
+            tcp.read_exact(&mut b).await?;
+            Ok::<u8, io::Error>(b[0])
+        })
+        .await;
+        let theirs = match hello {
+            Err(_) => {
+                self.notice(format!(
+                    "< Connection from {} closed: no request within {} s >",
+                    self.ip(),
+                    self.cfg.header_timeout.as_secs_f64()
+                ));
+                return;
+            }
+            Ok(Err(e)) => {
+                self.notice(format!(
+                    "< Connection from {} closed before a request: {} >",
+                    self.ip(),
+                    describe_io(&e)
+                ));
+                return;
+            }
+            Ok(Ok(b)) => b,
+        };
+        let refused = match (theirs, &self.auth.security) {
+            (MODE_PLAIN, Security::Plaintext) => return self.handle_stream(tcp, None).await,
+            (MODE_TLS, Security::Tls(id)) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(id.server_config());
+                let mut tls = match timeout(self.cfg.header_timeout, acceptor.accept(tcp)).await {
+                    Err(_) => {
+                        self.notice(format!(
+                            "< Encrypted connection from {} failed: TLS handshake timed out >",
+                            self.ip()
+                        ));
+                        return;
+                    }
+                    Ok(Err(e)) => {
+                        self.notice(format!(
+                            "< Encrypted connection from {} failed: {} >",
+                            self.ip(),
+                            describe_tls(&e)
+                        ));
+                        return;
+                    }
+                    Ok(Ok(t)) => t,
+                };
+                // Let rustls encrypt a whole chunk before writing: fewer, larger writes.
+                tls.get_mut().1.set_buffer_limit(Some(2 * TLS_CHUNK));
+                let key = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(ed25519_key_of);
+                match key {
+                    Some(k) => return self.handle_stream(tls, Some(k)).await,
+                    None => {
+                        // The verifier already insisted on one; kept as a guard.
+                        self.notice(format!(
+                            "< Encrypted connection from {} failed: no Ed25519 certificate >",
+                            self.ip()
+                        ));
+                        return;
+                    }
+                }
+            }
+            (MODE_PLAIN, Security::Tls(_)) => format!(
+                "< Refused plaintext request from {}: this client only accepts encrypted transfers >",
+                self.ip()
+            ),
+            (MODE_TLS, Security::Plaintext) => format!(
+                "< Refused encrypted request from {}: this client runs in plaintext mode (--plaintext) >",
+                self.ip()
+            ),
+            (b, _) => format!(
+                "< Refused connection from {}: not a fileapp transfer request (first byte 0x{b:02x}) >",
+                self.ip()
+            ),
+        };
+        self.notice(refused);
+        let _ = timeout(Duration::from_secs(2), tcp.shutdown()).await;
+    }
+
+    /// Reads the request and serves it. `presented` is the requester's certificate key
+    /// on a TLS connection (checked against its claimed name before anything else).
+    async fn handle_stream<S: PeerStream>(&self, mut stream: S, presented: Option<PublicKey>) {
         let read = timeout(
             self.cfg.header_timeout,
             read_header(&mut stream, MAX_REQUEST_LEN, Request::decode),
@@ -508,9 +710,61 @@ impl Conn {
         } else {
             printable(&req.requester)
         };
-        self.serve_request(&mut stream, &req, &who).await;
+        let checked = match presented {
+            Some(k) => Some(self.check_key(&req.requester, k).await),
+            None => None,
+        };
+        match checked {
+            Some(Err(r)) => {
+                self.notice(format!(
+                    "< Refused request for '{}' from {who}: {} >",
+                    printable(&req.file),
+                    r.reason
+                ));
+                self.send_refusal(&mut stream, r.status, &r.message).await;
+            }
+            _ => self.serve_request(&mut stream, &req, &who).await,
+        }
         let _ = stream.shutdown().await;
         self.notice(format!("< Connection with client {who} closed >"));
+    }
+
+    /// Is `presented` the key `name` is bound to in our table? A requester that has just
+    /// registered may reach us before the table update that names it: wait for it a
+    /// little before refusing.
+    async fn check_key(&self, name: &str, presented: PublicKey) -> Result<(), Refusal> {
+        let shown = printable(name);
+        let deadline = tokio::time::Instant::now() + UNKNOWN_PEER_WAIT;
+        let mut known = (self.auth.keys)(name);
+        while known.is_none() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            known = (self.auth.keys)(name);
+        }
+        match known {
+            Some(k) if k == presented => Ok(()),
+            Some(k) => Err(Refusal {
+                status: Status::Error,
+                message: format!(
+                    "your key ({}) is not the key {shown} is registered with",
+                    fingerprint(&presented)
+                ),
+                reason: format!(
+                    "it presented key {}, but {shown} is registered with key {}",
+                    fingerprint(&presented),
+                    fingerprint(&k)
+                ),
+            }),
+            None => Err(Refusal {
+                status: Status::Error,
+                message: format!(
+                    "'{shown}' is not in the owner's table, so its key cannot be checked (try again shortly)"
+                ),
+                reason: format!(
+                    "'{shown}' is not in this client's table, so its key {} cannot be checked",
+                    fingerprint(&presented)
+                ),
+            }),
+        }
     }
 
     async fn send_refusal<S: PeerStream>(&self, stream: &mut S, status: Status, message: &str) {
@@ -698,6 +952,17 @@ fn refusal_for(name: &str, e: OfferError) -> Refusal {
         status,
         message,
         reason,
+    }
+}
+
+/// A failed TLS handshake, for a notice: rustls' own error when there is one.
+pub(crate) fn describe_tls(e: &io::Error) -> String {
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::AlertReceived(a)) => {
+            format!("the requester rejected the TLS handshake ({a:?})")
+        }
+        Some(r) => format!("TLS handshake: {r}"),
+        None => describe_io(e),
     }
 }
 

@@ -1,4 +1,6 @@
 //! End-to-end tests of `serve` + `fetch` over 127.0.0.1, including hostile requesters.
+//! These run in plaintext mode, so raw bytes on the wire are the protocol's; the TLS
+//! layer has its own tests in `tls_tests.rs`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,6 +15,7 @@ use super::fetch::{FetchError, FetchEvent, FetchReport, FetchSpec, fetch, partia
 use super::header::{self, Decoded, MAX_REQUEST_LEN, Request, Response, Status};
 use super::provider::{Library, ServeConfig, SharedLibrary, serve_with};
 use super::read_header;
+use super::secure::{MODE_PLAIN, PeerAuth, Security};
 
 /// Deterministic pseudo-random bytes (BLAKE3 in XOF mode): fast, no extra dependency.
 pub(crate) fn random_bytes(seed: &str, len: usize) -> Vec<u8> {
@@ -47,7 +50,14 @@ impl Provider {
             stall_timeout: Duration::from_secs(5),
             max_connections: 64,
         };
-        tokio::spawn(serve_with(listener, lib.clone(), ntx, accepting, cfg));
+        tokio::spawn(serve_with(
+            listener,
+            lib.clone(),
+            ntx,
+            accepting,
+            PeerAuth::plaintext(),
+            cfg,
+        ));
         Provider {
             addr,
             lib,
@@ -102,7 +112,13 @@ async fn get(spec: FetchSpec) -> (Result<FetchReport, FetchError>, Vec<FetchEven
     let events = Arc::new(Mutex::new(Vec::new()));
     let ev = events.clone();
     let (_tx, rx) = watch::channel(false);
-    let r = fetch(spec, move |e| ev.lock().unwrap().push(e), rx).await;
+    let r = fetch(
+        spec,
+        Security::Plaintext,
+        move |e| ev.lock().unwrap().push(e),
+        rx,
+    )
+    .await;
     let events = events.lock().unwrap().clone();
     (r, events)
 }
@@ -175,6 +191,10 @@ async fn fake_provider(data: Vec<u8>, cut: usize, hang: bool) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let (mut s, _) = listener.accept().await.unwrap();
+        s.write_all(&[MODE_PLAIN]).await.unwrap();
+        let mut mode = [0u8; 1];
+        s.read_exact(&mut mode).await.unwrap();
+        assert_eq!(mode[0], MODE_PLAIN);
         let (req, _) = read_header(&mut s, MAX_REQUEST_LEN, Request::decode)
             .await
             .unwrap();
@@ -238,7 +258,7 @@ async fn cancel_keeps_partial() {
     let addr = fake_provider(data.clone(), 1024 * 1024, true).await;
     let (tx, rx) = watch::channel(false);
     let s = spec(addr, "c.bin", dest.path());
-    let task = tokio::spawn(fetch(s, |_| {}, rx));
+    let task = tokio::spawn(fetch(s, Security::Plaintext, |_| {}, rx));
     // Wait until the first bytes are on disk, then cancel.
     let (part, _) = partial_paths(dest.path(), "c.bin");
     for _ in 0..500 {
@@ -375,11 +395,13 @@ async fn offer_refuses_unsafe_names_and_files() {
     assert!(lib.offer("real").is_ok());
 }
 
-/// Sends `bytes` on a raw connection (optionally closing our side), then reads whatever
-/// comes back until the provider closes.
+/// Sends `bytes` on a raw connection (after the plaintext mode byte, unless `bytes` is
+/// empty; optionally closing our side), then reads whatever comes back until the
+/// provider closes, and returns it without the provider's mode byte.
 async fn raw_exchange(addr: SocketAddr, bytes: &[u8], close_write: bool) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).await.unwrap();
     if !bytes.is_empty() {
+        let _ = s.write_all(&[MODE_PLAIN]).await;
         let _ = s.write_all(bytes).await;
     }
     if close_write {
@@ -388,6 +410,12 @@ async fn raw_exchange(addr: SocketAddr, bytes: &[u8], close_write: bool) -> Vec<
     let mut out = Vec::new();
     let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
     assert!(r.is_ok(), "provider did not close the connection");
+    assert_eq!(
+        out.first(),
+        Some(&MODE_PLAIN),
+        "the provider states its mode first"
+    );
+    out.remove(0);
     out
 }
 
@@ -582,8 +610,9 @@ async fn requester_vanishing_mid_transfer_is_reported() {
     let mut p = Provider::start().await;
     p.add("huge.bin", &random_bytes("huge", 48 * 1024 * 1024));
     let mut s = TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(&[MODE_PLAIN]).await.unwrap();
     s.write_all(&req("huge.bin")).await.unwrap();
-    let mut first = [0u8; 4096];
+    let mut first = [0u8; 4097];
     s.read_exact(&mut first).await.unwrap();
     drop(s);
     let mut notes = p.wait_notice("< Transfer of huge.bin to X failed: ").await;

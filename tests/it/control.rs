@@ -227,3 +227,56 @@ fn two_hundred_clients_registering_at_once_all_get_their_welcome() {
         p.close_stdin();
     }
 }
+
+/// Real processes: the default (encrypted) transfer works end to end, and a
+/// `--plaintext` client and an encrypted one refuse each other clearly on both sides.
+#[test]
+fn encrypted_by_default_and_plaintext_must_be_agreed() {
+    let srv = Server::start(&["--db", ":memory:"]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = crate::util::random_bytes(3 * 1024 * 1024 + 5, 77);
+    std::fs::create_dir_all(dir.path().join("share")).unwrap();
+    std::fs::write(dir.path().join("share").join("enc.bin"), &data).unwrap();
+    let (c_dir, d_dir) = (dir.path().join("c"), dir.path().join("d"));
+    std::fs::create_dir_all(&c_dir).unwrap();
+    std::fs::create_dir_all(&d_dir).unwrap();
+    // Requesters first: B's first table then holds their keys.
+    let mut c = srv.client_raw(
+        "C",
+        dir.path(),
+        &["--download-dir", c_dir.to_str().unwrap()],
+    );
+    c.expect_line(">>> [Welcome, You are registered.]");
+    let mut d = srv.client_raw(
+        "D",
+        dir.path(),
+        &["--download-dir", d_dir.to_str().unwrap(), "--plaintext"],
+    );
+    d.expect_line(">>> [Welcome, You are registered.]");
+    let mut b = srv.client("B", dir.path());
+    b.send("setdir share");
+    b.expect("Successfully set");
+    b.send("offer enc.bin");
+    b.expect_line(">>> [Offer Message Received By Server]");
+    for p in [&mut c, &mut d] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while p.list_json().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "no table");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    c.send("request enc.bin B");
+    c.expect_line("< enc.bin downloaded successfully! >");
+    assert_eq!(std::fs::read(c_dir.join("enc.bin")).unwrap(), data);
+    b.expect_line("< enc.bin transferred successfully! >");
+
+    d.send("request enc.bin B");
+    d.expect_line(
+        "< Download of enc.bin from B failed: B requires encryption; this client runs with --plaintext (both sides must use the same mode) >",
+    );
+    b.expect_line(
+        "< Refused plaintext request from 127.0.0.1: this client only accepts encrypted transfers >",
+    );
+    assert!(!d_dir.join("enc.bin").exists());
+}

@@ -1,0 +1,396 @@
+//! Peer authentication and encryption: the mode byte exchanged first on every transfer
+//! connection, and TLS 1.3 with mutual authentication by pinned Ed25519 keys.
+//!
+//! Each client's certificate is a self-signed certificate for its identity key (see
+//! [`crate::identity`]), made at start. Nothing in a certificate besides its key matters:
+//! there are no CAs. The requester accepts the provider iff the provider's certificate
+//! carries the key the owner's name is bound to in the index table; the provider accepts
+//! any Ed25519 certificate during the handshake and, once the request names the
+//! requester, checks that the key is the one that name is bound to in *its* table.
+//! Both sides verify the handshake signature (TLS 1.3 CertificateVerify) with that key,
+//! so presenting a key means holding its private half.
+//!
+//! See `docs/TRANSFER.md`, "Connection setup".
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use rustls::DigitallySignedStruct;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DistinguishedName, SignatureScheme};
+
+use crate::identity::{Identity, PublicKey, fingerprint};
+
+/// First byte a requester sends, and the first byte a provider sends: "I speak TLS".
+pub const MODE_TLS: u8 = 0xF1;
+/// ... "I speak plaintext (`--plaintext`)".
+pub const MODE_PLAIN: u8 = 0xF0;
+/// Sent by a provider instead of its mode when it has no free slot; it then closes.
+pub const MODE_BUSY: u8 = 0xFB;
+
+/// Looks up the key a client name is bound to, in the local table.
+pub type KeyLookup = Arc<dyn Fn(&str) -> Option<PublicKey> + Send + Sync>;
+
+/// How peer connections are made. Cheap to clone.
+#[derive(Clone)]
+pub enum Security {
+    /// TLS 1.3, mutually authenticated with this identity (the default).
+    Tls(Arc<TlsIdentity>),
+    /// No encryption, no authentication, zero-copy (`--plaintext`).
+    Plaintext,
+}
+
+impl fmt::Debug for Security {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Security::Tls(id) => write!(f, "Tls({})", fingerprint(&id.key)),
+            Security::Plaintext => write!(f, "Plaintext"),
+        }
+    }
+}
+
+impl Security {
+    /// The byte this side sends first.
+    pub fn mode_byte(&self) -> u8 {
+        match self {
+            Security::Tls(_) => MODE_TLS,
+            Security::Plaintext => MODE_PLAIN,
+        }
+    }
+}
+
+/// What the provider side needs to accept connections: its mode and, for TLS, how to
+/// find the key a requester's name is bound to.
+#[derive(Clone)]
+pub struct PeerAuth {
+    pub security: Security,
+    /// Consulted after the handshake with the requester's claimed name.
+    pub keys: KeyLookup,
+}
+
+impl fmt::Debug for PeerAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PeerAuth({:?})", self.security)
+    }
+}
+
+impl PeerAuth {
+    /// Encrypted and authenticated: requesters must hold the key `keys` gives for their
+    /// name.
+    pub fn tls(id: Arc<TlsIdentity>, keys: KeyLookup) -> PeerAuth {
+        PeerAuth {
+            security: Security::Tls(id),
+            keys,
+        }
+    }
+
+    /// `--plaintext`: no encryption, requesters are not authenticated.
+    pub fn plaintext() -> PeerAuth {
+        PeerAuth {
+            security: Security::Plaintext,
+            keys: Arc::new(|_| None),
+        }
+    }
+}
+
+/// Why TLS could not be set up from an identity.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("cannot make a certificate for the identity key: {0}")]
+    Cert(#[from] rcgen::Error),
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// The certificate and key of this client, and the provider-side TLS configuration.
+pub struct TlsIdentity {
+    key: PublicKey,
+    cert: CertificateDer<'static>,
+    pkcs8: Vec<u8>,
+    provider: Arc<CryptoProvider>,
+    server: Arc<rustls::ServerConfig>,
+}
+
+impl fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TlsIdentity({})", fingerprint(&self.key))
+    }
+}
+
+/// The ring provider, TLS 1.3 suites only, AES-128-GCM first (fastest with AES-NI,
+/// and the server side enforces this order).
+fn crypto_provider() -> Arc<CryptoProvider> {
+    use rustls::crypto::ring::cipher_suite::{
+        TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
+    };
+    let mut p = rustls::crypto::ring::default_provider();
+    p.cipher_suites = vec![
+        TLS13_AES_128_GCM_SHA256,
+        TLS13_AES_256_GCM_SHA384,
+        TLS13_CHACHA20_POLY1305_SHA256,
+    ];
+    Arc::new(p)
+}
+
+impl TlsIdentity {
+    /// Makes a self-signed certificate for `id`'s key and the provider-side config.
+    pub fn new(id: &Identity) -> Result<TlsIdentity, TlsSetupError> {
+        let pair = rcgen::KeyPair::try_from(id.pkcs8())?;
+        let params = rcgen::CertificateParams::new(vec!["fileapp-peer".to_string()])?;
+        let cert = params.self_signed(&pair)?.der().clone();
+        let provider = crypto_provider();
+        let pkcs8 = id.pkcs8().to_vec();
+        let verifier = Arc::new(AnyEd25519Client {
+            provider: provider.clone(),
+        });
+        let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                vec![cert.clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8.clone())),
+            )?;
+        server.ignore_client_order = true;
+        // One connection, one transfer: no resumption, so every connection presents
+        // (and proves) its certificate.
+        server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        server.send_tls13_tickets = 0;
+        Ok(TlsIdentity {
+            key: id.public_key(),
+            cert,
+            pkcs8,
+            provider,
+            server: Arc::new(server),
+        })
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        self.key
+    }
+
+    pub(crate) fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        self.server.clone()
+    }
+
+    /// A requester-side config that accepts only a provider presenting `expected`.
+    /// The returned slot receives the key presented if it was refused.
+    pub(crate) fn client_config(
+        &self,
+        expected: PublicKey,
+    ) -> Result<(Arc<rustls::ClientConfig>, Arc<Mutex<Option<Presented>>>), rustls::Error> {
+        let seen = Arc::new(Mutex::new(None));
+        let verifier = Arc::new(PinnedServer {
+            expected,
+            provider: self.provider.clone(),
+            seen: seen.clone(),
+        });
+        let mut cfg = rustls::ClientConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_client_auth_cert(
+                vec![self.cert.clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.pkcs8.clone())),
+            )?;
+        cfg.enable_sni = false;
+        cfg.resumption = rustls::client::Resumption::disabled();
+        Ok((Arc::new(cfg), seen))
+    }
+}
+
+/// What the provider presented, when the requester refused it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Presented {
+    /// A certificate for this (wrong) Ed25519 key.
+    Key(PublicKey),
+    /// A certificate whose key is not Ed25519 (or that does not parse).
+    NotEd25519,
+}
+
+/// DER of an Ed25519 SubjectPublicKeyInfo up to the key: SEQUENCE { SEQUENCE { OID
+/// 1.3.101.112 }, BIT STRING (0 unused bits) }.
+const ED25519_SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
+/// The Ed25519 key a certificate is for, if it parses and its key is Ed25519.
+pub fn ed25519_key_of(cert: &CertificateDer<'_>) -> Option<PublicKey> {
+    let parsed = webpki::EndEntityCert::try_from(cert).ok()?;
+    let spki = parsed.subject_public_key_info();
+    let key = spki.as_ref().strip_prefix(&ED25519_SPKI_PREFIX[..])?;
+    key.try_into().ok()
+}
+
+fn tls13_signature(
+    provider: &CryptoProvider,
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    if dss.scheme != SignatureScheme::ED25519 {
+        return Err(rustls::PeerMisbehaved::SignedHandshakeWithUnadvertisedSigScheme.into());
+    }
+    rustls::crypto::verify_tls13_signature(
+        message,
+        cert,
+        dss,
+        &provider.signature_verification_algorithms,
+    )
+}
+
+fn tls12_refused() -> rustls::Error {
+    rustls::PeerIncompatible::Tls12NotOffered.into()
+}
+
+fn bad_cert() -> rustls::Error {
+    rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+}
+
+/// Requester side: the provider must present exactly the expected key.
+#[derive(Debug)]
+struct PinnedServer {
+    expected: PublicKey,
+    provider: Arc<CryptoProvider>,
+    seen: Arc<Mutex<Option<Presented>>>,
+}
+
+impl ServerCertVerifier for PinnedServer {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let refuse = |p: Presented| {
+            if let Ok(mut s) = self.seen.lock() {
+                *s = Some(p);
+            }
+        };
+        match ed25519_key_of(end_entity) {
+            Some(k) if k == self.expected => Ok(ServerCertVerified::assertion()),
+            Some(k) => {
+                refuse(Presented::Key(k));
+                Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::ApplicationVerificationFailure,
+                ))
+            }
+            None => {
+                refuse(Presented::NotEd25519);
+                Err(bad_cert())
+            }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(tls12_refused())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        tls13_signature(&self.provider, message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ED25519]
+    }
+}
+
+/// Provider side: any Ed25519 certificate whose holder proves its key; which key is
+/// acceptable is decided once the request names the requester.
+#[derive(Debug)]
+struct AnyEd25519Client {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ClientCertVerifier for AnyEd25519Client {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        match ed25519_key_of(end_entity) {
+            Some(_) => Ok(ClientCertVerified::assertion()),
+            None => Err(bad_cert()),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(tls12_refused())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        tls13_signature(&self.provider, message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ED25519]
+    }
+}
+
+/// The name to put in a ClientHello; never checked (keys are pinned instead).
+pub(crate) fn server_name() -> ServerName<'static> {
+    ServerName::try_from("fileapp-peer").unwrap_or(ServerName::IpAddress(
+        std::net::IpAddr::from([127, 0, 0, 1]).into(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_carries_the_identity_key() {
+        let id = Identity::generate().unwrap();
+        let tls = TlsIdentity::new(&id).unwrap();
+        assert_eq!(ed25519_key_of(&tls.cert), Some(id.public_key()));
+        assert_eq!(tls.public_key(), id.public_key());
+    }
+
+    #[test]
+    fn garbage_certificates_are_not_keys() {
+        assert_eq!(ed25519_key_of(&CertificateDer::from(vec![])), None);
+        assert_eq!(ed25519_key_of(&CertificateDer::from(vec![0x30; 100])), None);
+        let id = Identity::generate().unwrap();
+        let tls = TlsIdentity::new(&id).unwrap();
+        let der = tls.cert.as_ref().to_vec();
+        for cut in [1, 10, der.len() / 2, der.len() - 1] {
+            assert_eq!(
+                ed25519_key_of(&CertificateDer::from(der[..cut].to_vec())),
+                None
+            );
+        }
+    }
+}

@@ -1,0 +1,391 @@
+//! The connection layer: TLS with pinned keys, and the mode negotiation, over 127.0.0.1.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+use super::fetch::{FetchError, FetchReport, FetchSpec, fetch, partial_paths};
+use super::provider::{Library, ServeConfig, SharedLibrary, serve_with};
+use super::secure::{KeyLookup, MODE_TLS, PeerAuth, Security, TlsIdentity};
+use super::tests::random_bytes;
+use crate::identity::{Identity, PublicKey, fingerprint};
+
+/// A client's key material, as the driver holds it.
+struct Peer {
+    key: PublicKey,
+    tls: Arc<TlsIdentity>,
+}
+
+impl Peer {
+    fn new() -> Peer {
+        let id = Identity::generate().unwrap();
+        Peer {
+            key: id.public_key(),
+            tls: Arc::new(TlsIdentity::new(&id).unwrap()),
+        }
+    }
+
+    fn security(&self) -> Security {
+        Security::Tls(self.tls.clone())
+    }
+}
+
+/// A provider ("A") with its own table of requesters' keys.
+struct Provider {
+    addr: SocketAddr,
+    lib: SharedLibrary,
+    dir: tempfile::TempDir,
+    keys: Arc<RwLock<HashMap<String, PublicKey>>>,
+    notices: mpsc::UnboundedReceiver<String>,
+    _stop: watch::Sender<bool>,
+}
+
+impl Provider {
+    /// `me`: `None` runs in plaintext mode.
+    async fn start(me: Option<&Peer>) -> Provider {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lib = Library::default();
+        lib.set_dir(dir.path().to_path_buf());
+        let lib = Arc::new(RwLock::new(lib));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (ntx, notices) = mpsc::unbounded_channel();
+        let (stop, accepting) = watch::channel(true);
+        let keys: Arc<RwLock<HashMap<String, PublicKey>>> = Arc::default();
+        let auth = match me {
+            Some(p) => {
+                let k = keys.clone();
+                let lookup: KeyLookup = Arc::new(move |n: &str| k.read().unwrap().get(n).copied());
+                PeerAuth::tls(p.tls.clone(), lookup)
+            }
+            None => PeerAuth::plaintext(),
+        };
+        let cfg = ServeConfig {
+            header_timeout: Duration::from_millis(2000),
+            stall_timeout: Duration::from_secs(5),
+            max_connections: 64,
+        };
+        tokio::spawn(serve_with(listener, lib.clone(), ntx, accepting, auth, cfg));
+        Provider {
+            addr,
+            lib,
+            dir,
+            keys,
+            notices,
+            _stop: stop,
+        }
+    }
+
+    fn add(&self, name: &str, data: &[u8]) {
+        std::fs::write(self.dir.path().join(name), data).unwrap();
+        self.lib.write().unwrap().offer(name).unwrap();
+    }
+
+    fn knows(&self, name: &str, key: PublicKey) {
+        self.keys.write().unwrap().insert(name.into(), key);
+    }
+
+    async fn wait_notice(&mut self, needle: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            while let Ok(n) = self.notices.try_recv() {
+                seen.push(n);
+            }
+            if seen.iter().any(|n| n.contains(needle)) {
+                return seen;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("no notice containing {needle:?}; got {seen:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn spec(addr: SocketAddr, file: &str, dest: &Path, owner_key: Option<PublicKey>) -> FetchSpec {
+    let mut s = FetchSpec::new(addr, "A", file, "B", dest);
+    s.timeout = Duration::from_secs(5);
+    s.peer_key = owner_key;
+    s
+}
+
+async fn get(spec: FetchSpec, security: Security) -> Result<FetchReport, FetchError> {
+    let (_tx, rx) = watch::channel(false);
+    fetch(spec, security, |_| {}, rx).await
+}
+
+/// Nothing under the final name, no partial, no sidecar.
+fn nothing_written(dest: &Path, file: &str) {
+    assert!(!dest.join(file).exists(), "{file} was written");
+    let (part, meta) = partial_paths(dest, file);
+    assert!(!part.exists(), "a partial was written");
+    assert!(!meta.exists(), "a sidecar was written");
+}
+
+#[tokio::test]
+async fn encrypted_transfer_is_byte_identical() {
+    let (a, b) = (Peer::new(), Peer::new());
+    let mut p = Provider::start(Some(&a)).await;
+    p.knows("B", b.key);
+    let dest = tempfile::tempdir().unwrap();
+    let cases = [
+        ("empty.bin", Vec::new()),
+        ("one.bin", vec![7u8]),
+        ("big.bin", random_bytes("tls-big", 5 * 1024 * 1024 + 4321)),
+    ];
+    for (name, data) in &cases {
+        p.add(name, data);
+        let r = get(spec(p.addr, name, dest.path(), Some(a.key)), b.security())
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(r.hash, *blake3::hash(data).as_bytes());
+        assert_eq!(std::fs::read(dest.path().join(name)).unwrap(), *data);
+        let notes = p.wait_notice("Connection with client B closed").await;
+        assert!(notes.contains(&format!("< {name} transferred successfully! >")));
+    }
+    // An identical file already present is recognized over TLS too.
+    let r = get(
+        spec(p.addr, "big.bin", dest.path(), Some(a.key)),
+        b.security(),
+    )
+    .await
+    .unwrap();
+    assert!(r.already_present);
+}
+
+#[tokio::test]
+async fn resume_works_over_tls() {
+    let (a, b) = (Peer::new(), Peer::new());
+    let mut p = Provider::start(Some(&a)).await;
+    p.knows("B", b.key);
+    let data = random_bytes("tls-resume", 3 * 1024 * 1024 + 99);
+    p.add("r.bin", &data);
+    let dest = tempfile::tempdir().unwrap();
+    // What an interrupted attempt leaves: a prefix and its sidecar.
+    let cut = 1024 * 1024 + 7;
+    let (part, meta) = partial_paths(dest.path(), "r.bin");
+    std::fs::write(&part, &data[..cut]).unwrap();
+    std::fs::write(
+        &meta,
+        format!(
+            "fileapp-partial 1\nsize {}\nhash {}\n",
+            data.len(),
+            blake3::hash(&data).to_hex()
+        ),
+    )
+    .unwrap();
+    let r = get(
+        spec(p.addr, "r.bin", dest.path(), Some(a.key)),
+        b.security(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.resumed_from, cut as u64);
+    assert_eq!(std::fs::read(dest.path().join("r.bin")).unwrap(), data);
+    assert!(!part.exists() && !meta.exists());
+    let notes = p.wait_notice("resumed at byte").await;
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains(&format!("resumed at byte {cut}")))
+    );
+}
+
+/// A relay on loopback: answers as an encrypted provider, terminates the requester's TLS
+/// with its own certificate (another key), and would connect onward to the real one.
+async fn mitm_relay(
+    relay: Arc<TlsIdentity>,
+    onward: SocketAddr,
+) -> (SocketAddr, mpsc::UnboundedReceiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        s.write_all(&[MODE_TLS]).await.unwrap();
+        let mut mode = [0u8; 1];
+        s.read_exact(&mut mode).await.unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(relay.server_config());
+        match acceptor.accept(s).await {
+            Ok(mut tls) => {
+                // Would relay to the real owner; the requester must never get here.
+                let _up = TcpStream::connect(onward).await;
+                let mut buf = vec![0u8; 1024];
+                let _ = tls.read(&mut buf).await;
+                let _ = tx.send("relay: handshake accepted".to_string());
+            }
+            Err(e) => {
+                let _ = tx.send(format!("relay: handshake failed: {e}"));
+            }
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn man_in_the_middle_is_refused_by_the_requester() {
+    let (a, b, m) = (Peer::new(), Peer::new(), Peer::new());
+    let p = Provider::start(Some(&a)).await;
+    p.knows("B", b.key);
+    p.add("f.bin", &random_bytes("mitm", 100_000));
+    let (relay, mut relay_log) = mitm_relay(m.tls.clone(), p.addr).await;
+    let dest = tempfile::tempdir().unwrap();
+    let err = get(spec(relay, "f.bin", dest.path(), Some(a.key)), b.security())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FetchError::WrongKey { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "A presented key {}, not the key A is registered with ({}); refusing the connection (possible man-in-the-middle)",
+            fingerprint(&m.key),
+            fingerprint(&a.key)
+        )
+    );
+    nothing_written(dest.path(), "f.bin");
+    let log = tokio::time::timeout(Duration::from_secs(5), relay_log.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(log.starts_with("relay: handshake failed"), "{log}");
+}
+
+#[tokio::test]
+async fn requester_with_another_key_than_its_name_is_refused() {
+    let (a, b, impostor) = (Peer::new(), Peer::new(), Peer::new());
+    let mut p = Provider::start(Some(&a)).await;
+    p.knows("B", b.key);
+    p.add("f.bin", &random_bytes("impostor", 100_000));
+    let dest = tempfile::tempdir().unwrap();
+    // Claims to be B, holds another key.
+    let err = get(
+        spec(p.addr, "f.bin", dest.path(), Some(a.key)),
+        impostor.security(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, FetchError::Refused(_)), "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "A refused the request: your key ({}) is not the key B is registered with",
+            fingerprint(&impostor.key)
+        )
+    );
+    nothing_written(dest.path(), "f.bin");
+    let notes = p.wait_notice("Refused request for 'f.bin' from B").await;
+    assert!(
+        notes.contains(&format!(
+            "< Refused request for 'f.bin' from B: it presented key {}, but B is registered with key {} >",
+            fingerprint(&impostor.key),
+            fingerprint(&b.key)
+        )),
+        "{notes:#?}"
+    );
+    assert!(!notes.iter().any(|n| n.contains("Transferring")));
+
+    // A name the provider does not know is refused as well.
+    let mut s = spec(p.addr, "f.bin", dest.path(), Some(a.key));
+    s.requester = "Nobody".into();
+    let err = get(s, impostor.security()).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("'Nobody' is not in the owner's table"),
+        "{err}"
+    );
+    p.wait_notice("'Nobody' is not in this client's table")
+        .await;
+    nothing_written(dest.path(), "f.bin");
+}
+
+#[tokio::test]
+async fn owner_without_a_key_is_not_contacted() {
+    let b = Peer::new();
+    let dest = tempfile::tempdir().unwrap();
+    // Nobody listens there: the refusal must come before any connection attempt.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    let err = get(spec(addr, "f.bin", dest.path(), None), b.security())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FetchError::NoPeerKey(_)), "{err}");
+    assert!(
+        err.to_string().starts_with("A has no key in the table"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn plaintext_requester_and_encrypted_provider_refuse_each_other() {
+    let (a, b) = (Peer::new(), Peer::new());
+    let mut p = Provider::start(Some(&a)).await;
+    p.knows("B", b.key);
+    p.add("f.bin", &random_bytes("mode1", 100_000));
+    let dest = tempfile::tempdir().unwrap();
+    let err = get(
+        spec(p.addr, "f.bin", dest.path(), Some(a.key)),
+        Security::Plaintext,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "A requires encryption; this client runs with --plaintext (both sides must use the same mode)"
+    );
+    nothing_written(dest.path(), "f.bin");
+    let notes = p
+        .wait_notice("< Refused plaintext request from 127.0.0.1: this client only accepts encrypted transfers >")
+        .await;
+    assert!(!notes.iter().any(|n| n.contains("Transferring")));
+}
+
+#[tokio::test]
+async fn encrypted_requester_and_plaintext_provider_refuse_each_other() {
+    let b = Peer::new();
+    let mut p = Provider::start(None).await;
+    p.add("f.bin", &random_bytes("mode2", 100_000));
+    let dest = tempfile::tempdir().unwrap();
+    let err = get(
+        spec(p.addr, "f.bin", dest.path(), Some([9u8; 32])),
+        b.security(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "A accepts only plaintext transfers (it runs with --plaintext); this client requires encryption"
+    );
+    nothing_written(dest.path(), "f.bin");
+    let notes = p
+        .wait_notice("< Refused encrypted request from 127.0.0.1: this client runs in plaintext mode (--plaintext) >")
+        .await;
+    assert!(!notes.iter().any(|n| n.contains("Transferring")));
+}
+
+#[tokio::test]
+async fn a_requester_without_mode_byte_gets_nothing() {
+    let a = Peer::new();
+    let mut p = Provider::start(Some(&a)).await;
+    p.add("f.bin", &random_bytes("old", 100_000));
+    // An old-style request straight away.
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"FAXQ\x01\x00\x05f.bin\x01X\0\0\0\0\0\0\0\0")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out, vec![MODE_TLS]);
+    p.wait_notice("not a fileapp transfer request (first byte 0x46)")
+        .await;
+}
