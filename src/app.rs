@@ -140,7 +140,40 @@ fn init_server_logging() {
 
 /// Runs a client until the user leaves.
 pub fn run_client(cfg: ClientConfig) -> i32 {
+    init_client_logging(&cfg);
     runtime().block_on(crate::client::driver::run(cfg))
+}
+
+/// `-v` (info, `-vv` debug, `-vvv` trace) or `RUST_LOG`: log to a file in the user's data
+/// folder, never to the terminal the prompt lives on.
+fn init_client_logging(cfg: &ClientConfig) {
+    let filter = match (std::env::var("RUST_LOG").ok(), cfg.opts.verbose) {
+        (Some(f), _) => f,
+        (None, 0) => return,
+        (None, 1) => "fileapp=info".into(),
+        (None, 2) => "fileapp=debug".into(),
+        (None, _) => "fileapp=trace".into(),
+    };
+    let Some(dirs) = directories::ProjectDirs::from("", "", "fileapp") else {
+        return;
+    };
+    let dir = dirs.data_dir().join("logs");
+    if std::fs::create_dir_all(&dir).is_err() {
+        return;
+    }
+    let path = dir.join(format!("client-{}.log", cfg.name));
+    let Ok(file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+    else {
+        return;
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .try_init();
 }
 
 /// Prints a completion script for `shell`.

@@ -117,6 +117,27 @@ pub async fn run(cfg: ClientConfig) -> i32 {
     }
 }
 
+/// The key this client's name is bound to. An explicit `--identity` must work; the
+/// default one falls back to a key for this run only when the user has no writable
+/// config folder (the name then cannot be taken back after a crash, nothing worse).
+fn load_identity(cfg: &ClientConfig) -> Result<(Identity, bool), String> {
+    if let Some(path) = &cfg.opts.identity {
+        return Identity::open_exclusive(path).map_err(|e| format!("[Identity: {e}]"));
+    }
+    let found = Identity::default_path(&cfg.name).map(|p| Identity::open_exclusive(&p));
+    match found {
+        Some(Ok(pair)) => Ok(pair),
+        other => {
+            tracing::warn!(
+                ?other,
+                "no usable identity file; using a key for this run only"
+            );
+            let id = Identity::generate().map_err(|e| format!("[Identity: {e}]"))?;
+            Ok((id, true))
+        }
+    }
+}
+
 fn bind_error(what: &str, port: u16, e: io::Error) -> String {
     if e.kind() == io::ErrorKind::AddrInUse {
         format!("[Cannot use {what} port {port}: it is already in use]")
@@ -163,14 +184,7 @@ impl Driver {
             ));
         }
 
-        let id_path = cfg
-            .opts
-            .identity
-            .clone()
-            .or_else(|| Identity::default_path(&cfg.name))
-            .ok_or("[Cannot find a config folder for the identity key; use --identity PATH]")?;
-        let (identity, exclusive) =
-            Identity::open_exclusive(&id_path).map_err(|e| format!("[Identity: {e}]"))?;
+        let (identity, exclusive) = load_identity(&cfg)?;
         let identity = Arc::new(identity);
         let security = if cfg.opts.plaintext {
             Security::Plaintext
@@ -371,6 +385,7 @@ impl Driver {
     }
 
     fn on_event(&mut self, ev: Event) {
+        tracing::info!(?ev, "control event");
         match ev {
             Event::Registered => {
                 self.say(">>> [Welcome, You are registered.]");
@@ -545,6 +560,7 @@ impl Driver {
     }
 
     async fn handle_command(&mut self, cmd: Command) {
+        tracing::info!(?cmd, "command");
         let state = self.core.state();
         // Deregistered: only local commands and `reg`. Reconnecting on our own: the
         // local table and peers still work; only offers need the server.

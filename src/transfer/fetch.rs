@@ -226,13 +226,12 @@ fn make_plan(
             if !m.is_file() {
                 return Err(FetchError::Exists(final_path.to_path_buf()));
             }
-            let mut h = blake3::Hasher::new();
-            h.update_mmap_rayon(final_path)
+            let hash = super::hash_file(final_path)
                 .map_err(|e| FetchError::Disk(final_path.to_path_buf(), e))?;
             return Ok(Plan::Probe {
                 local: Target {
                     size: m.len(),
-                    hash: *h.finalize().as_bytes(),
+                    hash,
                 },
             });
         }

@@ -1,4 +1,4 @@
-//! Sans-io codec for the TCP transfer protocol (see `docs/TRANSFER.md`).
+//! Sans-io codec for the TCP transfer protocol (see `docs/PROTOCOL.md §2`).
 //!
 //! One connection carries one transfer. The requester sends a [`Request`]; the provider
 //! answers with a [`Response`] and, if the status is [`Status::Ok`], exactly

@@ -103,3 +103,53 @@ pub fn human_rate(bytes: u64, elapsed: Duration) -> String {
 mod tests;
 #[cfg(test)]
 mod tls_tests;
+
+/// BLAKE3 of a whole file, read in large chunks and hashed on all cores.
+///
+/// Reads rather than maps the file: a file that someone truncates while we hash it then
+/// gives a short read (and a hash the caller's size checks reject) instead of SIGBUS,
+/// and hashing a large file does not count its pages as our resident memory.
+pub fn hash_file(path: &std::path::Path) -> std::io::Result<[u8; 32]> {
+    use std::io::Read;
+    const CHUNK: usize = 4 << 20;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let mut filled = 0;
+        while filled < CHUNK {
+            match file.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        hasher.update_rayon(&buf[..filled]);
+        if filled < CHUNK {
+            break;
+        }
+    }
+    Ok(*hasher.finalize().as_bytes())
+}
+
+#[cfg(test)]
+mod hash_tests {
+    #[test]
+    fn hash_file_matches_blake3_of_the_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [0usize, 1, (4 << 20) - 1, 4 << 20, (9 << 20) + 7] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let p = dir.path().join(format!("f{len}"));
+            std::fs::write(&p, &data).unwrap();
+            assert_eq!(
+                super::hash_file(&p).unwrap(),
+                *blake3::hash(&data).as_bytes(),
+                "{len}"
+            );
+        }
+    }
+}

@@ -211,20 +211,18 @@ fn open_in_dir(dir: &Path, name: &str) -> Result<(File, PathBuf, Stamp), OfferEr
     Ok((file, real, Stamp::of(&meta)))
 }
 
-/// Hashes an open file (through its checked path, so blake3 can mmap it and use all
-/// cores), making sure the file did not change while being hashed and is still the same
+/// Hashes an open file (through its checked path, on all cores), making sure the file did not change while being hashed and is still the same
 /// inode. Retries a few times if it is being written to. Blocking.
 fn hash_open_file(file: &File, path: &Path, name: &str) -> Result<(Stamp, [u8; 32]), OfferError> {
     let io_err = |e: io::Error| OfferError::Io(name.to_string(), e);
     for _ in 0..3 {
         let before = Stamp::of(&file.metadata().map_err(io_err)?);
-        let mut hasher = blake3::Hasher::new();
-        hasher.update_mmap_rayon(path).map_err(io_err)?;
+        let hash = super::hash_file(path).map_err(io_err)?;
         let after = Stamp::of(&file.metadata().map_err(io_err)?);
         let path_meta = std::fs::metadata(path).map_err(io_err)?;
         let same_inode = (path_meta.dev(), path_meta.ino()) == (after.dev, after.ino);
         if before == after && same_inode {
-            return Ok((after, *hasher.finalize().as_bytes()));
+            return Ok((after, hash));
         }
         if !same_inode {
             return Err(OfferError::NotAFile(name.to_string()));
@@ -480,7 +478,7 @@ pub async fn copy_file_buffered<S: AsyncWrite + Unpin + Send>(
 /// dropped). Transfers already running are left to finish.
 ///
 /// `auth` says whether connections are TLS (and how requesters' keys are checked) or
-/// plaintext; a requester asking for the other mode is refused (see `docs/TRANSFER.md`).
+/// plaintext; a requester asking for the other mode is refused (see `docs/PROTOCOL.md §2`).
 pub async fn serve(
     listener: TcpListener,
     lib: SharedLibrary,

@@ -10,7 +10,7 @@
 //! Both sides verify the handshake signature (TLS 1.3 CertificateVerify) with that key,
 //! so presenting a key means holding its private half.
 //!
-//! See `docs/TRANSFER.md`, "Connection setup".
+//! See `docs/PROTOCOL.md §2`, "Connection setup".
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
