@@ -22,7 +22,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -211,6 +211,154 @@ fn vm_hwm() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// A real `fileapp` process driven through its plain line-by-line mode.
+struct Real {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Real {
+    fn spawn(args: &[&str], cwd: &Path) -> Real {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fileapp"))
+            .args(args)
+            .current_dir(cwd)
+            .env("XDG_CONFIG_HOME", cwd.join(".config"))
+            .env("XDG_DATA_HOME", cwd.join(".data"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start fileapp");
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take().unwrap();
+        Real {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        use std::io::Write;
+        writeln!(self.stdin, "{line}").unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// The next line containing `needle` (panics after 120 s).
+    fn expect(&mut self, needle: &str) -> String {
+        loop {
+            let l = self
+                .lines
+                .recv_timeout(Duration::from_secs(120))
+                .unwrap_or_else(|_| panic!("no line containing {needle:?}"));
+            if l.contains(needle) {
+                return l;
+            }
+        }
+    }
+
+    fn hwm(&self) -> String {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .map(|l| l["VmHWM:".len()..].trim().to_string())
+            })
+            .unwrap_or_else(|| "?".into())
+    }
+}
+
+impl Drop for Real {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A server and two real clients: B offers the file, C downloads it.
+struct RealPair {
+    _server: Real,
+    b: Real,
+    c: Real,
+    dest: PathBuf,
+}
+
+impl RealPair {
+    fn start(work: &Path, share: &Path, name: &str, plaintext: bool) -> RealPair {
+        let tag = if plaintext { "plain" } else { "tls" };
+        let root = work.join(format!("real-{tag}"));
+        let dest = root.join("down");
+        std::fs::create_dir_all(&dest).unwrap();
+        let mut server = Real::spawn(
+            &[
+                "server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--db",
+                ":memory:",
+            ],
+            &root,
+        );
+        let port_line = server.expect("Listening on UDP port");
+        let port = port_line.split_whitespace().nth(4).unwrap().to_string();
+        let addr = format!("127.0.0.1:{port}");
+        let mut extra = vec![];
+        if plaintext {
+            extra.push("--plaintext");
+        }
+        let mut args_b = vec!["client", "--name", "B", "--server", &addr];
+        args_b.extend(&extra);
+        let mut b = Real::spawn(&args_b, &root);
+        b.expect("[Welcome, You are registered.]");
+        b.send(&format!("setdir {}", share.display()));
+        b.expect("Successfully set");
+        b.send(&format!("offer {name}"));
+        b.expect("[Offer Message Received By Server]");
+        let mut args_c = vec!["client", "--name", "C", "--server", &addr];
+        args_c.extend(&extra);
+        let mut c = Real::spawn(&args_c, &dest);
+        c.expect("[Welcome, You are registered.]");
+        RealPair {
+            _server: server,
+            b,
+            c,
+            dest,
+        }
+    }
+
+    /// One download: (time from typing `request` to the first byte, transfer time as the
+    /// client reports it).
+    fn run(&mut self, name: &str) -> (Duration, Duration) {
+        let t0 = Instant::now();
+        self.c.send(&format!("request --force {name} B"));
+        self.c.expect(&format!("< Downloading {name}... >"));
+        let first = t0.elapsed();
+        let stats = self.c.expect(&format!("< {name}: "));
+        self.c.expect(" downloaded successfully! >");
+        // "< NAME: SIZE bytes, BLAKE3 HASH, SECS s, RATE >"
+        let secs: f64 = stats
+            .split(", ")
+            .find(|p| p.ends_with(" s"))
+            .and_then(|p| p.trim_end_matches(" s").parse().ok())
+            .expect("seconds in the stats line");
+        let _ = std::fs::remove_file(self.dest.join(name));
+        (first, Duration::from_secs_f64(secs))
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; any other arguments are SIZE and REPS.
     let args: Vec<String> = std::env::args()
@@ -291,6 +439,9 @@ fn main() {
         PeerAuth::tls(owner_tls, lookup),
     ));
 
+    // Two real client pairs (processes, as users run them): encrypted and plaintext.
+    let mut real_tls = RealPair::start(work.path(), &share, name, false);
+    let mut real_plain = RealPair::start(work.path(), &share, name, true);
     let out = dest.join(name);
     // Offering mmaps the source to hash it, which counts in RSS; reset the high-water
     // mark so the figure below covers the transfers only.
@@ -298,6 +449,8 @@ fn main() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let (mut raw, mut ver, mut ours, mut ttfb) = (vec![], vec![], vec![], vec![]);
     let (mut enc, mut enc_ttfb) = (vec![], vec![]);
+    let (mut real_enc, mut real_plain_t, mut real_first, mut real_first_plain) =
+        (vec![], vec![], vec![], vec![]);
     for i in 0..reps {
         let r = raw_run(&src, &out, size);
         std::fs::remove_file(&out).unwrap();
@@ -339,6 +492,19 @@ fn main() {
         ttfb.push(t);
         enc.push(e);
         enc_ttfb.push(et);
+        let (rt_first, rt_time) = real_tls.run(name);
+        let (rp_first, rp_time) = real_plain.run(name);
+        println!(
+            "       real clients: encrypted {:.2} GiB/s (request to first byte {:.2} ms), plaintext {:.2} GiB/s (request to first byte {:.2} ms)",
+            gib_s(size, rt_time),
+            rt_first.as_secs_f64() * 1e3,
+            gib_s(size, rp_time),
+            rp_first.as_secs_f64() * 1e3
+        );
+        real_enc.push(rt_time);
+        real_plain_t.push(rp_time);
+        real_first.push(rt_first);
+        real_first_plain.push(rp_first);
         while nrx.try_recv().is_ok() {}
     }
     let (rb, rm) = stats(size, &raw);
@@ -372,8 +538,38 @@ fn main() {
         enc_ttfb[0].as_secs_f64() * 1e3,
         enc_ttfb[enc_ttfb.len() / 2].as_secs_f64() * 1e3
     );
+    let (tb, tm) = stats(size, &real_enc);
+    let (pb, pm) = stats(size, &real_plain_t);
+    real_first.sort();
+    real_first_plain.sort();
+    println!();
+    println!("real clients (fileapp processes)  best     median");
     println!(
-        "peak RSS during transfers (VmHWM, whole process: provider and requester sides together): {}",
+        "encrypted                       {tb:7.2}  {tm:7.2}   ({:.3} / {:.3} of raw; target >= 0.6)",
+        tb / rb,
+        tm / rm
+    );
+    println!(
+        "plaintext                       {pb:7.2}  {pm:7.2}   ({:.3} / {:.3} of verified; target >= 0.9)",
+        pb / vb,
+        pm / vm
+    );
+    println!(
+        "request -> first byte: encrypted best {:.2} ms, median {:.2} ms; plaintext best {:.2} ms, median {:.2} ms (target <= 10 ms)",
+        real_first[0].as_secs_f64() * 1e3,
+        real_first[real_first.len() / 2].as_secs_f64() * 1e3,
+        real_first_plain[0].as_secs_f64() * 1e3,
+        real_first_plain[real_first_plain.len() / 2].as_secs_f64() * 1e3
+    );
+    println!(
+        "client peak RSS (VmHWM): encrypted owner {}, requester {}; plaintext owner {}, requester {} (target <= 64 MiB)",
+        real_tls.b.hwm(),
+        real_tls.c.hwm(),
+        real_plain.b.hwm(),
+        real_plain.c.hwm()
+    );
+    println!(
+        "bench process peak RSS during transfers (VmHWM, in-process provider and requester together): {}",
         vm_hwm()
     );
     println!(
