@@ -280,3 +280,32 @@ fn encrypted_by_default_and_plaintext_must_be_agreed() {
     );
     assert!(!d_dir.join("enc.bin").exists());
 }
+
+#[test]
+fn exec_runs_commands_then_serves_or_exits() {
+    let srv = Server::start(&["--db", ":memory:"]);
+    let dir = tempfile::tempdir().unwrap();
+    share(dir.path(), &["a", "b"]);
+    // --exec then --exit: runs the commands and leaves with 0.
+    let mut e = srv.client_raw(
+        "E",
+        dir.path(),
+        &["--exec", "setdir share; offer a; list", "--exit"],
+    );
+    e.expect_line(">>> setdir share");
+    e.expect("Successfully set");
+    e.expect_line(">>> [Offer Message Received By Server]");
+    e.expect("FILENAME");
+    assert_eq!(e.wait_exit(Duration::from_secs(10)), 0);
+    // --exec alone: stays online serving.
+    let mut s = srv.client_raw("S", dir.path(), &["--exec", "setdir share; offer b"]);
+    s.expect_line(">>> [Offer Message Received By Server]");
+    let down = tempfile::tempdir().unwrap();
+    let mut c = srv.client("C", down.path());
+    c.send("request b S");
+    c.expect_line("< b downloaded successfully! >");
+    assert_eq!(
+        std::fs::read(down.path().join("b")).unwrap(),
+        b"content of b"
+    );
+}

@@ -211,6 +211,33 @@ fn prompt_notices_history_completion_and_download_on_a_terminal() {
         vec![7u8; 300_000]
     );
 
+    // Ctrl-C during a download cancels that download, not the client. (A sparse 4 GiB
+    // file: cheap to make, seconds to transfer.)
+    let huge = std::fs::File::create(other.path().join("pub/huge.bin")).unwrap();
+    huge.set_len(4 << 30).unwrap();
+    u.send("offer huge.bin");
+    u.expect_line(">>> [Offer Message Received By Server]");
+    tmux.wait(s, "U's second offer arrived", |l| {
+        count(l, |x| x == NOTICE) >= before + 4
+    });
+    tmux.type_text(s, "request huge.bin U");
+    tmux.keys(s, &["Enter"]);
+    tmux.wait(s, "download started", |l| {
+        l.iter().any(|x| x == "< Downloading huge.bin... >")
+    });
+    tmux.keys(s, &["C-c"]);
+    tmux.wait(s, "download cancelled, prompt back", |l| {
+        l.iter()
+            .any(|x| x.starts_with("< Download of huge.bin from U failed:") && x.contains("cancel"))
+            && last(l) == ">>>"
+    });
+    assert!(!tmp.path().join("huge.bin").exists());
+    tmux.type_text(s, "whoami");
+    tmux.keys(s, &["Enter"]);
+    tmux.wait(s, "still running", |l| {
+        l.iter().any(|x| x.starts_with(">>> [You are T (online)"))
+    });
+
     // Ctrl-D leaves; the history file keeps what was typed.
     tmux.keys(s, &["C-d"]);
     let deadline = Instant::now() + Duration::from_secs(10);
