@@ -190,7 +190,7 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
                 .iter()
                 .filter(|a| *a != "--force" && *a != "-f")
                 .collect();
-            if rest.is_empty() || rest.len() % 2 != 0 {
+            if rest.is_empty() || !rest.len().is_multiple_of(2) {
                 return Err(usage("request"));
             }
             let pairs = rest

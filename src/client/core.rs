@@ -361,11 +361,9 @@ impl ClientCore {
                     self.offer_part_done(op, None)
                 }
                 Some(Tag::Dereg) => self.go_offline(),
-                Some(Tag::Heartbeat) => {
-                    if self.state == State::Reconnecting {
-                        self.state = State::Online;
-                        self.events.push_back(Event::ServerBack);
-                    }
+                Some(Tag::Heartbeat) if self.state == State::Reconnecting => {
+                    self.state = State::Online;
+                    self.events.push_back(Event::ServerBack);
                 }
                 _ => {}
             },

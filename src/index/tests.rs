@@ -22,10 +22,6 @@ fn addr(i: usize) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 20000 + i as u16)
 }
 
-fn server_addr() -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 12000)
-}
-
 /// A tiny deterministic generator for fault injection (no clock, no OS).
 struct Lcg(u64);
 impl Lcg {
@@ -626,19 +622,19 @@ fn converges_under_heavy_loss_duplication_and_reordering() {
     sim.run_for(2100 * MS);
     let mut started = vec![Vec::new(); 6];
     for round in 0..5 {
-        for i in 0..6 {
+        for (i, ops) in started.iter_mut().enumerate() {
             if let Some(op) =
                 sim.clients[i].offer(sim.now, &[FileEntry::named(format!("f{round}-{i}"))])
             {
-                started[i].push(op);
+                ops.push(op);
             }
         }
         // Longer than the retry budget: every offer has ended by the next round.
         sim.run_for(2100 * MS);
     }
     assert!(started.iter().map(Vec::len).sum::<usize>() >= 20);
-    for i in 0..6 {
-        for op in &started[i] {
+    for (i, ops) in started.iter().enumerate() {
+        for op in ops {
             assert!(
                 sim.events[i].iter().any(|e| matches!(e,
                     Event::OfferDone(o) | Event::OfferFailed(o, _) if o == op)),
@@ -938,7 +934,7 @@ fn proofs_are_bound_to_the_nonce_the_address_and_the_fields() {
         .encode()
         .unwrap()
     };
-    let mut reply = |ix: &mut Index, from, bytes: Vec<u8>| {
+    let reply = |ix: &mut Index, from, bytes: Vec<u8>| {
         ix.handle_datagram(now, addr(from), &bytes);
         Message::decode(&ix.poll_transmit().unwrap().1).unwrap()
     };

@@ -238,7 +238,7 @@ impl Message {
             return Err(DecodeError::Version(bytes[2]));
         }
         match postcard::take_from_bytes::<Message>(&bytes[3..]) {
-            Ok((msg, rest)) if rest.is_empty() => Ok(msg),
+            Ok((msg, [])) => Ok(msg),
             _ => Err(DecodeError::Malformed),
         }
     }

@@ -135,6 +135,9 @@ fn crypto_provider() -> Arc<CryptoProvider> {
     Arc::new(p)
 }
 
+/// What the server presented during the handshake, filled in by the verifier.
+pub(crate) type SeenKey = Arc<Mutex<Option<Presented>>>;
+
 impl TlsIdentity {
     /// Makes a self-signed certificate for `id`'s key and the provider-side config.
     pub fn new(id: &Identity) -> Result<TlsIdentity, TlsSetupError> {
@@ -180,7 +183,7 @@ impl TlsIdentity {
     pub(crate) fn client_config(
         &self,
         expected: PublicKey,
-    ) -> Result<(Arc<rustls::ClientConfig>, Arc<Mutex<Option<Presented>>>), rustls::Error> {
+    ) -> Result<(Arc<rustls::ClientConfig>, SeenKey), rustls::Error> {
         let seen = Arc::new(Mutex::new(None));
         let verifier = Arc::new(PinnedServer {
             expected,
@@ -254,7 +257,7 @@ fn bad_cert() -> rustls::Error {
 struct PinnedServer {
     expected: PublicKey,
     provider: Arc<CryptoProvider>,
-    seen: Arc<Mutex<Option<Presented>>>,
+    seen: SeenKey,
 }
 
 impl ServerCertVerifier for PinnedServer {
