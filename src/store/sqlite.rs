@@ -103,6 +103,42 @@ impl Synchronous {
 /// Durable store in one SQLite file (WAL).
 pub struct SqliteStore {
     conn: Connection,
+    /// Stops the background checkpointer when the store is dropped.
+    _checkpointer: Option<Checkpointer>,
+}
+
+/// Checkpoints the WAL from its own connection and thread, so that commits (which gate
+/// the server's replies) never pay for a checkpoint: SQLite's automatic checkpoint runs
+/// inside whichever commit crosses the threshold and adds its syncs to that commit.
+struct Checkpointer {
+    stop: std::sync::mpsc::Sender<()>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> Option<Checkpointer> {
+        let conn = Connection::open(path).ok()?;
+        conn.busy_timeout(std::time::Duration::from_secs(1)).ok()?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                // Until the store is dropped (the sender goes away).
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(std::time::Duration::from_millis(500))
+                {
+                    // PASSIVE never blocks the writer; a busy result just means "later".
+                    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                }
+            })
+            .ok()?;
+        Some(Checkpointer { stop })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        let _ = self.stop.send(());
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -128,8 +164,12 @@ impl SqliteStore {
         if !mode.eq_ignore_ascii_case("wal") {
             // Still durable (rollback journal + synchronous), just slower.
             tracing::warn!(path = %path.display(), %mode, "SQLite WAL mode unavailable");
+            return Self::init(conn, sync);
         }
-        Self::init(conn, sync)
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let mut store = Self::init(conn, sync)?;
+        store._checkpointer = Checkpointer::start(path);
+        Ok(store)
     }
 
     /// A private in-memory database (nothing survives the value). For tests.
@@ -174,7 +214,10 @@ impl SqliteStore {
             }
         }
         tx.commit()?;
-        Ok(Self { conn })
+        Ok(Self {
+            conn,
+            _checkpointer: None,
+        })
     }
 }
 
