@@ -35,7 +35,12 @@ use super::table::Row;
 enum Internal {
     /// Local checks and hashing of an `offer` finished.
     /// `send` is false when names were given but none could be offered.
-    OfferChecked { ok: Vec<FileEntry>, send: bool },
+    /// `restoring` marks the silent re-offer of a crashed run's files.
+    OfferChecked {
+        ok: Vec<FileEntry>,
+        send: bool,
+        restoring: bool,
+    },
     /// One download ended.
     DownloadDone {
         file: String,
@@ -43,14 +48,6 @@ enum Internal {
         connected: bool,
         result: Result<FetchReport, crate::transfer::fetch::FetchError>,
     },
-}
-
-/// A command queued by the program itself.
-enum Queued {
-    /// From `--exec`: echoed like typed input.
-    Line(String),
-    /// Crash recovery: already parsed.
-    Command(Command),
 }
 
 /// The command in progress; input is not read while one runs.
@@ -92,11 +89,13 @@ struct Driver {
     cancel: watch::Sender<bool>,
     busy: Option<Busy>,
     prompt_due: bool,
-    /// Commands to run before reading input: `--exec`, then a crash recovery.
-    exec: VecDeque<Queued>,
+    /// Commands from `--exec`, run before reading input.
+    exec: VecDeque<String>,
     journal: Journal,
     /// Offers of a previous run that crashed, restored after registration.
     restore: Option<Saved>,
+    /// The offer operation restoring them.
+    restore_op: Option<OpId>,
     exit_code: Option<i32>,
     download_dir: PathBuf,
     identity: Arc<Identity>,
@@ -225,7 +224,7 @@ impl Driver {
                 s.split(';')
                     .map(str::trim)
                     .filter(|c| !c.is_empty())
-                    .map(|c| Queued::Line(c.to_string()))
+                    .map(String::from)
                     .collect()
             })
             .unwrap_or_default();
@@ -252,6 +251,7 @@ impl Driver {
             exec,
             journal,
             restore,
+            restore_op: None,
             exit_code: None,
             download_dir,
             identity,
@@ -298,18 +298,10 @@ impl Driver {
                 self.finish_command();
             }
             if self.busy.is_none() {
-                match self.exec.pop_front() {
-                    Some(Queued::Line(line)) => {
-                        self.say(format!(">>> {line}"));
-                        self.handle_line(&line).await;
-                        continue;
-                    }
-                    Some(Queued::Command(cmd)) => {
-                        self.prompt_due = true;
-                        self.handle_command(cmd).await;
-                        continue;
-                    }
-                    None => {}
+                if let Some(line) = self.exec.pop_front() {
+                    self.say(format!(">>> {line}"));
+                    self.handle_line(&line).await;
+                    continue;
                 }
                 if self.cfg.opts.exit && self.cfg.opts.exec.is_some() {
                     return self.leave().await;
@@ -390,22 +382,20 @@ impl Driver {
             Event::Registered => {
                 self.say(">>> [Welcome, You are registered.]");
                 self.start_serving();
-                if let Some(saved) = self.restore.take()
-                    && let Some(dir) = saved.dir
-                {
-                    // The previous run of this name crashed: offer its files again.
-                    self.say(format!(
-                        ">>> [Restoring {} offer(s) of your previous session from {}.]",
-                        saved.offers.len(),
-                        dir.display()
-                    ));
-                    self.exec
-                        .push_front(Queued::Command(Command::Offer(saved.offers)));
-                    self.exec.push_front(Queued::Command(Command::SetDir(
-                        dir.to_string_lossy().into_owned(),
-                    )));
-                }
-                if matches!(self.busy, Some(Busy::Register { .. })) {
+                let restoring = match self.restore.take() {
+                    Some(Saved {
+                        dir: Some(dir),
+                        offers,
+                    }) if dir.is_dir() => {
+                        // The previous run of this name crashed: offer its files again,
+                        // quietly, before the first command.
+                        self.set_library_dir(dir.clone());
+                        self.start_offer(dir, offers, true);
+                        true
+                    }
+                    _ => false,
+                };
+                if !restoring && matches!(self.busy, Some(Busy::Register { .. })) {
                     self.busy = Some(Busy::Sync {
                         until: Instant::now() + SYNC_WAIT,
                     });
@@ -433,6 +423,21 @@ impl Driver {
                     self.finish_command();
                 }
             }
+            Event::OfferDone(op) if self.restore_op == Some(op) => {
+                self.restore_op = None;
+                let lib = self.lib.read().ok();
+                let (n, dir) = lib.as_ref().map_or((0, String::new()), |l| {
+                    let dir = l.dir().map(|d| d.display().to_string()).unwrap_or_default();
+                    (l.offered().len(), dir)
+                });
+                drop(lib);
+                self.say(format!(
+                    ">>> [Restored {n} offer(s) of your previous session from {dir}.]"
+                ));
+                self.busy = Some(Busy::Sync {
+                    until: Instant::now() + SYNC_WAIT,
+                });
+            }
             Event::OfferDone(op) => {
                 self.say(">>> [Offer Message Received By Server]");
                 if self.busy == Some(Busy::Offer(op)) {
@@ -440,6 +445,13 @@ impl Driver {
                         until: Instant::now() + SYNC_WAIT,
                     });
                 }
+            }
+            Event::OfferFailed(op, _) if self.restore_op == Some(op) => {
+                self.restore_op = None;
+                self.say(
+                    ">>> [Could not restore your previous session's offers; offer them again.]",
+                );
+                self.finish_command();
             }
             Event::OfferFailed(op, why) => {
                 self.say(match why {
@@ -650,12 +662,7 @@ impl Driver {
         match std::fs::metadata(path) {
             Ok(m) if m.is_dir() => {
                 let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-                if let Ok(mut lib) = self.lib.write() {
-                    lib.set_dir(abs.clone());
-                }
-                if let Ok(mut c) = self.completion.write() {
-                    c.dir = Some(abs.clone());
-                }
+                self.set_library_dir(abs.clone());
                 self.save_journal();
                 self.say(format!(
                     ">>> [Successfully set {} as the directory for searching offered files.]",
@@ -663,6 +670,15 @@ impl Driver {
                 ));
             }
             _ => self.say(format!(">>> [setdir failed: {dir} does not exist.]")),
+        }
+    }
+
+    fn set_library_dir(&mut self, dir: PathBuf) {
+        if let Ok(mut c) = self.completion.write() {
+            c.dir = Some(dir.clone());
+        }
+        if let Ok(mut lib) = self.lib.write() {
+            lib.set_dir(dir);
         }
     }
 
@@ -676,6 +692,13 @@ impl Driver {
             self.say(">>> Directory not set. Set directory using setdir command.");
             return;
         };
+        self.start_offer(dir, files, false);
+    }
+
+    /// Checks and hashes `files` in `dir` off the event loop, then offers the good ones
+    /// (`Internal::OfferChecked`). `restoring`: a crashed run's offers, without messages
+    /// for files that are gone.
+    fn start_offer(&mut self, dir: PathBuf, files: Vec<String>, restoring: bool) {
         let mut unique = Vec::new();
         for f in files {
             if !unique.contains(&f) {
@@ -687,12 +710,16 @@ impl Driver {
         let console = self.console.clone();
         let tx = self.internal_tx.clone();
         self.busy = Some(Busy::Hashing);
-        // Checking and hashing read the files: keep them off the event loop.
+        let say = move |line: String| {
+            if !restoring {
+                console.print(&line);
+            }
+        };
         tokio::task::spawn_blocking(move || {
             let mut ok = Vec::new();
             for f in unique {
                 if !proto::valid_file_name(&f) {
-                    console.print(&format!(
+                    say(format!(
                         ">>> [Cannot offer {f:?}: not a plain file name (no '/', '..' or control characters)]"
                     ));
                     continue;
@@ -710,30 +737,43 @@ impl Driver {
                             });
                         }
                     }
-                    Err(e) => console.print(&format!(">>> [Cannot offer {f}: {e}]")),
+                    Err(e) => say(format!(">>> [Cannot offer {f}: {e}]")),
                 }
             }
             let send = given == 0 || !ok.is_empty();
             if !send {
-                console.print(">>> [Nothing offered.]");
+                say(">>> [Nothing offered.]".to_string());
             }
-            let _ = tx.send(Internal::OfferChecked { ok, send });
+            let _ = tx.send(Internal::OfferChecked {
+                ok,
+                send,
+                restoring,
+            });
         });
     }
 
     fn on_internal(&mut self, msg: Internal) {
         match msg {
-            Internal::OfferChecked { ok, send } => {
+            Internal::OfferChecked {
+                ok,
+                send,
+                restoring,
+            } => {
                 if self.busy != Some(Busy::Hashing) {
                     return;
                 }
-                if !send {
+                if !send || (restoring && ok.is_empty()) {
                     return self.finish_command();
                 }
                 // Journal first: a crash from here on restores these offers.
                 self.save_journal();
                 match self.core.offer(Instant::now(), &ok) {
-                    Some(op) => self.busy = Some(Busy::Offer(op)),
+                    Some(op) => {
+                        if restoring {
+                            self.restore_op = Some(op);
+                        }
+                        self.busy = Some(Busy::Offer(op));
+                    }
                     None => {
                         self.say(">>> [Not connected to the server right now; try again shortly.]");
                         self.finish_command();

@@ -25,8 +25,7 @@ fn a_crashed_client_takes_its_name_back_at_once_with_its_offers() {
         start.elapsed() < Duration::from_secs(3),
         "no waiting for a timeout"
     );
-    b2.expect("Restoring 1 offer(s) of your previous session");
-    b2.expect_line(">>> [Offer Message Received By Server]");
+    b2.expect("[Restored 1 offer(s) of your previous session from ");
     // Its offer is served by the new process (once C's table has B's new port).
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -49,7 +48,7 @@ fn a_crashed_client_takes_its_name_back_at_once_with_its_offers() {
     b2.send("quit");
     assert_eq!(b2.wait_exit(Duration::from_secs(5)), 0);
     let mut b3 = srv.client("B", dir.path());
-    b3.expect_none("Restoring", Duration::from_millis(500));
+    b3.expect_none("Restored", Duration::from_millis(500));
 }
 
 #[test]
