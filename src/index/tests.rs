@@ -263,30 +263,8 @@ fn retransmitted_register_is_welcomed_again_not_rejected() {
 #[test]
 fn name_in_use_is_rejected_and_offline_name_can_be_taken() {
     let mut sim = Sim::new(2);
-    sim.clients[0] = ClientCore::new(
-        cc::Config {
-            name: "same".into(),
-            tcp_port: 1,
-            retry: RetryPolicy::default(),
-            heartbeat: Duration::from_secs(10),
-            advertise: None,
-            identity: None,
-            evict: true,
-        },
-        1,
-    );
-    sim.clients[1] = ClientCore::new(
-        cc::Config {
-            name: "same".into(),
-            tcp_port: 2,
-            retry: RetryPolicy::default(),
-            heartbeat: Duration::from_secs(10),
-            advertise: None,
-            identity: None,
-            evict: true,
-        },
-        2,
-    );
+    sim.clients[0] = core_at("same", 1, Duration::from_secs(10), None, 1);
+    sim.clients[1] = core_at("same", 2, Duration::from_secs(10), None, 2);
     sim.clients[0].register(sim.now);
     sim.run_for(50 * MS);
     sim.clients[1].register(sim.now);
@@ -346,16 +324,11 @@ fn fresh_process_taking_an_offline_name_does_not_inherit_offers() {
     sim.clients[0].dereg(sim.now);
     sim.run_for(100 * MS);
     // A new process (fresh core) under the same name, with the name's key.
-    sim.clients[0] = ClientCore::new(
-        cc::Config {
-            name: "c0".into(),
-            tcp_port: 9,
-            retry: RetryPolicy::default(),
-            heartbeat: Duration::from_secs(10),
-            advertise: None,
-            identity: Some(sim.ids[0].clone()),
-            evict: true,
-        },
+    sim.clients[0] = core_at(
+        "c0",
+        9,
+        Duration::from_secs(10),
+        Some(sim.ids[0].clone()),
         99,
     );
     sim.clients[0].register(sim.now);
@@ -428,18 +401,7 @@ fn silent_client_goes_offline_and_everyone_is_told() {
     sim.run_for(100 * MS);
     assert_eq!(sim.rows(1).len(), 1);
     // Client 0 crashes: replace it by a core that never registered (sends nothing).
-    sim.clients[0] = ClientCore::new(
-        cc::Config {
-            name: "dead".into(),
-            tcp_port: 1,
-            retry: RetryPolicy::default(),
-            heartbeat: Duration::from_secs(100),
-            advertise: None,
-            identity: None,
-            evict: true,
-        },
-        5,
-    );
+    sim.clients[0] = core_at("dead", 1, Duration::from_secs(100), None, 5);
     sim.run_for(500 * MS);
     assert_eq!(sim.index.owner_files("c0").map(|o| o.0), Some(false));
     assert!(sim.rows(1).is_empty());
@@ -828,14 +790,25 @@ fn duplicate_offer_is_answered_but_takes_no_version() {
 }
 
 fn core_with(name: &str, id: Option<Arc<Identity>>, seed: u64) -> ClientCore {
+    core_at(name, 7, Duration::from_secs(10), id, seed)
+}
+
+/// A client core as a restarted or second process would make it.
+fn core_at(
+    name: &str,
+    tcp_port: u16,
+    heartbeat: Duration,
+    identity: Option<Arc<Identity>>,
+    seed: u64,
+) -> ClientCore {
     ClientCore::new(
         cc::Config {
             name: name.into(),
-            tcp_port: 7,
+            tcp_port,
             retry: RetryPolicy::default(),
-            heartbeat: Duration::from_secs(10),
+            heartbeat,
             advertise: None,
-            identity: id,
+            identity,
             evict: true,
         },
         seed,

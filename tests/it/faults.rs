@@ -102,14 +102,8 @@ fn crashed_client_goes_offline_by_itself() {
         "600",
     ]);
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("s")).unwrap();
-    std::fs::write(dir.path().join("s/f"), b"f").unwrap();
-    let mut b = srv.client("B", dir.path());
     let mut c = srv.client("C", dir.path());
-    b.send("setdir s");
-    b.expect("Successfully set");
-    b.send("offer f");
-    b.expect_line(">>> [Offer Message Received By Server]");
+    let mut b = srv.sharing("B", dir.path(), &[("f", b"f")]);
     c.expect_line(">>> [Client table updated.]");
     assert_eq!(c.list_json().len(), 1);
     b.kill9();
@@ -124,27 +118,24 @@ fn crashed_client_goes_offline_by_itself() {
 fn client_notices_a_lost_server_and_comes_back_by_itself() {
     // A server that forgets everything (in memory): the client re-registers on its own
     // and its offers are restored.
-    let srv = Server::start(&["--db", ":memory:", "--heartbeat-ms", "200"]);
-    let port = srv.port;
+    let opts = ["--db", ":memory:", "--heartbeat-ms", "200"];
+    let srv = Server::start(&opts);
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("s")).unwrap();
-    std::fs::write(dir.path().join("s/f"), b"f").unwrap();
-    let mut b = srv.client("B", dir.path());
-    b.send("setdir s");
-    b.expect("Successfully set");
-    b.send("offer f");
-    b.expect_line(">>> [Offer Message Received By Server]");
-    let Server {
-        mut proc,
-        dir: sdir,
-        ..
-    } = srv;
-    proc.kill9();
-    b.expect_within(
-        ">>> [Server not responding; reconnecting automatically.]",
-        Duration::from_secs(5),
-    );
-    let srv = Server::start_in(sdir, port, &["--db", ":memory:", "--heartbeat-ms", "200"]);
+    let mut b = srv.sharing("B", dir.path(), &[("f", b"f")]);
+    let srv = {
+        // Kill, and only restart once B has noticed.
+        let Server {
+            mut proc,
+            dir: sdir,
+            port,
+        } = srv;
+        proc.kill9();
+        b.expect_within(
+            ">>> [Server not responding; reconnecting automatically.]",
+            Duration::from_secs(5),
+        );
+        Server::start_in(sdir, port, &opts)
+    };
     b.expect_within(
         ">>> [Connection to server restored.]",
         Duration::from_secs(5),
@@ -252,28 +243,12 @@ fn server_killed_with_sigkill_keeps_every_acknowledged_change_and_clients_return
 
 #[test]
 fn clients_that_do_not_return_after_a_restart_go_offline() {
-    let srv = Server::start(&["--heartbeat-ms", "200", "--offline-after-ms", "800"]);
-    let port = srv.port;
+    let opts = ["--heartbeat-ms", "200", "--offline-after-ms", "800"];
+    let srv = Server::start(&opts);
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("s")).unwrap();
-    std::fs::write(dir.path().join("s/f"), b"f").unwrap();
-    let mut b = srv.client("B", dir.path());
-    b.send("setdir s");
-    b.expect("Successfully set");
-    b.send("offer f");
-    b.expect_line(">>> [Offer Message Received By Server]");
-    let Server {
-        mut proc,
-        dir: sdir,
-        ..
-    } = srv;
-    proc.kill9();
-    b.kill9(); // B dies too while the server is down
-    let srv = Server::start_in(
-        sdir,
-        port,
-        &["--heartbeat-ms", "200", "--offline-after-ms", "800"],
-    );
+    let mut b = srv.sharing("B", dir.path(), &[("f", b"f")]);
+    b.kill9(); // B dies, and so does the server
+    let srv = srv.crash_and_restart(&opts);
     let mut d = srv.client("D", dir.path());
     let deadline = Instant::now() + Duration::from_secs(5);
     while !d.list_json().is_empty() {

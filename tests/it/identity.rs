@@ -9,14 +9,8 @@ fn a_crashed_client_takes_its_name_back_at_once_with_its_offers() {
     // Long liveness timeout: the server still thinks the crashed B is online.
     let srv = Server::start(&["--heartbeat-ms", "5000"]);
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("s")).unwrap();
-    std::fs::write(dir.path().join("s/a"), b"alpha").unwrap();
-    let mut b = srv.client("B", dir.path());
+    let mut b = srv.sharing("B", dir.path(), &[("a", b"alpha")]);
     let mut c = srv.client("C", dir.path());
-    b.send("setdir s");
-    b.expect("Successfully set");
-    b.send("offer a");
-    b.expect_line(">>> [Offer Message Received By Server]");
     b.kill9();
     let start = Instant::now();
     let mut b2 = srv.client_raw("B", dir.path(), &[]);

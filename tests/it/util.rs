@@ -285,6 +285,33 @@ impl Server {
         c
     }
 
+    /// A client sharing `files` (name, content) from `<cwd>/s`, offered and acknowledged.
+    pub fn sharing(&self, name: &str, cwd: &Path, files: &[(&str, &[u8])]) -> Proc {
+        std::fs::create_dir_all(cwd.join("s")).unwrap();
+        for (f, data) in files {
+            std::fs::write(cwd.join("s").join(f), data).unwrap();
+        }
+        let mut p = self.client(name, cwd);
+        p.send("setdir s");
+        p.expect("Successfully set");
+        let names: Vec<&str> = files.iter().map(|f| f.0).collect();
+        p.send(&format!("offer {}", names.join(" ")));
+        p.expect_line(">>> [Offer Message Received By Server]");
+        p
+    }
+
+    /// Kills the server with SIGKILL and starts it again on the same port and folder
+    /// (same database) with `extra` options.
+    pub fn crash_and_restart(self, extra: &[&str]) -> Server {
+        let Server {
+            mut proc,
+            dir,
+            port,
+        } = self;
+        proc.kill9();
+        Server::start_in(dir, port, extra)
+    }
+
     pub fn client_raw(&self, name: &str, cwd: &Path, extra: &[&str]) -> Proc {
         let addr = self.addr();
         let mut args = vec!["client", "--name", name, "--server", &addr];
