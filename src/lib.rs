@@ -8,10 +8,13 @@
 //!   store writes and deadlines out.
 //! - [`store`]: where the server's table is persisted, behind the [`store::Store`] trait.
 //! - [`server`]: the thin tokio driver for the index server.
-//! - [`client`]: the client's sans-io core, its command parser and its tokio driver.
-//! - [`transfer`]: the TCP peer-to-peer protocol: header codec, serving and fetching files.
+//! - [`client`]: the client's sans-io core, its table, its command parser, its crash
+//!   journal and its tokio driver.
+//! - [`transfer`]: the TCP peer-to-peer protocol: header codec, serving and fetching files,
+//!   TLS with pinned keys.
 //! - [`console`]: the one owner of the client's terminal.
-//! - [`cli`]: command-line parsing shared by the binary.
+//! - [`identity`]: the Ed25519 key a client name is bound to (registration proofs, TLS).
+//! - [`cli`]: command-line parsing shared by the binary; [`app`]: what each mode runs.
 
 pub mod app;
 pub mod cli;
