@@ -274,6 +274,11 @@ impl Index {
         self.owners.len()
     }
 
+    /// Source addresses with rate-limit state (for tests and diagnostics).
+    pub fn rate_limited_sources(&self) -> usize {
+        self.buckets.len()
+    }
+
     pub fn online_count(&self) -> usize {
         self.online.len()
     }
@@ -410,7 +415,7 @@ impl Index {
                 self.on_register(now, src, req, reg)
             }
             Message::Offer { req, token, files } => self.on_offer(now, src, req, token, files),
-            Message::Dereg { req, token } => self.on_dereg(src, req, token),
+            Message::Dereg { req, token } => self.on_dereg(now, src, req, token),
             Message::Heartbeat {
                 req,
                 token,
@@ -672,13 +677,12 @@ impl Index {
         self.ack(src, req);
     }
 
-    fn on_dereg(&mut self, src: SocketAddr, req: u64, token: Token) {
+    fn on_dereg(&mut self, now: Instant, src: SocketAddr, req: u64, token: Token) {
         let Some(id) = self.session(src, token) else {
             return self.reject(src, req, Reject::NotRegistered);
         };
         if self.owners[id].online {
             self.go_offline(id);
-            let now = self.owners[id].last_seen;
             self.schedule_push(now);
         }
         // Already offline: the ACK was lost, answer again.
@@ -847,6 +851,14 @@ impl Index {
         }
         if self.next_liveness <= now {
             self.next_liveness = now + (self.cfg.offline_after / 4).max(Duration::from_millis(1));
+            // A bucket idle long enough to be full again carries no state: forget it, so
+            // datagrams from many (spoofed) sources cannot grow the table without bound.
+            if self.cfg.rate_limit > 0 {
+                // Bursts are 2x the rate, so an empty bucket is full after 2 s.
+                let refill = Duration::from_secs(2);
+                self.buckets
+                    .retain(|_, b| now.saturating_duration_since(b.at) < refill);
+            }
             let silent: Vec<OwnerId> = self
                 .online
                 .iter()

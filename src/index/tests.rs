@@ -202,6 +202,24 @@ impl Sim {
     }
 }
 
+/// Index settings with the given liveness timing.
+fn liveness(heartbeat: Duration, offline_after: Duration) -> Config {
+    Config {
+        heartbeat,
+        offline_after,
+        ..Config::default()
+    }
+}
+
+/// Two registered clients; `c0` has offered `a` and everyone has seen it.
+fn two_clients_c0_offers_a(cfg: Config) -> Sim {
+    let mut sim = Sim::with_config(2, cfg);
+    register_all(&mut sim);
+    sim.clients[0].offer(sim.now, &entries(&["a"])).unwrap();
+    sim.run_for(100 * MS);
+    sim
+}
+
 fn files(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
@@ -339,11 +357,7 @@ fn fresh_process_taking_an_offline_name_does_not_inherit_offers() {
 
 #[test]
 fn pushes_are_retransmitted_then_given_up_and_heartbeat_resyncs() {
-    let cfg = Config {
-        heartbeat: Duration::from_millis(3000),
-        offline_after: Duration::from_secs(60),
-        ..Config::default()
-    };
+    let cfg = liveness(Duration::from_millis(3000), Duration::from_secs(60));
     let mut sim = Sim::with_config(2, cfg);
     register_all(&mut sim);
     // Cut client 1 off completely, then offer.
@@ -390,11 +404,7 @@ fn a_burst_of_changes_costs_one_push_per_client() {
 
 #[test]
 fn silent_client_goes_offline_and_everyone_is_told() {
-    let cfg = Config {
-        heartbeat: Duration::from_millis(100),
-        offline_after: Duration::from_millis(300),
-        ..Config::default()
-    };
+    let cfg = liveness(Duration::from_millis(100), Duration::from_millis(300));
     let mut sim = Sim::with_config(2, cfg);
     register_all(&mut sim);
     sim.clients[0].offer(sim.now, &entries(&["a"])).unwrap();
@@ -517,15 +527,8 @@ fn restart_from_store_keeps_every_acknowledged_change() {
 
 #[test]
 fn heartbeats_survive_a_server_restart_with_the_same_session() {
-    let cfg = Config {
-        heartbeat: Duration::from_millis(200),
-        offline_after: Duration::from_millis(600),
-        ..Config::default()
-    };
-    let mut sim = Sim::with_config(2, cfg.clone());
-    register_all(&mut sim);
-    sim.clients[0].offer(sim.now, &entries(&["a"])).unwrap();
-    sim.run_for(100 * MS);
+    let cfg = liveness(Duration::from_millis(200), Duration::from_millis(600));
+    let mut sim = two_clients_c0_offers_a(cfg.clone());
     let records = sim.store.load().unwrap();
     sim.index = Index::new(cfg, records, sim.now, [3; 32]);
     sim.run_for(2000 * MS);
@@ -536,15 +539,8 @@ fn heartbeats_survive_a_server_restart_with_the_same_session() {
 
 #[test]
 fn a_server_that_forgot_us_gets_us_back_with_our_offers() {
-    let cfg = Config {
-        heartbeat: Duration::from_millis(200),
-        offline_after: Duration::from_millis(600),
-        ..Config::default()
-    };
-    let mut sim = Sim::with_config(2, cfg.clone());
-    register_all(&mut sim);
-    sim.clients[0].offer(sim.now, &entries(&["a"])).unwrap();
-    sim.run_for(100 * MS);
+    let cfg = liveness(Duration::from_millis(200), Duration::from_millis(600));
+    let mut sim = two_clients_c0_offers_a(cfg.clone());
     // Restart with an empty store (nothing durable).
     sim.index = Index::new(cfg, Vec::new(), sim.now, [4; 32]);
     sim.run_for(2000 * MS);
@@ -556,11 +552,7 @@ fn a_server_that_forgot_us_gets_us_back_with_our_offers() {
 
 #[test]
 fn converges_under_heavy_loss_duplication_and_reordering() {
-    let cfg = Config {
-        heartbeat: Duration::from_millis(300),
-        offline_after: Duration::from_secs(30),
-        ..Config::default()
-    };
+    let cfg = liveness(Duration::from_millis(300), Duration::from_secs(30));
     let mut sim = Sim::with_config(6, cfg);
     sim.loss = 30;
     sim.dup = 10;
@@ -956,4 +948,27 @@ fn proofs_are_bound_to_the_nonce_the_address_and_the_fields() {
             }
         ));
     }
+}
+
+#[test]
+fn rate_limit_state_of_idle_sources_is_forgotten() {
+    let cfg = Config {
+        rate_limit: 10,
+        ..Config::default()
+    };
+    let now = Instant::now();
+    let mut ix = Index::new(cfg, Vec::new(), now, [0; 32]);
+    for port in 0..1000u16 {
+        let src = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 30000 + port);
+        ix.handle_datagram(now, src, b"junk that never decodes");
+        ix.handle_datagram(
+            now,
+            src,
+            &Message::Ack { req: 1, version: 0 }.encode().unwrap(),
+        );
+    }
+    assert_eq!(ix.rate_limited_sources(), 1000);
+    // Past the refill time and a liveness tick, nothing is kept.
+    ix.handle_timeout(now + Duration::from_secs(20));
+    assert_eq!(ix.rate_limited_sources(), 0);
 }
