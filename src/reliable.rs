@@ -53,10 +53,6 @@ impl<T> Outstanding<T> {
         }
     }
 
-    pub fn policy(&self) -> RetryPolicy {
-        self.policy
-    }
-
     /// A fresh request id.
     pub fn next_id(&mut self) -> ReqId {
         let id = self.next_id;
@@ -85,11 +81,6 @@ impl<T> Outstanding<T> {
         self.entries.remove(&id).map(|e| e.tag)
     }
 
-    /// The tag of a pending request.
-    pub fn get(&self, id: ReqId) -> Option<&T> {
-        self.entries.get(&id).map(|e| &e.tag)
-    }
-
     /// Drops every pending request whose tag matches, without reporting it.
     pub fn cancel_where(&mut self, mut pred: impl FnMut(&T) -> bool) {
         self.entries.retain(|_, e| !pred(&e.tag));
@@ -102,10 +93,6 @@ impl<T> Outstanding<T> {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
     }
 
     /// When the next retransmission or give-up is due.

@@ -669,7 +669,7 @@ fn publish(part: &Path, meta: &Path, final_path: &Path, force: bool) -> Result<(
 /// received so far is on disk in the partial.
 /// Portable path for any byte stream (used where `splice` is unavailable): this task
 /// reads into a pool of buffers, a blocking thread hashes and writes them.
-#[allow(clippy::too_many_arguments, dead_code)]
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn receive_buffered<R: AsyncRead + Unpin>(
     mut stream: R,
     leftover: Vec<u8>,

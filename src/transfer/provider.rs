@@ -587,6 +587,15 @@ impl Conn {
         self.peer.ip()
     }
 
+    /// The peer said nothing (mode byte or request) within the header timeout.
+    fn notice_no_request(&self) {
+        self.notice(format!(
+            "< Connection from {} closed: no request within {} s >",
+            self.ip(),
+            self.cfg.header_timeout.as_secs_f64()
+        ));
+    }
+
     /// Mode exchange, then (TLS) the handshake, then the request.
     async fn handle(&self, mut tcp: TcpStream) {
         let mine = self.auth.security.mode_byte();
@@ -600,12 +609,7 @@ impl Conn {
         .await;
         let theirs = match hello {
             Err(_) => {
-                self.notice(format!(
-                    "< Connection from {} closed: no request within {} s >",
-                    self.ip(),
-                    self.cfg.header_timeout.as_secs_f64()
-                ));
-                return;
+                return self.notice_no_request();
             }
             Ok(Err(e)) => {
                 self.notice(format!(
@@ -686,12 +690,7 @@ impl Conn {
         .await;
         let req = match read {
             Err(_) => {
-                self.notice(format!(
-                    "< Connection from {} closed: no request within {} s >",
-                    self.ip(),
-                    self.cfg.header_timeout.as_secs_f64()
-                ));
-                return;
+                return self.notice_no_request();
             }
             Ok(Err(e)) => {
                 self.notice(format!("< Bad request from {}: {e} >", self.ip()));

@@ -97,7 +97,16 @@ fn unreachable_server_gives_up_after_retries() {
 
 #[test]
 fn completions_are_printed() {
-    let (code, out) = run(&["completions", "bash"]);
-    assert_eq!(code, 0);
-    assert!(out.join("\n").contains("fileapp"));
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, out) = run(&["completions", shell]);
+        assert_eq!(code, 0, "{shell}");
+        let script = out.join("\n");
+        // Each script completes the subcommands and the seed's options.
+        for word in ["server", "client", "release-name", "download-dir"] {
+            assert!(script.contains(word), "{shell} script lacks {word}");
+        }
+    }
+    let (code, out) = run(&["completions", "powershell-ish"]);
+    assert_eq!(code, 2);
+    assert!(out[0].contains("Unknown shell"), "{out:?}");
 }

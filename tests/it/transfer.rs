@@ -1,7 +1,6 @@
 //! Peer-to-peer transfers between real client processes: sizes, many requesters,
 //! failures on both sides, and resuming after either side is killed.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::util::{Proc, Server, random_bytes};
@@ -236,9 +235,4 @@ fn owner_killed_mid_transfer_then_the_download_resumes_byte_identical() {
 #[test]
 fn requester_killed_mid_transfer_then_the_download_resumes_byte_identical() {
     resume_after_killing("requester");
-}
-
-#[allow(dead_code)]
-fn exists(p: &Path) -> bool {
-    p.exists()
 }
