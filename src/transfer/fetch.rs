@@ -24,7 +24,7 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -34,6 +34,7 @@ use tokio::time::timeout;
 
 use super::header::{MAX_RESPONSE_LEN, Request, Response, Status};
 use super::secure::{MODE_BUSY, MODE_PLAIN, MODE_TLS, Presented, Security, server_name};
+use super::tls::{self, ReceiveError, TlsStream};
 use super::{ReadHeaderError, read_header};
 use crate::identity::fingerprint;
 use crate::proto::valid_file_name;
@@ -46,6 +47,7 @@ pub const BUFFERS: usize = 8;
 /// Progress is reported at most this often...
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 /// ...or after this many bytes, whichever comes first.
+#[cfg_attr(target_os = "linux", allow(dead_code))]
 const PROGRESS_BYTES: u64 = 64 << 20;
 
 /// What to download and where.
@@ -259,13 +261,8 @@ async fn cancelled(cancel: &mut watch::Receiver<bool>) {
 /// The connection once the modes agreed (and, for TLS, the owner's key was checked).
 enum PeerConn {
     Plain(TcpStream),
-    /// Reads from the socket go through a large buffer: rustls asks for 4 KiB at a time,
-    /// which would otherwise be one syscall each.
-    Tls(Box<tokio_rustls::client::TlsStream<tokio::io::BufReader<TcpStream>>>),
+    Tls(Box<TlsStream>),
 }
-
-/// Socket read buffer under TLS on the requester side.
-const TLS_READ_BUFFER: usize = 256 << 10;
 
 /// Sends the request and reads the answer on an established stream.
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
@@ -398,29 +395,31 @@ pub async fn fetch(
                 Ok((PeerConn::Plain(stream), resp, leftover))
             }
             (MODE_TLS, Some((cfg, seen, expected))) => {
-                let connector = tokio_rustls::TlsConnector::from(cfg.clone());
-                let io = tokio::io::BufReader::with_capacity(TLS_READ_BUFFER, stream);
-                let mut tls =
-                    match timeout(spec.timeout, connector.connect(server_name(), io)).await {
-                        Err(_) => return Err(FetchError::Timeout("in the TLS handshake")),
-                        Ok(Ok(t)) => t,
-                        Ok(Err(e)) => {
-                            let seen = seen.lock().ok().and_then(|s| *s);
-                            return Err(match seen {
-                                Some(Presented::Key(k)) => FetchError::WrongKey {
-                                    owner,
-                                    expected: fingerprint(expected),
-                                    presented: fingerprint(&k),
-                                },
-                                Some(Presented::NotEd25519) => FetchError::WrongKey {
-                                    owner,
-                                    expected: fingerprint(expected),
-                                    presented: "(not an Ed25519 key)".into(),
-                                },
-                                None => FetchError::Tls(owner, tls_error_text(&e)),
-                            });
-                        }
-                    };
+                let mut tls = match timeout(
+                    spec.timeout,
+                    tls::connect(stream, cfg.clone(), server_name()),
+                )
+                .await
+                {
+                    Err(_) => return Err(FetchError::Timeout("in the TLS handshake")),
+                    Ok(Ok(t)) => t,
+                    Ok(Err(e)) => {
+                        let seen = seen.lock().ok().and_then(|s| *s);
+                        return Err(match seen {
+                            Some(Presented::Key(k)) => FetchError::WrongKey {
+                                owner,
+                                expected: fingerprint(expected),
+                                presented: fingerprint(&k),
+                            },
+                            Some(Presented::NotEd25519) => FetchError::WrongKey {
+                                owner,
+                                expected: fingerprint(expected),
+                                presented: "(not an Ed25519 key)".into(),
+                            },
+                            None => FetchError::Tls(owner, tls_error_text(&e)),
+                        });
+                    }
+                };
                 let (resp, leftover) = exchange(&mut tls, &request, spec.timeout).await?;
                 Ok((PeerConn::Tls(Box::new(tls)), resp, leftover))
             }
@@ -547,8 +546,8 @@ pub async fn fetch(
             .await
         }
         PeerConn::Tls(stream) => {
-            receive_buffered(
-                stream,
+            receive_tls(
+                *stream,
                 leftover,
                 file,
                 part.clone(),
@@ -670,6 +669,7 @@ fn publish(part: &Path, meta: &Path, final_path: &Path, force: bool) -> Result<(
 /// Portable path for any byte stream (used where `splice` is unavailable): this task
 /// reads into a pool of buffers, a blocking thread hashes and writes them.
 #[allow(clippy::too_many_arguments)]
+#[cfg_attr(target_os = "linux", allow(dead_code))]
 pub(crate) async fn receive_buffered<R: AsyncRead + Unpin>(
     mut stream: R,
     leftover: Vec<u8>,
@@ -779,6 +779,7 @@ pub(crate) async fn receive_buffered<R: AsyncRead + Unpin>(
 
 /// The hash+write stage: hashes the existing prefix, then every buffer as it is written.
 /// Fsyncs at the end so a published file is durable. Blocking.
+#[cfg_attr(target_os = "linux", allow(dead_code))]
 fn write_loop(
     mut file: File,
     part: &Path,
@@ -806,8 +807,7 @@ fn write_loop(
     Ok(*hasher.finalize().as_bytes())
 }
 
-/// Linux fast path: see the module comment. The socket is switched to blocking mode and
-/// handed to a thread; cancel shuts the socket down to wake it.
+/// Linux fast path: see the module comment.
 #[cfg(target_os = "linux")]
 #[allow(clippy::too_many_arguments)]
 async fn receive_splice(
@@ -821,21 +821,80 @@ async fn receive_splice(
     on_event: &mut (impl FnMut(FetchEvent) + Send),
     cancel: &mut watch::Receiver<bool>,
 ) -> Result<[u8; 32], FetchError> {
-    use std::sync::atomic::AtomicBool;
-    let sock = stream.into_std()?;
+    run_receiver(
+        stream,
+        offset,
+        size,
+        stall,
+        on_event,
+        cancel,
+        move |sock, written, stop| {
+            splice_and_hash(sock, &leftover, &file, &part, offset, size, written, stop)
+        },
+    )
+    .await
+}
+
+/// TLS: the stream's socket is read on a blocking thread that opens the records in
+/// place; a second thread hashes and writes their plaintext (see [`tls::Receiver`]).
+#[allow(clippy::too_many_arguments)]
+async fn receive_tls(
+    stream: TlsStream,
+    leftover: Vec<u8>,
+    file: File,
+    part: PathBuf,
+    offset: u64,
+    size: u64,
+    stall: Duration,
+    on_event: &mut (impl FnMut(FetchEvent) + Send),
+    cancel: &mut watch::Receiver<bool>,
+) -> Result<[u8; 32], FetchError> {
+    let (sock, mut rx) = stream.into_receiver();
+    // What `read_header` read past the answer comes before what the stream still holds.
+    let mut plain = leftover;
+    plain.extend_from_slice(&rx.plain);
+    rx.plain = plain;
+    run_receiver(
+        sock,
+        offset,
+        size,
+        stall,
+        on_event,
+        cancel,
+        move |sock, written, stop| {
+            open_and_hash(rx, sock, &file, &part, offset, size, written, stop)
+        },
+    )
+    .await
+}
+
+/// Runs the blocking receive `job` on the socket (switched to blocking mode, every read
+/// bounded by `stall`), reporting progress from the byte count it keeps; cancel sets its
+/// stop flag and shuts the socket down to wake it.
+async fn run_receiver<J>(
+    stream: TcpStream,
+    offset: u64,
+    size: u64,
+    stall: Duration,
+    on_event: &mut (impl FnMut(FetchEvent) + Send),
+    cancel: &mut watch::Receiver<bool>,
+    job: J,
+) -> Result<[u8; 32], FetchError>
+where
+    J: FnOnce(&mut std::net::TcpStream, &AtomicU64, &AtomicBool) -> Result<[u8; 32], FetchError>
+        + Send
+        + 'static,
+{
+    let mut sock = stream.into_std()?;
     sock.set_nonblocking(false)?;
-    // Bounds every blocking splice; an expired wait surfaces as EAGAIN.
+    // Bounds every blocking read; an expired wait surfaces as EAGAIN.
     sock.set_read_timeout(Some(stall))?;
     let killer = sock.try_clone()?;
     let written = Arc::new(AtomicU64::new(offset));
     let stop = Arc::new(AtomicBool::new(false));
     let job = {
         let (written, stop) = (written.clone(), stop.clone());
-        tokio::task::spawn_blocking(move || {
-            splice_and_hash(
-                &sock, &leftover, &file, &part, offset, size, &written, &stop,
-            )
-        })
+        tokio::task::spawn_blocking(move || job(&mut sock, &written, &stop))
     };
     tokio::pin!(job);
     let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
@@ -865,12 +924,169 @@ async fn receive_splice(
     Ok(hash)
 }
 
+/// A socket error of a blocking receive, as the fetch error it means.
+fn socket_error(e: io::Error, stop: &AtomicBool) -> FetchError {
+    if stop.load(Ordering::SeqCst) {
+        return FetchError::Cancelled;
+    }
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+            FetchError::Timeout("waiting for data from the owner")
+        }
+        _ => FetchError::Io(e),
+    }
+}
+
+/// Buffers of opened records between the TLS reader and the hash+write thread.
+const TLS_BUFFERS: usize = 6;
+
+/// Blocking body of [`receive_tls`]: this thread reads and opens records, a second one
+/// hashes (the existing prefix first) and writes the plaintext at `offset..size`.
+#[allow(clippy::too_many_arguments)]
+fn open_and_hash(
+    rx: tls::Receiver,
+    sock: &mut std::net::TcpStream,
+    file: &File,
+    part: &Path,
+    offset: u64,
+    size: u64,
+    written: &AtomicU64,
+    stop: &AtomicBool,
+) -> Result<[u8; 32], FetchError> {
+    let disk = |e| FetchError::Disk(part.to_path_buf(), e);
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<tls::Opened>(TLS_BUFFERS);
+    let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(TLS_BUFFERS);
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || -> Result<[u8; 32], FetchError> {
+            let mut hasher = blake3::Hasher::new();
+            if offset > 0 {
+                // The partial is exactly `offset` long (open_partial set it).
+                hasher.update_mmap_rayon(part).map_err(disk)?;
+            }
+            let mut pos = offset;
+            while let Ok(opened) = full_rx.recv() {
+                for p in &opened.pieces {
+                    hasher.update(&opened.buf[p.clone()]);
+                }
+                pos += write_pieces(file, pos, &opened.buf, &opened.pieces).map_err(disk)?;
+                written.store(pos, Ordering::Relaxed);
+                let _ = empty_tx.try_send(opened.buf);
+            }
+            file.sync_all().map_err(disk)?;
+            Ok(*hasher.finalize().as_bytes())
+        });
+        let mut allocated = 0;
+        let fresh = || {
+            if allocated < TLS_BUFFERS {
+                allocated += 1;
+                Some(vec![0u8; tls::RECEIVE_BUFFER])
+            } else {
+                empty_rx.recv().ok()
+            }
+        };
+        let received = rx.run(sock, size - offset, fresh, |o| full_tx.send(o).is_ok());
+        drop(full_tx);
+        let hashed = writer
+            .join()
+            .map_err(|_| FetchError::Io(io::Error::other("hash thread panicked")))?;
+        match received {
+            Ok(()) => {}
+            // The writer stopped: its error says why.
+            Err(ReceiveError::Stopped) => {
+                hashed?;
+                return Err(FetchError::Io(io::Error::other("the writer stopped")));
+            }
+            Err(ReceiveError::Io(e)) => return Err(socket_error(e, stop)),
+            Err(_) if stop.load(Ordering::SeqCst) => return Err(FetchError::Cancelled),
+            Err(ReceiveError::Closed(n)) => {
+                return Err(FetchError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "the owner closed the connection after {} of {size} bytes",
+                        offset + n
+                    ),
+                )));
+            }
+            Err(ReceiveError::TooMuch) => {
+                return Err(FetchError::Protocol(
+                    "the owner sent more data than it announced".into(),
+                ));
+            }
+            Err(ReceiveError::Record(e)) => return Err(FetchError::Io(e.into())),
+        }
+        let hash = hashed?;
+        if written.load(Ordering::Relaxed) != size {
+            return Err(FetchError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "received {} of {size} bytes",
+                    written.load(Ordering::Relaxed)
+                ),
+            )));
+        }
+        Ok(hash)
+    })
+}
+
+/// Writes the `pieces` of `buf`, in order, at `pos` of `file` (one `pwritev` for many),
+/// returning how many bytes that was.
+fn write_pieces(
+    file: &File,
+    pos: u64,
+    buf: &[u8],
+    pieces: &[std::ops::Range<usize>],
+) -> io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    let total: usize = pieces.iter().map(|p| p.len()).sum();
+    let mut done = 0usize;
+    while done < total {
+        // Rebuild the list from the first piece not fully written.
+        let mut skip = done;
+        let mut iov: Vec<libc::iovec> = Vec::with_capacity(pieces.len());
+        for p in pieces {
+            if skip >= p.len() {
+                skip -= p.len();
+                continue;
+            }
+            let s = &buf[p.start + skip..p.end];
+            skip = 0;
+            iov.push(libc::iovec {
+                iov_base: s.as_ptr() as *mut libc::c_void,
+                iov_len: s.len(),
+            });
+            if iov.len() == 1024 {
+                break;
+            }
+        }
+        // SAFETY: every iovec points into `buf`, which outlives the call.
+        let n = unsafe {
+            libc::pwritev(
+                file.as_raw_fd(),
+                iov.as_ptr(),
+                iov.len() as libc::c_int,
+                (pos + done as u64) as libc::off_t,
+            )
+        };
+        match n {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n if n < 0 => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            n => done += n as usize,
+        }
+    }
+    Ok(total as u64)
+}
+
 /// Blocking body of [`receive_splice`]: splices into the file at `offset..size` and hashes
 /// the whole file (prefix included) on a second thread, returning the hash.
 #[cfg(target_os = "linux")]
 #[allow(clippy::too_many_arguments)]
 fn splice_and_hash(
-    sock: &std::net::TcpStream,
+    sock: &mut std::net::TcpStream,
     leftover: &[u8],
     file: &File,
     part: &Path,

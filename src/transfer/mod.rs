@@ -14,7 +14,9 @@
 pub mod fetch;
 pub mod header;
 pub mod provider;
+pub mod record;
 pub mod secure;
+pub mod tls;
 
 /// A line the provider side wants shown to its user, e.g.
 /// `< Accepting connection request from 127.0.0.1. >`.

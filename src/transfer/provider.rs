@@ -28,6 +28,7 @@ use tokio::time::timeout;
 
 use super::header::{MAX_REQUEST_LEN, Request, Response, Status};
 use super::secure::{MODE_BUSY, MODE_PLAIN, MODE_TLS, PeerAuth, Security, ed25519_key_of};
+use super::tls::{self, TlsStream};
 use super::{Notice, human_rate, printable, read_header};
 use crate::identity::{PublicKey, fingerprint};
 use crate::proto::valid_file_name;
@@ -253,7 +254,7 @@ impl Default for ServeConfig {
 }
 
 /// A byte stream to a requester. Plain TCP sends file data with zero-copy `sendfile`;
-/// TLS reads the file on a blocking thread ([`copy_file_pipelined`]); any other stream
+/// TLS seals the file in place on a blocking thread ([`TlsStream::send_file`]); any other stream
 /// can use [`copy_file_buffered`]. The protocol logic is the same for all.
 pub trait PeerStream: tokio::io::AsyncRead + AsyncWrite + Unpin + Send {
     /// Writes `len` bytes of `file` starting at `offset`, failing if no progress is made
@@ -291,13 +292,7 @@ impl PeerStream for TcpStream {
     }
 }
 
-/// Plaintext goes in at most this much per TLS write; rustls cuts it into 16 KiB records
-/// and encrypts them all before the socket write, so large chunks mean few syscalls.
-pub const TLS_CHUNK: usize = 1 << 20;
-/// Chunks read ahead of the encryption.
-const TLS_CHUNKS: usize = 4;
-
-impl PeerStream for tokio_rustls::server::TlsStream<TcpStream> {
+impl PeerStream for TlsStream {
     async fn send_file(
         &mut self,
         file: &File,
@@ -305,84 +300,8 @@ impl PeerStream for tokio_rustls::server::TlsStream<TcpStream> {
         len: u64,
         stall: Duration,
     ) -> io::Result<()> {
-        copy_file_pipelined(self, file, offset, len, stall).await
+        TlsStream::send_file(self, file, offset, len, stall).await
     }
-}
-
-/// Copy for streams that transform the data (TLS): a blocking thread `pread`s the file in
-/// [`TLS_CHUNK`]s into a small pool of buffers while this task writes (encrypts) the
-/// previous ones, so disk reads never block the runtime and overlap with encryption.
-pub async fn copy_file_pipelined<S: AsyncWrite + Unpin + Send>(
-    sock: &mut S,
-    file: &File,
-    offset: u64,
-    len: u64,
-    stall: Duration,
-) -> io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    let file = file.try_clone()?;
-    let (full_tx, mut full_rx) = mpsc::channel::<io::Result<Vec<u8>>>(TLS_CHUNKS);
-    let (empty_tx, mut empty_rx) = mpsc::channel::<Vec<u8>>(TLS_CHUNKS);
-    let reader = tokio::task::spawn_blocking(move || {
-        let mut pos = offset;
-        let end = offset.saturating_add(len);
-        let mut allocated = 0;
-        while pos < end {
-            let mut buf = if allocated < TLS_CHUNKS {
-                allocated += 1;
-                vec![0u8; TLS_CHUNK]
-            } else {
-                match empty_rx.blocking_recv() {
-                    Some(b) => b,
-                    None => return, // the sender gave up
-                }
-            };
-            let want = (end - pos).min(TLS_CHUNK as u64) as usize;
-            buf.resize(want, 0);
-            let mut filled = 0;
-            while filled < want {
-                match file.read_at(&mut buf[filled..], pos + filled as u64) {
-                    Ok(0) => {
-                        let _ = full_tx.blocking_send(Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "file shrank while being sent",
-                        )));
-                        return;
-                    }
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        let _ = full_tx.blocking_send(Err(e));
-                        return;
-                    }
-                }
-            }
-            pos += want as u64;
-            if full_tx.blocking_send(Ok(buf)).is_err() {
-                return;
-            }
-        }
-    });
-    let mut left = len;
-    let result = async {
-        while left > 0 {
-            let buf = timeout(stall, full_rx.recv())
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "disk read stalled"))?
-                .ok_or_else(|| io::Error::other("file reader stopped"))??;
-            timeout(stall, sock.write_all(&buf)).await.map_err(|_| {
-                io::Error::new(io::ErrorKind::TimedOut, "requester stopped reading")
-            })??;
-            left -= buf.len() as u64;
-            let _ = empty_tx.try_send(buf);
-        }
-        Ok(())
-    }
-    .await;
-    drop(full_rx);
-    drop(empty_tx);
-    let _ = reader.await;
-    result
 }
 
 /// Zero-copy send on a non-blocking socket: `sendfile` moves as much as the socket buffer
@@ -624,8 +543,12 @@ impl Conn {
         let refused = match (theirs, &self.auth.security) {
             (MODE_PLAIN, Security::Plaintext) => return self.handle_stream(tcp, None).await,
             (MODE_TLS, Security::Tls(id)) => {
-                let acceptor = tokio_rustls::TlsAcceptor::from(id.server_config());
-                let mut tls = match timeout(self.cfg.header_timeout, acceptor.accept(tcp)).await {
+                let tls = match timeout(
+                    self.cfg.header_timeout,
+                    tls::accept(tcp, id.server_config()),
+                )
+                .await
+                {
                     Err(_) => {
                         self.notice(format!(
                             "< Encrypted connection from {} failed: TLS handshake timed out >",
@@ -643,14 +566,7 @@ impl Conn {
                     }
                     Ok(Ok(t)) => t,
                 };
-                // Let rustls encrypt a whole chunk before writing: fewer, larger writes.
-                tls.get_mut().1.set_buffer_limit(Some(2 * TLS_CHUNK));
-                let key = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .and_then(ed25519_key_of);
+                let key = tls.peer_certificate().and_then(ed25519_key_of);
                 match key {
                     Some(k) => return self.handle_stream(tls, Some(k)).await,
                     None => {

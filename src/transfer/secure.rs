@@ -161,6 +161,8 @@ impl TlsIdentity {
         // (and proves) its certificate.
         server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         server.send_tls13_tickets = 0;
+        // After the handshake our own record layer takes over (see `super::tls`).
+        server.enable_secret_extraction = true;
         Ok(TlsIdentity {
             key: id.public_key(),
             cert,
@@ -200,6 +202,7 @@ impl TlsIdentity {
             )?;
         cfg.enable_sni = false;
         cfg.resumption = rustls::client::Resumption::disabled();
+        cfg.enable_secret_extraction = true;
         Ok((Arc::new(cfg), seen))
     }
 }

@@ -1,0 +1,369 @@
+//! The TLS 1.3 record layer (RFC 8446 §5), sans-io, for the data phase of a transfer.
+//!
+//! rustls runs the handshake (see [`super::tls`]) and hands over the traffic secrets;
+//! from then on this module seals and opens records itself, the way kernel TLS does.
+//! The bytes on the wire are ordinary TLS 1.3 records, so any TLS 1.3 implementation
+//! can talk to us. Doing it here lets the transfer paths encrypt and decrypt *in place*
+//! in their own large buffers: a file is read straight into the plaintext slots of a
+//! buffer of records, sealed there and written with one syscall; received records are
+//! opened where they landed and their plaintext is hashed and written from there. No
+//! byte is copied in user space besides the cipher itself.
+//!
+//! A record is `type(1)=23 | 0x0303 | length(2) | ciphertext(length)`, the ciphertext
+//! being AEAD(payload | real content type(1) | zero padding) with a 16-byte tag; the nonce
+//! is the traffic IV XOR the 64-bit record sequence number, and the additional data is
+//! the 5-byte record header.
+
+use std::ops::Range;
+
+use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
+use rustls::ConnectionTrafficSecrets;
+
+/// Largest payload of one record.
+pub const MAX_PAYLOAD: usize = 1 << 14;
+/// Record header: content type, legacy version, length.
+pub const HEADER_LEN: usize = 5;
+/// AEAD tag length of every TLS 1.3 suite.
+pub const TAG_LEN: usize = 16;
+/// Bytes a record adds to its payload when we seal it (header, content type, tag; no
+/// padding).
+pub const OVERHEAD: usize = HEADER_LEN + 1 + TAG_LEN;
+/// Largest ciphertext length a peer may send (RFC 8446 §5.2: 2^14 + 256).
+pub const MAX_CIPHERTEXT: usize = MAX_PAYLOAD + 256;
+/// Largest whole record we may receive.
+pub const MAX_RECORD: usize = HEADER_LEN + MAX_CIPHERTEXT;
+
+/// The record's real content type (the last non-zero byte of the inner plaintext).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Content {
+    Alert,
+    Handshake,
+    ApplicationData,
+}
+
+impl Content {
+    fn byte(self) -> u8 {
+        match self {
+            Content::Alert => 21,
+            Content::Handshake => 22,
+            Content::ApplicationData => 23,
+        }
+    }
+}
+
+/// What went wrong with a record. Every one of these ends the connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("malformed TLS record header")]
+    BadHeader,
+    #[error("TLS record too long ({0} bytes)")]
+    TooLong(usize),
+    #[error("TLS record failed authentication (corrupted or forged data)")]
+    BadRecordMac,
+    #[error("TLS record with no content type")]
+    NoContentType,
+    #[error("unexpected TLS content type {0}")]
+    UnexpectedType(u8),
+    #[error("malformed TLS handshake message after the handshake")]
+    BadHandshake,
+    #[error("the peer sent TLS alert {0}")]
+    Alert(u8),
+    #[error("TLS key update failed: {0}")]
+    KeyUpdate(String),
+    #[error("payload too long for one record")]
+    PayloadTooLong,
+    #[error("the record sequence number is exhausted")]
+    SequenceExhausted,
+}
+
+impl From<RecordError> for std::io::Error {
+    fn from(e: RecordError) -> Self {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+    }
+}
+
+/// One direction's AEAD key, IV and sequence number.
+struct Cipher {
+    key: LessSafeKey,
+    iv: [u8; 12],
+    seq: u64,
+}
+
+impl Cipher {
+    fn new(secrets: &ConnectionTrafficSecrets, seq: u64) -> Result<Cipher, RecordError> {
+        let bad = || RecordError::KeyUpdate("unusable traffic secret".into());
+        let (alg, key, iv) = match secrets {
+            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&aead::AES_128_GCM, key, iv),
+            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&aead::AES_256_GCM, key, iv),
+            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
+                (&aead::CHACHA20_POLY1305, key, iv)
+            }
+            _ => return Err(bad()),
+        };
+        let key = UnboundKey::new(alg, key.as_ref()).map_err(|_| bad())?;
+        let iv: [u8; 12] = iv.as_ref().try_into().map_err(|_| bad())?;
+        Ok(Cipher {
+            key: LessSafeKey::new(key),
+            iv,
+            seq,
+        })
+    }
+
+    /// The nonce for the current sequence number, which is then advanced.
+    fn next_nonce(&mut self) -> Result<Nonce, RecordError> {
+        let mut n = self.iv;
+        for (b, s) in n[4..].iter_mut().zip(self.seq.to_be_bytes()) {
+            *b ^= s;
+        }
+        self.seq = self
+            .seq
+            .checked_add(1)
+            .ok_or(RecordError::SequenceExhausted)?;
+        Ok(Nonce::assume_unique_for_key(n))
+    }
+}
+
+fn header(len: usize) -> [u8; HEADER_LEN] {
+    let l = (len as u16).to_be_bytes();
+    [23, 3, 3, l[0], l[1]]
+}
+
+/// The sending direction.
+pub struct Sealer {
+    cipher: Cipher,
+    /// Records to send under one key before a key update is due.
+    limit: u64,
+}
+
+impl Sealer {
+    /// `seq` is the next sequence number (rustls reports it with the secrets); `limit`
+    /// is how many records one key may seal before [`Sealer::wants_key_update`].
+    pub fn new(
+        secrets: &ConnectionTrafficSecrets,
+        seq: u64,
+        limit: u64,
+    ) -> Result<Sealer, RecordError> {
+        Ok(Sealer {
+            cipher: Cipher::new(secrets, seq)?,
+            limit,
+        })
+    }
+
+    /// True if sealing `records` more records would take this key past `limit`: send
+    /// [`KEY_UPDATE`] (with this key) and [`Sealer::rekey`] first.
+    pub fn wants_key_update(&self, records: u64) -> bool {
+        self.cipher.seq.saturating_add(records) > self.limit
+    }
+
+    /// Changes how many records one key may seal (tests use tiny limits).
+    #[cfg(test)]
+    pub fn set_limit(&mut self, records: u64) {
+        self.limit = records;
+    }
+
+    /// Switches to the next traffic secret (after a key update was sealed).
+    pub fn rekey(
+        &mut self,
+        secrets: &ConnectionTrafficSecrets,
+        seq: u64,
+    ) -> Result<(), RecordError> {
+        self.cipher = Cipher::new(secrets, seq)?;
+        Ok(())
+    }
+
+    /// Seals one record in place. `record` is laid out as header (5 bytes, overwritten),
+    /// `payload_len` bytes of payload, then 1 + [`TAG_LEN`] bytes that are overwritten;
+    /// its length must be exactly `payload_len + OVERHEAD`.
+    pub fn seal_in_place(
+        &mut self,
+        record: &mut [u8],
+        payload_len: usize,
+        content: Content,
+    ) -> Result<(), RecordError> {
+        if payload_len > MAX_PAYLOAD || record.len() != payload_len + OVERHEAD {
+            return Err(RecordError::PayloadTooLong);
+        }
+        let hdr = header(payload_len + 1 + TAG_LEN);
+        record[..HEADER_LEN].copy_from_slice(&hdr);
+        let inner_end = HEADER_LEN + payload_len + 1;
+        record[inner_end - 1] = content.byte();
+        let nonce = self.cipher.next_nonce()?;
+        let tag = self
+            .cipher
+            .key
+            .seal_in_place_separate_tag(nonce, Aad::from(hdr), &mut record[HEADER_LEN..inner_end])
+            .map_err(|_| RecordError::PayloadTooLong)?;
+        record[inner_end..].copy_from_slice(tag.as_ref());
+        Ok(())
+    }
+
+    /// Appends `payload` to `out` as records of at most [`MAX_PAYLOAD`] bytes (one empty
+    /// record if `payload` is empty and `content` is not application data).
+    pub fn seal_to(
+        &mut self,
+        payload: &[u8],
+        content: Content,
+        out: &mut Vec<u8>,
+    ) -> Result<(), RecordError> {
+        let mut rest = payload;
+        loop {
+            let n = rest.len().min(MAX_PAYLOAD);
+            let start = out.len();
+            out.resize(start + n + OVERHEAD, 0);
+            out[start + HEADER_LEN..start + HEADER_LEN + n].copy_from_slice(&rest[..n]);
+            self.seal_in_place(&mut out[start..], n, content)?;
+            rest = &rest[n..];
+            if rest.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The receiving direction.
+pub struct Opener {
+    cipher: Cipher,
+}
+
+/// One opened record: its content type and where its payload now lies (plaintext) in
+/// the buffer given to [`Opener::open_in_place`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    pub content: Content,
+    pub payload: Range<usize>,
+}
+
+impl Opener {
+    pub fn new(secrets: &ConnectionTrafficSecrets, seq: u64) -> Result<Opener, RecordError> {
+        Ok(Opener {
+            cipher: Cipher::new(secrets, seq)?,
+        })
+    }
+
+    /// Switches to the next traffic secret (after the peer's key update).
+    pub fn rekey(
+        &mut self,
+        secrets: &ConnectionTrafficSecrets,
+        seq: u64,
+    ) -> Result<(), RecordError> {
+        self.cipher = Cipher::new(secrets, seq)?;
+        Ok(())
+    }
+
+    /// The length of the record at the start of `buf` if it is all there, `None` if more
+    /// bytes are needed, or an error if the header is not a TLS 1.3 protected record.
+    pub fn record_len(buf: &[u8]) -> Result<Option<usize>, RecordError> {
+        if buf.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        // Protected records always say application_data and legacy version 1.2.
+        if buf[0] != 23 || buf[1] != 3 || buf[2] != 3 {
+            return Err(if buf[0] == 21 {
+                // A plaintext alert (the peer failed before it could encrypt).
+                RecordError::Alert(buf.get(6).copied().unwrap_or(0))
+            } else {
+                RecordError::BadHeader
+            });
+        }
+        let len = u16::from_be_bytes([buf[3], buf[4]]) as usize;
+        if len > MAX_CIPHERTEXT {
+            return Err(RecordError::TooLong(len));
+        }
+        if len < TAG_LEN + 1 {
+            return Err(RecordError::BadHeader);
+        }
+        Ok((buf.len() >= HEADER_LEN + len).then_some(HEADER_LEN + len))
+    }
+
+    /// Opens the one whole record that `record` is (as measured by
+    /// [`Opener::record_len`]), decrypting it in place.
+    pub fn open_in_place(&mut self, record: &mut [u8]) -> Result<Opened, RecordError> {
+        if Self::record_len(record)? != Some(record.len()) {
+            return Err(RecordError::BadHeader);
+        }
+        let hdr: [u8; HEADER_LEN] = record[..HEADER_LEN]
+            .try_into()
+            .map_err(|_| RecordError::BadHeader)?;
+        let nonce = self.cipher.next_nonce()?;
+        let plain_len = self
+            .cipher
+            .key
+            .open_in_place(nonce, Aad::from(hdr), &mut record[HEADER_LEN..])
+            .map_err(|_| RecordError::BadRecordMac)?
+            .len();
+        let inner = &record[HEADER_LEN..HEADER_LEN + plain_len];
+        // The real type is the last non-zero byte; zeros after it are padding.
+        let Some(at) = inner.iter().rposition(|&b| b != 0) else {
+            return Err(RecordError::NoContentType);
+        };
+        let content = match inner[at] {
+            21 => Content::Alert,
+            22 => Content::Handshake,
+            23 => Content::ApplicationData,
+            t => return Err(RecordError::UnexpectedType(t)),
+        };
+        Ok(Opened {
+            content,
+            payload: HEADER_LEN..HEADER_LEN + at,
+        })
+    }
+}
+
+/// A KeyUpdate handshake message, update not requested (RFC 8446 §4.6.3).
+pub const KEY_UPDATE: [u8; 5] = [24, 0, 0, 1, 0];
+/// The close_notify alert: warning level, description 0.
+pub const CLOSE_NOTIFY: [u8; 2] = [1, 0];
+
+/// What a non-data record asks of the receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// The peer finished sending (close_notify).
+    Closed,
+    /// Switch to the next receive key; `requested` asks us to update ours too.
+    KeyUpdate { requested: bool },
+    /// Nothing to do (a NewSessionTicket, which we never use).
+    Nothing,
+}
+
+/// Interprets the payload of an alert record.
+pub fn alert(payload: &[u8]) -> Result<Control, RecordError> {
+    match payload {
+        [_, 0] => Ok(Control::Closed),
+        [_, d] => Err(RecordError::Alert(*d)),
+        _ => Err(RecordError::BadHandshake),
+    }
+}
+
+/// Interprets the payload of a post-handshake handshake record. Our peers send at most
+/// one message per record; several are accepted only when none changes keys, since a key
+/// update must end its record (RFC 8446 §5.1).
+pub fn handshake(payload: &[u8]) -> Result<Control, RecordError> {
+    let mut rest = payload;
+    let mut out = Control::Nothing;
+    while !rest.is_empty() {
+        let (typ, len, body) = match rest {
+            [t, a, b, c, body @ ..] => (*t, u32::from_be_bytes([0, *a, *b, *c]) as usize, body),
+            _ => return Err(RecordError::BadHandshake),
+        };
+        if body.len() < len || out != Control::Nothing {
+            return Err(RecordError::BadHandshake);
+        }
+        out = match (typ, &body[..len]) {
+            (24, [0]) => Control::KeyUpdate { requested: false },
+            (24, [1]) => Control::KeyUpdate { requested: true },
+            // NewSessionTicket: resumption is off, so it is of no use.
+            (4, _) => Control::Nothing,
+            _ => return Err(RecordError::BadHandshake),
+        };
+        rest = &body[len..];
+    }
+    Ok(out)
+}
+
+/// Bytes a buffer of records needs to carry `payload` bytes of data.
+pub fn sealed_len(payload: usize) -> usize {
+    payload + payload.div_ceil(MAX_PAYLOAD) * OVERHEAD
+}
+
+#[cfg(test)]
+mod tests;

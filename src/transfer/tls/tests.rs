@@ -1,0 +1,214 @@
+//! Our record layer against rustls' own (through tokio-rustls), over 127.0.0.1: the bytes
+//! on the wire are plain TLS 1.3 in both directions, key updates included.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::*;
+use crate::identity::Identity;
+use crate::transfer::secure::{TlsIdentity, server_name};
+use crate::transfer::tests::random_bytes;
+
+fn identity() -> Arc<TlsIdentity> {
+    Arc::new(TlsIdentity::new(&Identity::generate().unwrap()).unwrap())
+}
+
+async fn tcp_pair() -> (TcpStream, TcpStream) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let c = TcpStream::connect(l.local_addr().unwrap());
+    let (c, s) = tokio::join!(c, l.accept());
+    (c.unwrap(), s.unwrap().0)
+}
+
+/// Our provider side (bulk `send_file` with a key update every 7 records, then
+/// close_notify) to a stock rustls client that also updates its own key mid-request.
+#[tokio::test]
+async fn our_sender_talks_to_a_stock_tls_client() {
+    let (server_id, client_id) = (identity(), identity());
+    let data = random_bytes("tls-file", 5 << 20);
+    let mut file = tempfile::tempfile().unwrap();
+    file.write_all(&data).unwrap();
+    let request = random_bytes("tls-request", 100_000);
+    let (c, s) = tcp_pair().await;
+
+    let server = {
+        let (cfg, request) = (server_id.server_config(), request.clone());
+        let len = data.len() as u64;
+        tokio::spawn(async move {
+            let mut tls = accept(s, cfg).await.unwrap();
+            tls.set_key_update_limit(7);
+            let mut got = vec![0u8; request.len()];
+            tls.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, request, "request bytes differ");
+            tls.write_all(b"header:").await.unwrap();
+            tls.send_file(&file, 3, len - 3, Duration::from_secs(5))
+                .await
+                .unwrap();
+            tls.write_all(b":trailer").await.unwrap();
+            tls.shutdown().await.unwrap();
+            tls.peer_certificate().cloned()
+        })
+    };
+
+    let (cfg, _) = client_id.client_config(server_id.public_key()).unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(server_name(), c)
+        .await
+        .unwrap();
+    tls.write_all(&request[..50_000]).await.unwrap();
+    tls.get_mut().1.refresh_traffic_keys().unwrap();
+    tls.write_all(&request[50_000..]).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut got = Vec::new();
+    // Ends cleanly only at a close_notify.
+    tls.read_to_end(&mut got).await.unwrap();
+    let mut want = b"header:".to_vec();
+    want.extend_from_slice(&data[3..]);
+    want.extend_from_slice(b":trailer");
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "received bytes differ");
+    let seen = server.await.unwrap().expect("client certificate");
+    assert_eq!(
+        crate::transfer::secure::ed25519_key_of(&seen),
+        Some(client_id.public_key())
+    );
+}
+
+/// A stock rustls server sending in pieces with key updates, to our bulk receiver.
+#[tokio::test]
+async fn our_receiver_reads_a_stock_tls_server() {
+    let (server_id, client_id) = (identity(), identity());
+    let data = random_bytes("tls-stock", 3 << 20);
+    let (c, s) = tcp_pair().await;
+    let server = {
+        let (cfg, data) = (server_id.server_config(), data.clone());
+        tokio::spawn(async move {
+            let mut tls = tokio_rustls::TlsAcceptor::from(cfg)
+                .accept(s)
+                .await
+                .unwrap();
+            let mut req = [0u8; 4];
+            tls.read_exact(&mut req).await.unwrap();
+            assert_eq!(&req, b"GIVE");
+            for (i, piece) in data.chunks(300_001).enumerate() {
+                tls.write_all(piece).await.unwrap();
+                if i % 3 == 1 {
+                    tls.get_mut().1.refresh_traffic_keys().unwrap();
+                }
+            }
+            tls.shutdown().await.unwrap();
+        })
+    };
+    let (cfg, _) = client_id.client_config(server_id.public_key()).unwrap();
+    let mut tls = connect(c, cfg, server_name()).await.unwrap();
+    tls.write_all(b"GIVE").await.unwrap();
+    tls.flush().await.unwrap();
+    // Some through the stream, the rest through the bulk receiver.
+    let mut head = vec![0u8; 1000];
+    tls.read_exact(&mut head).await.unwrap();
+    let (sock, rx) = tls.into_receiver();
+    let mut sock = sock.into_std().unwrap();
+    sock.set_nonblocking(false).unwrap();
+    let want = (data.len() - head.len()) as u64;
+    let body = tokio::task::spawn_blocking(move || {
+        let mut body = Vec::new();
+        rx.run(
+            &mut sock,
+            want,
+            || Some(Vec::new()),
+            |o| {
+                for p in o.pieces {
+                    body.extend_from_slice(&o.buf[p]);
+                }
+                true
+            },
+        )
+        .map(|()| body)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    head.extend_from_slice(&body);
+    assert!(head == data, "received bytes differ");
+    server.await.unwrap();
+}
+
+/// The same through `AsyncRead`, and a connection cut without close_notify is an error,
+/// never a clean end.
+#[tokio::test]
+async fn truncation_without_close_notify_is_an_error() {
+    let (server_id, client_id) = (identity(), identity());
+    for graceful in [true, false] {
+        let (c, s) = tcp_pair().await;
+        let cfg = server_id.server_config();
+        let server = tokio::spawn(async move {
+            let mut tls = tokio_rustls::TlsAcceptor::from(cfg)
+                .accept(s)
+                .await
+                .unwrap();
+            tls.write_all(&[7u8; 40_000]).await.unwrap();
+            tls.get_mut().1.refresh_traffic_keys().unwrap();
+            tls.write_all(&[8u8; 40_000]).await.unwrap();
+            if graceful {
+                tls.shutdown().await.unwrap();
+            } else {
+                tls.flush().await.unwrap();
+                let (mut tcp, _) = tls.into_inner();
+                tcp.shutdown().await.unwrap();
+            }
+        });
+        let (cfg, _) = client_id.client_config(server_id.public_key()).unwrap();
+        let mut tls = connect(c, cfg, server_name()).await.unwrap();
+        let mut got = Vec::new();
+        let r = tls.read_to_end(&mut got).await;
+        server.await.unwrap();
+        assert_eq!(got.len(), 80_000);
+        assert!(got[..40_000].iter().all(|&b| b == 7) && got[40_000..].iter().all(|&b| b == 8));
+        if graceful {
+            r.unwrap();
+        } else {
+            assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::UnexpectedEof);
+        }
+    }
+}
+
+/// A record changed in flight (here: after the handshake, by a relay) is refused.
+#[tokio::test]
+async fn a_record_changed_in_flight_is_refused() {
+    let (server_id, client_id) = (identity(), identity());
+    let (c, s) = tcp_pair().await;
+    let cfg = server_id.server_config();
+    let server = tokio::spawn(async move {
+        let mut tls = accept(s, cfg).await.unwrap();
+        tls.write_all(&[1u8; 1000]).await.unwrap();
+        tls.flush().await.unwrap();
+        // Keep the connection open until the client has read.
+        let mut b = [0u8; 1];
+        let _ = tls.read(&mut b).await;
+    });
+    let (cfg, _) = client_id.client_config(server_id.public_key()).unwrap();
+    let mut tls = connect(c, cfg, server_name()).await.unwrap();
+    // Wait for the record, then flip one ciphertext byte where it lies, unread.
+    loop {
+        let mut probe = [0u8; 1];
+        if tls.sock.peek(&mut probe).await.unwrap() > 0 {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut raw = vec![0u8; 1100];
+    let n = tls.sock.read(&mut raw).await.unwrap();
+    raw[n - 3] ^= 1;
+    tls.rbuf[..n].copy_from_slice(&raw[..n]);
+    tls.rend = n;
+    let mut got = [0u8; 1000];
+    let e = tls.read_exact(&mut got).await.unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+    assert!(e.to_string().contains("authentication"), "{e}");
+    drop(tls);
+    server.await.unwrap();
+}
