@@ -627,7 +627,90 @@ fn open_partial(part: &Path, meta: &Path, target: Target, offset: u64) -> Result
     } else {
         file.set_len(offset).map_err(disk(part))?;
     }
+    check_space(&file, offset, target.size).map_err(disk(part))?;
     Ok(file)
+}
+
+/// Fails at once if the file system clearly lacks room for `offset..size`, rather than
+/// near the end of a long download.
+fn check_space(file: &File, offset: u64, size: u64) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: plain syscall on a descriptor we own, into a zeroed struct.
+        if unsafe { libc::fstatvfs(file.as_raw_fd(), &mut st) } == 0 {
+            let free = (st.f_bavail as u64).saturating_mul(st.f_frsize as u64);
+            let need = size.saturating_sub(offset);
+            if st.f_blocks > 0 && free < need {
+                return Err(io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    format!("not enough free space: {need} bytes needed, {free} available"),
+                ));
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (file, offset, size);
+    Ok(())
+}
+
+/// Reserves disk space a step ahead of the writer (`fallocate`, keeping the file's
+/// length): the file system allocates in large runs instead of page by page, and the
+/// file is laid out in one piece. File systems that cannot do it are written as usual.
+struct Reserve {
+    reserved: u64,
+    size: u64,
+    enabled: bool,
+}
+
+impl Reserve {
+    /// How far ahead of the write position space is kept reserved.
+    const STEP: u64 = 32 << 20;
+
+    fn new(offset: u64, size: u64) -> Reserve {
+        Reserve {
+            reserved: offset,
+            size,
+            enabled: cfg!(target_os = "linux"),
+        }
+    }
+
+    /// Called before writing at `pos`.
+    fn ahead(&mut self, file: &File, pos: u64) -> io::Result<()> {
+        if !self.enabled || self.reserved >= self.size || pos + Self::STEP <= self.reserved {
+            return Ok(());
+        }
+        let end = self.size.min(pos + 2 * Self::STEP);
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: plain syscall on a descriptor we own.
+            let r = unsafe {
+                libc::fallocate(
+                    file.as_raw_fd(),
+                    libc::FALLOC_FL_KEEP_SIZE,
+                    self.reserved as libc::off_t,
+                    (end - self.reserved) as libc::off_t,
+                )
+            };
+            if r != 0 {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::ENOSPC) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::StorageFull,
+                        "the disk is full",
+                    ));
+                }
+                // Not supported here: write without reserving.
+                self.enabled = false;
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = file;
+        self.reserved = end;
+        Ok(())
+    }
 }
 
 /// Moves the verified partial to its final name. Without `force`, never replaces a file
@@ -940,8 +1023,9 @@ fn socket_error(e: io::Error, stop: &AtomicBool) -> FetchError {
 /// Buffers of opened records between the TLS reader and the hash+write thread.
 const TLS_BUFFERS: usize = 6;
 
-/// Blocking body of [`receive_tls`]: this thread reads and opens records, a second one
-/// hashes (the existing prefix first) and writes the plaintext at `offset..size`.
+/// Blocking body of [`receive_tls`]: this thread reads, opens and hashes records (the
+/// plaintext is hashed while still in cache, after the existing prefix); a second thread
+/// writes it at `offset..size`.
 #[allow(clippy::too_many_arguments)]
 fn open_and_hash(
     rx: tls::Receiver,
@@ -954,26 +1038,24 @@ fn open_and_hash(
     stop: &AtomicBool,
 ) -> Result<[u8; 32], FetchError> {
     let disk = |e| FetchError::Disk(part.to_path_buf(), e);
+    let mut hasher = blake3::Hasher::new();
+    if offset > 0 {
+        // The partial is exactly `offset` long (open_partial set it).
+        hasher.update_mmap_rayon(part).map_err(disk)?;
+    }
     let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<tls::Opened>(TLS_BUFFERS);
     let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(TLS_BUFFERS);
     std::thread::scope(|scope| {
-        let writer = scope.spawn(move || -> Result<[u8; 32], FetchError> {
-            let mut hasher = blake3::Hasher::new();
-            if offset > 0 {
-                // The partial is exactly `offset` long (open_partial set it).
-                hasher.update_mmap_rayon(part).map_err(disk)?;
-            }
+        let writer = scope.spawn(move || -> Result<(), FetchError> {
             let mut pos = offset;
+            let mut reserve = Reserve::new(offset, size);
             while let Ok(opened) = full_rx.recv() {
-                for p in &opened.pieces {
-                    hasher.update(&opened.buf[p.clone()]);
-                }
+                reserve.ahead(file, pos).map_err(disk)?;
                 pos += write_pieces(file, pos, &opened.buf, &opened.pieces).map_err(disk)?;
                 written.store(pos, Ordering::Relaxed);
                 let _ = empty_tx.try_send(opened.buf);
             }
-            file.sync_all().map_err(disk)?;
-            Ok(*hasher.finalize().as_bytes())
+            file.sync_all().map_err(disk)
         });
         let mut allocated = 0;
         let fresh = || {
@@ -984,16 +1066,20 @@ fn open_and_hash(
                 empty_rx.recv().ok()
             }
         };
-        let received = rx.run(sock, size - offset, fresh, |o| full_tx.send(o).is_ok());
+        let hash = |piece: &[u8]| {
+            hasher.update(piece);
+        };
+        let deliver = |o: tls::Opened| full_tx.send(o).is_ok();
+        let received = rx.run(sock, size - offset, fresh, hash, deliver);
         drop(full_tx);
-        let hashed = writer
+        let wrote = writer
             .join()
-            .map_err(|_| FetchError::Io(io::Error::other("hash thread panicked")))?;
+            .map_err(|_| FetchError::Io(io::Error::other("writer thread panicked")))?;
         match received {
             Ok(()) => {}
             // The writer stopped: its error says why.
             Err(ReceiveError::Stopped) => {
-                hashed?;
+                wrote?;
                 return Err(FetchError::Io(io::Error::other("the writer stopped")));
             }
             Err(ReceiveError::Io(e)) => return Err(socket_error(e, stop)),
@@ -1014,7 +1100,7 @@ fn open_and_hash(
             }
             Err(ReceiveError::Record(e)) => return Err(FetchError::Io(e.into())),
         }
-        let hash = hashed?;
+        wrote?;
         if written.load(Ordering::Relaxed) != size {
             return Err(FetchError::Io(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -1024,7 +1110,7 @@ fn open_and_hash(
                 ),
             )));
         }
-        Ok(hash)
+        Ok(*hasher.finalize().as_bytes())
     })
 }
 
@@ -1182,7 +1268,9 @@ fn splice_and_hash(
                 _ => 64 * 1024,
             };
             let mut sent = pos;
+            let mut reserve = Reserve::new(pos, size);
             while pos < size {
+                reserve.ahead(file, pos).map_err(disk)?;
                 let want = (size - pos).min(pipe_cap as u64) as usize;
                 // SAFETY: valid descriptors, null offsets (sockets and pipes have none).
                 let n = unsafe {
@@ -1270,4 +1358,44 @@ fn splice_and_hash(
         file.sync_all().map_err(disk)?;
         Ok(hash)
     })
+}
+
+#[cfg(test)]
+mod space_tests {
+    use super::*;
+
+    #[test]
+    fn a_download_larger_than_the_free_space_fails_at_once() {
+        let f = tempfile::tempfile().unwrap();
+        let e = check_space(&f, 0, u64::MAX / 2).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::StorageFull);
+        assert!(e.to_string().contains("not enough free space"), "{e}");
+        check_space(&f, 0, 4096).unwrap();
+        // Only what is still missing counts.
+        check_space(&f, u64::MAX / 2 - 10, u64::MAX / 2).unwrap();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn space_is_reserved_ahead_of_the_writer_without_changing_the_length() {
+        use std::os::unix::fs::MetadataExt;
+        let f = tempfile::tempfile().unwrap();
+        let size = 3 * Reserve::STEP;
+        let mut r = Reserve::new(0, size);
+        r.ahead(&f, 0).unwrap();
+        let m = f.metadata().unwrap();
+        assert_eq!(m.len(), 0, "the length must stay what was written");
+        if r.enabled {
+            assert!(
+                m.blocks() * 512 >= 2 * Reserve::STEP,
+                "{} blocks",
+                m.blocks()
+            );
+            assert_eq!(r.reserved, 2 * Reserve::STEP);
+            r.ahead(&f, Reserve::STEP / 2).unwrap(); // still a step ahead: nothing to do
+            assert_eq!(r.reserved, 2 * Reserve::STEP);
+            r.ahead(&f, 2 * Reserve::STEP).unwrap();
+            assert_eq!(r.reserved, size, "never beyond the file's size");
+        }
+    }
 }

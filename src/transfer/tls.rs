@@ -548,6 +548,8 @@ struct Sealed {
 const SEND_BUFFERS: usize = 4;
 /// Records per sending buffer (1 MiB of payload).
 const SEND_RECORDS: usize = 64;
+/// Records read and sealed in one step (256 KiB: stays in cache between the two).
+const SEAL_STEP: usize = 16;
 
 /// Blocking body of [`TlsStream::send_file`].
 fn seal_file(
@@ -589,15 +591,21 @@ fn seal_file(
                 return Ok(());
             }
         }
-        read_into_records(file, &mut buf, pos, want)?;
-        for i in 0..records {
-            let payload = (want - i * MAX_PAYLOAD).min(MAX_PAYLOAD);
-            let at = i * stride;
-            sealer.seal_in_place(
-                &mut buf[at..at + payload + OVERHEAD],
-                payload,
-                Content::ApplicationData,
-            )?;
+        // A cache-sized step at a time: read, then seal while the bytes are hot.
+        for first in (0..records).step_by(SEAL_STEP) {
+            let last = records.min(first + SEAL_STEP);
+            let from = first * MAX_PAYLOAD;
+            let bytes = want.min(last * MAX_PAYLOAD) - from;
+            read_into_records(file, &mut buf[first * stride..], pos + from as u64, bytes)?;
+            for i in first..last {
+                let payload = (want - i * MAX_PAYLOAD).min(MAX_PAYLOAD);
+                let at = i * stride;
+                sealer.seal_in_place(
+                    &mut buf[at..at + payload + OVERHEAD],
+                    payload,
+                    Content::ApplicationData,
+                )?;
+            }
         }
         pos += want as u64;
         let sealed = Sealed {
@@ -780,14 +788,16 @@ pub(crate) struct Opened {
 pub(crate) const RECEIVE_BUFFER: usize = (1 << 20) + MAX_RECORD;
 
 impl Receiver {
-    /// Reads records from `sock` (blocking) until `want` bytes of plaintext have come,
-    /// handing each buffer's opened pieces to `deliver`; `fresh` supplies empty buffers.
-    /// Fails on a bad record, an alert, or the connection closing early.
+    /// Reads records from `sock` (blocking) until `want` bytes of plaintext have come.
+    /// Each piece of plaintext is shown to `each` as soon as its record is opened (still
+    /// in cache), then every filled buffer goes to `deliver`; `fresh` supplies empty
+    /// buffers. Fails on a bad record, an alert, or the connection closing early.
     pub(crate) fn run(
         mut self,
         sock: &mut impl io::Read,
         want: u64,
         mut fresh: impl FnMut() -> Option<Vec<u8>>,
+        mut each: impl FnMut(&[u8]),
         mut deliver: impl FnMut(Opened) -> bool,
     ) -> Result<(), ReceiveError> {
         let mut got = 0u64;
@@ -795,6 +805,7 @@ impl Receiver {
             let n = self.plain.len().min(want as usize);
             got += n as u64;
             let buf = std::mem::take(&mut self.plain);
+            each(&buf[..n]);
             if !deliver(Opened {
                 buf,
                 pieces: std::iter::once(0..n).collect(),
@@ -803,59 +814,61 @@ impl Receiver {
             }
         }
         let mut carry = std::mem::take(&mut self.cipher);
+        let mut eof = false;
         while got < want {
-            if self.peer_closed {
+            if self.peer_closed || eof {
+                // Whatever is left is an incomplete record that can no longer grow.
                 return Err(ReceiveError::Closed(got));
             }
             let Some(mut buf) = fresh() else {
                 return Err(ReceiveError::Stopped);
             };
-            if buf.len() < RECEIVE_BUFFER.max(carry.len() + MAX_RECORD) {
-                buf.resize(RECEIVE_BUFFER.max(carry.len() + MAX_RECORD), 0);
+            let size = RECEIVE_BUFFER.max(carry.len() + MAX_RECORD);
+            if buf.len() < size {
+                buf.resize(size, 0);
             }
             buf[..carry.len()].copy_from_slice(&carry);
-            let mut filled = carry.len();
-            // Never wait for more than the peer must still send: records carry at most
-            // MAX_PAYLOAD, so the rest of the data is at least this much ciphertext.
-            let need = (buf.len() - MAX_RECORD)
-                .min(record::sealed_len((want - got) as usize))
-                .max(filled + 1);
-            let mut eof = false;
-            while filled < need && !eof {
-                match sock.read(&mut buf[filled..]) {
+            let (mut filled, mut at) = (carry.len(), 0);
+            let mut pieces = Vec::new();
+            // Read a cache-sized step at a time and open it at once, while it is hot.
+            loop {
+                while let Some(n) = Opener::record_len(&buf[at..filled])? {
+                    let opened = self.opener.open_in_place(&mut buf[at..at + n])?;
+                    let p = at + opened.payload.start..at + opened.payload.end;
+                    at += n;
+                    match opened.content {
+                        Content::ApplicationData => {
+                            if got + p.len() as u64 > want {
+                                return Err(ReceiveError::TooMuch);
+                            }
+                            got += p.len() as u64;
+                            if !p.is_empty() {
+                                each(&buf[p.clone()]);
+                                pieces.push(p);
+                            }
+                        }
+                        Content::Alert => {
+                            if record::alert(&buf[p])? == Control::Closed {
+                                self.peer_closed = true;
+                                break;
+                            }
+                        }
+                        Content::Handshake => {
+                            if let Control::KeyUpdate { .. } = record::handshake(&buf[p])? {
+                                next_rx(&self.keys, &mut self.opener).map_err(ReceiveError::Io)?;
+                            }
+                        }
+                    }
+                }
+                if got == want || self.peer_closed || eof || filled + MAX_RECORD > buf.len() {
+                    break;
+                }
+                let end = buf.len().min(filled + READ_STEP);
+                match sock.read(&mut buf[filled..end]) {
                     Ok(0) => eof = true,
                     Ok(n) => filled += n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => return Err(ReceiveError::Io(e)),
-                }
-            }
-            let mut pieces = Vec::new();
-            let mut at = 0;
-            while let Some(n) = Opener::record_len(&buf[at..filled])? {
-                let opened = self.opener.open_in_place(&mut buf[at..at + n])?;
-                let p = at + opened.payload.start..at + opened.payload.end;
-                at += n;
-                match opened.content {
-                    Content::ApplicationData => {
-                        if got + p.len() as u64 > want {
-                            return Err(ReceiveError::TooMuch);
-                        }
-                        got += p.len() as u64;
-                        if !p.is_empty() {
-                            pieces.push(p);
-                        }
-                    }
-                    Content::Alert => {
-                        if record::alert(&buf[p])? == Control::Closed {
-                            self.peer_closed = true;
-                            break;
-                        }
-                    }
-                    Content::Handshake => {
-                        if let Control::KeyUpdate { .. } = record::handshake(&buf[p])? {
-                            next_rx(&self.keys, &mut self.opener).map_err(ReceiveError::Io)?;
-                        }
-                    }
                 }
             }
             carry.clear();
@@ -863,14 +876,13 @@ impl Receiver {
             if !pieces.is_empty() && !deliver(Opened { buf, pieces }) {
                 return Err(ReceiveError::Stopped);
             }
-            if eof && got < want {
-                // What is left (if anything) is an incomplete record that cannot grow.
-                return Err(ReceiveError::Closed(got));
-            }
         }
         Ok(())
     }
 }
+
+/// Bytes read from the socket before they are opened: small enough to stay in cache.
+const READ_STEP: usize = 256 << 10;
 
 /// Why [`Receiver::run`] stopped early.
 #[derive(Debug, thiserror::Error)]

@@ -114,12 +114,14 @@ async fn our_receiver_reads_a_stock_tls_server() {
     let mut sock = sock.into_std().unwrap();
     sock.set_nonblocking(false).unwrap();
     let want = (data.len() - head.len()) as u64;
-    let body = tokio::task::spawn_blocking(move || {
-        let mut body = Vec::new();
+    let (seen, body) = tokio::task::spawn_blocking(move || {
+        // What `each` is shown and what `deliver` gets must be the same bytes.
+        let (mut seen, mut body) = (Vec::new(), Vec::new());
         rx.run(
             &mut sock,
             want,
             || Some(Vec::new()),
+            |piece| seen.extend_from_slice(piece),
             |o| {
                 for p in o.pieces {
                     body.extend_from_slice(&o.buf[p]);
@@ -127,11 +129,12 @@ async fn our_receiver_reads_a_stock_tls_server() {
                 true
             },
         )
-        .map(|()| body)
+        .map(|()| (seen, body))
     })
     .await
     .unwrap()
     .unwrap();
+    assert!(seen == body, "pieces shown and buffers delivered differ");
     head.extend_from_slice(&body);
     assert!(head == data, "received bytes differ");
     server.await.unwrap();
