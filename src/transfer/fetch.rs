@@ -919,7 +919,7 @@ async fn receive_splice(
 }
 
 /// TLS: the stream's socket is read on a blocking thread that opens the records in
-/// place; a second thread hashes and writes their plaintext (see [`tls::Receiver`]).
+/// place and hashes their plaintext; a second thread writes it (see [`tls::Receiver`]).
 #[allow(clippy::too_many_arguments)]
 async fn receive_tls(
     stream: TlsStream,

@@ -143,41 +143,32 @@ fn confidentiality_limit(suite: SupportedCipherSuite) -> u64 {
     }
 }
 
-impl Handshake for UnbufferedClientConnection {
-    fn process<'c>(&'c mut self, incoming: &mut [u8]) -> Status<'c> {
-        erase(self.process_tls_records(incoming))
-    }
-    fn finish(
-        self,
-    ) -> Result<(ExtractedSecrets, Box<dyn Rekey>, SupportedCipherSuite), rustls::Error> {
-        let (secrets, kernel) = self.dangerous_into_kernel_connection()?;
-        let suite = kernel.negotiated_cipher_suite();
-        Ok((secrets, Box::new(kernel), suite))
-    }
-    fn peer_certificate(&self) -> Option<CertificateDer<'static>> {
-        self.peer_certificates()
-            .and_then(|c| c.first())
-            .map(|c| c.clone().into_owned())
-    }
+/// The client and server connections offer the same calls under different types.
+macro_rules! handshake_for {
+    ($conn:ty) => {
+        impl Handshake for $conn {
+            fn process<'c>(&'c mut self, incoming: &mut [u8]) -> Status<'c> {
+                erase(self.process_tls_records(incoming))
+            }
+            fn finish(
+                self,
+            ) -> Result<(ExtractedSecrets, Box<dyn Rekey>, SupportedCipherSuite), rustls::Error>
+            {
+                let (secrets, kernel) = self.dangerous_into_kernel_connection()?;
+                let suite = kernel.negotiated_cipher_suite();
+                Ok((secrets, Box::new(kernel), suite))
+            }
+            fn peer_certificate(&self) -> Option<CertificateDer<'static>> {
+                self.peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| c.clone().into_owned())
+            }
+        }
+    };
 }
 
-impl Handshake for UnbufferedServerConnection {
-    fn process<'c>(&'c mut self, incoming: &mut [u8]) -> Status<'c> {
-        erase(self.process_tls_records(incoming))
-    }
-    fn finish(
-        self,
-    ) -> Result<(ExtractedSecrets, Box<dyn Rekey>, SupportedCipherSuite), rustls::Error> {
-        let (secrets, kernel) = self.dangerous_into_kernel_connection()?;
-        let suite = kernel.negotiated_cipher_suite();
-        Ok((secrets, Box::new(kernel), suite))
-    }
-    fn peer_certificate(&self) -> Option<CertificateDer<'static>> {
-        self.peer_certificates()
-            .and_then(|c| c.first())
-            .map(|c| c.clone().into_owned())
-    }
-}
+handshake_for!(UnbufferedClientConnection);
+handshake_for!(UnbufferedServerConnection);
 
 /// A rustls error as an `io::Error` that callers can downcast back.
 fn tls_io(e: rustls::Error) -> io::Error {
