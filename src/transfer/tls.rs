@@ -401,6 +401,8 @@ impl TlsStream {
             }
             match content {
                 Content::ApplicationData => seal_data(&keys, sealer, data, &mut wbuf),
+                // (Empty control data: only the owed key update goes out.)
+                _ if data.is_empty() => Ok(()),
                 c => Ok(sealer.seal_to(data, c, &mut wbuf)?),
             }
         })();
@@ -451,13 +453,13 @@ impl TlsStream {
         len: u64,
         stall: Duration,
     ) -> io::Result<()> {
-        // Whatever is queued (the answer header) goes first.
-        timeout(stall, self.flush())
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "requester stopped reading"))??;
+        // Whatever is queued (the answer header, a key update we owe) goes first.
         if self.update_owed {
             self.queue(&[], Content::Handshake)?;
         }
+        timeout(stall, self.flush())
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "requester stopped reading"))??;
         let mut sealer = self
             .sealer
             .take()

@@ -215,3 +215,43 @@ async fn a_record_changed_in_flight_is_refused() {
     drop(tls);
     server.await.unwrap();
 }
+
+/// A peer that asks for a key update (`update_requested`) gets ours before any more data,
+/// also when the data goes out through the bulk path.
+#[tokio::test]
+async fn a_requested_key_update_is_answered_before_the_data() {
+    let (server_id, client_id) = (identity(), identity());
+    let data = random_bytes("tls-requested", 200_000);
+    let mut file = tempfile::tempfile().unwrap();
+    file.write_all(&data).unwrap();
+    let (c, s) = tcp_pair().await;
+    let cfg = server_id.server_config();
+    let len = data.len() as u64;
+    let server = tokio::spawn(async move {
+        let mut tls = accept(s, cfg).await.unwrap();
+        let mut req = [0u8; 3];
+        tls.read_exact(&mut req).await.unwrap();
+        assert!(tls.update_owed, "the request for an update was not noticed");
+        tls.send_file(&file, 0, len, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(!tls.update_owed);
+        tls.shutdown().await.unwrap();
+    });
+    let (cfg, _) = client_id.client_config(server_id.public_key()).unwrap();
+    let mut tls = connect(c, cfg, server_name()).await.unwrap();
+    // KeyUpdate(update_requested) under the old key, then switch ours.
+    let mut wbuf = Vec::new();
+    let sealer = tls.sealer.as_mut().unwrap();
+    sealer
+        .seal_to(&[24, 0, 0, 1, 1], Content::Handshake, &mut wbuf)
+        .unwrap();
+    next_tx(&tls.keys, sealer).unwrap();
+    tls.wbuf = wbuf;
+    tls.write_all(b"GET").await.unwrap();
+    tls.flush().await.unwrap();
+    let mut got = Vec::new();
+    tls.read_to_end(&mut got).await.unwrap();
+    assert!(got == data, "received bytes differ");
+    server.await.unwrap();
+}
