@@ -514,50 +514,24 @@ pub async fn fetch(
     // Anything beyond the announced size is the provider's bug; never write it.
     leftover.truncate((target.size - offset).min(leftover.len() as u64) as usize);
 
+    let land = Landing {
+        file,
+        part: part.clone(),
+        offset,
+        size: target.size,
+        stall: spec.timeout,
+    };
     let received = match stream {
         #[cfg(target_os = "linux")]
         PeerConn::Plain(stream) => {
-            receive_splice(
-                stream,
-                leftover,
-                file,
-                part.clone(),
-                offset,
-                target.size,
-                spec.timeout,
-                &mut on_event,
-                &mut cancel,
-            )
-            .await
+            receive_splice(stream, leftover, land, &mut on_event, &mut cancel).await
         }
         #[cfg(not(target_os = "linux"))]
         PeerConn::Plain(stream) => {
-            receive_buffered(
-                stream,
-                leftover,
-                file,
-                part.clone(),
-                offset,
-                target.size,
-                spec.timeout,
-                &mut on_event,
-                &mut cancel,
-            )
-            .await
+            receive_buffered(stream, leftover, land, &mut on_event, &mut cancel).await
         }
         PeerConn::Tls(stream) => {
-            receive_tls(
-                *stream,
-                leftover,
-                file,
-                part.clone(),
-                offset,
-                target.size,
-                spec.timeout,
-                &mut on_event,
-                &mut cancel,
-            )
-            .await
+            receive_tls(*stream, leftover, land, &mut on_event, &mut cancel).await
         }
     };
     let hash = match received {
@@ -751,19 +725,21 @@ fn publish(part: &Path, meta: &Path, final_path: &Path, force: bool) -> Result<(
 /// received so far is on disk in the partial.
 /// Portable path for any byte stream (used where `splice` is unavailable): this task
 /// reads into a pool of buffers, a blocking thread hashes and writes them.
-#[allow(clippy::too_many_arguments)]
 #[cfg_attr(target_os = "linux", allow(dead_code))]
 pub(crate) async fn receive_buffered<R: AsyncRead + Unpin>(
     mut stream: R,
     leftover: Vec<u8>,
-    file: File,
-    part: PathBuf,
-    offset: u64,
-    size: u64,
-    stall: Duration,
+    land: Landing,
     on_event: &mut (impl FnMut(FetchEvent) + Send),
     cancel: &mut watch::Receiver<bool>,
 ) -> Result<[u8; 32], FetchError> {
+    let Landing {
+        file,
+        part,
+        offset,
+        size,
+        stall,
+    } = land;
     let (full_tx, full_rx) = mpsc::channel::<(Vec<u8>, usize)>(BUFFERS);
     let (empty_tx, mut empty_rx) = mpsc::channel::<Vec<u8>>(BUFFERS);
     let written = Arc::new(AtomicU64::new(offset));
@@ -890,45 +866,41 @@ fn write_loop(
     Ok(*hasher.finalize().as_bytes())
 }
 
+/// Where received bytes land: the partial (holding `offset` bytes already), the size the
+/// file must reach, and how long the sender may stall.
+pub(crate) struct Landing {
+    pub file: File,
+    pub part: PathBuf,
+    pub offset: u64,
+    pub size: u64,
+    pub stall: Duration,
+}
+
 /// Linux fast path: see the module comment.
 #[cfg(target_os = "linux")]
-#[allow(clippy::too_many_arguments)]
 async fn receive_splice(
     stream: TcpStream,
     leftover: Vec<u8>,
-    file: File,
-    part: PathBuf,
-    offset: u64,
-    size: u64,
-    stall: Duration,
+    land: Landing,
     on_event: &mut (impl FnMut(FetchEvent) + Send),
     cancel: &mut watch::Receiver<bool>,
 ) -> Result<[u8; 32], FetchError> {
     run_receiver(
         stream,
-        offset,
-        size,
-        stall,
+        land,
         on_event,
         cancel,
-        move |sock, written, stop| {
-            splice_and_hash(sock, &leftover, &file, &part, offset, size, written, stop)
-        },
+        move |sock, land, written, stop| splice_and_hash(sock, &leftover, land, written, stop),
     )
     .await
 }
 
 /// TLS: the stream's socket is read on a blocking thread that opens the records in
 /// place and hashes their plaintext; a second thread writes it (see [`tls::Receiver`]).
-#[allow(clippy::too_many_arguments)]
 async fn receive_tls(
     stream: TlsStream,
     leftover: Vec<u8>,
-    file: File,
-    part: PathBuf,
-    offset: u64,
-    size: u64,
-    stall: Duration,
+    land: Landing,
     on_event: &mut (impl FnMut(FetchEvent) + Send),
     cancel: &mut watch::Receiver<bool>,
 ) -> Result<[u8; 32], FetchError> {
@@ -939,14 +911,10 @@ async fn receive_tls(
     rx.plain = plain;
     run_receiver(
         sock,
-        offset,
-        size,
-        stall,
+        land,
         on_event,
         cancel,
-        move |sock, written, stop| {
-            open_and_hash(rx, sock, &file, &part, offset, size, written, stop)
-        },
+        move |sock, land, written, stop| open_and_hash(rx, sock, land, written, stop),
     )
     .await
 }
@@ -956,28 +924,32 @@ async fn receive_tls(
 /// stop flag and shuts the socket down to wake it.
 async fn run_receiver<J>(
     stream: TcpStream,
-    offset: u64,
-    size: u64,
-    stall: Duration,
+    land: Landing,
     on_event: &mut (impl FnMut(FetchEvent) + Send),
     cancel: &mut watch::Receiver<bool>,
     job: J,
 ) -> Result<[u8; 32], FetchError>
 where
-    J: FnOnce(&mut std::net::TcpStream, &AtomicU64, &AtomicBool) -> Result<[u8; 32], FetchError>
+    J: FnOnce(
+            &mut std::net::TcpStream,
+            &Landing,
+            &AtomicU64,
+            &AtomicBool,
+        ) -> Result<[u8; 32], FetchError>
         + Send
         + 'static,
 {
+    let (offset, size) = (land.offset, land.size);
     let mut sock = stream.into_std()?;
     sock.set_nonblocking(false)?;
     // Bounds every blocking read; an expired wait surfaces as EAGAIN.
-    sock.set_read_timeout(Some(stall))?;
+    sock.set_read_timeout(Some(land.stall))?;
     let killer = sock.try_clone()?;
     let written = Arc::new(AtomicU64::new(offset));
     let stop = Arc::new(AtomicBool::new(false));
     let job = {
         let (written, stop) = (written.clone(), stop.clone());
-        tokio::task::spawn_blocking(move || job(&mut sock, &written, &stop))
+        tokio::task::spawn_blocking(move || job(&mut sock, &land, &written, &stop))
     };
     tokio::pin!(job);
     let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
@@ -1026,17 +998,14 @@ const TLS_BUFFERS: usize = 6;
 /// Blocking body of [`receive_tls`]: this thread reads, opens and hashes records (the
 /// plaintext is hashed while still in cache, after the existing prefix); a second thread
 /// writes it at `offset..size`.
-#[allow(clippy::too_many_arguments)]
 fn open_and_hash(
     rx: tls::Receiver,
     sock: &mut std::net::TcpStream,
-    file: &File,
-    part: &Path,
-    offset: u64,
-    size: u64,
+    land: &Landing,
     written: &AtomicU64,
     stop: &AtomicBool,
 ) -> Result<[u8; 32], FetchError> {
+    let (file, part, offset, size) = (&land.file, land.part.as_path(), land.offset, land.size);
     let disk = |e| FetchError::Disk(part.to_path_buf(), e);
     let mut hasher = blake3::Hasher::new();
     if offset > 0 {
@@ -1170,17 +1139,14 @@ fn write_pieces(
 /// Blocking body of [`receive_splice`]: splices into the file at `offset..size` and hashes
 /// the whole file (prefix included) on a second thread, returning the hash.
 #[cfg(target_os = "linux")]
-#[allow(clippy::too_many_arguments)]
 fn splice_and_hash(
     sock: &mut std::net::TcpStream,
     leftover: &[u8],
-    file: &File,
-    part: &Path,
-    offset: u64,
-    size: u64,
+    land: &Landing,
     written: &AtomicU64,
-    stop: &std::sync::atomic::AtomicBool,
+    stop: &AtomicBool,
 ) -> Result<[u8; 32], FetchError> {
+    let (file, part, offset, size) = (&land.file, land.part.as_path(), land.offset, land.size);
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::os::unix::fs::FileExt;
     let disk = |e| FetchError::Disk(part.to_path_buf(), e);

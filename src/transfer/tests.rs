@@ -573,7 +573,7 @@ async fn refusals_reach_the_requester() {
 /// The portable receive path (used off Linux) gives the same result as the splice path.
 #[tokio::test]
 async fn buffered_receive_path_matches() {
-    use super::fetch::receive_buffered;
+    use super::fetch::{Landing, receive_buffered};
     let data = random_bytes("buffered", 3 * 1024 * 1024 + 5);
     let dir = tempfile::tempdir().unwrap();
     let part = dir.path().join("p");
@@ -591,11 +591,13 @@ async fn buffered_receive_path_matches() {
     let hash = receive_buffered(
         r,
         data[1000..1000 + 77].to_vec(),
-        file,
-        part.clone(),
-        1000,
-        data.len() as u64,
-        Duration::from_secs(5),
+        Landing {
+            file,
+            part: part.clone(),
+            offset: 1000,
+            size: data.len() as u64,
+            stall: Duration::from_secs(5),
+        },
         &mut |_| {},
         &mut cancel,
     )

@@ -71,9 +71,9 @@ fn help_explains_both_forms() {
 
 #[test]
 fn port_in_use_is_a_clear_error() {
-    let port = free_port();
-    let _hold = std::net::UdpSocket::bind(("0.0.0.0", port)).unwrap();
-    let p = port.to_string();
+    // Hold a port the system picked (no window for another test to take it first).
+    let hold = std::net::UdpSocket::bind(("0.0.0.0", 0)).unwrap();
+    let p = hold.local_addr().unwrap().port().to_string();
     let (code, out) = run(&["-s", &p]);
     assert_eq!(code, 1);
     assert!(out[0].contains("already in use"), "{out:?}");
