@@ -1012,7 +1012,7 @@ fn open_and_hash(
         // The partial is exactly `offset` long (open_partial set it).
         hasher.update_mmap_rayon(part).map_err(disk)?;
     }
-    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<tls::Opened>(TLS_BUFFERS);
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<tls::Plaintext>(TLS_BUFFERS);
     let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(TLS_BUFFERS);
     std::thread::scope(|scope| {
         let writer = scope.spawn(move || -> Result<(), FetchError> {
@@ -1038,7 +1038,7 @@ fn open_and_hash(
         let hash = |piece: &[u8]| {
             hasher.update(piece);
         };
-        let deliver = |o: tls::Opened| full_tx.send(o).is_ok();
+        let deliver = |o: tls::Plaintext| full_tx.send(o).is_ok();
         let received = rx.run(sock, size - offset, fresh, hash, deliver);
         drop(full_tx);
         let wrote = writer

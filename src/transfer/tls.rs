@@ -772,7 +772,7 @@ pub(crate) struct Receiver {
 }
 
 /// One buffer of opened records: the plaintext pieces inside `buf`, in order.
-pub(crate) struct Opened {
+pub(crate) struct Plaintext {
     pub buf: Vec<u8>,
     pub pieces: Vec<std::ops::Range<usize>>,
 }
@@ -791,7 +791,7 @@ impl Receiver {
         want: u64,
         mut fresh: impl FnMut() -> Option<Vec<u8>>,
         mut each: impl FnMut(&[u8]),
-        mut deliver: impl FnMut(Opened) -> bool,
+        mut deliver: impl FnMut(Plaintext) -> bool,
     ) -> Result<(), ReceiveError> {
         let mut got = 0u64;
         if !self.plain.is_empty() {
@@ -799,7 +799,7 @@ impl Receiver {
             got += n as u64;
             let buf = std::mem::take(&mut self.plain);
             each(&buf[..n]);
-            if !deliver(Opened {
+            if !deliver(Plaintext {
                 buf,
                 pieces: std::iter::once(0..n).collect(),
             }) {
@@ -866,7 +866,7 @@ impl Receiver {
             }
             carry.clear();
             carry.extend_from_slice(&buf[at..filled]);
-            if !pieces.is_empty() && !deliver(Opened { buf, pieces }) {
+            if !pieces.is_empty() && !deliver(Plaintext { buf, pieces }) {
                 return Err(ReceiveError::Stopped);
             }
         }
