@@ -32,7 +32,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 
-use super::header::{MAX_RESPONSE_LEN, Request, Response, Status};
+use super::header::{MAX_RESPONSE_LEN, OWNER_HASH_LEN, Request, Response, Status};
 use super::secure::{MODE_BUSY, MODE_PLAIN, MODE_TLS, Presented, Security, server_name};
 use super::tls::{self, ReceiveError, TlsStream};
 use super::{ReadHeaderError, read_header};
@@ -332,6 +332,9 @@ pub async fn fetch(
             .map_err(|e| FetchError::Io(io::Error::other(e)))??
     };
 
+    // Over TLS the owner hashes a whole file as it sends it (the records' AEAD proves we
+    // got exactly those bytes), which takes that work off this side.
+    let owner_hashes = tls.is_some() && matches!(plan, Plan::Fresh);
     // Connect, ask, and read the answer; cancellable throughout.
     let request = match plan {
         Plan::Fresh => Request {
@@ -340,6 +343,7 @@ pub async fn fetch(
             offset: 0,
             expected_hash: None,
             if_match: false,
+            owner_hashes,
         },
         Plan::Resume { offset, target } => Request {
             file: spec.file.clone(),
@@ -347,6 +351,7 @@ pub async fn fetch(
             offset,
             expected_hash: Some(target.hash),
             if_match: false,
+            owner_hashes: false,
         },
         Plan::Probe { local } => Request {
             file: spec.file.clone(),
@@ -354,6 +359,7 @@ pub async fn fetch(
             offset: local.size,
             expected_hash: Some(local.hash),
             if_match: true,
+            owner_hashes: false,
         },
     };
     let request = request
@@ -511,8 +517,10 @@ pub async fn fetch(
         size: target.size,
         offset,
     });
-    // Anything beyond the announced size is the provider's bug; never write it.
-    leftover.truncate((target.size - offset).min(leftover.len() as u64) as usize);
+    // Anything beyond the announced size (and the owner's hash, if it sends one) is the
+    // provider's bug; never write it.
+    let trailer = if owner_hashes { OWNER_HASH_LEN } else { 0 };
+    leftover.truncate((target.size - offset + trailer as u64).min(leftover.len() as u64) as usize);
 
     let land = Landing {
         file,
@@ -531,7 +539,7 @@ pub async fn fetch(
             receive_buffered(stream, leftover, land, &mut on_event, &mut cancel).await
         }
         PeerConn::Tls(stream) => {
-            receive_tls(*stream, leftover, land, &mut on_event, &mut cancel).await
+            receive_tls(*stream, leftover, land, trailer, &mut on_event, &mut cancel).await
         }
     };
     let hash = match received {
@@ -901,6 +909,7 @@ async fn receive_tls(
     stream: TlsStream,
     leftover: Vec<u8>,
     land: Landing,
+    trailer: usize,
     on_event: &mut (impl FnMut(FetchEvent) + Send),
     cancel: &mut watch::Receiver<bool>,
 ) -> Result<[u8; 32], FetchError> {
@@ -914,7 +923,7 @@ async fn receive_tls(
         land,
         on_event,
         cancel,
-        move |sock, land, written, stop| open_and_hash(rx, sock, land, written, stop),
+        move |sock, land, written, stop| open_and_hash(rx, sock, land, trailer, written, stop),
     )
     .await
 }
@@ -1002,9 +1011,11 @@ fn open_and_hash(
     rx: tls::Receiver,
     sock: &mut std::net::TcpStream,
     land: &Landing,
+    trailer: usize,
     written: &AtomicU64,
     stop: &AtomicBool,
 ) -> Result<[u8; 32], FetchError> {
+    use std::os::unix::fs::FileExt;
     let (file, part, offset, size) = (&land.file, land.part.as_path(), land.offset, land.size);
     let disk = |e| FetchError::Disk(part.to_path_buf(), e);
     let mut hasher = blake3::Hasher::new();
@@ -1020,7 +1031,9 @@ fn open_and_hash(
             let mut reserve = Reserve::new(offset, size);
             while let Ok(opened) = full_rx.recv() {
                 reserve.ahead(file, pos).map_err(disk)?;
-                pos += write_pieces(file, pos, &opened.buf, &opened.pieces).map_err(disk)?;
+                file.write_all_at(&opened.buf[..opened.len], pos)
+                    .map_err(disk)?;
+                pos += opened.len as u64;
                 written.store(pos, Ordering::Relaxed);
                 let _ = empty_tx.try_send(opened.buf);
             }
@@ -1035,17 +1048,20 @@ fn open_and_hash(
                 empty_rx.recv().ok()
             }
         };
+        // When the owner hashes (`trailer` is its hash), there is nothing to do here.
         let hash = |piece: &[u8]| {
-            hasher.update(piece);
+            if trailer == 0 {
+                hasher.update(piece);
+            }
         };
         let deliver = |o: tls::Plaintext| full_tx.send(o).is_ok();
-        let received = rx.run(sock, size - offset, fresh, hash, deliver);
+        let received = rx.run(sock, size - offset, trailer, fresh, hash, deliver);
         drop(full_tx);
         let wrote = writer
             .join()
             .map_err(|_| FetchError::Io(io::Error::other("writer thread panicked")))?;
-        match received {
-            Ok(()) => {}
+        let owners = match received {
+            Ok(tail) => <[u8; 32]>::try_from(tail.as_slice()).ok(),
             // The writer stopped: its error says why.
             Err(ReceiveError::Stopped) => {
                 wrote?;
@@ -1068,7 +1084,7 @@ fn open_and_hash(
                 ));
             }
             Err(ReceiveError::Record(e)) => return Err(FetchError::Io(e.into())),
-        }
+        };
         wrote?;
         if written.load(Ordering::Relaxed) != size {
             return Err(FetchError::Io(io::Error::new(
@@ -1079,61 +1095,9 @@ fn open_and_hash(
                 ),
             )));
         }
-        Ok(*hasher.finalize().as_bytes())
+        // The owner's hash of what it sent, or ours of what came.
+        Ok(owners.unwrap_or_else(|| *hasher.finalize().as_bytes()))
     })
-}
-
-/// Writes the `pieces` of `buf`, in order, at `pos` of `file` (one `pwritev` for many),
-/// returning how many bytes that was.
-fn write_pieces(
-    file: &File,
-    pos: u64,
-    buf: &[u8],
-    pieces: &[std::ops::Range<usize>],
-) -> io::Result<u64> {
-    use std::os::fd::AsRawFd;
-    let total: usize = pieces.iter().map(|p| p.len()).sum();
-    let mut done = 0usize;
-    while done < total {
-        // Rebuild the list from the first piece not fully written.
-        let mut skip = done;
-        let mut iov: Vec<libc::iovec> = Vec::with_capacity(pieces.len());
-        for p in pieces {
-            if skip >= p.len() {
-                skip -= p.len();
-                continue;
-            }
-            let s = &buf[p.start + skip..p.end];
-            skip = 0;
-            iov.push(libc::iovec {
-                iov_base: s.as_ptr() as *mut libc::c_void,
-                iov_len: s.len(),
-            });
-            if iov.len() == 1024 {
-                break;
-            }
-        }
-        // SAFETY: every iovec points into `buf`, which outlives the call.
-        let n = unsafe {
-            libc::pwritev(
-                file.as_raw_fd(),
-                iov.as_ptr(),
-                iov.len() as libc::c_int,
-                (pos + done as u64) as libc::off_t,
-            )
-        };
-        match n {
-            0 => return Err(io::ErrorKind::WriteZero.into()),
-            n if n < 0 => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-            n => done += n as usize,
-        }
-    }
-    Ok(total as u64)
 }
 
 /// Blocking body of [`receive_splice`]: splices into the file at `offset..size` and hashes

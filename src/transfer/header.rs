@@ -26,7 +26,14 @@ pub const FLAG_HAS_HASH: u8 = 0x01;
 /// Request flag: send data only if the file's hash equals the expected hash; otherwise
 /// answer [`Status::Changed`] without data. Used to compare against an existing file.
 pub const FLAG_IF_MATCH: u8 = 0x02;
-const KNOWN_FLAGS: u8 = FLAG_HAS_HASH | FLAG_IF_MATCH;
+/// Request flag: the requester will not hash what it receives. The owner hashes the
+/// bytes as it reads and sends them and, after the data, sends that BLAKE3 hash (32
+/// bytes) as a trailer. Only for whole-file requests (no expected hash, offset 0) over
+/// TLS, where the records' AEAD proves the requester got exactly the bytes hashed.
+pub const FLAG_OWNER_HASHES: u8 = 0x04;
+/// Length of the trailer that [`FLAG_OWNER_HASHES`] asks for.
+pub const OWNER_HASH_LEN: usize = 32;
+const KNOWN_FLAGS: u8 = FLAG_HAS_HASH | FLAG_IF_MATCH | FLAG_OWNER_HASHES;
 
 /// Longest possible encoded request.
 pub const MAX_REQUEST_LEN: usize = 4 + 1 + 1 + 1 + MAX_FILE_NAME_LEN + 1 + MAX_NAME_LEN + 8 + 32;
@@ -47,6 +54,9 @@ pub struct Request {
     pub expected_hash: Option<[u8; 32]>,
     /// Only send data if `expected_hash` matches (see [`FLAG_IF_MATCH`]).
     pub if_match: bool,
+    /// The owner hashes what it sends and sends the hash after the data (see
+    /// [`FLAG_OWNER_HASHES`]).
+    pub owner_hashes: bool,
 }
 
 /// Outcome of a request.
@@ -132,6 +142,8 @@ pub enum HeaderError {
     Status(u8),
     #[error("start offset {start} beyond file size {size}")]
     Offset { start: u64, size: u64 },
+    #[error("owner hashing is only for whole-file requests")]
+    OwnerHashesPartial,
 }
 
 /// Cuts `s` to at most `max` bytes without splitting a character.
@@ -229,6 +241,12 @@ impl Request {
         if self.if_match {
             flags |= FLAG_IF_MATCH;
         }
+        if self.owner_hashes {
+            if self.expected_hash.is_some() || self.offset != 0 {
+                return Err(HeaderError::OwnerHashesPartial);
+            }
+            flags |= FLAG_OWNER_HASHES;
+        }
         let mut out = Vec::with_capacity(MAX_REQUEST_LEN);
         out.extend_from_slice(&REQUEST_MAGIC);
         out.push(VERSION);
@@ -273,12 +291,17 @@ impl Request {
         } else {
             None
         };
+        let owner_hashes = flags & FLAG_OWNER_HASHES != 0;
+        if owner_hashes && (expected_hash.is_some() || offset != 0) {
+            return Err(HeaderError::OwnerHashesPartial);
+        }
         let req = Request {
             file,
             requester,
             offset,
             expected_hash,
             if_match: flags & FLAG_IF_MATCH != 0,
+            owner_hashes,
         };
         Ok(Decoded::Done(req, c.pos))
     }
@@ -356,15 +379,21 @@ mod tests {
             any::<u64>(),
             proptest::option::of(any::<[u8; 32]>()),
             any::<bool>(),
+            any::<bool>(),
         )
-            .prop_filter("fits caps", |(f, _, _, _, _)| f.len() <= MAX_FILE_NAME_LEN)
+            .prop_filter("fits caps", |(f, ..)| f.len() <= MAX_FILE_NAME_LEN)
             .prop_map(
-                |(file, requester, offset, expected_hash, if_match)| Request {
-                    file,
-                    requester,
-                    offset,
-                    expected_hash,
-                    if_match,
+                |(file, requester, offset, expected_hash, if_match, owner_hashes)| {
+                    // Owner hashing goes with whole-file requests only.
+                    let whole = owner_hashes && expected_hash.is_none();
+                    Request {
+                        file,
+                        requester,
+                        offset: if whole { 0 } else { offset },
+                        expected_hash,
+                        if_match,
+                        owner_hashes: whole,
+                    }
                 },
             )
     }
@@ -475,6 +504,7 @@ mod tests {
             offset: u64::MAX - 1,
             expected_hash: Some([1; 32]),
             if_match: false,
+            owner_hashes: false,
         };
         let bytes = req.encode().unwrap();
         assert_eq!(Request::decode(&bytes), Ok(Decoded::Done(req, bytes.len())));
@@ -523,6 +553,44 @@ mod tests {
     }
 
     #[test]
+    fn owner_hashing_is_for_whole_files_only() {
+        let whole = Request {
+            file: "a.bin".into(),
+            requester: "B".into(),
+            offset: 0,
+            expected_hash: None,
+            if_match: false,
+            owner_hashes: true,
+        };
+        let bytes = whole.encode().unwrap();
+        assert_eq!(bytes[5], FLAG_OWNER_HASHES);
+        assert_eq!(
+            Request::decode(&bytes),
+            Ok(Decoded::Done(whole.clone(), bytes.len()))
+        );
+        // A resume cannot ask for it, in either direction of the codec.
+        let resume = Request {
+            offset: 10,
+            expected_hash: Some([3; 32]),
+            ..whole.clone()
+        };
+        assert_eq!(resume.encode(), Err(HeaderError::OwnerHashesPartial));
+        let mut wire = Request {
+            owner_hashes: false,
+            ..resume
+        }
+        .encode()
+        .unwrap();
+        wire[5] |= FLAG_OWNER_HASHES;
+        assert_eq!(Request::decode(&wire), Err(HeaderError::OwnerHashesPartial));
+        let mut wire = Request { offset: 1, ..whole };
+        wire.owner_hashes = false;
+        let mut wire = wire.encode().unwrap();
+        wire[5] |= FLAG_OWNER_HASHES;
+        assert_eq!(Request::decode(&wire), Err(HeaderError::OwnerHashesPartial));
+    }
+
+    #[test]
     fn encode_enforces_caps() {
         let long = "x".repeat(256);
         let req = Request {
@@ -531,6 +599,7 @@ mod tests {
             offset: 0,
             expected_hash: None,
             if_match: false,
+            owner_hashes: false,
         };
         assert!(req.encode().is_err());
         let msg = "é".repeat(400);

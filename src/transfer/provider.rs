@@ -258,14 +258,33 @@ impl Default for ServeConfig {
 /// can use [`copy_file_buffered`]. The protocol logic is the same for all.
 pub trait PeerStream: tokio::io::AsyncRead + AsyncWrite + Unpin + Send {
     /// Writes `len` bytes of `file` starting at `offset`, failing if no progress is made
-    /// for `stall`.
+    /// for `stall`. With `hash` (only on an [`PeerStream::authenticated`] stream) it
+    /// returns the BLAKE3 hash of the bytes as they were read and sent.
     fn send_file(
         &mut self,
         file: &File,
         offset: u64,
         len: u64,
         stall: Duration,
-    ) -> impl Future<Output = io::Result<()>> + Send;
+        hash: bool,
+    ) -> impl Future<Output = io::Result<Option<[u8; 32]>>> + Send;
+
+    /// Whether every byte is authenticated on the way (TLS), so that the requester may
+    /// rely on a hash the owner computed while sending ([`Request::owner_hashes`]).
+    fn authenticated(&self) -> bool {
+        false
+    }
+}
+
+/// Plain streams cannot vouch for what they carry (checked before any byte is sent).
+fn no_owner_hash(hash: bool) -> io::Result<()> {
+    if hash {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "owner hashing needs an encrypted connection",
+        ));
+    }
+    Ok(())
 }
 
 impl PeerStream for TcpStream {
@@ -276,8 +295,12 @@ impl PeerStream for TcpStream {
         offset: u64,
         len: u64,
         stall: Duration,
-    ) -> io::Result<()> {
-        sendfile_all(self, file, offset, len, stall).await
+        hash: bool,
+    ) -> io::Result<Option<[u8; 32]>> {
+        no_owner_hash(hash)?;
+        sendfile_all(self, file, offset, len, stall)
+            .await
+            .map(|()| None)
     }
 
     #[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
@@ -287,8 +310,12 @@ impl PeerStream for TcpStream {
         offset: u64,
         len: u64,
         stall: Duration,
-    ) -> io::Result<()> {
-        copy_file_buffered(self, file, offset, len, stall).await
+        hash: bool,
+    ) -> io::Result<Option<[u8; 32]>> {
+        no_owner_hash(hash)?;
+        copy_file_buffered(self, file, offset, len, stall)
+            .await
+            .map(|()| None)
     }
 }
 
@@ -299,8 +326,13 @@ impl PeerStream for TlsStream {
         offset: u64,
         len: u64,
         stall: Duration,
-    ) -> io::Result<()> {
-        TlsStream::send_file(self, file, offset, len, stall).await
+        hash: bool,
+    ) -> io::Result<Option<[u8; 32]>> {
+        TlsStream::send_file(self, file, offset, len, stall, hash).await
+    }
+
+    fn authenticated(&self) -> bool {
+        true
     }
 }
 
@@ -688,6 +720,14 @@ impl Conn {
 
     async fn serve_request<S: PeerStream>(&self, stream: &mut S, req: &Request, who: &str) {
         let shown = printable(&req.file);
+        if req.owner_hashes && !stream.authenticated() {
+            let message = "owner hashing needs an encrypted connection";
+            self.notice(format!(
+                "< Refused request for '{shown}' from {who}: {message} >"
+            ));
+            self.send_refusal(stream, Status::Error, message).await;
+            return;
+        }
         let (file, stamp, hash) = match self.open_checked(&req.file).await {
             Ok(x) => x,
             Err(r) => {
@@ -739,12 +779,34 @@ impl Conn {
                 .map_err(|_| {
                     io::Error::new(io::ErrorKind::TimedOut, "requester stopped reading")
                 })??;
-            stream
-                .send_file(&file, start, size - start, self.cfg.stall_timeout)
+            let sent = stream
+                .send_file(
+                    &file,
+                    start,
+                    size - start,
+                    self.cfg.stall_timeout,
+                    req.owner_hashes,
+                )
                 .await?;
+            if let Some(sent) = sent {
+                // The requester compares this with `hash`, as if it had hashed itself.
+                timeout(self.cfg.stall_timeout, stream.write_all(&sent))
+                    .await
+                    .map_err(|_| {
+                        io::Error::new(io::ErrorKind::TimedOut, "requester stopped reading")
+                    })??;
+            }
             timeout(self.cfg.stall_timeout, stream.flush())
                 .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "requester stopped reading"))?
+                .map_err(|_| {
+                    io::Error::new(io::ErrorKind::TimedOut, "requester stopped reading")
+                })??;
+            match sent {
+                Some(sent) if sent != hash => {
+                    Err(io::Error::other("the file changed while it was being sent"))
+                }
+                _ => Ok(()),
+            }
         }
         .await;
         match result {

@@ -470,6 +470,9 @@ async fn hostile_requests_are_refused_while_legit_fetch_succeeds() {
     let mut if_match_wrong = b"FAXQ\x01\x03\x09legit.bin\x01X".to_vec();
     if_match_wrong.extend_from_slice(&0u64.to_le_bytes());
     if_match_wrong.extend_from_slice(&[0u8; 32]);
+    // Owner hashing asks the owner to vouch for the data; plain TCP cannot carry that.
+    let mut owner_hashes = b"FAXQ\x01\x04\x09legit.bin\x01X".to_vec();
+    owner_hashes.extend_from_slice(&0u64.to_le_bytes());
     let abs = secret_path.to_str().unwrap().to_string();
 
     // (description, bytes, close our write side)
@@ -501,6 +504,7 @@ async fn hostile_requests_are_refused_while_legit_fetch_succeeds() {
         ("nothing at all", Vec::new(), false),
         ("garbage", random_bytes("garbage", 100_000), false),
         ("if-match wrong hash", if_match_wrong, false),
+        ("owner hashing in plaintext", owner_hashes, false),
     ];
     assert!(cases.len() >= 20);
 
@@ -543,6 +547,11 @@ async fn hostile_requests_are_refused_while_legit_fetch_succeeds() {
     assert!(
         all.iter()
             .any(|n| n.starts_with("< Bad request from 127.0.0.1: "))
+    );
+    assert!(
+        all.iter().any(|n| n
+            == "< Refused request for 'legit.bin' from X: owner hashing needs an encrypted connection >"),
+        "{all:#?}"
     );
     // The serve loop survived all of that.
     let (r, _) = get(spec(p.addr, "legit.bin", dest.path())).await;

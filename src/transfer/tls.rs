@@ -445,14 +445,17 @@ impl TlsStream {
 
     /// Sends `len` bytes of `file` from `offset`: a blocking thread reads the file
     /// straight into the payload slots of a buffer of records and seals them in place,
-    /// while this task writes sealed buffers to the socket.
+    /// while this task writes sealed buffers to the socket. With `hash`, the thread also
+    /// hashes each record's bytes (BLAKE3, in cache) just before sealing them, and the
+    /// hash of everything sent is returned.
     pub async fn send_file(
         &mut self,
         file: &File,
         offset: u64,
         len: u64,
         stall: Duration,
-    ) -> io::Result<()> {
+        hash: bool,
+    ) -> io::Result<Option<[u8; 32]>> {
         // Whatever is queued (the answer header, a key update we owe) goes first.
         if self.update_owed {
             self.queue(&[], Content::Handshake)?;
@@ -469,11 +472,17 @@ impl TlsStream {
         let (full_tx, mut full_rx) = mpsc::channel::<io::Result<Sealed>>(SEND_BUFFERS);
         let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(SEND_BUFFERS);
         let sealer_job = tokio::task::spawn_blocking(move || {
-            let r = seal_file(&file, offset, len, &mut sealer, &keys, &full_tx, empty_rx);
-            if let Err(e) = r {
+            let mut hasher = hash.then(blake3::Hasher::new);
+            let to = Sending {
+                file: &file,
+                offset,
+                len,
+                hasher: hasher.as_mut(),
+            };
+            if let Err(e) = seal_file(to, &mut sealer, &keys, &full_tx, empty_rx) {
                 let _ = full_tx.blocking_send(Err(e));
             }
-            sealer
+            (sealer, hasher)
         });
         let result = async {
             let mut sent = 0u64;
@@ -502,11 +511,14 @@ impl TlsStream {
         .await;
         drop(full_rx);
         drop(empty_tx);
-        match sealer_job.await {
-            Ok(s) => self.sealer = Some(s),
+        let hasher = match sealer_job.await {
+            Ok((s, h)) => {
+                self.sealer = Some(s);
+                h
+            }
             Err(e) => return Err(io::Error::other(e)),
-        }
-        result
+        };
+        result.map(|()| hasher.map(|h| *h.finalize().as_bytes()))
     }
 
     /// Takes the stream apart for [`receive_records`]: the socket, the receive state, and
@@ -544,16 +556,29 @@ const SEND_RECORDS: usize = 64;
 /// Records read and sealed in one step (256 KiB: stays in cache between the two).
 const SEAL_STEP: usize = 16;
 
-/// Blocking body of [`TlsStream::send_file`].
-fn seal_file(
-    file: &File,
+/// What [`seal_file`] sends: `len` bytes of `file` from `offset`, shown to `hasher` (if
+/// any) as they are read.
+struct Sending<'a> {
+    file: &'a File,
     offset: u64,
     len: u64,
+    hasher: Option<&'a mut blake3::Hasher>,
+}
+
+/// Blocking body of [`TlsStream::send_file`].
+fn seal_file(
+    to: Sending<'_>,
     sealer: &mut Sealer,
     keys: &Keys,
     full_tx: &mpsc::Sender<io::Result<Sealed>>,
     empty_rx: std::sync::mpsc::Receiver<Vec<u8>>,
 ) -> io::Result<()> {
+    let Sending {
+        file,
+        offset,
+        len,
+        mut hasher,
+    } = to;
     let stride = MAX_PAYLOAD + OVERHEAD;
     let mut pos = offset;
     let end = offset.saturating_add(len);
@@ -593,6 +618,9 @@ fn seal_file(
             for i in first..last {
                 let payload = (want - i * MAX_PAYLOAD).min(MAX_PAYLOAD);
                 let at = i * stride;
+                if let Some(h) = hasher.as_deref_mut() {
+                    h.update(&buf[at + record::HEADER_LEN..at + record::HEADER_LEN + payload]);
+                }
                 sealer.seal_in_place(
                     &mut buf[at..at + payload + OVERHEAD],
                     payload,
@@ -771,44 +799,56 @@ pub(crate) struct Receiver {
     peer_closed: bool,
 }
 
-/// One buffer of opened records: the plaintext pieces inside `buf`, in order.
+/// One buffer of opened records: their plaintext is `buf[..len]`, side by side.
 pub(crate) struct Plaintext {
     pub buf: Vec<u8>,
-    pub pieces: Vec<std::ops::Range<usize>>,
+    pub len: usize,
 }
 
 /// Buffers the requester's reader fills (each about 1 MiB of records).
 pub(crate) const RECEIVE_BUFFER: usize = (1 << 20) + MAX_RECORD;
 
 impl Receiver {
-    /// Reads records from `sock` (blocking) until `want` bytes of plaintext have come.
-    /// Each piece of plaintext is shown to `each` as soon as its record is opened (still
-    /// in cache), then every filled buffer goes to `deliver`; `fresh` supplies empty
-    /// buffers. Fails on a bad record, an alert, or the connection closing early.
+    /// Reads records from `sock` (blocking) until `want` bytes of plaintext have come,
+    /// then `trailer` more bytes, which it returns (the owner's hash, when it hashes).
+    /// The data of each step read is shown to `each` as soon as its records are opened
+    /// (still in cache, and in one run for a fast hash), then every filled buffer goes to
+    /// `deliver`; `fresh` supplies empty buffers. Fails on a bad record, an alert, too
+    /// many bytes, or the connection closing early.
     pub(crate) fn run(
         mut self,
         sock: &mut impl io::Read,
         want: u64,
+        trailer: usize,
         mut fresh: impl FnMut() -> Option<Vec<u8>>,
         mut each: impl FnMut(&[u8]),
         mut deliver: impl FnMut(Plaintext) -> bool,
-    ) -> Result<(), ReceiveError> {
+    ) -> Result<Vec<u8>, ReceiveError> {
         let mut got = 0u64;
+        let mut tail = Vec::with_capacity(trailer);
+        // Splits plaintext `p` into data (what is still wanted, counted in `got`) and
+        // trailer (copied to `tail`); returns the data's length.
+        let split = |got: &mut u64, tail: &mut Vec<u8>, p: &[u8]| {
+            let data = (want - *got).min(p.len() as u64) as usize;
+            let extra = &p[data..];
+            if tail.len() + extra.len() > trailer {
+                return Err(ReceiveError::TooMuch);
+            }
+            tail.extend_from_slice(extra);
+            *got += data as u64;
+            Ok(data)
+        };
         if !self.plain.is_empty() {
-            let n = self.plain.len().min(want as usize);
-            got += n as u64;
             let buf = std::mem::take(&mut self.plain);
-            each(&buf[..n]);
-            if !deliver(Plaintext {
-                buf,
-                pieces: std::iter::once(0..n).collect(),
-            }) {
+            let len = split(&mut got, &mut tail, &buf)?;
+            each(&buf[..len]);
+            if len > 0 && !deliver(Plaintext { buf, len }) {
                 return Err(ReceiveError::Stopped);
             }
         }
         let mut carry = std::mem::take(&mut self.cipher);
         let mut eof = false;
-        while got < want {
+        while got < want || tail.len() < trailer {
             if self.peer_closed || eof {
                 // Whatever is left is an incomplete record that can no longer grow.
                 return Err(ReceiveError::Closed(got));
@@ -821,25 +861,17 @@ impl Receiver {
                 buf.resize(size, 0);
             }
             buf[..carry.len()].copy_from_slice(&carry);
-            let (mut filled, mut at) = (carry.len(), 0);
-            let mut pieces = Vec::new();
+            // Records are read at `at..filled`; their data is packed at `..len`, of which
+            // `..shown` has been through `each`.
+            let (mut filled, mut at, mut len, mut shown) = (carry.len(), 0, 0, 0);
             // Read a cache-sized step at a time and open it at once, while it is hot.
             loop {
                 while let Some(n) = Opener::record_len(&buf[at..filled])? {
-                    let opened = self.opener.open_in_place(&mut buf[at..at + n])?;
-                    let p = at + opened.payload.start..at + opened.payload.end;
+                    let opened = self.opener.open_within(&mut buf[len..at + n], at - len)?;
+                    let p = len..len + opened.payload.len();
                     at += n;
                     match opened.content {
-                        Content::ApplicationData => {
-                            if got + p.len() as u64 > want {
-                                return Err(ReceiveError::TooMuch);
-                            }
-                            got += p.len() as u64;
-                            if !p.is_empty() {
-                                each(&buf[p.clone()]);
-                                pieces.push(p);
-                            }
-                        }
+                        Content::ApplicationData => len += split(&mut got, &mut tail, &buf[p])?,
                         Content::Alert => {
                             if record::alert(&buf[p])? == Control::Closed {
                                 self.peer_closed = true;
@@ -853,7 +885,12 @@ impl Receiver {
                         }
                     }
                 }
-                if got == want || self.peer_closed || eof || filled + MAX_RECORD > buf.len() {
+                if shown < len {
+                    each(&buf[shown..len]);
+                    shown = len;
+                }
+                let done = got == want && tail.len() == trailer;
+                if done || self.peer_closed || eof || filled + MAX_RECORD > buf.len() {
                     break;
                 }
                 let end = buf.len().min(filled + READ_STEP);
@@ -866,11 +903,11 @@ impl Receiver {
             }
             carry.clear();
             carry.extend_from_slice(&buf[at..filled]);
-            if !pieces.is_empty() && !deliver(Plaintext { buf, pieces }) {
+            if len > 0 && !deliver(Plaintext { buf, len }) {
                 return Err(ReceiveError::Stopped);
             }
         }
-        Ok(())
+        Ok(tail)
     }
 }
 

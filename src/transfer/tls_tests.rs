@@ -160,6 +160,40 @@ async fn encrypted_transfer_is_byte_identical() {
     assert!(r.already_present);
 }
 
+/// Over TLS the owner hashes what it sends and the requester relies on that: a file that
+/// differs from its cached hash (changed, mtime put back) must still fail the check, on
+/// both sides, and nothing may be published.
+#[tokio::test]
+async fn owner_hash_catches_a_file_that_differs_from_its_announced_hash() {
+    let (a, b) = (Peer::new(), Peer::new());
+    let mut p = Provider::start(Some(&a)).await;
+    p.knows("B", b.key);
+    let data = random_bytes("tls-stale", 2 * 1024 * 1024 + 5);
+    p.add("s.bin", &data);
+    let path = p.dir.path().join("s.bin");
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let mut other = data.clone();
+    other[1_000_000] ^= 1;
+    std::fs::write(&path, &other).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let e = get(
+        spec(p.addr, "s.bin", dest.path(), Some(a.key)),
+        b.security(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, FetchError::HashMismatch), "{e}");
+    nothing_written(dest.path(), "s.bin");
+    p.wait_notice("Transfer of s.bin to B failed: the file changed while it was being sent")
+        .await;
+}
+
 #[tokio::test]
 async fn resume_works_over_tls() {
     let (a, b) = (Peer::new(), Peer::new());

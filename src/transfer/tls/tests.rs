@@ -45,12 +45,13 @@ async fn our_sender_talks_to_a_stock_tls_client() {
             tls.read_exact(&mut got).await.unwrap();
             assert_eq!(got, request, "request bytes differ");
             tls.write_all(b"header:").await.unwrap();
-            tls.send_file(&file, 3, len - 3, Duration::from_secs(5))
+            let hash = tls
+                .send_file(&file, 3, len - 3, Duration::from_secs(5), true)
                 .await
                 .unwrap();
             tls.write_all(b":trailer").await.unwrap();
             tls.shutdown().await.unwrap();
-            tls.peer_certificate().cloned()
+            (tls.peer_certificate().cloned(), hash)
         })
     };
 
@@ -71,21 +72,27 @@ async fn our_sender_talks_to_a_stock_tls_client() {
     want.extend_from_slice(b":trailer");
     assert_eq!(got.len(), want.len());
     assert!(got == want, "received bytes differ");
-    let seen = server.await.unwrap().expect("client certificate");
+    let (seen, hash) = server.await.unwrap();
+    // What the sender hashed as it sealed is exactly what it sent.
+    assert_eq!(hash, Some(*blake3::hash(&data[3..]).as_bytes()));
+    let seen = seen.expect("client certificate");
     assert_eq!(
         crate::transfer::secure::ed25519_key_of(&seen),
         Some(client_id.public_key())
     );
 }
 
-/// A stock rustls server sending in pieces with key updates, to our bulk receiver.
+/// A stock rustls server sending in pieces with key updates, to our bulk receiver; the
+/// last piece shares its record with a trailer, which must be split off.
 #[tokio::test]
 async fn our_receiver_reads_a_stock_tls_server() {
     let (server_id, client_id) = (identity(), identity());
     let data = random_bytes("tls-stock", 3 << 20);
+    let trailer = random_bytes("tls-trailer", 32);
     let (c, s) = tcp_pair().await;
     let server = {
-        let (cfg, data) = (server_id.server_config(), data.clone());
+        let (cfg, mut data) = (server_id.server_config(), data.clone());
+        data.extend_from_slice(&trailer);
         tokio::spawn(async move {
             let mut tls = tokio_rustls::TlsAcceptor::from(cfg)
                 .accept(s)
@@ -114,27 +121,27 @@ async fn our_receiver_reads_a_stock_tls_server() {
     let mut sock = sock.into_std().unwrap();
     sock.set_nonblocking(false).unwrap();
     let want = (data.len() - head.len()) as u64;
-    let (seen, body) = tokio::task::spawn_blocking(move || {
+    let (seen, body, tail) = tokio::task::spawn_blocking(move || {
         // What `each` is shown and what `deliver` gets must be the same bytes.
         let (mut seen, mut body) = (Vec::new(), Vec::new());
         rx.run(
             &mut sock,
             want,
+            32,
             || Some(Vec::new()),
             |piece| seen.extend_from_slice(piece),
             |o| {
-                for p in o.pieces {
-                    body.extend_from_slice(&o.buf[p]);
-                }
+                body.extend_from_slice(&o.buf[..o.len]);
                 true
             },
         )
-        .map(|()| (seen, body))
+        .map(|tail| (seen, body, tail))
     })
     .await
     .unwrap()
     .unwrap();
     assert!(seen == body, "pieces shown and buffers delivered differ");
+    assert_eq!(tail, trailer, "the trailer was not split off");
     head.extend_from_slice(&body);
     assert!(head == data, "received bytes differ");
     server.await.unwrap();
@@ -232,7 +239,7 @@ async fn a_requested_key_update_is_answered_before_the_data() {
         let mut req = [0u8; 3];
         tls.read_exact(&mut req).await.unwrap();
         assert!(tls.update_owed, "the request for an update was not noticed");
-        tls.send_file(&file, 0, len, Duration::from_secs(5))
+        tls.send_file(&file, 0, len, Duration::from_secs(5), false)
             .await
             .unwrap();
         assert!(!tls.update_owed);
