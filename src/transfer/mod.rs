@@ -138,6 +138,11 @@ pub fn hash_file(path: &std::path::Path) -> std::io::Result<[u8; 32]> {
     Ok(*hasher.finalize().as_bytes())
 }
 
+/// The error for a requester that stopped taking data for the stall timeout.
+pub(crate) fn stopped_reading(_: tokio::time::error::Elapsed) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, "requester stopped reading")
+}
+
 #[cfg(test)]
 mod hash_tests {
     #[test]

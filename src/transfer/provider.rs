@@ -288,7 +288,6 @@ fn no_owner_hash(hash: bool) -> io::Result<()> {
 }
 
 impl PeerStream for TcpStream {
-    #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
     async fn send_file(
         &mut self,
         file: &File,
@@ -298,24 +297,11 @@ impl PeerStream for TcpStream {
         hash: bool,
     ) -> io::Result<Option<[u8; 32]>> {
         no_owner_hash(hash)?;
-        sendfile_all(self, file, offset, len, stall)
-            .await
-            .map(|()| None)
-    }
-
-    #[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
-    async fn send_file(
-        &mut self,
-        file: &File,
-        offset: u64,
-        len: u64,
-        stall: Duration,
-        hash: bool,
-    ) -> io::Result<Option<[u8; 32]>> {
-        no_owner_hash(hash)?;
-        copy_file_buffered(self, file, offset, len, stall)
-            .await
-            .map(|()| None)
+        #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+        sendfile_all(self, file, offset, len, stall).await?;
+        #[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
+        copy_file_buffered(self, file, offset, len, stall).await?;
+        Ok(None)
     }
 }
 
@@ -382,7 +368,7 @@ async fn sendfile_all(
         };
         let n = timeout(stall, step)
             .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "requester stopped reading"))??;
+            .map_err(super::stopped_reading)??;
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -419,7 +405,7 @@ pub async fn copy_file_buffered<S: AsyncWrite + Unpin + Send>(
         }
         timeout(stall, sock.write_all(&buf[..n]))
             .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "requester stopped reading"))??;
+            .map_err(super::stopped_reading)??;
         left -= n as u64;
     }
     sock.flush().await
@@ -776,9 +762,7 @@ impl Conn {
         let result = async {
             timeout(self.cfg.stall_timeout, stream.write_all(&head))
                 .await
-                .map_err(|_| {
-                    io::Error::new(io::ErrorKind::TimedOut, "requester stopped reading")
-                })??;
+                .map_err(super::stopped_reading)??;
             let sent = stream
                 .send_file(
                     &file,
@@ -792,15 +776,11 @@ impl Conn {
                 // The requester compares this with `hash`, as if it had hashed itself.
                 timeout(self.cfg.stall_timeout, stream.write_all(&sent))
                     .await
-                    .map_err(|_| {
-                        io::Error::new(io::ErrorKind::TimedOut, "requester stopped reading")
-                    })??;
+                    .map_err(super::stopped_reading)??;
             }
             timeout(self.cfg.stall_timeout, stream.flush())
                 .await
-                .map_err(|_| {
-                    io::Error::new(io::ErrorKind::TimedOut, "requester stopped reading")
-                })??;
+                .map_err(super::stopped_reading)??;
             match sent {
                 Some(sent) if sent != hash => {
                     Err(io::Error::other("the file changed while it was being sent"))

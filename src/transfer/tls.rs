@@ -462,7 +462,7 @@ impl TlsStream {
         }
         timeout(stall, self.flush())
             .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "requester stopped reading"))??;
+            .map_err(super::stopped_reading)??;
         let mut sealer = self
             .sealer
             .take()
@@ -494,9 +494,7 @@ impl TlsStream {
                 let sealed = item?;
                 timeout(stall, self.sock.write_all(&sealed.buf[..sealed.len]))
                     .await
-                    .map_err(|_| {
-                        io::Error::new(io::ErrorKind::TimedOut, "requester stopped reading")
-                    })??;
+                    .map_err(super::stopped_reading)??;
                 sent += sealed.payload;
                 if sealed.payload > 0 {
                     // A data buffer (not a key update): reuse it.
