@@ -11,7 +11,9 @@
 //!
 //! Only after the whole file is received, its size and BLAKE3 hash match the provider's
 //! header, and the data is fsynced, is the partial renamed to `<dest>/<file>`. So a
-//! cut-off or corrupt download is never visible under the final name.
+//! cut-off or corrupt download is never visible under the final name. The hash compared
+//! is ours of what we received, or, for a whole file over TLS, the owner's of what it
+//! sent (`OWNER_HASHES`: the records' AEAD proves we got exactly those bytes).
 //!
 //! Receiving is pipelined so hashing overlaps with the network. On Linux one thread
 //! `splice`s socket -> pipe -> partial file (no copy through user space) while a second
@@ -922,7 +924,9 @@ async fn receive_splice(
 }
 
 /// TLS: the stream's socket is read on a blocking thread that opens the records in
-/// place and hashes their plaintext; a second thread writes it (see [`tls::Receiver`]).
+/// place (and hashes their plaintext unless the owner does: `trailer` is then the
+/// length of its hash after the data); a second thread writes it (see
+/// [`tls::Receiver`]).
 async fn receive_tls(
     stream: TlsStream,
     leftover: Vec<u8>,
@@ -1019,12 +1023,12 @@ fn socket_error(e: io::Error, stop: &AtomicBool) -> FetchError {
     }
 }
 
-/// Buffers of opened records between the TLS reader and the hash+write thread.
+/// Buffers of opened records between the TLS reader and the writer thread.
 const TLS_BUFFERS: usize = 6;
 
-/// Blocking body of [`receive_tls`]: this thread reads, opens and hashes records (the
-/// plaintext is hashed while still in cache, after the existing prefix); a second thread
-/// writes it at `offset..size`.
+/// Blocking body of [`receive_tls`]: this thread reads and opens records and, without a
+/// `trailer`, hashes them (while still in cache, after the existing prefix); a second
+/// thread writes them at `offset..size`. Returns our hash, or the owner's trailer.
 fn open_and_hash(
     rx: tls::Receiver,
     sock: &mut std::net::TcpStream,
