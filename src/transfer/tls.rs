@@ -846,12 +846,15 @@ impl Receiver {
         }
         let mut carry = std::mem::take(&mut self.cipher);
         let mut eof = false;
+        // A buffer that ended up with no data (only control records) is used again, so
+        // the pool `fresh` draws from never shrinks.
+        let mut spare = None;
         while got < want || tail.len() < trailer {
             if self.peer_closed || eof {
                 // Whatever is left is an incomplete record that can no longer grow.
                 return Err(ReceiveError::Closed(got));
             }
-            let Some(mut buf) = fresh() else {
+            let Some(mut buf) = spare.take().or_else(&mut fresh) else {
                 return Err(ReceiveError::Stopped);
             };
             let size = RECEIVE_BUFFER.max(carry.len() + MAX_RECORD);
@@ -901,7 +904,9 @@ impl Receiver {
             }
             carry.clear();
             carry.extend_from_slice(&buf[at..filled]);
-            if len > 0 && !deliver(Plaintext { buf, len }) {
+            if len == 0 {
+                spare = Some(buf);
+            } else if !deliver(Plaintext { buf, len }) {
                 return Err(ReceiveError::Stopped);
             }
         }

@@ -262,3 +262,77 @@ async fn a_requested_key_update_is_answered_before_the_data() {
     assert!(got == data, "received bytes differ");
     server.await.unwrap();
 }
+
+/// Rekeying is not part of the test below.
+struct NoRekey;
+
+impl Rekey for NoRekey {
+    fn next_tx(&mut self) -> Result<(u64, rustls::ConnectionTrafficSecrets), rustls::Error> {
+        Err(rustls::Error::General("no key updates here".into()))
+    }
+    fn next_rx(&mut self) -> Result<(u64, rustls::ConnectionTrafficSecrets), rustls::Error> {
+        self.next_tx()
+    }
+}
+
+/// Megabytes of records without data (session tickets) between the data must not use
+/// up the receiver's buffers: with a pool of one, the data and the trailer still come.
+#[test]
+fn buffers_without_data_are_used_again() {
+    use rustls::crypto::cipher::{AeadKey, Iv};
+    let secrets = || rustls::ConnectionTrafficSecrets::Aes256Gcm {
+        key: AeadKey::from([9; 32]),
+        iv: Iv::from([3; 12]),
+    };
+    let mut sealer = Sealer::new(&secrets(), 0, u64::MAX).unwrap();
+    let data = random_bytes("tls-tickets", 100_000);
+    let trailer = random_bytes("tls-tickets-trailer", 32);
+    // A NewSessionTicket as large as a record holds.
+    let mut ticket = vec![4u8, 0, 0x3f, 0xfc];
+    ticket.resize(MAX_PAYLOAD, 0xab);
+    let mut wire = Vec::new();
+    sealer
+        .seal_to(&data[..50_000], Content::ApplicationData, &mut wire)
+        .unwrap();
+    for _ in 0..200 {
+        sealer
+            .seal_to(&ticket, Content::Handshake, &mut wire)
+            .unwrap();
+    }
+    let mut rest = data[50_000..].to_vec();
+    rest.extend_from_slice(&trailer);
+    sealer
+        .seal_to(&rest, Content::ApplicationData, &mut wire)
+        .unwrap();
+    assert!(
+        wire.len() > 3 * RECEIVE_BUFFER,
+        "not enough records without data"
+    );
+    let keys: Keys = Arc::new(std::sync::Mutex::new(Box::new(NoRekey)));
+    let rx = Receiver {
+        opener: Opener::new(&secrets(), 0).unwrap(),
+        keys,
+        plain: Vec::new(),
+        cipher: Vec::new(),
+        peer_closed: false,
+    };
+    // One buffer, which the consumer hands back, as the writer thread does.
+    let pool = std::cell::RefCell::new(vec![Vec::new()]);
+    let mut body = Vec::new();
+    let tail = rx
+        .run(
+            &mut wire.as_slice(),
+            data.len() as u64,
+            32,
+            || pool.borrow_mut().pop(),
+            |_| {},
+            |o| {
+                body.extend_from_slice(&o.buf[..o.len]);
+                pool.borrow_mut().push(o.buf);
+                true
+            },
+        )
+        .unwrap();
+    assert!(body == data, "received bytes differ");
+    assert_eq!(tail, trailer);
+}
