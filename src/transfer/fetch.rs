@@ -643,7 +643,7 @@ fn check_space(file: &File, offset: u64, size: u64) -> io::Result<()> {
 /// length): the file system allocates in large runs instead of page by page, and the
 /// file is laid out in one piece. File systems that cannot do it are written as usual,
 /// and so is tmpfs: there `fallocate` allocates the memory pages themselves, in bursts
-/// that stall the writer (downloads measured 10-20% slower), and memory does not
+/// that stall the writer (downloads measured about 5% slower), and memory does not
 /// fragment.
 struct Reserve {
     reserved: u64,
@@ -1331,12 +1331,17 @@ mod space_tests {
     #[test]
     fn space_is_reserved_ahead_of_the_writer_without_changing_the_length() {
         use std::os::unix::fs::MetadataExt;
-        let f = tempfile::tempfile().unwrap();
+        // The project folder, not the temp folder: that is often tmpfs, where nothing is
+        // reserved.
+        let f = tempfile::tempfile_in(env!("CARGO_MANIFEST_DIR")).unwrap();
         let size = 3 * Reserve::STEP;
         let mut r = Reserve::new(&f, 0, size);
         r.ahead(&f, 0).unwrap();
         let m = f.metadata().unwrap();
         assert_eq!(m.len(), 0, "the length must stay what was written");
+        if !r.enabled {
+            eprintln!("note: this file system cannot reserve space; reservation not checked");
+        }
         if r.enabled {
             assert!(
                 m.blocks() * 512 >= 2 * Reserve::STEP,
@@ -1359,10 +1364,13 @@ mod space_tests {
             eprintln!("note: no /dev/shm here; tmpfs case not run");
             return;
         };
-        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-        use std::os::fd::AsRawFd;
-        assert_eq!(unsafe { libc::fstatfs(f.as_raw_fd(), &mut st) }, 0);
-        assert_eq!(in_memory(&f), st.f_type == libc::TMPFS_MAGIC);
+        // Ask the mount table, not the call under test, what /dev/shm is.
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let tmpfs = mounts.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(1) == Some(&"/dev/shm") && f.get(2) == Some(&"tmpfs")
+        });
+        assert_eq!(in_memory(&f), tmpfs);
         if in_memory(&f) {
             let mut r = Reserve::new(&f, 0, 3 * Reserve::STEP);
             assert!(!r.enabled);

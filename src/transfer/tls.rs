@@ -519,7 +519,7 @@ impl TlsStream {
         result.map(|()| hasher.map(|h| *h.finalize().as_bytes()))
     }
 
-    /// Takes the stream apart for [`receive_records`]: the socket, the receive state, and
+    /// Takes the stream apart for [`Receiver::run`]: the socket, the receive state, and
     /// what was already read but not consumed (plaintext, then ciphertext).
     pub(crate) fn into_receiver(mut self) -> (TcpStream, Receiver) {
         let mut plain = std::mem::take(&mut self.early);
