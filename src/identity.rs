@@ -1,23 +1,15 @@
-//! Client identity: an Ed25519 key pair that a name is bound to.
-//!
-//! The server binds a name to the public key that first registered it with a proof of
-//! possession: the client signs a server nonce (see `docs/PROTOCOL.md`, "Identity").
-//! The same key serves as the client's TLS identity for peer transfers.
+//! Where a client's identity lives on disk: one PKCS#8 key file per name, created on first
+//! use (mode 0600) and locked while a process uses it. The key itself, signatures and
+//! fingerprints are the core's ([`fileapp_core::identity`], re-exported here).
 
+use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 
-use ring::rand::SystemRandom;
-use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
+pub use fileapp_core::identity::*;
 
-/// Raw Ed25519 public key.
-pub type PublicKey = [u8; 32];
-
-/// Domain separator of the signed registration statement.
-const REGISTER_CONTEXT: &[u8] = b"fileapp register v1\0";
-
-/// Why an identity could not be loaded or created.
+/// Why a key file could not be loaded or created.
 #[derive(Debug, thiserror::Error)]
-pub enum IdentityError {
+pub enum KeyFileError {
     #[error("cannot read or write {0}: {1}")]
     Io(PathBuf, std::io::Error),
     #[error("{0} does not hold an Ed25519 private key (PKCS#8)")]
@@ -26,98 +18,55 @@ pub enum IdentityError {
     Random,
 }
 
-/// A key pair and its PKCS#8 encoding (for TLS certificates).
-pub struct Identity {
-    pkcs8: Vec<u8>,
-    pair: Ed25519KeyPair,
-    /// The key file, held open with an exclusive lock while this process uses it.
-    _lock: Option<std::fs::File>,
-}
-
-impl std::fmt::Debug for Identity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Identity({})", fingerprint(&self.public_key()))
+impl From<IdentityError> for KeyFileError {
+    fn from(e: IdentityError) -> Self {
+        match e {
+            IdentityError::Random => KeyFileError::Random,
+        }
     }
 }
 
-impl Identity {
-    /// A fresh random identity.
-    pub fn generate() -> Result<Identity, IdentityError> {
-        let doc = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
-            .map_err(|_| IdentityError::Random)?;
-        Identity::from_pkcs8(doc.as_ref()).ok_or(IdentityError::Random)
-    }
+/// The key file, held open with an exclusive lock: while it lives, no other process can
+/// take the same identity with [`open_exclusive`].
+#[derive(Debug)]
+pub struct KeyLock {
+    _file: File,
+}
 
-    /// Parses a PKCS#8 document.
-    pub fn from_pkcs8(der: &[u8]) -> Option<Identity> {
-        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).ok()?;
-        Some(Identity {
-            pkcs8: der.to_vec(),
-            pair,
-            _lock: None,
-        })
-    }
-
-    /// Loads the identity at `path`, creating it (mode 0600, folders included) if absent.
-    pub fn load_or_create(path: &Path) -> Result<Identity, IdentityError> {
-        match std::fs::read(path) {
-            Ok(der) => Identity::from_pkcs8(&der).ok_or_else(|| IdentityError::BadKey(path.into())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let id = Identity::generate()?;
-                write_private(path, &id.pkcs8).map_err(|e| IdentityError::Io(path.into(), e))?;
-                Ok(id)
-            }
-            Err(e) => Err(IdentityError::Io(path.into(), e)),
+/// Loads the identity at `path`, creating it (mode 0600, folders included) if absent.
+pub fn load_or_create(path: &Path) -> Result<Identity, KeyFileError> {
+    match std::fs::read(path) {
+        Ok(der) => Identity::from_pkcs8(&der).ok_or_else(|| KeyFileError::BadKey(path.into())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = Identity::generate()?;
+            write_private(path, id.pkcs8()).map_err(|e| KeyFileError::Io(path.into(), e))?;
+            Ok(id)
         }
+        Err(e) => Err(KeyFileError::Io(path.into(), e)),
     }
+}
 
-    /// Loads or creates the identity at `path` and locks it for this process. Returns
-    /// `false` if another running process holds the lock: that process is this name on
-    /// this machine, so its session must not be evicted.
-    pub fn open_exclusive(path: &Path) -> Result<(Identity, bool), IdentityError> {
-        use std::os::fd::AsRawFd;
-        let mut id = Identity::load_or_create(path)?;
-        let file = std::fs::File::open(path).map_err(|e| IdentityError::Io(path.into(), e))?;
-        // SAFETY: flock on a file descriptor we own; no memory is involved.
-        let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
-        if !locked {
-            return Ok((id, false));
-        }
-        id._lock = Some(file);
-        Ok((id, true))
+/// Loads or creates the identity at `path` and locks it for this process. The lock is
+/// `None` if another running process holds it: that process is this name on this
+/// machine, so its session must not be evicted.
+pub fn open_exclusive(path: &Path) -> Result<(Identity, Option<KeyLock>), KeyFileError> {
+    let id = load_or_create(path)?;
+    let file = File::open(path).map_err(|e| KeyFileError::Io(path.into(), e))?;
+    match file.try_lock() {
+        Ok(()) => Ok((id, Some(KeyLock { _file: file }))),
+        Err(TryLockError::WouldBlock) => Ok((id, None)),
+        Err(TryLockError::Error(e)) => Err(KeyFileError::Io(path.into(), e)),
     }
+}
 
-    /// Where the identity of client `name` lives unless `--identity` says otherwise: one
-    /// key per name, in the user's config folder.
-    pub fn default_path(name: &str) -> Option<PathBuf> {
-        directories::ProjectDirs::from("", "", "fileapp").map(|d| {
-            d.config_dir()
-                .join("identities")
-                .join(format!("{name}.pk8"))
-        })
-    }
-
-    pub fn public_key(&self) -> PublicKey {
-        let mut pk = [0u8; 32];
-        pk.copy_from_slice(self.pair.public_key().as_ref());
-        pk
-    }
-
-    pub fn pkcs8(&self) -> &[u8] {
-        &self.pkcs8
-    }
-
-    /// Signs the registration statement for `nonce` (see [`registration_statement`]).
-    pub fn sign_registration(
-        &self,
-        nonce: &[u8; 16],
-        name: &str,
-        instance: u64,
-        tcp_port: u16,
-    ) -> Vec<u8> {
-        let msg = registration_statement(nonce, name, instance, tcp_port);
-        self.pair.sign(&msg).as_ref().to_vec()
-    }
+/// Where the identity of client `name` lives unless `--identity` says otherwise: one
+/// key per name, in the user's config folder.
+pub fn default_path(name: &str) -> Option<PathBuf> {
+    directories::ProjectDirs::from("", "", "fileapp").map(|d| {
+        d.config_dir()
+            .join("identities")
+            .join(format!("{name}.pk8"))
+    })
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -135,82 +84,24 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// The bytes a client signs to register: context, nonce, then the request's fields.
-pub fn registration_statement(
-    nonce: &[u8; 16],
-    name: &str,
-    instance: u64,
-    tcp_port: u16,
-) -> Vec<u8> {
-    let mut m = Vec::with_capacity(REGISTER_CONTEXT.len() + 16 + 1 + name.len() + 10);
-    m.extend_from_slice(REGISTER_CONTEXT);
-    m.extend_from_slice(nonce);
-    m.push(name.len() as u8);
-    m.extend_from_slice(name.as_bytes());
-    m.extend_from_slice(&instance.to_le_bytes());
-    m.extend_from_slice(&tcp_port.to_le_bytes());
-    m
-}
-
-/// Checks a registration signature.
-pub fn verify_registration(
-    key: &PublicKey,
-    sig: &[u8],
-    nonce: &[u8; 16],
-    name: &str,
-    instance: u64,
-    tcp_port: u16,
-) -> bool {
-    let msg = registration_statement(nonce, name, instance, tcp_port);
-    UnparsedPublicKey::new(&ED25519, key)
-        .verify(&msg, sig)
-        .is_ok()
-}
-
-/// The human form of a public key: BLAKE3 of the key, first 16 bytes, as 8 groups of 4
-/// hex digits, e.g. `3f2a:9c1e:0b7d:55aa:e019:42c3:7d10:aa01`.
-pub fn fingerprint(key: &PublicKey) -> String {
-    let h = blake3::hash(key);
-    h.as_bytes()[..16]
-        .chunks(2)
-        .map(hex::encode)
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn sign_and_verify_registration() {
-        let id = Identity::generate().unwrap();
-        let nonce = [9u8; 16];
-        let sig = id.sign_registration(&nonce, "B", 42, 1401);
-        let pk = id.public_key();
-        assert!(verify_registration(&pk, &sig, &nonce, "B", 42, 1401));
-        assert!(!verify_registration(&pk, &sig, &[8u8; 16], "B", 42, 1401));
-        assert!(!verify_registration(&pk, &sig, &nonce, "C", 42, 1401));
-        assert!(!verify_registration(&pk, &sig, &nonce, "B", 43, 1401));
-        let other = Identity::generate().unwrap().public_key();
-        assert!(!verify_registration(&other, &sig, &nonce, "B", 42, 1401));
-        assert!(!verify_registration(&pk, &[0u8; 3], &nonce, "B", 42, 1401));
-    }
-
-    #[test]
     fn load_or_create_persists_the_same_key() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/identity.pk8");
-        let a = Identity::load_or_create(&path).unwrap();
-        let b = Identity::load_or_create(&path).unwrap();
+        let a = load_or_create(&path).unwrap();
+        let b = load_or_create(&path).unwrap();
         assert_eq!(a.public_key(), b.public_key());
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         std::fs::write(dir.path().join("junk"), b"junk").unwrap();
         assert!(matches!(
-            Identity::load_or_create(&dir.path().join("junk")),
-            Err(IdentityError::BadKey(_))
+            load_or_create(&dir.path().join("junk")),
+            Err(KeyFileError::BadKey(_))
         ));
     }
 
@@ -218,27 +109,16 @@ mod tests {
     fn only_one_process_holds_the_lock() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("B.pk8");
-        let (a, locked) = Identity::open_exclusive(&path).unwrap();
-        assert!(locked);
+        let (a, lock_a) = open_exclusive(&path).unwrap();
+        assert!(lock_a.is_some());
         // flock locks are per open file description: a second open in this process
         // conflicts just as another process would.
-        let (b, locked_b) = Identity::open_exclusive(&path).unwrap();
-        assert!(!locked_b);
+        let (b, lock_b) = open_exclusive(&path).unwrap();
+        assert!(lock_b.is_none());
         assert_eq!(a.public_key(), b.public_key());
-        drop(a);
-        let (c, locked_c) = Identity::open_exclusive(&path).unwrap();
-        assert!(locked_c);
-        assert_eq!(
-            c.public_key(),
-            Identity::load_or_create(&path).unwrap().public_key()
-        );
-    }
-
-    #[test]
-    fn fingerprint_format() {
-        let fp = fingerprint(&[1u8; 32]);
-        assert_eq!(fp.len(), 39);
-        assert_eq!(fp.split(':').count(), 8);
-        assert_ne!(fp, fingerprint(&[2u8; 32]));
+        drop(lock_a);
+        let (c, lock_c) = open_exclusive(&path).unwrap();
+        assert!(lock_c.is_some());
+        assert_eq!(c.public_key(), load_or_create(&path).unwrap().public_key());
     }
 }

@@ -1,12 +1,15 @@
 //! fileapp: a file-sharing system with a central index server and direct peer-to-peer
 //! transfers.
 //!
+//! This crate holds the drivers: sockets, files, the terminal, the database. Every codec
+//! and state machine lives in the sans-io core crate, [`fileapp_core`], re-exported here
+//! under the same paths ([`proto`], [`reliable`], [`index`], `client::{core, table,
+//! command}`, `transfer::{header, record}`, the store's types).
+//!
 //! # Layout
-//! - [`proto`]: the UDP control datagrams (codec only, no I/O).
-//! - [`reliable`]: request/ACK/retry bookkeeping (sans-io, clock passed in).
-//! - [`index`]: the server's table as a state machine: datagrams and `now` in, datagrams,
-//!   store writes and deadlines out.
-//! - [`store`]: where the server's table is persisted, behind the [`store::Store`] trait.
+//! - [`proto`], [`reliable`], [`index`]: the core's datagram codec, retry bookkeeping and
+//!   the server's state machine.
+//! - [`store`]: the core's store types plus the SQLite backend.
 //! - [`server`]: the thin tokio driver for the index server.
 //! - [`client`]: the client's sans-io core, its table, its command parser, its crash
 //!   journal and its tokio driver.
@@ -21,9 +24,9 @@ pub mod cli;
 pub mod client;
 pub mod console;
 pub mod identity;
-pub mod index;
-pub mod proto;
-pub mod reliable;
 pub mod server;
 pub mod store;
+mod sys;
 pub mod transfer;
+
+pub use fileapp_core::{index, proto, reliable};

@@ -158,28 +158,11 @@ pub fn index_config(opts: &crate::cli::ServerOpts) -> Config {
 }
 
 /// The first non-loopback IPv4 address of this host, to tell clients where to connect.
+/// Listing interfaces sends nothing anywhere.
 pub fn primary_ip() -> Option<IpAddr> {
-    // getifaddrs lists local interfaces without sending anything anywhere.
-    let mut found = None;
-    unsafe {
-        let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
-        if libc::getifaddrs(&mut ifap) != 0 {
-            return None;
-        }
-        let mut cur = ifap;
-        while !cur.is_null() {
-            let ifa = &*cur;
-            if !ifa.ifa_addr.is_null() && (*ifa.ifa_addr).sa_family as i32 == libc::AF_INET {
-                let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-                if !ip.is_loopback() {
-                    found = Some(IpAddr::V4(ip));
-                    break;
-                }
-            }
-            cur = ifa.ifa_next;
-        }
-        libc::freeifaddrs(ifap);
-    }
-    found
+    if_addrs::get_if_addrs()
+        .ok()?
+        .into_iter()
+        .map(|i| i.ip())
+        .find(|ip| ip.is_ipv4() && !ip.is_loopback())
 }

@@ -4,7 +4,7 @@
 //! different datagrams may carry the same message.
 #![no_main]
 
-use fileapp::proto::{MAX_DATAGRAM, Message};
+use fileapp_core::proto::{MAX_DATAGRAM, Message};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

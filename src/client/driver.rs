@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::cli::{ClientConfig, exit};
 use crate::console::{Console, ConsoleOptions, InputEvent, SharedCompletion};
-use crate::identity::{Identity, fingerprint};
+use crate::identity::{self, Identity, KeyLock, fingerprint};
 use crate::proto::{self, FileEntry, MAX_DATAGRAM, Reject};
 use crate::reliable::RetryPolicy;
 use crate::transfer::fetch::{FetchEvent, FetchReport, FetchSpec, fetch};
@@ -99,6 +99,8 @@ struct Driver {
     exit_code: Option<i32>,
     download_dir: PathBuf,
     identity: Arc<Identity>,
+    /// Holds our key file locked while we run, so a second program of this name knows.
+    _key_lock: Option<KeyLock>,
     /// TLS with our identity, or `--plaintext`.
     security: Security,
     /// Each online owner's key, from the table; the provider checks requesters with it.
@@ -119,20 +121,24 @@ pub async fn run(cfg: ClientConfig) -> i32 {
 /// The key this client's name is bound to. An explicit `--identity` must work; the
 /// default one falls back to a key for this run only when the user has no writable
 /// config folder (the name then cannot be taken back after a crash, nothing worse).
-fn load_identity(cfg: &ClientConfig) -> Result<(Identity, bool), String> {
+/// The lock is `None` when another process holds the key (or there is no key file).
+fn load_identity(cfg: &ClientConfig) -> Result<(Identity, bool, Option<KeyLock>), String> {
+    let exclusive = |(id, lock): (Identity, Option<KeyLock>)| (id, lock.is_some(), lock);
     if let Some(path) = &cfg.opts.identity {
-        return Identity::open_exclusive(path).map_err(|e| format!("[Identity: {e}]"));
+        return identity::open_exclusive(path)
+            .map(exclusive)
+            .map_err(|e| format!("[Identity: {e}]"));
     }
-    let found = Identity::default_path(&cfg.name).map(|p| Identity::open_exclusive(&p));
+    let found = identity::default_path(&cfg.name).map(|p| identity::open_exclusive(&p));
     match found {
-        Some(Ok(pair)) => Ok(pair),
+        Some(Ok(pair)) => Ok(exclusive(pair)),
         other => {
             tracing::warn!(
                 ?other,
                 "no usable identity file; using a key for this run only"
             );
             let id = Identity::generate().map_err(|e| format!("[Identity: {e}]"))?;
-            Ok((id, true))
+            Ok((id, true, None))
         }
     }
 }
@@ -183,7 +189,7 @@ impl Driver {
             ));
         }
 
-        let (identity, exclusive) = load_identity(&cfg)?;
+        let (identity, exclusive, key_lock) = load_identity(&cfg)?;
         let identity = Arc::new(identity);
         let security = if cfg.opts.plaintext {
             Security::Plaintext
@@ -255,6 +261,7 @@ impl Driver {
             exit_code: None,
             download_dir,
             identity,
+            _key_lock: key_lock,
             security,
             peer_keys: Arc::default(),
             cfg,

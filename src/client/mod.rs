@@ -2,8 +2,7 @@
 //! its command language ([`command`]) and the tokio driver that ties them to sockets, the
 //! transfer engine and the console ([`driver`]).
 
-pub mod command;
-pub mod core;
 pub mod driver;
 pub mod session;
-pub mod table;
+
+pub use fileapp_core::client::{command, core, table};

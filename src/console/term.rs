@@ -15,6 +15,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rustix::termios::{self, OptionalActions, Termios};
 use rustyline::config::Config;
 use rustyline::error::{ReadlineError, Signal};
 use rustyline::history::FileHistory;
@@ -322,7 +323,7 @@ fn read_loop(
 
 /// Set while the prompt is up, for the exit hook.
 static READING: AtomicBool = AtomicBool::new(false);
-static SAVED_TERMIOS: OnceLock<libc::termios> = OnceLock::new();
+static SAVED_TERMIOS: OnceLock<Termios> = OnceLock::new();
 
 /// If the process exits while `readline` holds the terminal in raw mode (the driver quits
 /// on Ctrl-C, say), the user's shell would be left without echo. `atexit` runs on
@@ -331,32 +332,21 @@ static SAVED_TERMIOS: OnceLock<libc::termios> = OnceLock::new();
 fn install_exit_restore() {
     extern "C" fn restore() {
         if let Some(t) = SAVED_TERMIOS.get() {
-            // SAFETY: fd 0 and a termios read from it by tcgetattr.
-            unsafe {
-                libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, t);
-            }
+            let _ = termios::tcsetattr(std::io::stdin(), OptionalActions::Now, t);
         }
         if READING.load(Ordering::SeqCst) {
             // End the prompt's line so the shell's prompt starts on its own. A raw write:
             // another thread may hold the stdout lock forever at this point.
-            // SAFETY: writes two bytes from a static buffer to fd 1.
-            unsafe {
-                libc::write(libc::STDOUT_FILENO, b"\r\n".as_ptr().cast(), 2);
-            }
+            let _ = rustix::io::write(std::io::stdout(), b"\r\n");
         }
     }
     if SAVED_TERMIOS.get().is_some() {
         return;
     }
-    // SAFETY: termios is plain data; tcgetattr fills it or fails.
-    let mut t: libc::termios = unsafe { std::mem::zeroed() };
-    if unsafe { libc::tcgetattr(libc::STDIN_FILENO, &mut t) } != 0 {
+    let Ok(t) = termios::tcgetattr(std::io::stdin()) else {
         return;
-    }
+    };
     if SAVED_TERMIOS.set(t).is_ok() {
-        // SAFETY: registers a function that only touches statics and fd 0/1.
-        unsafe {
-            libc::atexit(restore);
-        }
+        crate::sys::at_exit(restore);
     }
 }

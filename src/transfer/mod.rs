@@ -12,11 +12,11 @@
 //!   [`secure::PeerAuth`], `fetch` a [`secure::Security`].
 
 pub mod fetch;
-pub mod header;
 pub mod provider;
-pub mod record;
 pub mod secure;
 pub mod tls;
+
+pub use fileapp_core::transfer::{header, record};
 
 /// A line the provider side wants shown to its user, e.g.
 /// `< Accepting connection request from 127.0.0.1. >`.

@@ -1,6 +1,6 @@
 //! The TLS 1.3 record layer (RFC 8446 §5), sans-io, for the data phase of a transfer.
 //!
-//! rustls runs the handshake (see [`super::tls`]) and hands over the traffic secrets;
+//! rustls runs the handshake (the `fileapp` crate's `transfer::tls`) and hands over the traffic secrets;
 //! from then on this module seals and opens records itself, the way kernel TLS does.
 //! The bytes on the wire are ordinary TLS 1.3 records, so any TLS 1.3 implementation
 //! can talk to us. Doing it here lets the transfer paths encrypt and decrypt *in place*
@@ -156,7 +156,7 @@ impl Sealer {
     }
 
     /// Changes how many records one key may seal (tests use tiny limits).
-    #[cfg(test)]
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn set_limit(&mut self, records: u64) {
         self.limit = records;
     }

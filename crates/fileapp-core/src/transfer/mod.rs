@@ -1,0 +1,5 @@
+//! The peer protocol's codecs: the request and response headers ([`header`]) and the
+//! TLS 1.3 record layer that carries the data ([`record`]).
+
+pub mod header;
+pub mod record;
