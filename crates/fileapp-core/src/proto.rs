@@ -190,7 +190,7 @@ pub enum DecodeError {
 }
 
 /// Why a message could not be encoded.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
 pub enum EncodeError {
     #[error("message does not fit in one datagram")]
     TooLarge,
@@ -268,26 +268,55 @@ pub fn item_size(item: &Item) -> usize {
 /// rounded up generously so packing never overflows a datagram.
 pub const TABLE_OVERHEAD: usize = 3 + 1 + 10 + 10 + 3 + 3 + 3;
 
+/// Most parts one table delta may have: the part counter is a `u16`.
+pub const MAX_TABLE_PARTS: usize = u16::MAX as usize;
+
+/// Why a table delta could not be packed into parts. Nothing of it is sent: a partial
+/// delta would be applied as if it were whole.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum PackError {
+    /// The delta needs more parts than the part counter counts.
+    #[error("table needs {parts} parts, more than the {MAX_TABLE_PARTS} a delta may have")]
+    TooManyParts { parts: usize },
+    /// One item alone does not fit in a part.
+    #[error("table item {index} ({size} bytes) does not fit in one datagram")]
+    ItemTooLarge { index: usize, size: usize },
+    /// A part did not encode (the packing estimate was wrong).
+    #[error("table part {part} does not encode: {source}")]
+    Encode {
+        part: usize,
+        #[source]
+        source: EncodeError,
+    },
+}
+
 /// Splits `items` into table parts, each encoding to at most [`MAX_DATAGRAM`] bytes.
 /// Always returns at least one (possibly empty) part so a client can learn a version.
-pub fn pack_table(from: u64, to: u64, items: Vec<Item>) -> Vec<Vec<u8>> {
+/// Fails, sending nothing, past [`MAX_TABLE_PARTS`] parts or for an item that cannot fit.
+pub fn pack_table(from: u64, to: u64, items: Vec<Item>) -> Result<Vec<Vec<u8>>, PackError> {
     let mut groups: Vec<Vec<Item>> = vec![Vec::new()];
     let mut used = TABLE_OVERHEAD;
-    for item in items {
+    for (index, item) in items.into_iter().enumerate() {
         let size = item_size(&item);
+        if TABLE_OVERHEAD + size > MAX_DATAGRAM {
+            return Err(PackError::ItemTooLarge { index, size });
+        }
         if used + size > MAX_DATAGRAM && !groups.last().is_some_and(Vec::is_empty) {
             groups.push(Vec::new());
             used = TABLE_OVERHEAD;
         }
         used += size;
-        groups.last_mut().expect("never empty").push(item);
+        if let Some(last) = groups.last_mut() {
+            last.push(item);
+        }
     }
-    let parts = groups.len().min(u16::MAX as usize) as u16;
+    let parts = u16::try_from(groups.len()).map_err(|_| PackError::TooManyParts {
+        parts: groups.len(),
+    })?;
     groups
         .into_iter()
-        .take(parts as usize)
         .enumerate()
-        .filter_map(|(i, items)| {
+        .map(|(i, items)| {
             Message::Table {
                 from,
                 to,
@@ -296,7 +325,7 @@ pub fn pack_table(from: u64, to: u64, items: Vec<Item>) -> Vec<Vec<u8>> {
                 items,
             }
             .encode()
-            .ok()
+            .map_err(|source| PackError::Encode { part: i, source })
         })
         .collect()
 }

@@ -131,7 +131,7 @@ proptest! {
 
     #[test]
     fn packing_respects_datagram_limit(items in prop::collection::vec(arb_item(), 0..200)) {
-        let parts = pack_table(3, 9, items.clone());
+        let parts = pack_table(3, 9, items.clone()).unwrap();
         let mut seen = Vec::new();
         for (i, p) in parts.iter().enumerate() {
             prop_assert!(p.len() <= MAX_DATAGRAM);
@@ -177,9 +177,58 @@ fn three_hundred_long_names_pack_into_limit() {
             hash: [0xff; 32],
         })
         .collect();
-    let parts = pack_table(0, 1, items);
+    let parts = pack_table(0, 1, items).unwrap();
     assert!(parts.len() >= 35, "300*~150 bytes need many parts");
     assert!(parts.iter().all(|p| p.len() <= MAX_DATAGRAM));
+}
+
+/// An item of about `len` encoded bytes.
+fn file_of(i: usize, len: usize) -> Item {
+    Item::File {
+        owner: "B".into(),
+        file: format!("{i:0>len$}"),
+        size: 0,
+        hash: [0; 32],
+    }
+}
+
+#[test]
+fn a_table_too_big_for_the_part_counter_is_refused_not_truncated() {
+    // Items over half a part each: one per part, so one more item than the part counter
+    // counts needs one part too many.
+    let half = (MAX_DATAGRAM - TABLE_OVERHEAD) / 2 + 1;
+    assert!(item_size(&file_of(0, half)) > half);
+    let items: Vec<Item> = (0..=MAX_TABLE_PARTS).map(|i| file_of(i, half)).collect();
+    assert_eq!(
+        pack_table(0, 1, items),
+        Err(PackError::TooManyParts {
+            parts: MAX_TABLE_PARTS + 1
+        })
+    );
+}
+
+#[test]
+fn an_item_larger_than_a_datagram_is_refused() {
+    let items = vec![file_of(0, 10), file_of(1, MAX_DATAGRAM)];
+    assert!(matches!(
+        pack_table(0, 1, items),
+        Err(PackError::ItemTooLarge { index: 1, size }) if size > MAX_DATAGRAM
+    ));
+}
+
+#[test]
+fn a_message_too_large_for_a_datagram_does_not_encode() {
+    let files = (0..20)
+        .map(|i| FileEntry::named(format!("{i:0>200}")))
+        .collect();
+    let msg = Message::Offer {
+        req: 1,
+        token: 2,
+        files,
+    };
+    assert_eq!(msg.encode(), Err(EncodeError::TooLarge));
+    let mut buf = [0u8; MAX_DATAGRAM];
+    assert_eq!(msg.encode_into(&mut buf), Err(EncodeError::TooLarge));
 }
 
 #[test]
