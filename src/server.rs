@@ -4,7 +4,7 @@
 //!
 //! The caller binds the socket ([`bind`]), opens the store and builds the index (seeded
 //! from the OS); [`run`] only drives them. **Persist before reply** is enforced here, in
-//! [`Driver::flush`]: the batch's store ops are committed before any of its datagrams is
+//! `Driver::flush`: the batch's store ops are committed before any of its datagrams is
 //! sent, and a failed commit sends nothing. What cannot be sent is counted and logged,
 //! the index's own failures ([`Index::poll_error`]) included.
 
