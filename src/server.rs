@@ -1,6 +1,12 @@
 //! The index server's thin tokio driver: moves datagrams between a pre-bound UDP socket
 //! and the [`Index`], persists each batch's changes before that batch's replies leave, and
 //! wakes the index when its next deadline comes.
+//!
+//! The caller binds the socket ([`bind`]), opens the store and builds the index (seeded
+//! from the OS); [`run`] only drives them. **Persist before reply** is enforced here, in
+//! `Driver::flush`: the batch's store ops are committed before any of its datagrams is
+//! sent, and a failed commit sends nothing. What cannot be sent is counted and logged,
+//! the index's own failures ([`Index::poll_error`]) included.
 
 use std::future::Future;
 use std::io;
@@ -9,12 +15,18 @@ use std::time::Instant;
 
 use tokio::net::UdpSocket;
 
-use crate::index::{Config, Index};
+use crate::index::{Config, Index, OFFLINE_AFTER_HEARTBEATS};
 use crate::proto::MAX_DATAGRAM;
 use crate::store::Store;
 
 /// Datagrams read before one commit: the group-commit batch size.
 const BATCH: usize = 1024;
+
+/// Receive and send buffer asked for on the server socket, in bytes (8 MiB): absorbs
+/// bursts such as hundreds of clients registering at once. The kernel caps it at
+/// `net.core.{r,w}mem_max`. Tools that face the server (the load generator) should ask
+/// for the same.
+pub const SOCKET_BUFFER_BYTES: usize = 8 << 20;
 
 /// Why the server stopped.
 #[derive(Debug, thiserror::Error)]
@@ -34,9 +46,13 @@ pub fn bind(bind: Option<IpAddr>, port: u16) -> io::Result<std::net::UdpSocket> 
         if dual {
             s.set_only_v6(false)?;
         }
-        // Large buffers absorb bursts (hundreds of clients registering at once).
-        let _ = s.set_recv_buffer_size(8 << 20);
-        let _ = s.set_send_buffer_size(8 << 20);
+        // Best effort: smaller buffers only drop more in bursts, which retries cover.
+        if let Err(e) = s.set_recv_buffer_size(SOCKET_BUFFER_BYTES) {
+            tracing::warn!("cannot set the receive buffer to {SOCKET_BUFFER_BYTES} bytes: {e}");
+        }
+        if let Err(e) = s.set_send_buffer_size(SOCKET_BUFFER_BYTES) {
+            tracing::warn!("cannot set the send buffer to {SOCKET_BUFFER_BYTES} bytes: {e}");
+        }
         s.bind(&addr.into())?;
         s.set_nonblocking(true)?;
         Ok(s.into())
@@ -57,52 +73,117 @@ pub fn bind(bind: Option<IpAddr>, port: u16) -> io::Result<std::net::UdpSocket> 
     }
 }
 
-/// Runs the index on `socket` until `shutdown` completes.
+/// What the driver itself could not do. Each is survivable (the protocol's retries cover
+/// a lost datagram), so it is counted and logged, and the server keeps serving.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DriverStats {
+    /// Datagrams the socket refused to send (unreachable address, wrong family, ...).
+    pub send_failed: u64,
+    /// Receive errors caused by earlier sends (ICMP port unreachable) and interrupts.
+    pub recv_transient: u64,
+}
+
+/// The socket, the index and the store, moved together by [`run`].
+struct Driver {
+    socket: UdpSocket,
+    index: Index,
+    store: Box<dyn Store>,
+    stats: DriverStats,
+}
+
+/// Runs the index on the pre-bound `socket`, persisting to `store`, until `shutdown`
+/// completes.
 pub async fn run(
     socket: UdpSocket,
-    mut index: Index,
-    mut store: Box<dyn Store>,
+    index: Index,
+    store: Box<dyn Store>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
-    tokio::pin!(shutdown);
-    loop {
-        let deadline = index.poll_timeout();
-        tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            r = socket.recv_from(&mut buf) => {
-                let now = Instant::now();
-                match r {
-                    Ok((n, src)) => index.handle_datagram(now, src, &buf[..n]),
-                    // ICMP port-unreachable from a vanished client surfaces here on some
-                    // systems: not our problem, keep serving.
-                    Err(e) if is_transient(&e) => {}
-                    Err(e) => return Err(e.into()),
-                }
-                // Drain what else is queued: one commit for the whole batch.
-                for _ in 1..BATCH {
-                    match socket.try_recv_from(&mut buf) {
-                        Ok((n, src)) => index.handle_datagram(now, src, &buf[..n]),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) if is_transient(&e) => {}
-                        Err(e) => return Err(e.into()),
+    let mut d = Driver {
+        socket,
+        index,
+        store,
+        stats: DriverStats::default(),
+    };
+    let r = d.serve(shutdown).await;
+    tracing::info!(index = ?d.index.stats(), driver = ?d.stats, "index server stopped");
+    r
+}
+
+impl Driver {
+    async fn serve(&mut self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        tokio::pin!(shutdown);
+        loop {
+            let deadline = self.index.poll_timeout();
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                r = self.socket.recv_from(&mut buf) => {
+                    let now = Instant::now();
+                    self.received(now, r, &buf)?;
+                    // Drain what else is queued: one commit for the whole batch.
+                    for _ in 1..BATCH {
+                        match self.socket.try_recv_from(&mut buf) {
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            r => self.received(now, r, &buf)?,
+                        }
                     }
                 }
+                _ = sleep_until(deadline) => {}
             }
-            _ = sleep_until(deadline) => {}
+            let now = Instant::now();
+            if self.index.poll_timeout().is_some_and(|t| t <= now) {
+                self.index.handle_timeout(now);
+            }
+            self.flush().await?;
         }
-        let now = Instant::now();
-        if index.poll_timeout().is_some_and(|t| t <= now) {
-            index.handle_timeout(now);
+    }
+
+    /// Hands a received datagram to the index; a transient error is counted, any other
+    /// stops the server.
+    fn received(
+        &mut self,
+        now: Instant,
+        r: io::Result<(usize, SocketAddr)>,
+        buf: &[u8],
+    ) -> Result<(), ServerError> {
+        match r {
+            Ok((n, src)) => self.index.handle_datagram(now, src, &buf[..n]),
+            // ICMP port-unreachable from a vanished client surfaces here on some systems:
+            // not our problem, keep serving.
+            Err(e) if is_transient(&e) => {
+                self.stats.recv_transient += 1;
+                tracing::debug!("transient receive error: {e}");
+            }
+            Err(e) => return Err(e.into()),
         }
-        let ops = index.take_store_ops();
+        Ok(())
+    }
+
+    /// Ends a batch: persists its changes, then sends its datagrams (never the other way
+    /// round: a failed commit sends nothing), and logs what could not be sent.
+    async fn flush(&mut self) -> Result<(), ServerError> {
+        let ops = self.index.take_store_ops();
         if !ops.is_empty() {
             // Durable before any reply of this batch leaves.
-            store.commit(&ops)?;
+            self.store.commit(&ops)?;
         }
-        while let Some((dst, bytes)) = index.poll_transmit() {
-            send(&socket, dst, &bytes).await;
+        while let Some((dst, bytes)) = self.index.poll_transmit() {
+            if let Err(e) = send(&self.socket, dst, &bytes).await {
+                self.stats.send_failed += 1;
+                // A dead or hostile address can fail every datagram: log on powers of two.
+                let n = self.stats.send_failed;
+                if n.is_power_of_two() {
+                    tracing::warn!("cannot send to {dst}: {e} ({n} send failures so far)");
+                } else {
+                    tracing::debug!("cannot send to {dst}: {e}");
+                }
+            }
         }
+        while let Some(e) = self.index.poll_error() {
+            tracing::warn!("{e}");
+        }
+        Ok(())
     }
 }
 
@@ -115,18 +196,14 @@ fn is_transient(e: &io::Error) -> bool {
     )
 }
 
-async fn send(socket: &UdpSocket, dst: SocketAddr, bytes: &[u8]) {
+/// Sends one datagram, waiting while the socket buffer is full. An error is the caller's
+/// to count: the datagram is lost like any other, and the retry logic covers it.
+async fn send(socket: &UdpSocket, dst: SocketAddr, bytes: &[u8]) -> io::Result<()> {
     loop {
         match socket.try_send_to(bytes, dst) {
-            Ok(_) => return,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if socket.writable().await.is_err() {
-                    return;
-                }
-            }
-            // A datagram that cannot leave (unreachable address) is lost like any other:
-            // the retry logic covers it.
-            Err(_) => return,
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket.writable().await?,
+            Err(e) => return Err(e),
         }
     }
 }
@@ -143,7 +220,7 @@ pub fn index_config(opts: &crate::cli::ServerOpts) -> Config {
     let mut cfg = Config::default();
     if let Some(ms) = opts.heartbeat_ms {
         cfg.heartbeat = std::time::Duration::from_millis(ms.max(1));
-        cfg.offline_after = cfg.heartbeat * 3;
+        cfg.offline_after = cfg.heartbeat * OFFLINE_AFTER_HEARTBEATS;
     }
     if let Some(ms) = opts.offline_after_ms {
         cfg.offline_after = std::time::Duration::from_millis(ms.max(1));
@@ -166,3 +243,6 @@ pub fn primary_ip() -> Option<IpAddr> {
         .map(|i| i.ip())
         .find(|ip| ip.is_ipv4() && !ip.is_loopback())
 }
+
+#[cfg(test)]
+mod tests;

@@ -190,7 +190,7 @@ pub enum DecodeError {
 }
 
 /// Why a message could not be encoded.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
 pub enum EncodeError {
     #[error("message does not fit in one datagram")]
     TooLarge,
@@ -268,26 +268,55 @@ pub fn item_size(item: &Item) -> usize {
 /// rounded up generously so packing never overflows a datagram.
 pub const TABLE_OVERHEAD: usize = 3 + 1 + 10 + 10 + 3 + 3 + 3;
 
+/// Most parts one table delta may have: the part counter is a `u16`.
+pub const MAX_TABLE_PARTS: usize = u16::MAX as usize;
+
+/// Why a table delta could not be packed into parts. Nothing of it is sent: a partial
+/// delta would be applied as if it were whole.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum PackError {
+    /// The delta needs more parts than the part counter counts.
+    #[error("table needs {parts} parts, more than the {MAX_TABLE_PARTS} a delta may have")]
+    TooManyParts { parts: usize },
+    /// One item alone does not fit in a part.
+    #[error("table item {index} ({size} bytes) does not fit in one datagram")]
+    ItemTooLarge { index: usize, size: usize },
+    /// A part did not encode (the packing estimate was wrong).
+    #[error("table part {part} does not encode: {source}")]
+    Encode {
+        part: usize,
+        #[source]
+        source: EncodeError,
+    },
+}
+
 /// Splits `items` into table parts, each encoding to at most [`MAX_DATAGRAM`] bytes.
 /// Always returns at least one (possibly empty) part so a client can learn a version.
-pub fn pack_table(from: u64, to: u64, items: Vec<Item>) -> Vec<Vec<u8>> {
+/// Fails, sending nothing, past [`MAX_TABLE_PARTS`] parts or for an item that cannot fit.
+pub fn pack_table(from: u64, to: u64, items: Vec<Item>) -> Result<Vec<Vec<u8>>, PackError> {
     let mut groups: Vec<Vec<Item>> = vec![Vec::new()];
     let mut used = TABLE_OVERHEAD;
-    for item in items {
+    for (index, item) in items.into_iter().enumerate() {
         let size = item_size(&item);
+        if TABLE_OVERHEAD + size > MAX_DATAGRAM {
+            return Err(PackError::ItemTooLarge { index, size });
+        }
         if used + size > MAX_DATAGRAM && !groups.last().is_some_and(Vec::is_empty) {
             groups.push(Vec::new());
             used = TABLE_OVERHEAD;
         }
         used += size;
-        groups.last_mut().expect("never empty").push(item);
+        if let Some(last) = groups.last_mut() {
+            last.push(item);
+        }
     }
-    let parts = groups.len().min(u16::MAX as usize) as u16;
+    let parts = u16::try_from(groups.len()).map_err(|_| PackError::TooManyParts {
+        parts: groups.len(),
+    })?;
     groups
         .into_iter()
-        .take(parts as usize)
         .enumerate()
-        .filter_map(|(i, items)| {
+        .map(|(i, items)| {
             Message::Table {
                 from,
                 to,
@@ -296,7 +325,7 @@ pub fn pack_table(from: u64, to: u64, items: Vec<Item>) -> Vec<Vec<u8>> {
                 items,
             }
             .encode()
-            .ok()
+            .map_err(|source| PackError::Encode { part: i, source })
         })
         .collect()
 }
@@ -320,208 +349,4 @@ pub fn valid_file_name(name: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn arb_name() -> impl Strategy<Value = String> {
-        "[a-zA-Z0-9_.-]{1,64}"
-    }
-
-    fn arb_item() -> impl Strategy<Value = Item> {
-        prop_oneof![
-            (arb_name(), any::<[u8; 4]>(), any::<u16>(), any::<bool>()).prop_map(
-                |(name, ip, tcp_port, online)| Item::Owner {
-                    name,
-                    ip: IpAddr::from(ip),
-                    tcp_port,
-                    online,
-                    key: Some([online as u8; 32]),
-                }
-            ),
-            (
-                arb_name(),
-                "[^/\\x00-\\x1f]{1,100}",
-                any::<u64>(),
-                any::<[u8; 32]>()
-            )
-                .prop_map(|(owner, file, size, hash)| Item::File {
-                    owner,
-                    file,
-                    size,
-                    hash
-                }),
-        ]
-    }
-
-    fn arb_message() -> impl Strategy<Value = Message> {
-        prop_oneof![
-            (
-                any::<u64>(),
-                arb_name(),
-                any::<u64>(),
-                any::<u16>(),
-                any::<bool>(),
-                any::<Option<[u8; 16]>>()
-            )
-                .prop_map(|(req, name, instance, tcp_port, keep_offers, adv)| {
-                    Message::Register {
-                        req,
-                        name,
-                        instance,
-                        tcp_port,
-                        keep_offers,
-                        advertise: adv.map(IpAddr::from),
-                        evict: keep_offers,
-                        key: adv.map(|_| [7; 32]),
-                        proof: adv.map(|a| Proof {
-                            nonce: a,
-                            sig: vec![1; 64],
-                        }),
-                    }
-                }),
-            (
-                any::<u64>(),
-                any::<u128>(),
-                prop::collection::vec("[a-z]{1,20}", 0..10)
-            )
-                .prop_map(|(req, token, files)| Message::Offer {
-                    req,
-                    token,
-                    files: files.into_iter().map(FileEntry::named).collect()
-                }),
-            (any::<u64>(), any::<u128>()).prop_map(|(req, token)| Message::Dereg { req, token }),
-            (any::<u64>(), any::<u128>(), any::<u64>()).prop_map(|(req, token, v)| {
-                Message::Heartbeat {
-                    req,
-                    token,
-                    table_version: v,
-                }
-            }),
-            (any::<u128>(), any::<u64>(), any::<u16>())
-                .prop_map(|(token, to, part)| Message::TableAck { token, to, part }),
-            (any::<u64>(), any::<u128>(), any::<u32>(), any::<u64>()).prop_map(
-                |(req, token, heartbeat_ms, version)| Message::Welcome {
-                    req,
-                    token,
-                    heartbeat_ms,
-                    version,
-                }
-            ),
-            any::<u64>().prop_map(|req| Message::Rejected {
-                req,
-                reason: Reject::NameInUse
-            }),
-            (any::<u64>(), any::<u64>()).prop_map(|(req, version)| Message::Ack { req, version }),
-            (
-                any::<u64>(),
-                any::<u64>(),
-                any::<u16>(),
-                any::<u16>(),
-                prop::collection::vec(arb_item(), 0..3)
-            )
-                .prop_map(|(from, to, part, parts, items)| Message::Table {
-                    from,
-                    to,
-                    part,
-                    parts,
-                    items
-                }),
-        ]
-    }
-
-    proptest! {
-        #[test]
-        fn round_trip(msg in arb_message()) {
-            let bytes = msg.encode().unwrap();
-            prop_assert!(bytes.len() <= MAX_DATAGRAM);
-            prop_assert_eq!(Message::decode(&bytes).unwrap(), msg);
-        }
-
-        #[test]
-        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..1500)) {
-            let _ = Message::decode(&bytes);
-        }
-
-        #[test]
-        fn valid_prefix_with_garbage_never_panics(tail in prop::collection::vec(any::<u8>(), 0..1300)) {
-            let mut bytes = vec![b'F', b'A', VERSION];
-            bytes.extend(tail);
-            let _ = Message::decode(&bytes);
-        }
-
-        #[test]
-        fn packing_respects_datagram_limit(items in prop::collection::vec(arb_item(), 0..200)) {
-            let parts = pack_table(3, 9, items.clone());
-            let mut seen = Vec::new();
-            for (i, p) in parts.iter().enumerate() {
-                prop_assert!(p.len() <= MAX_DATAGRAM);
-                match Message::decode(p).unwrap() {
-                    Message::Table { from: 3, to: 9, part, parts: n, items } => {
-                        prop_assert_eq!(part as usize, i);
-                        prop_assert_eq!(n as usize, parts.len());
-                        seen.extend(items);
-                    }
-                    other => prop_assert!(false, "unexpected {other:?}"),
-                }
-            }
-            prop_assert_eq!(seen, items);
-        }
-    }
-
-    #[test]
-    fn rejects_wrong_magic_version_and_trailing_bytes() {
-        let mut ok = Message::Ack { req: 7, version: 3 }.encode().unwrap();
-        assert_eq!(
-            Message::decode(&ok),
-            Ok(Message::Ack { req: 7, version: 3 })
-        );
-        let mut bad = ok.clone();
-        bad[0] = b'X';
-        assert_eq!(Message::decode(&bad), Err(DecodeError::BadMagic));
-        bad = ok.clone();
-        bad[2] = 99;
-        assert_eq!(Message::decode(&bad), Err(DecodeError::Version(99)));
-        ok.push(0);
-        assert_eq!(Message::decode(&ok), Err(DecodeError::Malformed));
-        assert_eq!(Message::decode(&[0; 1300]), Err(DecodeError::TooLong));
-        assert_eq!(Message::decode(b"FA"), Err(DecodeError::TooShort));
-    }
-
-    #[test]
-    fn three_hundred_long_names_pack_into_limit() {
-        let items: Vec<Item> = (0..300)
-            .map(|i| Item::File {
-                owner: "B".into(),
-                file: format!("{i:0>100}"),
-                size: u64::MAX,
-                hash: [0xff; 32],
-            })
-            .collect();
-        let parts = pack_table(0, 1, items);
-        assert!(parts.len() >= 35, "300*~150 bytes need many parts");
-        assert!(parts.iter().all(|p| p.len() <= MAX_DATAGRAM));
-    }
-
-    #[test]
-    fn name_rules() {
-        assert!(valid_client_name("B"));
-        assert!(!valid_client_name(""));
-        assert!(!valid_client_name("a b"));
-        assert!(!valid_client_name(&"x".repeat(65)));
-        assert!(valid_file_name("foo.txt"));
-        for bad in [
-            "",
-            ".",
-            "..",
-            "a/b",
-            "../etc",
-            "/etc/passwd",
-            "a\\b",
-            "a\nb",
-            "a\0b",
-        ] {
-            assert!(!valid_file_name(bad), "{bad:?}");
-        }
-    }
-}
+mod tests;

@@ -1,11 +1,25 @@
 //! Request/ACK/retry bookkeeping: which requests are waiting for a reply, when each must
 //! be sent again, and which ran out of retries. Sans-io: the caller passes `now` in and
 //! sends the datagrams handed back.
+//!
+//! The retry defaults live here once: [`RETRY_INTERVAL`] (500 ms) and [`RETRIES`] (3),
+//! bundled as [`RetryPolicy::DEFAULT`].
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::proto::ReqId;
+
+/// Default gap between two sends of the same request (client requests and the server's
+/// table parts alike): 500 ms. Drivers and tools that retransmit should use this, not the
+/// number.
+pub const RETRY_INTERVAL: Duration = Duration::from_millis(500);
+
+/// [`RETRY_INTERVAL`] in milliseconds, for command-line defaults.
+pub const RETRY_INTERVAL_MS: u64 = RETRY_INTERVAL.as_millis() as u64;
+
+/// Default number of sends after the first before a request is given up: 3.
+pub const RETRIES: u32 = 3;
 
 /// How often and how many times a request is sent again before it is given up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,13 +30,26 @@ pub struct RetryPolicy {
     pub retries: u32,
 }
 
-impl Default for RetryPolicy {
-    /// The seed's contract: 3 retries, 500 ms apart.
-    fn default() -> Self {
+impl RetryPolicy {
+    /// The protocol's contract: [`RETRIES`] retries, [`RETRY_INTERVAL`] apart.
+    pub const DEFAULT: RetryPolicy = RetryPolicy {
+        interval: RETRY_INTERVAL,
+        retries: RETRIES,
+    };
+
+    /// The default number of retries, `interval` apart (e.g. an operator's `--retry-ms`).
+    pub const fn with_interval(interval: Duration) -> RetryPolicy {
         RetryPolicy {
-            interval: Duration::from_millis(500),
-            retries: 3,
+            interval,
+            retries: RETRIES,
         }
+    }
+}
+
+impl Default for RetryPolicy {
+    /// [`RetryPolicy::DEFAULT`]: 3 retries, 500 ms apart.
+    fn default() -> Self {
+        RetryPolicy::DEFAULT
     }
 }
 
@@ -178,6 +205,18 @@ mod tests {
             sent,
             vec![vec![b'a']],
             "only the unanswered request is resent"
+        );
+    }
+
+    #[test]
+    fn defaults_are_the_protocol_contract() {
+        assert_eq!(RETRY_INTERVAL, 500 * MS);
+        assert_eq!(RETRY_INTERVAL_MS, 500);
+        assert_eq!(RETRIES, 3);
+        assert_eq!(RetryPolicy::default(), RetryPolicy::DEFAULT);
+        assert_eq!(
+            RetryPolicy::with_interval(RETRY_INTERVAL),
+            RetryPolicy::DEFAULT
         );
     }
 

@@ -1,0 +1,137 @@
+//! The versioned table: version numbers, the delta a client at version `v` lacks, the
+//! rows persisted for an owner, and restoring the table from the store at start.
+//!
+//! Every change takes the next table version ([`Index::bump`]). Each owner records the
+//! version at which its header last changed and each file the version at which it was
+//! (re)offered; `by_ver` keys each owner under its highest one, so the delta since `v` is
+//! a range scan over the current state, with no log.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use crate::proto::Item;
+use crate::store::{OwnerRecord, OwnerRow};
+
+use super::{FileState, Index, Owner, OwnerId};
+
+fn file_item(owner: &str, file: &str, st: &FileState) -> Item {
+    Item::File {
+        owner: owner.to_string(),
+        file: file.to_string(),
+        size: st.size,
+        hash: st.hash,
+    }
+}
+
+impl Index {
+    /// Loads what the store holds. Clients that were online stay online, with
+    /// `offline_after` from `now` to come back by heartbeat.
+    pub(super) fn restore(&mut self, records: Vec<OwnerRecord>, now: Instant) {
+        for rec in records {
+            let row = rec.row;
+            let files: BTreeMap<String, FileState> = rec
+                .files
+                .into_iter()
+                .map(|f| {
+                    let st = FileState {
+                        ver: f.ver,
+                        size: f.size,
+                        hash: f.hash,
+                    };
+                    (f.name, st)
+                })
+                .collect();
+            let latest = files.values().map(|f| f.ver).fold(row.ver, u64::max);
+            self.version = self.version.max(latest);
+            let id = self.owners.len();
+            self.by_name.insert(row.name.clone(), id);
+            self.by_token.insert(row.token, id);
+            self.by_ver.insert(latest, id);
+            if row.online {
+                self.online.insert(id);
+                self.count_ip(row.addr.ip(), true);
+            }
+            self.owners.push(Owner {
+                name: row.name,
+                addr: row.addr,
+                peer_ip: row.peer_ip,
+                tcp_port: row.tcp_port,
+                online: row.online,
+                token: row.token,
+                instance: row.instance,
+                ver: row.ver,
+                latest,
+                files,
+                last_seen: now,
+                verified: false,
+                acked: 0,
+                push: None,
+                key: row.key,
+            });
+        }
+    }
+
+    /// Takes the next table version.
+    pub(super) fn bump(&mut self) -> u64 {
+        self.version += 1;
+        self.version
+    }
+
+    /// Files `id` under `v`, its new highest version.
+    pub(super) fn set_latest(&mut self, id: OwnerId, v: u64) {
+        let o = &mut self.owners[id];
+        self.by_ver.remove(&o.latest);
+        o.latest = v;
+        self.by_ver.insert(v, id);
+    }
+
+    /// The owner's row as persisted.
+    pub(super) fn row(&self, id: OwnerId) -> OwnerRow {
+        let o = &self.owners[id];
+        OwnerRow {
+            name: o.name.clone(),
+            addr: o.addr,
+            peer_ip: o.peer_ip,
+            tcp_port: o.tcp_port,
+            online: o.online,
+            token: o.token,
+            instance: o.instance,
+            ver: o.ver,
+            key: o.key,
+        }
+    }
+
+    /// Everything a client at version `from` lacks, as absolute items. A delta from
+    /// version 0 is a full snapshot of online owners.
+    pub(super) fn delta(&self, from: u64) -> Vec<Item> {
+        let mut items = Vec::new();
+        for (_, &id) in self.by_ver.range(from + 1..) {
+            let o = &self.owners[id];
+            if o.ver > from {
+                if from == 0 && !o.online {
+                    continue; // a snapshot lists online owners only
+                }
+                items.push(Item::Owner {
+                    name: o.name.clone(),
+                    ip: o.peer_ip,
+                    tcp_port: o.tcp_port,
+                    online: o.online,
+                    key: o.key,
+                });
+                if o.online {
+                    // The header changed (came back, moved): the client may hold none
+                    // of its files, so send them all.
+                    items.extend(o.files.iter().map(|(f, st)| file_item(&o.name, f, st)));
+                }
+            } else if o.online {
+                items.extend(
+                    o.files
+                        .iter()
+                        .filter(|(_, st)| st.ver > from)
+                        .map(|(f, st)| file_item(&o.name, f, st)),
+                );
+            }
+        }
+        items
+    }
+}
