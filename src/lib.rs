@@ -15,6 +15,7 @@
 //! - [`console`]: the one owner of the client's terminal.
 //! - [`identity`]: the Ed25519 key a client name is bound to (registration proofs, TLS).
 //! - [`cli`]: command-line parsing shared by the binary; [`app`]: what each mode runs.
+//! - `sys`: the platform seam of the transfer paths (system calls std lacks).
 
 pub mod app;
 pub mod cli;
@@ -26,4 +27,5 @@ pub mod proto;
 pub mod reliable;
 pub mod server;
 pub mod store;
+pub(crate) mod sys;
 pub mod transfer;
