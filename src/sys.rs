@@ -1,11 +1,12 @@
 //! The platform seam of the transfer paths: the few system calls that std does not offer
-//! (vectored positional reads), through `rustix`'s safe wrappers.
+//! (vectored positional reads, `sendfile`, open flags), through `rustix`'s safe wrappers.
 //!
-//! This is the one place where `unsafe` would go if a call had no safe wrapper; today none
-//! is needed, so the module forbids it. Errors come back as `std::io::Error`, so callers
+//! This is the one place where `unsafe` may go, if a call has no safe wrapper (today none
+//! is needed), each block with a `// SAFETY:` comment; the transfer modules that call in
+//! here forbid `unsafe` themselves. Errors come back as `std::io::Error`, so callers
 //! match on `ErrorKind` as they would for std calls.
 
-#![forbid(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::fs::File;
 use std::io::{self, IoSliceMut};
@@ -14,4 +15,27 @@ use std::io::{self, IoSliceMut};
 /// Returns the bytes read (short at the end of the file; 0 there).
 pub fn pread_vectored(file: &File, bufs: &mut [IoSliceMut<'_>], offset: u64) -> io::Result<usize> {
     Ok(rustix::io::preadv(file, bufs, offset)?)
+}
+
+/// `sendfile`: copies up to `count` bytes of `file` from `*offset` to the socket `out` in
+/// the kernel, advancing `*offset` by what it sent. A full non-blocking socket gives
+/// `ErrorKind::WouldBlock`.
+#[cfg(target_os = "linux")]
+pub fn sendfile(
+    out: &impl std::os::fd::AsFd,
+    file: &File,
+    offset: &mut u64,
+    count: usize,
+) -> io::Result<usize> {
+    Ok(rustix::fs::sendfile(out, file, Some(offset), count)?)
+}
+
+/// Open flags for a file offered from a folder others can write to: `O_NONBLOCK`, so
+/// opening a FIFO dropped there cannot hang us (no effect on regular files), and
+/// `O_NOCTTY`, so opening a terminal device cannot make it ours. For
+/// `OpenOptionsExt::custom_flags`.
+pub fn untrusted_open_flags() -> i32 {
+    use rustix::fs::OFlags;
+    // The flags are small positive constants; the cast keeps their bits.
+    (OFlags::NONBLOCK | OFlags::NOCTTY).bits() as i32
 }

@@ -18,6 +18,9 @@
 //!
 //! Every buffer size of these paths is defined below, once.
 
+// System calls go through `crate::sys`, the one place allowed `unsafe`.
+#![forbid(unsafe_code)]
+
 use std::io;
 use std::sync::{Arc, Mutex};
 
