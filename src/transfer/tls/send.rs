@@ -258,3 +258,6 @@ fn payload_slots(buf: &mut [u8], from: usize, want: usize) -> Vec<IoSliceMut<'_>
     }
     iov
 }
+
+#[cfg(test)]
+mod tests;
