@@ -243,3 +243,6 @@ pub(super) fn hash_open_file(
     }
     Err(OfferError::Unstable(name.to_string()))
 }
+
+#[cfg(test)]
+mod tests;
