@@ -1,7 +1,7 @@
 //! Serving: the accept loop ([`serve`], [`serve_with`]) and, per accepted connection,
 //! the mode exchange, the TLS handshake, the request header and the requester's key.
-//! What a request gets in answer is in [`request`]; why one is refused in [`refuse`];
-//! how the file bytes go out in [`send`].
+//! What a request gets in answer is in `request`; why one is refused in `refuse`;
+//! how the file bytes go out in `send`.
 
 // System calls go through `crate::sys`, the one place allowed `unsafe`.
 #![forbid(unsafe_code)]

@@ -3,18 +3,18 @@
 //! layer ([`super::record`]), the way kernel TLS offload does. The result is a
 //! [`TlsStream`]: an `AsyncRead + AsyncWrite` for the small headers, plus two bulk paths
 //! that encrypt and decrypt in place in large buffers on blocking threads:
-//! [`TlsStream::send_file`] (provider) and [`TlsStream::into_receiver`] (requester).
+//! [`TlsStream::send_file`] (provider) and `TlsStream::into_receiver` (requester).
 //!
 //! Key updates (RFC 8446 §4.6.3) are sent before a key reaches its confidentiality
 //! limit and followed when the peer sends one; rustls' [`KernelConnection`] derives the
 //! next secrets.
 //!
 //! One job per file:
-//! - [`handshake`]: rustls' unbuffered handshake over the socket, [`connect`] / [`accept`];
-//! - [`stream`]: [`TlsStream`], the record-by-record `AsyncRead + AsyncWrite`;
-//! - [`send`]: the bulk send path ([`TlsStream::send_file`]: read, hash, seal in place);
+//! - `handshake`: rustls' unbuffered handshake over the socket, [`connect`] / [`accept`];
+//! - `stream`: [`TlsStream`], the record-by-record `AsyncRead + AsyncWrite`;
+//! - `send`: the bulk send path ([`TlsStream::send_file`]: read, hash, seal in place);
 //! - [`unpack`]: sans-io, opens a buffer of received records and packs their data;
-//! - [`receive`]: the blocking read loop around [`unpack`] ([`Receiver`]).
+//! - `receive`: the blocking read loop around [`unpack`] (`Receiver`).
 //!
 //! Every buffer size of these paths is defined below, once.
 

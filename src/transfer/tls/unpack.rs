@@ -1,5 +1,5 @@
 //! Sans-io unpacking of received TLS 1.3 records, the pure half of the bulk receive path
-//! ([`super::receive`] is the I/O loop around it).
+//! (`super::receive` is the I/O loop around it).
 //!
 //! Given a buffer of bytes as they came off the socket, [`Unpacker::unpack`] finds the
 //! complete records in it, opens each in place and moves its plaintext down so that the
