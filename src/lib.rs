@@ -18,6 +18,7 @@
 //! - [`console`]: the one owner of the client's terminal.
 //! - [`identity`]: the Ed25519 key a client name is bound to (registration proofs, TLS).
 //! - [`cli`]: command-line parsing shared by the binary; [`app`]: what each mode runs.
+//! - `sys`: the platform seam, the one home of `unsafe` (system calls std lacks).
 
 pub mod app;
 pub mod cli;
@@ -26,7 +27,7 @@ pub mod console;
 pub mod identity;
 pub mod server;
 pub mod store;
-mod sys;
+pub(crate) mod sys;
 pub mod transfer;
 
 pub use fileapp_core::{index, proto, reliable};

@@ -1,6 +1,6 @@
 //! Peer-to-peer file transfer over TCP: the header codec ([`header`], sans-io), the
-//! provider side ([`provider`]: the offered library, hash cache, `serve`) and the requester
-//! side ([`fetch`]: download, verify, resume).
+//! provider side ([`provider`]: the offered library ([`library`]: hash cache, safe open)
+//! and [`serve`]) and the requester side ([`fetch`]: download, verify, resume).
 //!
 //! API contract used by the client driver (`crate::client::driver`):
 //! - [`provider::Library`] holds the shared folder and the offered names; the client
@@ -12,8 +12,10 @@
 //!   [`secure::PeerAuth`], `fetch` a [`secure::Security`].
 
 pub mod fetch;
+pub mod library;
 pub mod provider;
 pub mod secure;
+pub mod serve;
 pub mod tls;
 
 pub use fileapp_core::transfer::{header, record};

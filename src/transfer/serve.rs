@@ -1,0 +1,289 @@
+//! Serving: the accept loop ([`serve`], [`serve_with`]) and, per accepted connection,
+//! the mode exchange, the TLS handshake, the request header and the requester's key.
+//! What a request gets in answer is in `request`; why one is refused in `refuse`;
+//! how the file bytes go out in `send`.
+
+// System calls go through `crate::sys`, the one place allowed `unsafe`.
+#![forbid(unsafe_code)]
+
+mod refuse;
+mod request;
+mod send;
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::time::timeout;
+
+pub(crate) use refuse::{describe_io, describe_tls};
+pub use send::{PeerStream, copy_file_buffered};
+
+use super::header::{MAX_REQUEST_LEN, Request};
+use super::library::SharedLibrary;
+use super::secure::{
+    MODE_BUSY, MODE_PLAIN, MODE_TLS, PeerAuth, Security, TlsIdentity, ed25519_key_of,
+};
+use super::tls;
+use super::{Notice, ReadHeaderError, printable, read_header};
+use crate::identity::PublicKey;
+
+/// Tunables of [`serve_with`]. `Default` suits production; tests shorten the timeouts.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// How long a connection may take to deliver its request header.
+    pub header_timeout: Duration,
+    /// How long sending may make no progress before the transfer is abandoned.
+    pub stall_timeout: Duration,
+    /// Connections handled at once; more are answered `Busy`.
+    pub max_connections: usize,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            header_timeout: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(60),
+            max_connections: 64,
+        }
+    }
+}
+
+/// Serves requests on `listener` until `accepting` becomes false (or its sender is
+/// dropped). Transfers already running are left to finish.
+///
+/// `auth` says whether connections are TLS (and how requesters' keys are checked) or
+/// plaintext; a requester asking for the other mode is refused (see `docs/PROTOCOL.md §2`).
+pub async fn serve(
+    listener: TcpListener,
+    lib: SharedLibrary,
+    notices: mpsc::UnboundedSender<Notice>,
+    accepting: watch::Receiver<bool>,
+    auth: PeerAuth,
+) {
+    serve_with(
+        listener,
+        lib,
+        notices,
+        accepting,
+        auth,
+        ServeConfig::default(),
+    )
+    .await
+}
+
+/// [`serve`] with explicit tunables.
+pub async fn serve_with(
+    listener: TcpListener,
+    lib: SharedLibrary,
+    notices: mpsc::UnboundedSender<Notice>,
+    mut accepting: watch::Receiver<bool>,
+    auth: PeerAuth,
+    cfg: ServeConfig,
+) {
+    let cfg = Arc::new(cfg);
+    let slots = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
+    loop {
+        let accepted = tokio::select! {
+            _ = accepting.wait_for(|a| !*a) => break,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // Typically EMFILE or a connection reset before accept; neither is a reason
+                // to stop serving. Back off briefly so a full fd table cannot spin us.
+                let _ = notices.send(format!("< Could not accept a connection: {e} >"));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = notices.send(format!(
+            "< Accepting connection request from {}. >",
+            peer.ip()
+        ));
+        let _ = stream.set_nodelay(true);
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let conn = Conn {
+                    peer,
+                    lib: lib.clone(),
+                    notices: notices.clone(),
+                    cfg: cfg.clone(),
+                    auth: auth.clone(),
+                };
+                tokio::spawn(async move {
+                    conn.handle(stream).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                let _ = notices.send(format!(
+                    "< Refused connection from {}: too many transfers in progress >",
+                    peer.ip()
+                ));
+                tokio::spawn(refuse_busy(stream));
+            }
+        }
+    }
+}
+
+/// Answers `Busy` before any handshake: being busy must stay cheap.
+async fn refuse_busy(mut stream: TcpStream) {
+    let _ = timeout(Duration::from_secs(2), stream.write_all(&[MODE_BUSY])).await;
+    let _ = stream.shutdown().await;
+}
+
+/// One accepted connection.
+struct Conn {
+    peer: SocketAddr,
+    lib: SharedLibrary,
+    notices: mpsc::UnboundedSender<Notice>,
+    cfg: Arc<ServeConfig>,
+    auth: PeerAuth,
+}
+
+impl Conn {
+    fn notice(&self, s: String) {
+        let _ = self.notices.send(s);
+    }
+
+    fn ip(&self) -> IpAddr {
+        self.peer.ip()
+    }
+
+    /// The peer said nothing (mode byte or request) within the header timeout.
+    fn notice_no_request(&self) {
+        self.notice(format!(
+            "< Connection from {} closed: no request within {} s >",
+            self.ip(),
+            self.cfg.header_timeout.as_secs_f64()
+        ));
+    }
+
+    /// Mode exchange, then (TLS) the handshake, then the request.
+    async fn handle(&self, mut tcp: TcpStream) {
+        let Some(theirs) = self.exchange_modes(&mut tcp).await else {
+            return;
+        };
+        let refused = match (theirs, &self.auth.security) {
+            (MODE_PLAIN, Security::Plaintext) => return self.handle_stream(tcp, None).await,
+            (MODE_TLS, Security::Tls(id)) => return self.handle_tls(tcp, id).await,
+            (MODE_PLAIN, Security::Tls(_)) => format!(
+                "< Refused plaintext request from {}: this client only accepts encrypted transfers >",
+                self.ip()
+            ),
+            (MODE_TLS, Security::Plaintext) => format!(
+                "< Refused encrypted request from {}: this client runs in plaintext mode (--plaintext) >",
+                self.ip()
+            ),
+            (b, _) => format!(
+                "< Refused connection from {}: not a fileapp transfer request (first byte 0x{b:02x}) >",
+                self.ip()
+            ),
+        };
+        self.notice(refused);
+        let _ = timeout(Duration::from_secs(2), tcp.shutdown()).await;
+    }
+
+    /// Sends our mode byte and reads theirs. `None` (with the notice given) if the peer
+    /// said nothing in time or closed.
+    async fn exchange_modes(&self, tcp: &mut TcpStream) -> Option<u8> {
+        let mine = self.auth.security.mode_byte();
+        // Ours goes first, unasked: a requester in the other mode learns why at once.
+        let hello = timeout(self.cfg.header_timeout, async {
+            tcp.write_all(&[mine]).await?;
+            let mut b = [0u8; 1];
+            tcp.read_exact(&mut b).await?;
+            Ok::<u8, io::Error>(b[0])
+        })
+        .await;
+        match hello {
+            Err(_) => {
+                self.notice_no_request();
+                None
+            }
+            Ok(Err(e)) => {
+                self.notice(format!(
+                    "< Connection from {} closed before a request: {} >",
+                    self.ip(),
+                    describe_io(&e)
+                ));
+                None
+            }
+            Ok(Ok(b)) => Some(b),
+        }
+    }
+
+    /// The TLS handshake (bounded by the header timeout), then the request.
+    async fn handle_tls(&self, tcp: TcpStream, id: &TlsIdentity) {
+        let accepted = timeout(
+            self.cfg.header_timeout,
+            tls::accept(tcp, id.server_config()),
+        )
+        .await;
+        let failed = |why: String| {
+            self.notice(format!(
+                "< Encrypted connection from {} failed: {why} >",
+                self.ip()
+            ))
+        };
+        let tls = match accepted {
+            Err(_) => return failed("TLS handshake timed out".into()),
+            Ok(Err(e)) => return failed(describe_tls(&e)),
+            Ok(Ok(t)) => t,
+        };
+        match tls.peer_certificate().and_then(ed25519_key_of) {
+            Some(k) => self.handle_stream(tls, Some(k)).await,
+            // The verifier already insisted on one; kept as a guard.
+            None => failed("no Ed25519 certificate".into()),
+        }
+    }
+
+    /// Reads the request and serves it. `presented` is the requester's certificate key
+    /// on a TLS connection (checked against its claimed name before anything else).
+    async fn handle_stream<S: PeerStream>(&self, mut stream: S, presented: Option<PublicKey>) {
+        let read = timeout(
+            self.cfg.header_timeout,
+            read_header(&mut stream, MAX_REQUEST_LEN, Request::decode),
+        )
+        .await;
+        let req = match read {
+            Err(_) => {
+                return self.notice_no_request();
+            }
+            Ok(Err(e)) => {
+                self.notice(format!("< Bad request from {}: {e} >", self.ip()));
+                if let ReadHeaderError::Header(e) = e {
+                    let message = format!("bad request: {e}");
+                    self.send_refusal(&mut stream, super::header::Status::Error, &message)
+                        .await;
+                }
+                return;
+            }
+            Ok(Ok((req, _))) => req,
+        };
+        let who = if req.requester.is_empty() {
+            self.ip().to_string()
+        } else {
+            printable(&req.requester)
+        };
+        let checked = match presented {
+            Some(k) => Some(self.check_key(&req.requester, k).await),
+            None => None,
+        };
+        match checked {
+            Some(Err(r)) => {
+                self.refuse(&mut stream, &printable(&req.file), &who, r)
+                    .await
+            }
+            _ => self.serve_request(&mut stream, &req, &who).await,
+        }
+        let _ = stream.shutdown().await;
+        self.notice(format!("< Connection with client {who} closed >"));
+    }
+}
