@@ -26,7 +26,6 @@ struct Shared {
 }
 
 pub struct Proxy {
-    pub addr: SocketAddr,
     shared: Arc<Shared>,
 }
 
@@ -35,7 +34,6 @@ impl Proxy {
     pub fn start(listen: SocketAddr, upstream: SocketAddr) -> Proxy {
         let listener = TcpListener::bind(listen).expect("proxy bind");
         listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared {
             budget: AtomicU64::new(NONE),
             flip_at: AtomicU64::new(NONE),
@@ -58,7 +56,7 @@ impl Proxy {
                 }
             }
         });
-        Proxy { addr, shared }
+        Proxy { shared }
     }
 
     /// From now on each new connection forwards at most `bytes` from the owner, then

@@ -256,11 +256,6 @@ impl Proc {
         v.as_array().expect("an array").clone()
     }
 
-    /// The process id, for signals.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Waits for the process to exit; returns its exit code.
     pub fn wait_exit(&mut self, wait: Duration) -> i32 {
         let deadline = Instant::now() + wait;
