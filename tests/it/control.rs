@@ -212,16 +212,26 @@ fn end_of_input_and_signals_leave_cleanly_and_tell_the_server() {
 
 #[test]
 fn two_hundred_clients_registering_at_once_all_get_their_welcome() {
+    // 200 processes starting at once on a small machine: one may not run for seconds,
+    // longer than the default 2 s retry budget (4 sends 500 ms apart). The server is not
+    // what is slow, so each client gets a budget for that storm: retries 2 s apart,
+    // giving up after 4 × 2 s = 8 s of its own silence.
+    const RETRY_MS: u64 = 2000;
+    let retry = RETRY_MS.to_string();
     let srv = Server::start(&["--db", ":memory:"]);
     let dir = tempfile::tempdir().unwrap();
     let mut procs: Vec<Proc> = (0..200)
-        .map(|i| srv.client_raw(&format!("n{i}"), dir.path(), &[]))
+        .map(|i| srv.client_raw(&format!("n{i}"), dir.path(), &["--retry-ms", &retry]))
         .collect();
     for p in &mut procs {
-        p.expect_within(
-            ">>> [Welcome, You are registered.]",
+        let (which, line) = p.expect_any(
+            &[
+                ">>> [Welcome, You are registered.]",
+                ">>> [Server not responding]",
+            ],
             Duration::from_secs(60),
         );
+        assert_eq!(which, 0, "{}: {line}", p.name);
     }
     for p in &mut procs {
         p.close_stdin();
