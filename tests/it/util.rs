@@ -275,6 +275,8 @@ impl Proc {
     }
 
     pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) touches no memory of ours. The pid is our child's, and we hold
+        // its `Child` (not yet waited for), so it cannot name another process.
         unsafe {
             libc::kill(self.child.id() as i32, sig);
         }

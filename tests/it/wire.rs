@@ -164,6 +164,9 @@ fn exchange(sock: &UdpSocket, bytes: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// Whether an answer is the expected one.
+type IsAnswer = fn(&Message) -> bool;
+
 #[test]
 fn refusals_are_no_larger_than_the_request_and_garbage_gets_nothing() {
     let srv = Server::start(&["--db", ":memory:"]);
@@ -175,7 +178,7 @@ fn refusals_are_no_larger_than_the_request_and_garbage_gets_nothing() {
     sock.set_read_timeout(Some(WAIT)).unwrap();
 
     let big_token = u128::MAX - 12345;
-    let refused: Vec<(&str, Message, fn(&Message) -> bool)> = vec![
+    let refused: Vec<(&str, Message, IsAnswer)> = vec![
         (
             "heartbeat, unknown token",
             Message::Heartbeat {
