@@ -30,10 +30,17 @@ fn invalid_ports_and_addresses_print_the_seed_messages() {
             &["-c", "C", "127.0.0.1", "1", "1302", "1402"],
             "[Invalid server port]",
         ),
+        // Malformed addresses that fail without a DNS query ("999.0.0.1" would be
+        // looked up as a host name, sending a query off this machine).
         (
-            &["-c", "C", "999.0.0.1", "12000", "1302", "1402"],
+            &["-c", "C", "999..0.1", "12000", "1302", "1402"],
             "[Invalid server IP address]",
         ),
+        (
+            &["-c", "C", "::g", "12000", "1302", "1402"],
+            "[Invalid server IP address]",
+        ),
+        // A space: refused by the resolver itself, no query sent.
         (
             &["-c", "C", "no such host.invalid", "12000", "1302", "1402"],
             "[Invalid server IP address]",
@@ -55,7 +62,7 @@ fn invalid_ports_and_addresses_print_the_seed_messages() {
 fn long_forms_reject_bad_values_with_exit_2() {
     let cases: &[&[&str]] = &[
         &["client", "--name", "B", "--server", "127.0.0.1"],
-        &["client", "--name", "B", "--server", "999.0.0.1:12000"],
+        &["client", "--name", "B", "--server", "999..0.1:12000"],
         &["client", "--name", "B", "--server", "127.0.0.1:99999"],
         &["client", "--name", "B"],
         &["server", "--port", "70000"],
