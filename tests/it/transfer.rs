@@ -166,66 +166,63 @@ fn failures_are_reported_on_both_sides_and_nobody_dies() {
     s.c.expect("request");
 }
 
-/// Starts a 400 MiB download and kills `victim` ("owner" or "requester") once some but
-/// not all of it is on disk. Returns false if the transfer finished first.
-fn interrupt(s: &mut Setup, victim: &str) -> bool {
-    let partial = s.dir.path().join("down/.big.fileapp-partial");
-    s.c.send("request big B");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let len = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
-        if len > 0 {
-            break;
-        }
-        if s.dir.path().join("down/big").exists() || Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    }
-    match victim {
-        "owner" => s.b.kill9(),
-        _ => s.c.kill9(),
-    }
-    !s.dir.path().join("down/big").exists()
-}
-
-fn restart(s: &mut Setup, who: &str) {
-    let path = s.dir.path().to_path_buf();
-    if who == "owner" {
-        // Same machine, same key: it takes its name back at once.
-        let mut b = s.srv.client("B", &path);
-        b.send("setdir share");
-        b.expect("Successfully set");
-        b.send("offer big");
-        b.expect_line(">>> [Offer Message Received By Server]");
-        s.b = b;
-        s.c.expect(">>> [Client table updated.]");
-    } else {
-        s.c = s.srv.client("C", &path.join("down"));
-    }
-}
-
+/// Starts a download, holds it mid-way (the proxy stops after 4 MiB of 32), kills
+/// `victim` ("owner" or "requester") while some but not all of the file is on disk,
+/// brings it back, and checks the next request resumes from the partial and ends
+/// byte-identical.
 fn resume_after_killing(victim: &str) {
-    let big = random_bytes(400 << 20, 4);
-    for _attempt in 0..3 {
-        let mut s = setup(&[("big", big.clone())]);
-        if !interrupt(&mut s, victim) {
-            continue; // finished before we could interrupt it: try again
+    let big = random_bytes(32 << 20, 4);
+    let srv = Server::start(&["--db", ":memory:"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut b, mut proxy) = proxied_owner(&srv, dir.path(), &[("big", &big)], &[]);
+    let down = dir.path().join("down");
+    std::fs::create_dir(&down).unwrap();
+    let mut c = requester(&srv, "C", &down, &[], "B");
+    proxy.pause_after(4 << 20);
+    c.send("request big B");
+    let partial = down.join(".big.fileapp-partial");
+    wait_for_bytes(&partial);
+    if victim == "owner" {
+        b.kill9();
+        // What the dead owner had sent still arrives, then the connection ends early.
+        proxy.release();
+        c.expect("< Download of big from B failed: ");
+        assert!(!down.join("big").exists(), "nothing under the final name");
+        let old_port = owner_port(&mut c);
+        // Same machine, same key: it takes its name back at once, on a new port.
+        (b, proxy) = owner_behind_proxy(&srv, dir.path(), &["big"], &[]);
+        let deadline = Instant::now() + WAIT;
+        while owner_port(&mut c) == old_port {
+            assert!(Instant::now() < deadline, "C never saw B's new port");
+            std::thread::sleep(Duration::from_millis(20));
         }
-        assert!(
-            !s.dir.path().join("down/big").exists(),
-            "nothing under the final name"
-        );
-        restart(&mut s, victim);
-        s.c.send("request big B");
-        let line = s.c.expect("< Resuming big from byte ");
-        assert!(!line.contains("from byte 0 "), "{line}");
-        s.c.expect_line("< big downloaded successfully! >");
-        assert!(std::fs::read(s.dir.path().join("down/big")).unwrap() == big);
-        assert!(!s.dir.path().join("down/.big.fileapp-partial").exists());
-        return;
+    } else {
+        c.kill9();
+        assert!(!down.join("big").exists(), "nothing under the final name");
+        proxy.release();
+        c = requester(&srv, "C", &down, &[], "B");
     }
-    panic!("could not interrupt a 400 MiB transfer in 3 attempts");
+    let kept = std::fs::metadata(&partial).expect("partial kept").len();
+    assert!(
+        kept > 0 && kept < big.len() as u64,
+        "partial of {kept} bytes"
+    );
+    c.send("request big B");
+    let line = c.expect("< Resuming big from byte ");
+    assert!(!line.contains("from byte 0 "), "{line}");
+    c.expect_line("< big downloaded successfully! >");
+    assert!(std::fs::read(down.join("big")).unwrap() == big);
+    assert!(!partial.exists());
+    drop((b, proxy));
+}
+
+/// B's TCP port in `c`'s table.
+fn owner_port(c: &mut Proc) -> u64 {
+    c.list_json_rows()
+        .iter()
+        .find(|r| r["owner"] == "B")
+        .and_then(|r| r["tcp_port"].as_u64())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -252,13 +249,24 @@ fn proxied_owner(
     for (f, data) in files {
         std::fs::write(share.join(f), data).unwrap();
     }
+    let names: Vec<&str> = files.iter().map(|f| f.0).collect();
+    owner_behind_proxy(srv, dir, &names, extra)
+}
+
+/// Starts `B` offering `names` (already in `<dir>/bshare`) behind a new proxy, as
+/// [`proxied_owner`] does.
+fn owner_behind_proxy(
+    srv: &Server,
+    dir: &std::path::Path,
+    names: &[&str],
+    extra: &[&str],
+) -> (Proc, Proxy) {
     let mut args = vec!["--advertise-ip", "::1"];
     args.extend_from_slice(extra);
     let mut b = srv.client_raw("B", dir, &args);
     b.expect_line(">>> [Welcome, You are registered.]");
     b.send("setdir bshare");
     b.expect("Successfully set");
-    let names: Vec<&str> = files.iter().map(|f| f.0).collect();
     b.send(&format!("offer {}", names.join(" ")));
     b.expect_line(">>> [Offer Message Received By Server]");
     let port = b
