@@ -30,10 +30,17 @@ fn invalid_ports_and_addresses_print_the_seed_messages() {
             &["-c", "C", "127.0.0.1", "1", "1302", "1402"],
             "[Invalid server port]",
         ),
+        // Malformed addresses that fail without a DNS query ("999.0.0.1" would be
+        // looked up as a host name, sending a query off this machine).
         (
-            &["-c", "C", "999.0.0.1", "12000", "1302", "1402"],
+            &["-c", "C", "999..0.1", "12000", "1302", "1402"],
             "[Invalid server IP address]",
         ),
+        (
+            &["-c", "C", "::g", "12000", "1302", "1402"],
+            "[Invalid server IP address]",
+        ),
+        // A space: refused by the resolver itself, no query sent.
         (
             &["-c", "C", "no such host.invalid", "12000", "1302", "1402"],
             "[Invalid server IP address]",
@@ -41,11 +48,35 @@ fn invalid_ports_and_addresses_print_the_seed_messages() {
     ];
     for (args, msg) in cases {
         let (code, out) = run(args);
-        assert_ne!(code, 0, "{args:?}");
+        // A usage error: exit code 2 (README, "Exit codes").
+        assert_eq!(code, 2, "{args:?}: {out:?}");
         assert_eq!(
             out.first().map(String::as_str),
             Some(*msg),
             "{args:?}: {out:?}"
+        );
+    }
+}
+
+#[test]
+fn long_forms_reject_bad_values_with_exit_2() {
+    let cases: &[&[&str]] = &[
+        &["client", "--name", "B", "--server", "127.0.0.1"],
+        &["client", "--name", "B", "--server", "999..0.1:12000"],
+        &["client", "--name", "B", "--server", "127.0.0.1:99999"],
+        &["client", "--name", "B"],
+        &["server", "--port", "70000"],
+        &["server", "--bind", "not-an-ip"],
+        &["server", "--frobnicate"],
+        &["-s", "12000", "--heartbeat-ms", "soon"],
+        &["release-name"],
+    ];
+    for args in cases {
+        let (code, out) = run(args);
+        assert_eq!(code, 2, "{args:?}: {out:?}");
+        assert!(
+            !out.is_empty(),
+            "{args:?}: a usage error says what is wrong"
         );
     }
 }

@@ -212,16 +212,26 @@ fn end_of_input_and_signals_leave_cleanly_and_tell_the_server() {
 
 #[test]
 fn two_hundred_clients_registering_at_once_all_get_their_welcome() {
+    // 200 processes starting at once on a small machine: one may not run for seconds,
+    // longer than the default 2 s retry budget (4 sends 500 ms apart). The server is not
+    // what is slow, so each client gets a budget for that storm: retries 2 s apart,
+    // giving up after 4 × 2 s = 8 s of its own silence.
+    const RETRY_MS: u64 = 2000;
+    let retry = RETRY_MS.to_string();
     let srv = Server::start(&["--db", ":memory:"]);
     let dir = tempfile::tempdir().unwrap();
     let mut procs: Vec<Proc> = (0..200)
-        .map(|i| srv.client_raw(&format!("n{i}"), dir.path(), &[]))
+        .map(|i| srv.client_raw(&format!("n{i}"), dir.path(), &["--retry-ms", &retry]))
         .collect();
     for p in &mut procs {
-        p.expect_within(
-            ">>> [Welcome, You are registered.]",
+        let (which, line) = p.expect_any(
+            &[
+                ">>> [Welcome, You are registered.]",
+                ">>> [Server not responding]",
+            ],
             Duration::from_secs(60),
         );
+        assert_eq!(which, 0, "{}: {line}", p.name);
     }
     for p in &mut procs {
         p.close_stdin();
@@ -308,4 +318,142 @@ fn exec_runs_commands_then_serves_or_exits() {
         std::fs::read(down.path().join("b")).unwrap(),
         b"content of b"
     );
+}
+
+#[test]
+fn advertise_ip_is_what_the_table_shows_and_what_peers_connect_to() {
+    let srv = Server::start(&["--db", ":memory:"]);
+    let dir = tempfile::tempdir().unwrap();
+    share(dir.path(), &["x"]);
+    // B talks to the server from 127.0.0.1 but tells peers to use ::1.
+    let mut b = srv.client_raw("B", dir.path(), &["--advertise-ip", "::1"]);
+    b.expect_line(">>> [Welcome, You are registered.]");
+    b.send("setdir share");
+    b.expect("Successfully set");
+    b.send("offer x");
+    b.expect_line(">>> [Offer Message Received By Server]");
+    // C downloads into a folder given relative to where it was started.
+    std::fs::create_dir_all(dir.path().join("rel/down")).unwrap();
+    let mut c = srv.client_raw("C", dir.path(), &["--download-dir", "rel/down"]);
+    c.expect_line(">>> [Welcome, You are registered.]");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let rows = loop {
+        let rows = c.list();
+        if !rows.is_empty() {
+            break rows;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "C never saw B's offer"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let cols: Vec<&str> = rows[0].split_whitespace().collect();
+    assert_eq!(cols[..3], ["x", "B", "::1"], "{rows:?}");
+    let port: u16 = cols[3].parse().unwrap();
+    // B listens on IPv4 only (its server is IPv4): at the advertised address nothing
+    // answers, so the download fails, which shows C used the advertised address...
+    c.send("request x B");
+    c.expect("< Download of x from B failed: ");
+    // ... and with something forwarding [::1]:port to B, it arrives.
+    let proxy = crate::proxy::Proxy::start(
+        format!("[::1]:{port}").parse().unwrap(),
+        format!("127.0.0.1:{port}").parse().unwrap(),
+    );
+    c.send("request x B");
+    c.expect_line("< x downloaded successfully! >");
+    assert_eq!(proxy.accepted(), 1);
+    assert_eq!(
+        std::fs::read(dir.path().join("rel/down/x")).unwrap(),
+        b"content of x"
+    );
+    assert!(!dir.path().join("x").exists(), "not in the start folder");
+}
+
+#[test]
+fn list_with_a_pattern_shows_only_matching_names() {
+    let srv = Server::start(&["--db", ":memory:"]);
+    let dir = tempfile::tempdir().unwrap();
+    share(dir.path(), &["alpha.txt", "alps", "beta.txt", "gamma.bin"]);
+    let mut b = srv.client("B", dir.path());
+    b.send("setdir share");
+    b.expect("Successfully set");
+    b.send("offer alpha.txt alps beta.txt gamma.bin");
+    b.expect_line(">>> [Offer Message Received By Server]");
+    let names = |rows: Vec<String>| -> Vec<String> {
+        rows.iter()
+            .map(|r| r.split_whitespace().next().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(b.list()).len(), 4);
+    assert_eq!(names(b.list_args("al*")), ["alpha.txt", "alps"]);
+    assert_eq!(names(b.list_args("*.txt")), ["alpha.txt", "beta.txt"]);
+    assert_eq!(names(b.list_args("?eta.txt")), ["beta.txt"]);
+    assert_eq!(names(b.list_args("gamma.bin")), ["gamma.bin"]);
+    assert!(
+        b.list_args("zeta*").is_empty(),
+        "no match: the empty-table line"
+    );
+    // The long form filters the same way.
+    let long = b.list_args("-l *.bin");
+    assert_eq!(long.len(), 1, "{long:?}");
+    assert!(long[0].starts_with("gamma.bin "), "{long:?}");
+}
+
+/// Two clients of `srv_addr` (given as the client types it) register, one offers, the
+/// other downloads: the whole path works with that form of address.
+fn register_and_transfer(srv_port: u16, long_form: &str, seed_host: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    share(dir.path(), &["six"]);
+    let mut b = Proc::spawn(
+        "B",
+        &["client", "--name", "B", "--server", long_form],
+        dir.path(),
+    );
+    b.expect_line(">>> [Welcome, You are registered.]");
+    b.send("setdir share");
+    b.expect("Successfully set");
+    b.send("offer six");
+    b.expect_line(">>> [Offer Message Received By Server]");
+    let down = dir.path().join("down");
+    std::fs::create_dir(&down).unwrap();
+    let (u, t) = (free_port().to_string(), free_port().to_string());
+    let sp = srv_port.to_string();
+    let mut c = Proc::spawn("C", &["-c", "C", seed_host, &sp, &u, &t], &down);
+    c.expect_line(">>> [Welcome, You are registered.]");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while c.list_json().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "C never saw B's offer"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.send("request six B");
+    c.expect_line("< six downloaded successfully! >");
+    assert_eq!(std::fs::read(down.join("six")).unwrap(), b"content of six");
+}
+
+#[test]
+fn an_ipv6_server_address_works_in_both_forms() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_srv, port) = crate::util::spawn_server("::1", dir.path(), 0, &["--db", ":memory:"]);
+    register_and_transfer(port, &format!("[::1]:{port}"), "::1");
+}
+
+#[test]
+fn a_host_name_server_address_works_in_both_forms() {
+    // Bind where "localhost" resolves first on this machine (127.0.0.1 or ::1).
+    use std::net::ToSocketAddrs;
+    let ip = ("localhost", 0)
+        .to_socket_addrs()
+        .expect("localhost resolves")
+        .next()
+        .unwrap()
+        .ip();
+    assert!(ip.is_loopback(), "{ip}");
+    let dir = tempfile::tempdir().unwrap();
+    let (_srv, port) =
+        crate::util::spawn_server(&ip.to_string(), dir.path(), 0, &["--db", ":memory:"]);
+    register_and_transfer(port, &format!("localhost:{port}"), "localhost");
 }

@@ -1,10 +1,12 @@
 //! The real client on a real terminal: tmux runs `fileapp client`, `send-keys` types and
-//! `capture-pane` reads the screen. Skipped, with a note, where tmux is missing.
+//! `capture-pane` reads the screen. Where tmux is missing it fails under `CI=true` and
+//! is skipped with a note otherwise.
 
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::util::{Server, bin};
+use crate::proxy::Proxy;
+use crate::util::{Server, bin, random_bytes, tool_available};
 
 const NOTICE: &str = ">>> [Client table updated.]";
 
@@ -97,17 +99,9 @@ fn last(s: &[String]) -> &str {
     s.last().map_or("", String::as_str)
 }
 
-fn tmux_available() -> bool {
-    Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[test]
 fn prompt_notices_history_completion_and_download_on_a_terminal() {
-    if !tmux_available() {
-        eprintln!("note: tmux not found; skipping the real-terminal test");
+    if !tool_available("tmux", "the real-terminal test") {
         return;
     }
     let srv = Server::start(&["--db", ":memory:"]);
@@ -135,7 +129,10 @@ fn prompt_notices_history_completion_and_download_on_a_terminal() {
     tmux.type_text(s, "lis");
     tmux.wait(s, "typed text", |l| last(l) == ">>> lis");
     let before = count(&tmux.screen(s), |x| x == NOTICE);
-    let mut u = srv.client("U", other.path());
+    // U is reached through a proxy (it advertises ::1, where the proxy listens), so the
+    // test can hold its data mid-download below.
+    let mut u = srv.client_raw("U", other.path(), &["--advertise-ip", "::1"]);
+    u.expect_line(">>> [Welcome, You are registered.]");
     let screen = tmux.wait(s, "notice above the half-typed line", |l| {
         let n = l.len();
         count(l, |x| x == NOTICE) > before && l[n - 1] == ">>> lis" && l[n - 2] == NOTICE
@@ -188,6 +185,16 @@ fn prompt_notices_history_completion_and_download_on_a_terminal() {
     u.expect("Successfully set");
     u.send("offer remote.bin");
     u.expect_line(">>> [Offer Message Received By Server]");
+    let u_port = u
+        .list_json_rows()
+        .iter()
+        .find(|r| r["owner"] == "U")
+        .and_then(|r| r["tcp_port"].as_u64())
+        .expect("U's row in its own table") as u16;
+    let proxy = Proxy::start(
+        format!("[::1]:{u_port}").parse().unwrap(),
+        format!("127.0.0.1:{u_port}").parse().unwrap(),
+    );
     tmux.wait(s, "U's offer arrived", |l| {
         count(l, |x| x == NOTICE) >= before + 3
     });
@@ -211,33 +218,44 @@ fn prompt_notices_history_completion_and_download_on_a_terminal() {
         vec![7u8; 300_000]
     );
 
-    // Ctrl-C during a download cancels that download, not the client. (A sparse 4 GiB
-    // file: cheap to make, seconds to transfer.)
-    let huge = std::fs::File::create(other.path().join("pub/huge.bin")).unwrap();
-    huge.set_len(4 << 30).unwrap();
-    u.send("offer huge.bin");
+    // Ctrl-C during a download cancels that download, not the client, and keeps the
+    // partial for resuming. The proxy holds U's data after 4 MiB (the requester writes
+    // whole 1 MiB buffers, so some reach the disk), so the download is surely running,
+    // and stays so, when Ctrl-C comes, whatever the machine's speed.
+    const SLOW: usize = 16 << 20;
+    let slow = random_bytes(SLOW, 5);
+    std::fs::write(other.path().join("pub/slow.bin"), &slow).unwrap();
+    u.send("offer slow.bin");
     u.expect_line(">>> [Offer Message Received By Server]");
     tmux.wait(s, "U's second offer arrived", |l| {
         count(l, |x| x == NOTICE) >= before + 4
     });
-    tmux.type_text(s, "request huge.bin U");
+    proxy.pause_after(4 << 20);
+    tmux.type_text(s, "request slow.bin U");
     tmux.keys(s, &["Enter"]);
     tmux.wait(s, "download started", |l| {
-        l.iter().any(|x| x == "< Downloading huge.bin... >")
+        l.iter().any(|x| x == "< Downloading slow.bin... >")
     });
+    let partial = tmp.path().join(".slow.bin.fileapp-partial");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::fs::metadata(&partial).map_or(0, |m| m.len()) == 0 {
+        assert!(Instant::now() < deadline, "no byte of slow.bin on disk");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     tmux.keys(s, &["C-c"]);
     tmux.wait(s, "download cancelled, prompt back", |l| {
         l.iter()
-            .any(|x| x.starts_with("< Download of huge.bin from U failed:") && x.contains("cancel"))
+            .any(|x| x.starts_with("< Download of slow.bin from U failed:") && x.contains("cancel"))
             && last(l) == ">>>"
     });
-    assert!(!tmp.path().join("huge.bin").exists());
+    assert!(!tmp.path().join("slow.bin").exists());
+    let kept = std::fs::metadata(&partial).expect("partial kept").len();
+    assert!(kept > 0 && kept < SLOW as u64, "partial of {kept} bytes");
     tmux.type_text(s, "whoami");
     tmux.keys(s, &["Enter"]);
     tmux.wait(s, "still running", |l| {
         l.iter().any(|x| x.starts_with(">>> [You are T (online)"))
     });
-
     // Ctrl-D leaves; the history file keeps what was typed.
     tmux.keys(s, &["C-d"]);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -248,4 +266,15 @@ fn prompt_notices_history_completion_and_download_on_a_terminal() {
     let history = std::fs::read_to_string(tmp.path().join("data/fileapp/history.txt"))
         .expect("history saved in the data folder");
     assert!(history.contains("offer alpha.txt"), "{history}");
+
+    // The partial kept by Ctrl-C is a real prefix: a download into the same folder
+    // resumes from it and completes byte-identical.
+    proxy.release();
+    let mut t2 = srv.client("T2", tmp.path());
+    t2.send("request slow.bin U");
+    let line = t2.expect("< Resuming slow.bin from byte ");
+    assert!(!line.contains("from byte 0 "), "{line}");
+    t2.expect_line("< slow.bin downloaded successfully! >");
+    assert!(std::fs::read(tmp.path().join("slow.bin")).unwrap() == slow);
+    assert!(!partial.exists());
 }

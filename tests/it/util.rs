@@ -173,7 +173,9 @@ impl Proc {
         out
     }
 
-    /// Asserts no line containing `needle` arrives within `wait`.
+    /// Asserts no line containing `needle` arrives within `wait`. (A guess from
+    /// silence: prefer waiting for an answer that must come after the line.)
+    #[allow(dead_code)]
     pub fn expect_none(&mut self, needle: &str, wait: Duration) {
         let lines = self.lines_for(wait);
         if let Some(l) = lines.iter().find(|l| l.contains(needle)) {
@@ -183,30 +185,77 @@ impl Proc {
 
     /// Sends `list` and returns the rows printed (header excluded), or empty.
     pub fn list(&mut self) -> Vec<String> {
-        self.send("list");
-        let first = self.expect_within("", WAIT);
-        if first.contains("No files available") {
-            return Vec::new();
-        }
-        if !first.starts_with("FILENAME") {
-            // A notice came first; look for the header.
-            let h = self.expect("FILENAME");
-            assert!(h.starts_with("FILENAME"));
-        }
+        self.list_args("")
+    }
+
+    /// Sends `list <args>` and returns the rows printed (header excluded), or empty.
+    ///
+    /// The end of the output is known from the output itself, not from a silence:
+    /// `whoami` is sent right after, and commands answer in order, so the list ends
+    /// where whoami's line starts. Notices printed meanwhile (lines starting with `>>>`
+    /// or `<`) are not rows; they are moved after the list in the transcript and left
+    /// unconsumed, for later `expect`s.
+    pub fn list_args(&mut self, args: &str) -> Vec<String> {
+        let start = self.cursor;
+        self.send(format!("list {args}").trim_end());
+        self.send("whoami");
+        let marker = self.expect(&format!(">>> [You are {} (", self.name));
+        let end = self.cursor - 1; // index of the marker
+        let out: Vec<String> = self.transcript[start..end].to_vec();
         let mut rows = Vec::new();
-        loop {
-            let deadline = Instant::now() + Duration::from_millis(300);
-            if self.cursor >= self.transcript.len() && !self.pull(deadline) {
-                break;
+        let mut notices = Vec::new();
+        let (mut header, mut empty) = (0, 0);
+        for l in out {
+            if l.starts_with("FILENAME") {
+                header += 1;
+            } else if l == ">>> [No files available for download at the moment.]" {
+                empty += 1;
+            } else if l.starts_with(">>>") || l.starts_with('<') || l.starts_with("[stderr]") {
+                notices.push(l);
+            } else if header == 1 {
+                rows.push(l);
+            } else {
+                notices.push(l);
             }
-            let l = self.transcript[self.cursor].clone();
-            if l.starts_with(">>>") || l.starts_with('<') {
-                break;
-            }
-            self.cursor += 1;
-            rows.push(l);
         }
+        if header + empty != 1 {
+            self.fail(&format!(
+                "list {args}: expected one header or the empty-table line before {marker:?}"
+            ));
+        }
+        // Rewrite [start..=end] as: the list's own lines, the marker, then the notices;
+        // the cursor points at the first notice.
+        let mut own: Vec<String> = Vec::new();
+        if header == 1 {
+            let h = self.transcript[start..end]
+                .iter()
+                .find(|l| l.starts_with("FILENAME"))
+                .unwrap()
+                .clone();
+            own.push(h);
+            own.extend(rows.iter().cloned());
+        } else {
+            own.push(">>> [No files available for download at the moment.]".into());
+        }
+        own.push(marker);
+        let n_own = own.len();
+        own.extend(notices);
+        self.transcript.splice(start..=end, own);
+        self.cursor = start + n_own;
         rows
+    }
+
+    /// The table as `list --json` prints it, every field of every row.
+    pub fn list_json_rows(&mut self) -> Vec<serde_json::Value> {
+        self.send("list --json");
+        let line = loop {
+            let l = self.expect("[");
+            if l.starts_with('[') {
+                break l;
+            }
+        };
+        let v: serde_json::Value = serde_json::from_str(&line).expect("list --json is JSON");
+        v.as_array().expect("an array").clone()
     }
 
     /// Waits for the process to exit; returns its exit code.
@@ -226,6 +275,8 @@ impl Proc {
     }
 
     pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) touches no memory of ours. The pid is our child's, and we hold
+        // its `Child` (not yet waited for), so it cannot name another process.
         unsafe {
             libc::kill(self.child.id() as i32, sig);
         }
@@ -258,17 +309,7 @@ impl Server {
     }
 
     pub fn start_in(dir: tempfile::TempDir, port: u16, extra: &[&str]) -> Server {
-        let port_s = port.to_string();
-        let mut args = vec!["server", "--bind", "127.0.0.1", "--port", &port_s];
-        args.extend_from_slice(extra);
-        let mut proc = Proc::spawn("server", &args, dir.path());
-        proc.expect("Server host name:");
-        let l = proc.expect("Listening on UDP port");
-        let port = l
-            .split_whitespace()
-            .nth(4)
-            .and_then(|p| p.parse().ok())
-            .expect("port in start-up line");
+        let (proc, port) = spawn_server("127.0.0.1", dir.path(), port, extra);
         Server { proc, port, dir }
     }
 
@@ -318,6 +359,40 @@ impl Server {
         args.extend_from_slice(extra);
         Proc::spawn(name, &args, cwd)
     }
+}
+
+/// Starts `fileapp server --bind <bind> --port <port>` in `dir`; returns it and the port
+/// it listens on (read from its start-up line).
+pub fn spawn_server(bind: &str, dir: &Path, port: u16, extra: &[&str]) -> (Proc, u16) {
+    let port_s = port.to_string();
+    let mut args = vec!["server", "--bind", bind, "--port", &port_s];
+    args.extend_from_slice(extra);
+    let mut proc = Proc::spawn("server", &args, dir);
+    proc.expect("Server host name:");
+    let l = proc.expect("Listening on UDP port");
+    let port = l
+        .split_whitespace()
+        .nth(4)
+        .and_then(|p| p.parse().ok())
+        .expect("port in start-up line");
+    (proc, port)
+}
+
+/// Whether `tool` can be run (`tool -V` succeeds). When it cannot: under `CI=true` the
+/// calling test fails (nothing passes by skipping in CI); elsewhere it prints that the
+/// test is skipped and returns false.
+pub fn tool_available(tool: &str, test: &str) -> bool {
+    let ok = Command::new(tool)
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{test}: {tool} not found, and CI=true: install {tool} (.ci/run does)");
+        }
+        eprintln!("note: {tool} not found; skipping {test} (with CI=true this fails)");
+    }
+    ok
 }
 
 /// A free port number >= 1024 (bound then released; good enough for a test).

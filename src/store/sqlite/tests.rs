@@ -227,25 +227,53 @@ fn reopen_keeps_everything() {
     );
 }
 
+const RELATIVE_ENV: &str = "FILEAPP_SQLITE_RELATIVE_CHILD";
+
+/// The child half of `relative_path_without_parent_works`, not a test of its own
+/// (ignored; run by it with `--ignored --exact`, in a fresh folder as its working
+/// directory, so no other test's working directory is changed). Opens `plain.db`: a
+/// bare file name, whose parent is the empty path.
+#[test]
+#[ignore = "child process of relative_path_without_parent_works; run only by it"]
+fn relative_child() {
+    let rel = std::env::var(RELATIVE_ENV).expect("run by relative_path_without_parent_works");
+    let rel = Path::new(&rel);
+    assert_eq!(rel.parent(), Some(Path::new("")), "a bare name: {rel:?}");
+    let mut s = SqliteStore::open(rel).unwrap();
+    s.commit(&[StoreOp::Owner(row("a", 1))]).unwrap();
+    assert_eq!(s.load().unwrap().len(), 1);
+    drop(s);
+    let mut again = SqliteStore::open(rel).unwrap();
+    assert_eq!(
+        again.load().unwrap().len(),
+        1,
+        "reopened through the same name"
+    );
+    println!("relative child ok");
+}
+
 #[test]
 fn relative_path_without_parent_works() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("plain.db");
-    // `Path::new("plain.db")` has an empty parent; open through such a path.
-    let cwd = std::env::current_dir().unwrap();
-    let rel = pathdiff(&path, &cwd);
-    let mut s = SqliteStore::open(&rel).unwrap();
-    s.commit(&[StoreOp::Owner(row("a", 1))]).unwrap();
-    assert_eq!(s.load().unwrap().len(), 1);
-}
-
-/// `path` relative to `base` through `..` components (both absolute).
-fn pathdiff(path: &Path, base: &Path) -> std::path::PathBuf {
-    let mut rel = std::path::PathBuf::new();
-    for _ in base.components().skip(1) {
-        rel.push("..");
-    }
-    rel.join(path.strip_prefix("/").unwrap())
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "store::sqlite::tests::relative_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .current_dir(dir.path())
+        .env(RELATIVE_ENV, "plain.db")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("relative child ok"),
+        "{out:?}"
+    );
+    // The database is where the relative name points: in the child's working folder.
+    assert!(dir.path().join("plain.db").is_file());
 }
 
 #[test]
@@ -308,13 +336,14 @@ fn crash_batch(i: u64) -> Vec<StoreOp> {
     ]
 }
 
-/// The child half of `survives_sigkill`: does nothing unless run by it. Commits batches
-/// from `$START` on, forever, printing each one once `commit` returned.
+/// The child half of `survives_sigkill`, not a test of its own: ignored, so it is never
+/// counted as a pass; `survives_sigkill` runs it with `--ignored --exact`. Commits
+/// batches from `$START` on, forever, printing each one once `commit` returned.
 #[test]
+#[ignore = "child process of survives_sigkill; run only by it"]
 fn crash_child() {
-    let Some(path) = std::env::var_os(CRASH_ENV) else {
-        return;
-    };
+    let path =
+        std::env::var_os(CRASH_ENV).expect("run by survives_sigkill, which sets the database");
     let start: u64 = std::env::var(CRASH_START_ENV).unwrap().parse().unwrap();
     let mut s = SqliteStore::open(Path::new(&path)).unwrap();
     let mut out = std::io::stdout().lock();
@@ -338,6 +367,7 @@ fn survives_sigkill() {
     for round in 0..4u64 {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
+                "--ignored",
                 "--exact",
                 "store::sqlite::tests::crash_child",
                 "--nocapture",
