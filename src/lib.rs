@@ -26,4 +26,5 @@ pub mod proto;
 pub mod reliable;
 pub mod server;
 pub mod store;
+mod sys;
 pub mod transfer;
