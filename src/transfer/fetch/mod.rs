@@ -20,13 +20,12 @@
 //! thread reads back what was just written (still in cache) and hashes it; elsewhere (and
 //! for non-TCP streams) a task reads into a small pool of large buffers and a blocking
 //! thread hashes and writes them. Peak memory is a few MiB either way.
-
 //!
-//! The parts, one job each: [`connect`] reaches the owner (TCP, mode byte, TLS, request
-//! and answer); [`partial`] keeps the partial and its sidecar and decides whether to
-//! resume; [`space`] checks and reserves disk space; [`receive`] gets the data onto disk
-//! and hashes it; [`publish`] verifies and renames. [`config`] holds the sizes and
-//! intervals; [`error`] the typed [`FetchError`].
+//! The parts, one job each: `connect` reaches the owner (TCP, mode byte, TLS, request
+//! and answer); `partial` keeps the partial and its sidecar and decides whether to
+//! resume; `space` checks and reserves disk space; `receive` gets the data onto disk and
+//! hashes it; `publish` verifies and renames. `config` holds the sizes and intervals,
+//! `error` the typed [`FetchError`].
 
 mod config;
 mod connect;
@@ -129,6 +128,20 @@ pub struct FetchReport {
     pub already_present: bool,
 }
 
+impl FetchReport {
+    /// The report for a destination that already is the owner's file.
+    fn already_present(path: PathBuf, local: partial::Target, t0: Instant) -> FetchReport {
+        FetchReport {
+            path,
+            size: local.size,
+            hash: local.hash,
+            resumed_from: 0,
+            elapsed: t0.elapsed(),
+            already_present: true,
+        }
+    }
+}
+
 /// Resolves when `cancel` is (or becomes) true; never, if its sender is gone.
 async fn cancelled(cancel: &mut watch::Receiver<bool>) {
     if cancel.wait_for(|c| *c).await.is_err() {
@@ -195,14 +208,7 @@ pub async fn fetch(
                 size: local.size,
                 offset: local.size,
             });
-            return Ok(FetchReport {
-                path: final_path,
-                size: local.size,
-                hash: local.hash,
-                resumed_from: 0,
-                elapsed: t0.elapsed(),
-                already_present: true,
-            });
+            return Ok(FetchReport::already_present(final_path, local, t0));
         }
         Start::At { offset, target } => (offset, target),
     };
