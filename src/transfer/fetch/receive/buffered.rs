@@ -104,7 +104,7 @@ impl<R: AsyncRead + Unpin> Reader<'_, R> {
         let mut last_report = (Instant::now(), offset);
         while remaining > 0 {
             let Some(mut buf) = self.next_buffer().await else {
-                break;
+                break; // the writer failed; the caller collects its error
             };
             let want = (remaining.min(BUFFER_SIZE as u64)) as usize;
             let (filled, result) = self.fill(&mut buf, want, remaining, cancel).await;

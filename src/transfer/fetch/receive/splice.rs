@@ -71,8 +71,10 @@ fn splice_and_hash(
 
 /// Hashes `file` from its start up to each offset received on `rx` (every byte below it
 /// is written), straight from the page cache through a sliding read-only window: no
-/// copy, and the pages were just written so they are still cached. Returns the hash and
-/// how far it got.
+/// copy, and the pages were just written so they are still cached. Only bytes below
+/// `upto` (already written) are touched, so the mapping never faults beyond the end of
+/// the file; the partial is locked, so no other fileapp truncates it under us. Returns
+/// the hash and how far it got.
 fn hash_behind(file: &File, rx: Receiver<u64>) -> io::Result<([u8; 32], u64)> {
     let mut h = blake3::Hasher::new();
     let mut hashed = 0u64;
