@@ -86,3 +86,29 @@ impl Drop for FileWindow<'_> {
         let _ = unsafe { rustix::mm::munmap(self.ptr, self.len) };
     }
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::FileWindow;
+    use std::io::Write;
+
+    #[test]
+    fn a_window_reads_what_is_written_and_nothing_past_the_end() {
+        let mut f = tempfile::tempfile().unwrap();
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        f.write_all(&data).unwrap();
+        let w = FileWindow::map(&f, 0, 1 << 20).unwrap();
+        assert_eq!(w.bytes(0, 10_000).unwrap(), &data[..]);
+        assert_eq!(w.bytes(4096, 4100).unwrap(), &data[4096..4100]);
+        assert!(w.bytes(0, 10_001).is_err(), "past the end of the file");
+        assert!(w.bytes(5, 4).is_err(), "backwards");
+        assert!(w.bytes(0, (1 << 20) + 1).is_err(), "past the window");
+        // The file grows: the same window sees the new bytes.
+        (&f).write_all(&[42; 100]).unwrap();
+        assert_eq!(w.bytes(10_000, 10_100).unwrap(), &[42; 100][..]);
+        // A window further on starts at its base.
+        let w2 = FileWindow::map(&f, 4096, 8192).unwrap();
+        assert!(w2.bytes(0, 10).is_err(), "before the window");
+        assert_eq!(w2.bytes(4096, 5000).unwrap(), &data[4096..5000]);
+    }
+}
