@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-use super::fetch::{FetchError, FetchEvent, FetchReport, FetchSpec, fetch, partial_paths};
+use super::fetch::{Closed, FetchError, FetchEvent, FetchReport, FetchSpec, fetch, partial_paths};
 use super::header::{self, Decoded, MAX_REQUEST_LEN, Request, Response, Status};
 use super::provider::{Library, ServeConfig, SharedLibrary, serve_with};
 use super::read_header;
@@ -224,7 +224,10 @@ async fn cut_transfer_leaves_nothing_then_resumes_identically() {
     let addr = fake_provider(data.clone(), cut, false).await;
     let (r, _) = get(spec(addr, "big.bin", dest.path())).await;
     let err = r.unwrap_err();
-    assert!(matches!(err, FetchError::Io(_)), "{err}");
+    assert!(
+        matches!(err, FetchError::PeerClosed(Closed::During { received, .. }) if received == cut as u64),
+        "{err}"
+    );
     assert!(err.to_string().contains("after"), "{err}");
     assert!(!dest.path().join("big.bin").exists());
     let (part, meta) = partial_paths(dest.path(), "big.bin");

@@ -1,0 +1,216 @@
+//! Reaching the owner: the TCP connection, the mode byte exchange, the TLS handshake
+//! with the owner's pinned key, and sending the request and reading the answer.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use super::{Closed, FetchError, FetchEvent, FetchSpec, Mode, ProtocolError, Refusal, RefusalKind};
+use crate::identity::fingerprint;
+use crate::transfer::header::{MAX_RESPONSE_LEN, Response};
+use crate::transfer::secure::{
+    MODE_BUSY, MODE_PLAIN, MODE_TLS, Presented, Security, SeenKey, server_name,
+};
+use crate::transfer::tls::{self, TlsStream};
+use crate::transfer::{ReadHeaderError, printable, read_header};
+
+/// What a TLS connection needs: the client config pinned to the owner's key, the slot
+/// it reports a refused key in, and that key (for messages).
+pub(super) struct TlsSetup {
+    config: std::sync::Arc<rustls::ClientConfig>,
+    seen: SeenKey,
+    expected: [u8; 32],
+}
+
+impl TlsSetup {
+    /// The setup for `security`: `None` for plaintext. TLS needs the owner's key.
+    pub(super) fn new(security: &Security, spec: &FetchSpec) -> Result<Option<Self>, FetchError> {
+        let Security::Tls(id) = security else {
+            return Ok(None);
+        };
+        let Some(expected) = spec.peer_key else {
+            return Err(FetchError::NoPeerKey(printable(&spec.owner)));
+        };
+        let (config, seen) = id
+            .client_config(expected)
+            .map_err(|e| FetchError::Tls(printable(&spec.owner), e.to_string()))?;
+        Ok(Some(TlsSetup {
+            config,
+            seen,
+            expected,
+        }))
+    }
+}
+
+/// The connection once the modes agreed (and, for TLS, the owner's key was checked).
+pub(super) enum PeerConn {
+    Plain(TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+/// The owner's answer and the connection the data follows on.
+pub(super) struct Answered {
+    pub conn: PeerConn,
+    pub resp: Response,
+    /// Bytes read past the answer: the first piece of the data.
+    pub leftover: Vec<u8>,
+}
+
+/// Connects to `spec.peer`, agrees on the mode (`tls`: `None` for plaintext), secures
+/// the connection, sends `request` and reads the answer. Not cancellable by itself: the
+/// caller races it against cancel.
+pub(super) async fn connect(
+    spec: &FetchSpec,
+    tls: Option<&TlsSetup>,
+    request: &[u8],
+    on_event: &mut (impl FnMut(FetchEvent) + Send),
+) -> Result<Answered, FetchError> {
+    let mut stream = match timeout(spec.timeout, TcpStream::connect(spec.peer)).await {
+        Err(_) => {
+            return Err(FetchError::Connect(
+                spec.peer.to_string(),
+                io::Error::new(io::ErrorKind::TimedOut, "timed out"),
+            ));
+        }
+        Ok(Err(e)) => return Err(FetchError::Connect(spec.peer.to_string(), e)),
+        Ok(Ok(s)) => s,
+    };
+    let _ = stream.set_nodelay(true);
+    on_event(FetchEvent::Connected);
+    let owner = printable(&spec.owner);
+    let ours = if tls.is_some() { MODE_TLS } else { MODE_PLAIN };
+    let theirs = exchange_modes(&mut stream, ours, spec.timeout).await?;
+    match (theirs, tls) {
+        (MODE_PLAIN, None) => {
+            let (resp, leftover) = exchange(&mut stream, request, spec.timeout).await?;
+            Ok(Answered {
+                conn: PeerConn::Plain(stream),
+                resp,
+                leftover,
+            })
+        }
+        (MODE_TLS, Some(setup)) => {
+            let mut tls = handshake(stream, setup, owner, spec.timeout).await?;
+            let (resp, leftover) = exchange(&mut tls, request, spec.timeout).await?;
+            Ok(Answered {
+                conn: PeerConn::Tls(Box::new(tls)),
+                resp,
+                leftover,
+            })
+        }
+        (theirs, tls) => Err(mode_error(theirs, tls.is_some(), owner)),
+    }
+}
+
+/// Sends our mode byte and reads the owner's (it sends its own unasked).
+async fn exchange_modes(
+    stream: &mut TcpStream,
+    ours: u8,
+    limit: Duration,
+) -> Result<u8, FetchError> {
+    let mut theirs = [0u8; 1];
+    timeout(limit, async {
+        stream.write_all(&[ours]).await?;
+        stream.read_exact(&mut theirs).await
+    })
+    .await
+    .map_err(|_| FetchError::Timeout("waiting for the owner's answer"))?
+    .map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => FetchError::PeerClosed(Closed::WithoutAnswer),
+        _ => FetchError::Io(e),
+    })?;
+    Ok(theirs[0])
+}
+
+/// The error for an owner's mode byte that does not match ours (`we_tls`): it is busy,
+/// runs in the other mode, or is not a fileapp peer.
+pub(super) fn mode_error(theirs: u8, we_tls: bool, owner: String) -> FetchError {
+    let ours = if we_tls { Mode::Tls } else { Mode::Plaintext };
+    match theirs {
+        MODE_BUSY => FetchError::Refused(Refusal {
+            owner,
+            kind: RefusalKind::Busy,
+            detail: "too many transfers in progress, try later".into(),
+        }),
+        MODE_TLS if !we_tls => FetchError::ModeMismatch {
+            owner,
+            ours,
+            theirs: Mode::Tls,
+        },
+        MODE_PLAIN if we_tls => FetchError::ModeMismatch {
+            owner,
+            ours,
+            theirs: Mode::Plaintext,
+        },
+        byte => ProtocolError::UnknownMode { owner, byte }.into(),
+    }
+}
+
+/// The TLS handshake; the owner must present `setup.expected`.
+async fn handshake(
+    stream: TcpStream,
+    setup: &TlsSetup,
+    owner: String,
+    limit: Duration,
+) -> Result<TlsStream, FetchError> {
+    let connecting = tls::connect(stream, setup.config.clone(), server_name());
+    let e = match timeout(limit, connecting).await {
+        Err(_) => return Err(FetchError::Timeout("in the TLS handshake")),
+        Ok(Ok(t)) => return Ok(t),
+        Ok(Err(e)) => e,
+    };
+    let seen = setup.seen.lock().ok().and_then(|s| *s);
+    let expected = fingerprint(&setup.expected);
+    Err(match seen {
+        Some(Presented::Key(k)) => FetchError::WrongKey {
+            owner,
+            expected,
+            presented: fingerprint(&k),
+        },
+        Some(Presented::NotEd25519) => FetchError::WrongKey {
+            owner,
+            expected,
+            presented: "(not an Ed25519 key)".into(),
+        },
+        None => FetchError::Tls(owner, tls_error_text(&e)),
+    })
+}
+
+/// A failed TLS handshake as one line: rustls' error when there is one.
+fn tls_error_text(e: &io::Error) -> String {
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::AlertReceived(a)) => {
+            format!("the owner rejected the handshake ({a:?}; does it know our key?)")
+        }
+        Some(r) => r.to_string(),
+        None => e.to_string(),
+    }
+}
+
+/// Sends the request and reads the answer on an established stream.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    request: &[u8],
+    limit: Duration,
+) -> Result<(Response, Vec<u8>), FetchError> {
+    timeout(limit, async {
+        stream.write_all(request).await?;
+        stream.flush().await
+    })
+    .await
+    .map_err(|_| FetchError::Timeout("sending the request"))??;
+    let answer = timeout(
+        limit,
+        read_header(stream, MAX_RESPONSE_LEN, Response::decode),
+    )
+    .await
+    .map_err(|_| FetchError::Timeout("waiting for the owner's answer"))?;
+    answer.map_err(|e| match e {
+        ReadHeaderError::Io(e) => FetchError::Io(e),
+        ReadHeaderError::Closed => FetchError::PeerClosed(Closed::WithoutAnswer),
+        ReadHeaderError::Header(e) => ProtocolError::Response(e).into(),
+    })
+}
