@@ -455,8 +455,8 @@ async fn hostile_requests_are_refused_while_legit_fetch_succeeds() {
     std::fs::create_dir(p.path("gone-dir.txt")).unwrap();
     p.add("fifo.txt", b"harmless");
     std::fs::remove_file(p.path("fifo.txt")).unwrap();
-    let c = std::ffi::CString::new(p.path("fifo.txt").to_str().unwrap()).unwrap();
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    use rustix::fs::{CWD, FileType, Mode, mknodat};
+    mknodat(CWD, p.path("fifo.txt"), FileType::Fifo, Mode::RUSR | Mode::WUSR, 0).unwrap();
     // The legitimate file.
     let legit = random_bytes("legit", 8 * 1024 * 1024);
     p.add("legit.bin", &legit);
