@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::index::{self, Index};
+use crate::proto::Reject;
 
 const MS: Duration = Duration::from_millis(1);
 /// The heartbeat interval the test server announces.
@@ -189,6 +190,10 @@ impl Net {
             self.events[i]
         );
         assert!(self.events[i].contains(&Event::Registered));
+    }
+
+    fn count(&self, i: usize, e: &Event) -> usize {
+        self.events[i].iter().filter(|x| *x == e).count()
     }
 
     fn online_on_server(&self, i: usize) -> bool {
@@ -469,4 +474,372 @@ fn a_table_part_beyond_our_version_is_neither_applied_nor_acknowledged() {
     c.handle_datagram(t0, &part(5, 6));
     assert_eq!(c.table().version(), 3);
     assert_eq!(c.poll_transmit(), None, "a gap is not acknowledged");
+}
+
+// ---- user actions against automatic ones ------------------------------------------
+
+/// Issue "dereg racing a heartbeat can leave the client online after it said Bye": a
+/// heartbeat sent just before the Dereg reaches the server after it; the server, which
+/// applied the dereg, answers NotRegistered. That must not bring the client back.
+#[test]
+fn dereg_racing_a_heartbeat_leaves_the_client_offline_on_both_sides() {
+    let mut net = Net::new(1);
+    net.register(0);
+    net.clients[0].offer(net.now, &entries(&["f"])).unwrap();
+    net.settle(100 * MS);
+    // The heartbeat falls due and goes out...
+    let due = net.clients[0].poll_timeout().expect("next heartbeat");
+    net.settle(due - net.now - MS);
+    net.advance_to(due);
+    let hb = net.take_up(0);
+    let [hb] = hb.as_slice() else {
+        panic!("one heartbeat: {hb:?}")
+    };
+    assert!(matches!(decode(hb), Message::Heartbeat { .. }));
+    // ...and just after, the user deregisters.
+    net.now += MS;
+    assert!(net.clients[0].dereg(net.now));
+    let dereg = net.take_up(0);
+    assert!(matches!(decode(&dereg[0]), Message::Dereg { .. }));
+    // The network reorders them: the server applies the Dereg first, and its Ack is lost.
+    net.serve(0, &dereg[0]);
+    assert!(!net.online_on_server(0));
+    let ack = net.take_down(0);
+    assert!(matches!(decode(&ack[0]), Message::Ack { .. }));
+    // The heartbeat arrives second and is refused: the client hears NotRegistered.
+    net.serve(0, hb);
+    let refused = net.take_down(0);
+    assert!(matches!(
+        decode(&refused[0]),
+        Message::Rejected {
+            reason: Reject::NotRegistered,
+            ..
+        }
+    ));
+    net.hand(0, &refused[0]);
+    // From here on the network is perfect.
+    net.settle(5000 * MS);
+    assert!(
+        !net.online_on_server(0),
+        "the client said Bye but the server lists it online: {:?}",
+        net.events[0]
+    );
+    assert_eq!(net.clients[0].state(), State::Offline);
+    assert_eq!(net.count(0, &Event::Deregistered), 1, "{:?}", net.events[0]);
+    assert!(
+        !net.events[0].contains(&Event::ServerBack),
+        "{:?}",
+        net.events[0]
+    );
+}
+
+impl Net {
+    /// Runs client `i`'s registration in flight through the server (challenge and
+    /// proof), and returns the welcome, held back from the client.
+    fn hold_welcome(&mut self, i: usize) -> Vec<u8> {
+        for _ in 0..4 {
+            for b in self.take_up(i) {
+                self.serve(i, &b);
+            }
+            let mut welcome = None;
+            for b in self.take_down(i) {
+                match decode(&b) {
+                    Message::Welcome { .. } => welcome = Some(b),
+                    _ => self.hand(i, &b),
+                }
+            }
+            if let Some(w) = welcome {
+                return w;
+            }
+        }
+        panic!("no welcome for client {i}: {:?}", self.events[i])
+    }
+
+    /// The server restarts without its store: it knows nobody.
+    fn forget_everyone(&mut self) {
+        self.index = Index::new(server_config(), Vec::new(), self.now, [4; 32]);
+    }
+
+    /// Runs until client `i`'s next heartbeat is due and sent, and returns it (taken
+    /// off the wire).
+    fn next_heartbeat(&mut self, i: usize) -> Vec<u8> {
+        let due = self.clients[i]
+            .poll_timeout()
+            .expect("a heartbeat is scheduled");
+        self.settle(due.saturating_duration_since(self.now).saturating_sub(MS));
+        self.advance_to(due);
+        let out = self.take_up(i);
+        let [hb] = out.as_slice() else {
+            panic!("one heartbeat: {out:?}")
+        };
+        assert!(matches!(decode(hb), Message::Heartbeat { .. }));
+        hb.clone()
+    }
+
+    /// Kinds of what client `i` sends while the network is perfect for `d`.
+    fn settle_watching(&mut self, i: usize, d: Duration) -> Vec<Message> {
+        let mut sent = Vec::new();
+        self.settle_with(d, |up, from, m| {
+            if up && from == i {
+                sent.push(m.clone());
+            }
+            false
+        });
+        sent
+    }
+}
+
+fn is_heartbeat_or_register(m: &Message) -> bool {
+    matches!(m, Message::Heartbeat { .. } | Message::Register { .. })
+}
+
+#[test]
+fn a_re_registration_abandoned_by_dereg_is_undone_when_its_welcome_arrives_late() {
+    let mut net = Net::new(1);
+    net.register(0);
+    net.clients[0].offer(net.now, &entries(&["f"])).unwrap();
+    net.settle(100 * MS);
+    net.forget_everyone();
+    // The next heartbeat is refused, and the client registers again on its own; that
+    // registration reaches the server, but its welcome is slow.
+    let hb = net.next_heartbeat(0);
+    net.serve(0, &hb);
+    for b in net.take_down(0) {
+        net.hand(0, &b);
+    }
+    assert_eq!(net.clients[0].state(), State::Reconnecting);
+    let welcome = net.hold_welcome(0);
+    assert!(net.online_on_server(0));
+    // The user leaves meanwhile. The Dereg carries the old token: NotRegistered, Bye.
+    assert!(net.clients[0].dereg(net.now));
+    net.settle(100 * MS);
+    assert_eq!(net.clients[0].state(), State::Offline);
+    // The late welcome must not bring the client back: it is answered with a Dereg.
+    net.hand(0, &welcome);
+    let sent = net.settle_watching(0, 5000 * MS);
+    assert!(
+        !net.online_on_server(0),
+        "the client said Bye but the server lists it online: {:?}",
+        net.events[0]
+    );
+    let Message::Welcome { token, .. } = decode(&welcome) else {
+        panic!()
+    };
+    assert!(
+        sent.iter()
+            .any(|m| matches!(m, Message::Dereg { token: t, .. } if *t == token)),
+        "the late session is deregistered with its own token: {sent:?}"
+    );
+    assert!(!sent.iter().any(is_heartbeat_or_register), "{sent:?}");
+    assert_eq!(net.clients[0].state(), State::Offline);
+    assert_eq!(net.count(0, &Event::Deregistered), 1, "{:?}", net.events[0]);
+    assert!(!net.events[0].contains(&Event::ServerBack));
+}
+
+#[test]
+fn quitting_during_a_re_registration_abandons_it_and_buries_its_late_welcome() {
+    let mut net = Net::new(1);
+    net.register(0);
+    net.forget_everyone();
+    let hb = net.next_heartbeat(0);
+    net.serve(0, &hb);
+    for b in net.take_down(0) {
+        net.hand(0, &b);
+    }
+    let welcome = net.hold_welcome(0);
+    // quit / Ctrl-C / SIGTERM: one goodbye datagram; the old token is unknown there.
+    let bye = net.clients[0]
+        .goodbye()
+        .expect("a goodbye while reconnecting");
+    assert!(matches!(decode(&bye), Message::Dereg { .. }));
+    net.serve(0, &bye);
+    // Should the process linger, nothing it does on its own brings it back.
+    net.hand(0, &welcome);
+    let sent = net.settle_watching(0, 5000 * MS);
+    assert!(!sent.iter().any(is_heartbeat_or_register), "{sent:?}");
+    assert!(!net.online_on_server(0), "{sent:?}");
+    assert!(!net.events[0].contains(&Event::ServerBack));
+}
+
+#[test]
+fn dereg_while_reconnecting_stops_heartbeats_and_a_late_heartbeat_ack_changes_nothing() {
+    let mut net = Net::new(1);
+    net.register(0);
+    net.settle(100 * MS);
+    // Every datagram is lost until the client notices the silence.
+    let until = net.now + 5000 * MS;
+    while !net.events[0].contains(&Event::ServerLost) && net.now < until {
+        net.settle_with(100 * MS, |_, _, _| true);
+    }
+    assert_eq!(net.clients[0].state(), State::Reconnecting);
+    // It keeps heartbeating; one of those heartbeats is on its way when the user leaves.
+    let hb = net.next_heartbeat(0);
+    assert!(net.clients[0].dereg(net.now));
+    let dereg = net.take_up(0);
+    assert!(matches!(decode(&dereg[0]), Message::Dereg { .. }));
+    // The network is back: the heartbeat is answered (the session is still valid).
+    net.serve(0, &hb);
+    for b in net.take_down(0) {
+        net.hand(0, &b);
+    }
+    assert!(
+        !net.events[0].contains(&Event::ServerBack),
+        "a heartbeat answer is no way back once the user left: {:?}",
+        net.events[0]
+    );
+    let sent = net.settle_watching(0, 5000 * MS);
+    assert!(!sent.iter().any(is_heartbeat_or_register), "{sent:?}");
+    assert!(!net.online_on_server(0));
+    assert_eq!(net.clients[0].state(), State::Offline);
+    assert_eq!(net.count(0, &Event::Deregistered), 1);
+}
+
+#[test]
+fn reg_after_dereg_is_not_undone_by_the_dereg_still_in_flight() {
+    let mut net = Net::new(1);
+    net.register(0);
+    net.clients[0].offer(net.now, &entries(&["f"])).unwrap();
+    net.settle(100 * MS);
+    assert!(net.clients[0].dereg(net.now));
+    let dereg = net.take_up(0);
+    net.serve(0, &dereg[0]);
+    let ack = net.take_down(0);
+    // The user registers again before the dereg's ACK is in.
+    net.events[0].clear();
+    net.clients[0].register(net.now);
+    let welcome = net.hold_welcome(0);
+    net.hand(0, &ack[0]);
+    net.hand(0, &welcome);
+    net.settle(5000 * MS);
+    assert_eq!(net.clients[0].state(), State::Online, "{:?}", net.events[0]);
+    assert!(net.events[0].contains(&Event::Registered));
+    assert!(
+        !net.events[0].contains(&Event::Deregistered),
+        "{:?}",
+        net.events[0]
+    );
+    assert_eq!(
+        net.index.owner_files("c0"),
+        Some((true, vec!["f".into()])),
+        "back online with the offers kept"
+    );
+}
+
+#[test]
+fn a_reg_that_timed_out_is_undone_when_its_welcome_arrives_late() {
+    let mut net = Net::new(1);
+    net.register(0);
+    assert!(net.clients[0].dereg(net.now));
+    net.settle(100 * MS);
+    assert_eq!(net.clients[0].state(), State::Offline);
+    net.events[0].clear();
+    net.clients[0].register(net.now);
+    let welcome = net.hold_welcome(0);
+    // Every retransmission is lost: the user is told the server does not answer.
+    while !net.events[0].contains(&Event::RegisterTimedOut) {
+        let t = net.clients[0].poll_timeout().expect("retrying");
+        net.advance_to(t);
+        net.take_up(0);
+    }
+    assert_eq!(net.clients[0].state(), State::Offline);
+    assert!(net.online_on_server(0), "the registration did get through");
+    // Its welcome, late, is answered with a Dereg: the client stays as the user saw it.
+    net.hand(0, &welcome);
+    let sent = net.settle_watching(0, 5000 * MS);
+    assert!(!net.online_on_server(0), "{sent:?}");
+    assert_eq!(net.clients[0].state(), State::Offline);
+    assert!(!net.events[0].contains(&Event::Registered));
+}
+
+/// Builds the state where the server forgot client 0 while an offer and a heartbeat are
+/// both on their way: returns (heartbeat, offer datagrams, offer id).
+fn forgotten_with_offer_and_heartbeat_in_flight(net: &mut Net) -> (Vec<u8>, Vec<Vec<u8>>, OpId) {
+    net.register(0);
+    net.settle(100 * MS);
+    net.forget_everyone();
+    let hb = net.next_heartbeat(0);
+    let op = net.clients[0].offer(net.now, &entries(&["g"])).unwrap();
+    let offer = net.take_up(0);
+    (hb, offer, op)
+}
+
+#[test]
+fn a_second_not_registered_does_not_restart_a_re_registration_in_flight() {
+    let mut net = Net::new(1);
+    // Another process may share the key: no evicting, so a second registration of ours
+    // would be refused by the first one's session.
+    net.clients[0].cfg_evict_for_tests(false);
+    let (hb, offer, _) = forgotten_with_offer_and_heartbeat_in_flight(&mut net);
+    net.serve(0, &hb);
+    for b in net.take_down(0) {
+        net.hand(0, &b);
+    }
+    let welcome = net.hold_welcome(0);
+    // The offer's refusal arrives while the re-registration is in flight.
+    net.serve(0, &offer[0]);
+    for b in net.take_down(0) {
+        net.hand(0, &b);
+    }
+    net.hand(0, &welcome);
+    net.settle(3000 * MS);
+    assert_eq!(net.clients[0].state(), State::Online, "{:?}", net.events[0]);
+    assert_eq!(net.count(0, &Event::ServerBack), 1);
+    assert_eq!(net.index.stats().registrations, 1);
+    assert_eq!(net.index.owner_files("c0"), Some((true, vec!["g".into()])));
+}
+
+#[test]
+fn an_offer_refused_because_the_server_forgot_us_completes_with_the_re_offer() {
+    let mut net = Net::new(1);
+    let (hb, offer, op) = forgotten_with_offer_and_heartbeat_in_flight(&mut net);
+    // The offer is refused first: it starts the re-registration, which re-offers "g".
+    net.serve(0, &offer[0]);
+    for b in net.take_down(0) {
+        net.hand(0, &b);
+    }
+    net.serve(0, &hb);
+    net.settle(3000 * MS);
+    assert_eq!(net.clients[0].state(), State::Online);
+    assert_eq!(net.index.owner_files("c0"), Some((true, vec!["g".into()])));
+    assert!(
+        net.events[0].contains(&Event::OfferDone(op)),
+        "the user's offer did reach the server: {:?}",
+        net.events[0]
+    );
+}
+
+#[test]
+fn offers_are_refused_once_the_user_left() {
+    let mut net = Net::new(1);
+    net.register(0);
+    assert!(net.clients[0].dereg(net.now));
+    assert_eq!(net.clients[0].offer(net.now, &entries(&["h"])), None);
+    net.settle(100 * MS);
+    assert_eq!(net.clients[0].state(), State::Offline);
+    assert_eq!(net.index.owner_files("c0"), Some((false, vec![])));
+}
+
+proptest::proptest! {
+    #[test]
+    fn arbitrary_datagrams_never_panic_the_client_core(
+        datagrams in proptest::collection::vec(
+            proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1300), 0..40)
+    ) {
+        let mut net = Net::new(1);
+        net.register(0);
+        let now = net.now;
+        let c = &mut net.clients[0];
+        c.offer(now, &entries(&["a"]));
+        for (i, d) in datagrams.iter().enumerate() {
+            c.handle_datagram(now, d);
+            let mut framed = vec![b'F', b'A', crate::proto::VERSION];
+            framed.extend_from_slice(d);
+            c.handle_datagram(now, &framed);
+            if i == 20 {
+                c.dereg(now);
+            }
+        }
+        c.handle_timeout(now + Duration::from_secs(100));
+        while c.poll_transmit().is_some() {}
+    }
 }
