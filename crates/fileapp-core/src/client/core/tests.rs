@@ -819,6 +819,34 @@ fn offers_are_refused_once_the_user_left() {
     assert_eq!(net.index.owner_files("c0"), Some((false, vec![])));
 }
 
+#[test]
+fn a_dereg_nobody_answers_ends_offline_and_quiet() {
+    let mut net = Net::new(1);
+    net.register(0);
+    net.settle(100 * MS);
+    assert!(net.clients[0].dereg(net.now));
+    // The server is unreachable from here on.
+    let mut after = Vec::new();
+    net.settle_with(3000 * MS, |up, _, m| {
+        if up {
+            after.push(m.clone());
+        }
+        true
+    });
+    assert_eq!(
+        net.count(0, &Event::DeregTimedOut),
+        1,
+        "{:?}",
+        net.events[0]
+    );
+    assert_eq!(net.clients[0].state(), State::Offline);
+    assert!(
+        after.iter().all(|m| matches!(m, Message::Dereg { .. })),
+        "only the Dereg and its retries: {after:?}"
+    );
+    assert_eq!(net.clients[0].poll_timeout(), None, "nothing left to do");
+}
+
 proptest::proptest! {
     #[test]
     fn arbitrary_datagrams_never_panic_the_client_core(
