@@ -1,6 +1,8 @@
 //! A lossy UDP relay between clients and the server: drops, duplicates and reorders
 //! datagrams at a settable rate. Each client gets its own upstream socket, so the server
 //! still sees one distinct source address per client.
+//!
+//! The tests here run real clients through it against the real server.
 
 use std::collections::{BinaryHeap, HashMap};
 use std::net::{SocketAddr, UdpSocket};
@@ -8,6 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::util::{Proc, Server, WAIT};
 
 /// A datagram waiting for its (jittered) delivery time.
 struct Pending {
@@ -160,5 +164,131 @@ fn schedule(f: &Faults, tx: &Sender<Pending>, via: &Arc<UdpSocket>, to: SocketAd
 impl Drop for Relay {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Does the observer's table (the server's, pushed to it without loss) list `name`?
+fn listed(observer: &mut Proc, name: &str) -> bool {
+    observer.list_json().iter().any(|(_, owner)| owner == name)
+}
+
+/// Waits, on the observer's table updates, until it lists `name` or not.
+fn wait_listed(observer: &mut Proc, name: &str, want: bool) {
+    let deadline = Instant::now() + WAIT;
+    while listed(observer, name) != want {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "the server still {} {name}",
+            if want { "does not list" } else { "lists" }
+        );
+        observer.expect_within(">>> [Client table updated.]", left);
+    }
+}
+
+/// `dereg` under 30% loss, round after round: once a client said Bye, the server must
+/// not list it, neither then nor once everything the client had in flight has landed.
+/// Heartbeats are frequent, so some always race the Dereg.
+#[test]
+fn dereg_under_loss_never_leaves_the_client_listed() {
+    const HEARTBEAT_MS: u64 = 100;
+    const RETRY_MS: u64 = 100;
+    const ROUNDS: usize = 20;
+    let hb = HEARTBEAT_MS.to_string();
+    // A session nobody heartbeats stays listed for the whole test: a client wrongly
+    // left online on the server shows.
+    let srv = Server::start(&[
+        "--db",
+        ":memory:",
+        "--heartbeat-ms",
+        &hb,
+        "--offline-after-ms",
+        "120000",
+    ]);
+    let relay = Relay::start(srv.addr().parse().unwrap());
+    let relay_addr = relay.addr.to_string();
+    let retry = RETRY_MS.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("s")).unwrap();
+    std::fs::write(dir.path().join("s/f"), b"shared").unwrap();
+    // Talks to the server directly: its table is the server's.
+    let mut observer = srv.client("O", dir.path());
+    // What a client started before its Bye has ended after its retry budget (first send
+    // and 3 retries, then the verdict); its effect then reaches the observer at once.
+    let settle = Duration::from_millis(4 * RETRY_MS + 2 * HEARTBEAT_MS + 300);
+
+    let (mut checked, mut timeouts, mut subjects) = (0, 0, 0);
+    while checked < ROUNDS {
+        // A dereg gets no answer to any of its 4 sends now and then (about 7% of the
+        // time at 30% loss each way); that client exits, and the next one takes over.
+        assert!(
+            timeouts < 8,
+            "{timeouts} dereg timeouts in {checked} rounds"
+        );
+        relay.set_faults(0, 0);
+        let name = format!("D{subjects}");
+        subjects += 1;
+        let args = [
+            "client",
+            "--name",
+            &name,
+            "--server",
+            &relay_addr,
+            "--retry-ms",
+            &retry,
+        ];
+        let mut d = Proc::spawn(&name, &args, dir.path());
+        d.expect_line(">>> [Welcome, You are registered.]");
+        d.send("setdir s");
+        d.expect("Successfully set");
+        d.send("offer f");
+        d.expect_line(">>> [Offer Message Received By Server]");
+        wait_listed(&mut observer, &name, true);
+        relay.set_faults(30, 10);
+        loop {
+            d.send("dereg");
+            let (which, _) = d.expect_any(
+                &["[You are Offline. Bye.]", "[Server not responding]"],
+                WAIT,
+            );
+            if which == 1 {
+                // The server may never have heard the Dereg: it times the session out.
+                d.expect_line(">>> [Exiting]");
+                assert_ne!(d.wait_exit(WAIT), 0);
+                timeouts += 1;
+                break;
+            }
+            wait_listed(&mut observer, &name, false);
+            let lines = observer.lines_for(settle);
+            assert!(
+                !listed(&mut observer, &name),
+                "round {checked}: {name} said Bye, but the server lists it again; \
+                 observer saw {lines:?}\n{}",
+                d.transcript.join("\n")
+            );
+            checked += 1;
+            if checked == ROUNDS {
+                break;
+            }
+            // Back online; the user tries again while the server does not answer.
+            loop {
+                d.send("reg");
+                let (which, line) = d.expect_any(
+                    &[
+                        "[Welcome, You are registered.]",
+                        "[Server not responding]",
+                        "[Registration rejected",
+                    ],
+                    WAIT,
+                );
+                match which {
+                    0 => break,
+                    1 => continue,
+                    _ => panic!("{name}: {line}"),
+                }
+            }
+            // Its offer is kept across dereg/reg.
+            wait_listed(&mut observer, &name, true);
+        }
     }
 }

@@ -1,6 +1,13 @@
 //! The client's control-plane state machine, sans-io: registration, offers, dereg,
 //! heartbeats, automatic re-registration, and the local table.
 //!
+//! The core acts on its own (heartbeats, re-registering after the server forgot us,
+//! re-offering after that, table resyncs), but never against what the user said last:
+//! once the user leaves (`dereg`, or [`ClientCore::goodbye`] when the program exits),
+//! heartbeats stop, a NotRegistered means "we are gone", a re-registration in flight is
+//! abandoned and its late welcome answered with a Dereg; a new `reg` ends a dereg still
+//! in flight.
+//!
 //! Commands ([`ClientCore::register`], [`ClientCore::offer`], ...) and inputs
 //! ([`ClientCore::handle_datagram`], [`ClientCore::handle_timeout`]) take `now`;
 //! outputs are datagrams for the server ([`ClientCore::poll_transmit`]), [`Event`]s for
@@ -13,7 +20,7 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use crate::identity::Identity;
-use crate::proto::{FileEntry, MAX_DATAGRAM, Message, Proof, Reject, Token};
+use crate::proto::{FileEntry, MAX_DATAGRAM, Message, Proof, Reject, ReqId, Token};
 use crate::reliable::{Outstanding, RetryPolicy};
 
 use super::table::{ClientTable, PartOutcome};
@@ -58,7 +65,13 @@ enum Tag {
     Offer(OpId),
     Dereg,
     Heartbeat,
+    /// Dereg of a session we never wanted: the late welcome of a registration we had
+    /// abandoned. Its outcome concerns nobody.
+    Bury,
 }
+
+/// How many abandoned registrations we remember, to answer their late welcomes.
+const MAX_ABANDONED: usize = 16;
 
 /// Where the session stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +108,9 @@ struct OfferOp {
     failed: Option<OfferFailure>,
     /// Internal re-offer after re-registration: no user event.
     silent: bool,
+    /// Parts of user offers refused because the server had forgotten us: this re-offer
+    /// carries their files, so they end with its outcome.
+    carries: Vec<OpId>,
 }
 
 /// The client's control-plane state.
@@ -119,6 +135,17 @@ pub struct ClientCore {
     seen_version: u64,
     /// `keep_offers` of the registration in progress.
     keep_offers: bool,
+    /// The user asked to leave and we are not offline yet: nothing automatic may bring
+    /// us back.
+    leaving: bool,
+    /// The registration request in flight, if any.
+    register_req: Option<ReqId>,
+    /// Registrations given up while they may have reached the server: a welcome for one
+    /// of them is answered with a Dereg of the session it names.
+    abandoned: VecDeque<ReqId>,
+    /// Parts of user offers refused as NotRegistered while we register again; the
+    /// re-offer after the welcome carries them (see [`OfferOp::carries`]).
+    parked: Vec<OpId>,
 }
 
 impl ClientCore {
@@ -142,6 +169,10 @@ impl ClientCore {
             next_reconnect: None,
             seen_version: 0,
             keep_offers: false,
+            leaving: false,
+            register_req: None,
+            abandoned: VecDeque::new(),
+            parked: Vec::new(),
         }
     }
 
@@ -191,18 +222,21 @@ impl ClientCore {
         .min()
     }
 
-    fn request(&mut self, now: Instant, tag: Tag, make: impl FnOnce(u64) -> Message) {
+    fn request(&mut self, now: Instant, tag: Tag, make: impl FnOnce(u64) -> Message) -> ReqId {
         let id = self.reqs.next_id();
         // Every message we build fits (names are validated, offers are chunked).
         if let Ok(bytes) = make(id).encode() {
             let first = self.reqs.start(now, id, bytes, tag);
             self.out.push_back(first);
         }
+        id
     }
 
-    /// Registers (or, after `dereg`, registers again keeping our offers).
+    /// Registers (or, after `dereg`, registers again keeping our offers). A dereg still
+    /// in flight is dropped: the user changed their mind, and its late answer must not
+    /// take the new session offline.
     pub fn register(&mut self, now: Instant) {
-        let keep_offers = self.state == State::Offline;
+        let keep_offers = self.state == State::Offline || self.leaving;
         self.start_register(now, true, keep_offers);
     }
 
@@ -213,8 +247,20 @@ impl ClientCore {
     }
 
     fn start_register(&mut self, now: Instant, user: bool, keep_offers: bool) {
+        // A registration still in flight is superseded: should it have reached the
+        // server, its late welcome is undone rather than adopted.
+        if let Some(id) = self.register_req.take()
+            && self.reqs.complete(id).is_some()
+        {
+            self.abandon(id);
+        }
         self.reqs
             .cancel_where(|t| matches!(t, Tag::Register { .. } | Tag::Heartbeat));
+        if user {
+            self.leaving = false;
+            self.next_reconnect = None;
+            self.reqs.cancel_where(|t| *t == Tag::Dereg);
+        }
         self.instance = self
             .instance
             .wrapping_add(self.seed.rotate_left(17) | 1)
@@ -239,7 +285,7 @@ impl ClientCore {
             }),
             _ => None,
         };
-        self.request(now, Tag::Register { user }, |req| Message::Register {
+        let id = self.request(now, Tag::Register { user }, |req| Message::Register {
             req,
             name,
             instance,
@@ -250,21 +296,29 @@ impl ClientCore {
             proof,
             evict,
         });
+        self.register_req = Some(id);
     }
 
     /// Offers `files` (already checked locally). Returns the operation id whose outcome
-    /// arrives as [`Event::OfferDone`] or [`Event::OfferFailed`]. `None` if not online.
+    /// arrives as [`Event::OfferDone`] or [`Event::OfferFailed`]. `None` if not online
+    /// (or leaving).
     pub fn offer(&mut self, now: Instant, files: &[FileEntry]) -> Option<OpId> {
-        if self.state != State::Online {
+        if self.state != State::Online || self.leaving {
             return None;
         }
         for f in files {
             self.offered.insert(f.name.clone(), f.clone());
         }
-        Some(self.send_offer(now, files.to_vec(), false))
+        Some(self.send_offer(now, files.to_vec(), false, Vec::new()))
     }
 
-    fn send_offer(&mut self, now: Instant, files: Vec<FileEntry>, silent: bool) -> OpId {
+    fn send_offer(
+        &mut self,
+        now: Instant,
+        files: Vec<FileEntry>,
+        silent: bool,
+        carries: Vec<OpId>,
+    ) -> OpId {
         let op = self.next_op;
         self.next_op += 1;
         let token = self.token.unwrap_or_default();
@@ -275,6 +329,7 @@ impl ClientCore {
                 remaining: chunks.len(),
                 failed: None,
                 silent,
+                carries,
             },
         );
         for files in chunks {
@@ -287,24 +342,80 @@ impl ClientCore {
         op
     }
 
-    /// Deregisters. Returns false if not online.
+    /// Deregisters. Returns false if not online. From here until the outcome nothing
+    /// automatic runs: no heartbeats, no re-registration.
     pub fn dereg(&mut self, now: Instant) -> bool {
         if !matches!(self.state, State::Online | State::Reconnecting) {
             return false;
         }
-        let token = self.token.unwrap_or_default();
-        self.request(now, Tag::Dereg, |req| Message::Dereg { req, token });
+        self.stop_automatic();
+        self.leaving = true;
+        if !self.reqs.any(|t| *t == Tag::Dereg) {
+            let token = self.token.unwrap_or_default();
+            self.request(now, Tag::Dereg, |req| Message::Dereg { req, token });
+        }
         true
     }
 
-    /// Best-effort goodbye when the program exits: one Dereg, not retried.
+    /// Best-effort goodbye when the program exits: one Dereg, not retried. Whatever the
+    /// state, the core stops acting on its own: a registration in flight is abandoned
+    /// (and a late welcome for it answered with a Dereg, should the driver still run).
     pub fn goodbye(&mut self) -> Option<Vec<u8>> {
-        let token = self.token?;
-        if !matches!(self.state, State::Online | State::Reconnecting) {
-            return None;
+        let online = matches!(self.state, State::Online | State::Reconnecting);
+        self.stop_automatic();
+        if self.state == State::Registering {
+            self.state = self.not_online();
         }
+        self.leaving = online;
+        let token = self.token.filter(|_| online)?;
         let req = self.reqs.next_id();
         Message::Dereg { req, token }.encode().ok()
+    }
+
+    /// Offline after a session, idle before the first.
+    fn not_online(&self) -> State {
+        if self.token.is_some() {
+            State::Offline
+        } else {
+            State::Idle
+        }
+    }
+
+    /// Stops every automatic action: heartbeats, re-registration (abandoned: its late
+    /// welcome gets a Dereg), and user offers waiting for a re-registration fail.
+    fn stop_automatic(&mut self) {
+        self.next_heartbeat = None;
+        self.next_reconnect = None;
+        self.reqs.cancel_where(|t| *t == Tag::Heartbeat);
+        if let Some(id) = self.register_req.take()
+            && self.reqs.complete(id).is_some()
+        {
+            self.abandon(id);
+        }
+        self.fail_parked(OfferFailure::Rejected(Reject::NotRegistered));
+    }
+
+    /// Remembers registration `id` as unwanted, should its welcome still come.
+    fn abandon(&mut self, id: ReqId) {
+        if self.abandoned.len() >= MAX_ABANDONED {
+            self.abandoned.pop_front();
+        }
+        self.abandoned.push_back(id);
+    }
+
+    /// A welcome for a registration we abandoned: take that session offline again.
+    fn bury(&mut self, now: Instant, req: ReqId, token: Token) {
+        let Some(i) = self.abandoned.iter().position(|r| *r == req) else {
+            return;
+        };
+        self.abandoned.remove(i);
+        self.request(now, Tag::Bury, |req| Message::Dereg { req, token });
+    }
+
+    fn fail_parked(&mut self, failure: OfferFailure) {
+        for op in std::mem::take(&mut self.parked) {
+            self.offer_part_done(op, Some(failure));
+        }
     }
 
     pub fn handle_datagram(&mut self, now: Instant, bytes: &[u8]) {
@@ -317,13 +428,15 @@ impl ClientCore {
                 token,
                 heartbeat_ms,
                 version,
-            } => {
-                let Some(Tag::Register { user }) = self.reqs.complete(req) else {
-                    return;
-                };
-                self.seen_version = version;
-                self.on_welcome(now, user, token, heartbeat_ms);
-            }
+            } => match self.reqs.complete(req) {
+                Some(Tag::Register { user }) => {
+                    self.register_req = None;
+                    self.seen_version = version;
+                    self.on_welcome(now, user, token, heartbeat_ms);
+                }
+                Some(_) => {}
+                None => self.bury(now, req, token),
+            },
             Message::Challenge { req, nonce } => {
                 if let Some(Tag::Register { user }) = self.reqs.complete(req) {
                     self.send_register(now, user, Some(nonce));
@@ -331,24 +444,28 @@ impl ClientCore {
             }
             Message::Rejected { req, reason } => match self.reqs.complete(req) {
                 Some(Tag::Register { user: true }) => {
-                    self.state = if self.token.is_some() {
-                        State::Offline
-                    } else {
-                        State::Idle
-                    };
+                    self.register_req = None;
+                    self.state = self.not_online();
+                    self.fail_parked(OfferFailure::Rejected(Reject::NotRegistered));
                     self.events.push_back(Event::RegisterRejected(reason));
                 }
                 Some(Tag::Register { user: false }) => {
                     // Someone else took our name while we were away: stay away, retry later.
+                    self.register_req = None;
                     self.next_reconnect = Some(now + self.heartbeat);
+                    self.fail_parked(OfferFailure::Rejected(Reject::NotRegistered));
                 }
                 Some(Tag::Offer(op)) => {
-                    if reason == Reject::NotRegistered {
-                        self.lost_session(now);
+                    if reason == Reject::NotRegistered && self.lost_session(now) {
+                        // The re-offer after the welcome carries this part's files.
+                        self.parked.push(op);
+                    } else {
+                        self.offer_part_done(op, Some(OfferFailure::Rejected(reason)));
                     }
-                    self.offer_part_done(op, Some(OfferFailure::Rejected(reason)));
                 }
-                Some(Tag::Heartbeat) if reason == Reject::NotRegistered => self.lost_session(now),
+                Some(Tag::Heartbeat) if reason == Reject::NotRegistered => {
+                    self.lost_session(now);
+                }
                 Some(Tag::Dereg) => {
                     // The server no longer knows this session: we are offline either way.
                     self.go_offline();
@@ -405,9 +522,14 @@ impl ClientCore {
         self.table.reset();
         // Heartbeat at once: it proves our address and starts the table push.
         self.send_heartbeat(now);
-        if !self.offered.is_empty() {
+        let carries = std::mem::take(&mut self.parked);
+        if self.offered.is_empty() {
+            for op in carries {
+                self.offer_part_done(op, None);
+            }
+        } else {
             let files: Vec<FileEntry> = self.offered.values().cloned().collect();
-            self.send_offer(now, files, true);
+            self.send_offer(now, files, true, carries);
         }
         self.events.push_back(if user {
             Event::Registered
@@ -432,23 +554,35 @@ impl ClientCore {
         });
     }
 
+    /// The dereg is done (or the server says we are gone): offline, said once.
     fn go_offline(&mut self) {
+        self.stop_automatic();
+        self.reqs.cancel_where(|t| *t == Tag::Dereg);
+        self.leaving = false;
         self.state = State::Offline;
-        self.next_heartbeat = None;
-        self.next_reconnect = None;
-        self.reqs.cancel_where(|t| *t == Tag::Heartbeat);
         self.table.reset();
         self.events.push_back(Event::Deregistered);
     }
 
-    /// The server does not know our session (restarted without it, or timed us out):
-    /// register again on our own, keeping our offers.
-    fn lost_session(&mut self, now: Instant) {
-        if matches!(self.state, State::Online | State::Reconnecting) {
-            self.state = State::Reconnecting;
-            self.next_heartbeat = None;
+    /// The server does not know our session (restarted without it, timed us out, or
+    /// applied our dereg): register again on our own, keeping our offers, unless the
+    /// user is leaving, in which case we are gone. A registration already in flight is
+    /// not restarted. True if a re-registration is on its way.
+    fn lost_session(&mut self, now: Instant) -> bool {
+        if self.leaving {
+            self.go_offline();
+            return false;
+        }
+        if !matches!(self.state, State::Online | State::Reconnecting) {
+            return false;
+        }
+        self.state = State::Reconnecting;
+        self.next_heartbeat = None;
+        if !self.reqs.any(|t| matches!(t, Tag::Register { .. })) {
+            self.next_reconnect = None;
             self.start_register(now, false, true);
         }
+        true
     }
 
     fn offer_part_done(&mut self, op: OpId, failure: Option<OfferFailure>) {
@@ -463,6 +597,9 @@ impl ClientCore {
             return;
         }
         let o = self.ops.remove(&op).expect("present");
+        for carried in o.carries {
+            self.offer_part_done(carried, o.failed);
+        }
         if o.silent {
             return;
         }
@@ -476,21 +613,31 @@ impl ClientCore {
         let mut resend = Vec::new();
         let failed = self.reqs.handle_timeout(now, &mut resend);
         self.out.extend(resend);
-        for (_, tag) in failed {
+        for (id, tag) in failed {
             match tag {
                 Tag::Register { user: true } => {
-                    self.state = if self.token.is_some() {
-                        State::Offline
-                    } else {
-                        State::Idle
-                    };
+                    // The user is told we are not registered: if the server did register
+                    // us and only its welcome was lost, undo it when it comes.
+                    self.register_req = None;
+                    self.abandon(id);
+                    self.state = self.not_online();
+                    self.fail_parked(OfferFailure::NoAck);
                     self.events.push_back(Event::RegisterTimedOut);
                 }
                 Tag::Register { user: false } => {
+                    self.register_req = None;
                     self.next_reconnect = Some(now + self.heartbeat);
+                    self.fail_parked(OfferFailure::NoAck);
                 }
                 Tag::Offer(op) => self.offer_part_done(op, Some(OfferFailure::NoAck)),
-                Tag::Dereg => self.events.push_back(Event::DeregTimedOut),
+                Tag::Dereg => {
+                    // We stopped heartbeating: the server takes us offline by itself.
+                    self.leaving = false;
+                    self.state = State::Offline;
+                    self.table.reset();
+                    self.events.push_back(Event::DeregTimedOut);
+                }
+                Tag::Bury => {}
                 Tag::Heartbeat => {
                     if self.state == State::Online {
                         self.state = State::Reconnecting;
