@@ -12,18 +12,18 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use fileapp::proto::{FileEntry, Message, Reject, ReqId, Token};
+use fileapp::reliable::RetryPolicy;
 use serde::Serialize;
 
 use super::net::{Epoll, OutQueue, RECV_BATCH, RecvBatch, connected_socket};
 use super::table::{Asm, PartId};
 
-/// Retransmission as real clients do it: every 500 ms, 3 times, then give up.
-pub const RETRY: Duration = Duration::from_millis(500);
-pub const RETRIES: u8 = 3;
-/// Socket buffers asked for (the kernel caps them at net.core.*mem_max).
-const SOCK_BUF: usize = 8 << 20;
-/// Longer than the server's retransmission interval of table parts.
-pub const QUIET: Duration = Duration::from_millis(600);
+/// How much longer than the server's retransmission interval of table parts a sync
+/// waits without any part before it counts the server as done retransmitting.
+const QUIET_MARGIN: Duration = Duration::from_millis(100);
+/// How often pending requests are checked for retransmission: often enough next to
+/// the retry interval, rarely enough not to scan them every turn.
+const TIMEOUT_CHECK: Duration = Duration::from_millis(20);
 
 macro_rules! counters {
     ($($f:ident),* $(,)?) => {
@@ -79,7 +79,7 @@ struct Pending {
     kind: Kind,
     first: Instant,
     last: Instant,
-    tries: u8,
+    tries: u32,
     bytes: Vec<u8>,
 }
 
@@ -130,6 +130,9 @@ pub struct Sim {
     ready: Vec<u64>,
     msgs: Vec<Message>,
     pub c: Counters,
+    /// Retransmission as real clients do it, and as the server pushes table parts: the
+    /// crate's default policy.
+    pub retry: RetryPolicy,
     /// Highest table version any reply or part named.
     pub max_version: u64,
     pub prop: Option<PropRound>,
@@ -150,7 +153,7 @@ impl Sim {
         let mut epoll = Epoll::new()?;
         let mut socks = Vec::with_capacity(sockets);
         for i in 0..sockets {
-            let udp = connected_socket(server, SOCK_BUF)?;
+            let udp = connected_socket(server)?;
             epoll.add(&udp, i as u64)?;
             socks.push(Sock {
                 fd: udp.as_raw_fd(),
@@ -192,6 +195,7 @@ impl Sim {
             ready: Vec::new(),
             msgs: Vec::new(),
             c: Counters::default(),
+            retry: RetryPolicy::default(),
             max_version: 0,
             prop: None,
             rtt_us: Vec::new(),
@@ -321,7 +325,7 @@ impl Sim {
         self.ready = ready;
         self.msgs = msgs;
         let now = Instant::now();
-        if now.duration_since(self.last_timeout_check) >= Duration::from_millis(20) {
+        if now.duration_since(self.last_timeout_check) >= TIMEOUT_CHECK {
             self.last_timeout_check = now;
             self.check_timeouts(now);
         }
@@ -411,19 +415,20 @@ impl Sim {
         }
     }
 
-    /// Retransmits requests unanswered for [`RETRY`]; gives up after [`RETRIES`].
+    /// Retransmits requests unanswered for the retry interval; gives up after the
+    /// policy's retries.
     fn check_timeouts(&mut self, now: Instant) {
         let due: Vec<ReqId> = self
             .pending
             .iter()
-            .filter(|(_, p)| now.saturating_duration_since(p.last) >= RETRY)
+            .filter(|(_, p)| now.saturating_duration_since(p.last) >= self.retry.interval)
             .map(|(r, _)| *r)
             .collect();
         for req in due {
             let Some(p) = self.pending.get_mut(&req) else {
                 continue;
             };
-            if p.tries < RETRIES {
+            if p.tries < self.retry.retries {
                 p.tries += 1;
                 p.last = now;
                 self.c.retransmits += 1;
@@ -463,6 +468,12 @@ impl Sim {
             self.socks[cl.sock as usize].inflight = 0;
         }
         n
+    }
+
+    /// How long a sync waits with no table part arriving before the server counts as
+    /// done retransmitting: longer than its retransmission interval.
+    pub fn quiet(&self) -> Duration {
+        self.retry.interval + QUIET_MARGIN
     }
 
     /// No request awaits a reply.

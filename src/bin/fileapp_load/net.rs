@@ -15,14 +15,19 @@ const SEND_BATCH: usize = 256;
 /// Receive slot size: larger than any valid datagram, so an oversized one is detected.
 const SLOT: usize = 2048;
 
+/// Receive and send buffer asked for on each socket: room for bursts of a whole
+/// window of replies and pushes (the kernel caps it at net.core.{r,w}mem_max).
+/// `fileapp::server::bind` asks the same for the server's socket, written out there.
+pub const SOCKET_BUFFER_BYTES: usize = 8 << 20;
+
 /// A non-blocking UDP socket on 127.0.0.1, connected to `server` (only its datagrams
 /// are received; no address per send).
-pub fn connected_socket(server: SocketAddr, buf_bytes: usize) -> io::Result<UdpSocket> {
+pub fn connected_socket(server: SocketAddr) -> io::Result<UdpSocket> {
     let s = UdpSocket::bind("127.0.0.1:0")?;
     let r = socket2::SockRef::from(&s);
     // Capped by net.core.{r,w}mem_max; best effort.
-    let _ = r.set_recv_buffer_size(buf_bytes);
-    let _ = r.set_send_buffer_size(buf_bytes);
+    let _ = r.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+    let _ = r.set_send_buffer_size(SOCKET_BUFFER_BYTES);
     s.connect(server)?;
     s.set_nonblocking(true)?;
     Ok(s)

@@ -3,8 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use super::engine::{Kind, PropRound, QUIET, RETRIES, RETRY, Sim};
+use super::engine::{Kind, PropRound, Sim};
 use super::report::{MemLoadReport, PropReport, RegReport, SyncReport, TputReport, percentile};
+
+/// After the throughput window, how long answers to what is still in flight are
+/// awaited (they are not counted in the rate).
+pub const DRAIN: Duration = Duration::from_secs(2);
 
 impl Sim {
     /// Phase 1: every client sends Register at once; retries like a real client.
@@ -16,7 +20,8 @@ impl Sim {
         }
         self.flush();
         let mut last_answer = t0;
-        let limit = RETRY * (RETRIES as u32 + 1) + Duration::from_millis(200);
+        // Every try's wait, plus a margin for the last answer to arrive.
+        let limit = self.retry.interval * (self.retry.retries + 1) + Duration::from_millis(200);
         let deadline = t0 + limit;
         while !self.idle() && Instant::now() < deadline {
             let answered = self.c.welcomes + self.c.rejected;
@@ -47,7 +52,7 @@ impl Sim {
 
     /// Between phases: every registered client heartbeats with its table version and
     /// assembles the pushes it gets, until all hold the newest version and no table part
-    /// came for [`QUIET`] (the server is done retransmitting). Clients still behind after
+    /// came for [`Sim::quiet`] (the server is done retransmitting). Clients still behind after
     /// a second heartbeat again (as real ones would, later).
     pub fn sync(&mut self, timeout: Duration) -> SyncReport {
         let before = self.c;
@@ -72,7 +77,7 @@ impl Sim {
             }
             self.turn(5);
             // In sync, and the server has stopped retransmitting to us.
-            if self.idle() && self.in_sync() && self.last_table_at.elapsed() >= QUIET {
+            if self.idle() && self.in_sync() && self.last_table_at.elapsed() >= self.quiet() {
                 ok = true;
                 break;
             }
@@ -136,7 +141,7 @@ impl Sim {
         let at_end = self.c.since(&before);
         self.record_rtt = false;
         // Drain: answers to what is still in flight (not counted in the rate).
-        self.run_until(Duration::from_secs(2), |s| s.idle());
+        self.run_until(DRAIN, |s| s.idle());
         let unanswered = self.abandon_pending();
         let c = self.c.since(&before);
         let mut rtt = std::mem::take(&mut self.rtt_us);

@@ -56,9 +56,9 @@ pub struct RegReport {
     pub rejected: u64,
     pub seconds: f64,
     pub per_sec: f64,
-    /// Register datagrams sent again after 500 ms without a reply.
+    /// Register datagrams sent again after the retry interval without a reply.
     pub retransmits: u64,
-    /// Clients that never got an answer (after 3 retries).
+    /// Clients that never got an answer (after all retries).
     pub unanswered: u64,
     pub counters: Counters,
 }
@@ -88,7 +88,7 @@ pub struct TputReport {
     /// All datagrams the clients sent / received per second.
     pub datagrams_out_per_sec: f64,
     pub datagrams_in_per_sec: f64,
-    /// Left unanswered when the 2 s drain after the window ended.
+    /// Left unanswered when the drain after the window ([`super::phases::DRAIN`]) ended.
     pub unanswered_after_drain: u64,
     pub counters: Counters,
 }

@@ -14,7 +14,8 @@ use fileapp::proto::{Item, Message};
 use super::engine::Sim;
 
 /// A duplicate table part is acknowledged (for every client of its socket that holds
-/// it) at most once per this gap; the server retransmits every 500 ms.
+/// it) at most once per this gap: well under the server's retransmission interval
+/// (`RetryPolicy::default()`), so each retransmission round is acknowledged once.
 const DUP_ACK_GAP: Duration = Duration::from_millis(100);
 /// Above this many remembered duplicates, a socket forgets those older than the gap.
 const DUP_ACKED_MAX: usize = 4096;
