@@ -11,6 +11,8 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
+
 use fileapp::proto::{FileEntry, Message, Reject, ReqId, Token};
 use fileapp::reliable::RetryPolicy;
 use serde::Serialize;
@@ -217,12 +219,21 @@ impl Sim {
         self.clients.iter().filter(|c| c.token.is_some()).count()
     }
 
-    fn request(&mut self, client: u32, kind: Kind, make: impl FnOnce(ReqId) -> Message) -> bool {
+    /// Queues a request of `client` and tracks it until answered or given up. A request
+    /// that does not encode is a bug of the generator: it ends the run, since the
+    /// figures would not count it.
+    fn request(
+        &mut self,
+        client: u32,
+        kind: Kind,
+        make: impl FnOnce(ReqId) -> Message,
+    ) -> anyhow::Result<()> {
         let req = self.next_req;
         self.next_req = self.next_req.wrapping_add(1);
-        let Ok(bytes) = make(req).encode() else {
-            return false;
-        };
+        let bytes = make(req).encode().with_context(|| {
+            let name = &self.clients[client as usize].name;
+            format!("cannot encode the {kind:?} request of client {name}")
+        })?;
         let now = Instant::now();
         let cl = &mut self.clients[client as usize];
         cl.outstanding += 1;
@@ -241,10 +252,10 @@ impl Sim {
                 bytes,
             },
         );
-        true
+        Ok(())
     }
 
-    pub fn register(&mut self, client: u32) -> bool {
+    pub fn register(&mut self, client: u32) -> anyhow::Result<()> {
         let cl = &self.clients[client as usize];
         let (name, instance) = (cl.name.clone(), cl.instance);
         let tcp_port = 10_000 + (client % 50_000) as u16;
@@ -262,10 +273,11 @@ impl Sim {
         })
     }
 
-    pub fn heartbeat(&mut self, client: u32) -> bool {
+    /// Heartbeats with the table version held; nothing for a client not registered.
+    pub fn heartbeat(&mut self, client: u32) -> anyhow::Result<()> {
         let cl = &mut self.clients[client as usize];
         let (Some(token), table_version) = (cl.token, cl.version) else {
-            return false;
+            return Ok(());
         };
         cl.heartbeated = true;
         self.request(client, Kind::Heartbeat, |req| Message::Heartbeat {
@@ -275,9 +287,10 @@ impl Sim {
         })
     }
 
-    pub fn offer(&mut self, client: u32, files: Vec<String>, kind: Kind) -> bool {
+    /// Offers `files`; nothing for a client not registered.
+    pub fn offer(&mut self, client: u32, files: Vec<String>, kind: Kind) -> anyhow::Result<()> {
         let Some(token) = self.clients[client as usize].token else {
-            return false;
+            return Ok(());
         };
         let files = files.into_iter().map(FileEntry::named).collect();
         self.request(client, kind, |req| Message::Offer { req, token, files })
@@ -295,41 +308,50 @@ impl Sim {
     }
 
     /// One turn of the event loop: send what is queued, wait up to `timeout_ms` for
-    /// datagrams, handle them, retransmit what timed out.
-    pub fn turn(&mut self, timeout_ms: i32) {
+    /// datagrams, handle them, retransmit what timed out. Fails only on a message that
+    /// does not encode.
+    pub fn turn(&mut self, timeout_ms: i32) -> anyhow::Result<()> {
         self.flush();
         let mut ready = std::mem::take(&mut self.ready);
         self.epoll.wait(timeout_ms, &mut ready);
         let mut msgs = std::mem::take(&mut self.msgs);
-        for &s in &ready {
-            let s = s as usize;
-            // Bounded per socket and turn, so sends are not starved.
-            for _ in 0..8 {
-                let n = self.rb.recv(self.socks[s].fd);
-                for i in 0..n {
-                    match Message::decode(self.rb.get(i)) {
-                        Ok(m) => msgs.push(m),
-                        Err(_) => self.c.malformed += 1,
-                    }
-                }
-                self.c.datagrams_in += n as u64;
-                let now = Instant::now();
-                for m in msgs.drain(..) {
-                    self.handle(s, now, m);
-                }
-                if n < RECV_BATCH {
-                    break;
-                }
-            }
-        }
+        let received = ready
+            .iter()
+            .try_for_each(|&s| self.receive(s as usize, &mut msgs));
+        // Buffers go back even on error: they are reused every turn.
         self.ready = ready;
         self.msgs = msgs;
+        received?;
         let now = Instant::now();
         if now.duration_since(self.last_timeout_check) >= TIMEOUT_CHECK {
             self.last_timeout_check = now;
             self.check_timeouts(now);
         }
         self.flush();
+        Ok(())
+    }
+
+    /// Reads and handles what socket `s` has queued, in batches; `msgs` is scratch.
+    fn receive(&mut self, s: usize, msgs: &mut Vec<Message>) -> anyhow::Result<()> {
+        // Bounded per socket and turn, so sends are not starved.
+        for _ in 0..8 {
+            let n = self.rb.recv(self.socks[s].fd);
+            for i in 0..n {
+                match Message::decode(self.rb.get(i)) {
+                    Ok(m) => msgs.push(m),
+                    Err(_) => self.c.malformed += 1,
+                }
+            }
+            self.c.datagrams_in += n as u64;
+            let now = Instant::now();
+            for m in msgs.drain(..) {
+                self.handle(s, now, m)?;
+            }
+            if n < RECV_BATCH {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn complete(&mut self, req: ReqId, now: Instant) -> Option<Pending> {
@@ -348,7 +370,7 @@ impl Sim {
         Some(p)
     }
 
-    fn handle(&mut self, s: usize, now: Instant, msg: Message) {
+    fn handle(&mut self, s: usize, now: Instant, msg: Message) -> anyhow::Result<()> {
         match msg {
             Message::Welcome {
                 req,
@@ -363,7 +385,7 @@ impl Sim {
                     if let Some(k) = self.offer_after_welcome {
                         let c = p.client;
                         let files = (0..k).map(|k| format!("file-{c}-{k}.dat")).collect();
-                        self.offer(c, files, Kind::Offer);
+                        self.offer(c, files, Kind::Offer)?;
                     }
                 }
             }
@@ -409,10 +431,11 @@ impl Sim {
                     part,
                     parts,
                 };
-                self.on_table(s, now, id, &items);
+                self.on_table(s, now, id, &items)?;
             }
             _ => self.c.unexpected += 1,
         }
+        Ok(())
     }
 
     /// Retransmits requests unanswered for the retry interval; gives up after the
@@ -445,17 +468,21 @@ impl Sim {
     }
 
     /// Runs turns until `done` or `timeout`; true if `done`.
-    pub fn run_until(&mut self, timeout: Duration, mut done: impl FnMut(&Sim) -> bool) -> bool {
+    pub fn run_until(
+        &mut self,
+        timeout: Duration,
+        mut done: impl FnMut(&Sim) -> bool,
+    ) -> anyhow::Result<bool> {
         let deadline = Instant::now() + timeout;
         loop {
             if done(self) {
-                return true;
+                return Ok(true);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return false;
+                return Ok(false);
             }
-            self.turn(left.as_millis().clamp(0, 5) as i32);
+            self.turn(left.as_millis().clamp(0, 5) as i32)?;
         }
     }
 
@@ -485,5 +512,24 @@ impl Sim {
         self.clients
             .iter()
             .all(|c| c.token.is_none() || (c.version >= self.max_version && c.asm.is_none()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request that cannot be packed must stop the run, not vanish: a silently
+    /// unsent request would just lower the measured rate.
+    #[test]
+    fn a_request_that_does_not_encode_is_an_error() {
+        let nobody: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut sim = Sim::new(nobody, 1, 1, "t-").unwrap();
+        sim.clients[0].token = Some(1);
+        let files = (0..100).map(|i| format!("{i:0>200}")).collect();
+        let err = sim.offer(0, files, Kind::Offer).unwrap_err();
+        assert!(format!("{err:#}").contains("cannot encode"), "{err:#}");
+        assert!(sim.idle());
+        assert_eq!(sim.c.requests, 0);
     }
 }

@@ -6,7 +6,7 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use fileapp::proto::{MAX_DATAGRAM, Message};
+use fileapp::proto::{EncodeError, MAX_DATAGRAM, Message};
 
 /// Datagrams per `recvmmsg` call.
 pub const RECV_BATCH: usize = 64;
@@ -46,19 +46,19 @@ pub struct OutQueue {
 }
 
 impl OutQueue {
-    /// Encodes `msg` at the end of the queue. False if it does not encode.
-    pub fn push(&mut self, msg: &Message) -> bool {
+    /// Encodes `msg` at the end of the queue; on error nothing is queued.
+    pub fn push(&mut self, msg: &Message) -> Result<(), EncodeError> {
         let start = self.data.len();
         self.data.resize(start + MAX_DATAGRAM, 0);
         match msg.encode_into(&mut self.data[start..]) {
             Ok(n) => {
                 self.data.truncate(start + n);
                 self.spans.push((start, start + n));
-                true
+                Ok(())
             }
-            Err(_) => {
+            Err(e) => {
                 self.data.truncate(start);
-                false
+                Err(e)
             }
         }
     }

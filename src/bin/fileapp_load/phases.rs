@@ -12,11 +12,11 @@ pub const DRAIN: Duration = Duration::from_secs(2);
 
 impl Sim {
     /// Phase 1: every client sends Register at once; retries like a real client.
-    pub fn phase_register(&mut self) -> RegReport {
+    pub fn phase_register(&mut self) -> anyhow::Result<RegReport> {
         let before = self.c;
         let t0 = Instant::now();
         for c in 0..self.clients.len() as u32 {
-            self.register(c);
+            self.register(c)?;
         }
         self.flush();
         let mut last_answer = t0;
@@ -25,7 +25,7 @@ impl Sim {
         let deadline = t0 + limit;
         while !self.idle() && Instant::now() < deadline {
             let answered = self.c.welcomes + self.c.rejected;
-            self.turn(5);
+            self.turn(5)?;
             if self.c.welcomes + self.c.rejected != answered {
                 last_answer = Instant::now();
             }
@@ -34,7 +34,7 @@ impl Sim {
         let c = self.c.since(&before);
         let seconds = last_answer.duration_since(t0).as_secs_f64();
         let welcomed = self.registered();
-        RegReport {
+        Ok(RegReport {
             clients: self.clients.len(),
             welcomed,
             rejected: c.rejected,
@@ -47,14 +47,14 @@ impl Sim {
             retransmits: c.retransmits,
             unanswered: unanswered + c.gave_up,
             counters: c,
-        }
+        })
     }
 
     /// Between phases: every registered client heartbeats with its table version and
     /// assembles the pushes it gets, until all hold the newest version and no table part
     /// came for [`Sim::quiet`] (the server is done retransmitting). Clients still behind after
     /// a second heartbeat again (as real ones would, later).
-    pub fn sync(&mut self, timeout: Duration) -> SyncReport {
+    pub fn sync(&mut self, timeout: Duration) -> anyhow::Result<SyncReport> {
         let before = self.c;
         let t0 = Instant::now();
         let deadline = t0 + timeout;
@@ -71,11 +71,11 @@ impl Sim {
                         && cl.outstanding == 0
                         && (!cl.heartbeated || cl.version < max || cl.asm.is_some())
                     {
-                        self.heartbeat(c);
+                        self.heartbeat(c)?;
                     }
                 }
             }
-            self.turn(5);
+            self.turn(5)?;
             // In sync, and the server has stopped retransmitting to us.
             if self.idle() && self.in_sync() && self.last_table_at.elapsed() >= self.quiet() {
                 ok = true;
@@ -84,12 +84,12 @@ impl Sim {
         }
         // Late heartbeat ACKs do not matter here.
         self.abandon_pending();
-        SyncReport {
+        Ok(SyncReport {
             in_sync: ok,
             seconds: t0.elapsed().as_secs_f64(),
             version: self.max_version,
             counters: self.c.since(&before),
-        }
+        })
     }
 
     /// The next registered client of socket `s` with no request outstanding (a real
@@ -114,7 +114,7 @@ impl Sim {
         duration: Duration,
         window: u32,
         offer_every: u64,
-    ) -> TputReport {
+    ) -> anyhow::Result<TputReport> {
         let before = self.c;
         self.rtt_us.clear();
         self.record_rtt = true;
@@ -129,25 +129,25 @@ impl Sim {
                     };
                     n += 1;
                     if offer_every > 0 && n.is_multiple_of(offer_every) {
-                        self.offer(c, vec![format!("load-{c}-{n}.dat")], Kind::Offer);
+                        self.offer(c, vec![format!("load-{c}-{n}.dat")], Kind::Offer)?;
                     } else {
-                        self.heartbeat(c);
+                        self.heartbeat(c)?;
                     }
                 }
             }
-            self.turn(1);
+            self.turn(1)?;
         }
         let elapsed = t0.elapsed().as_secs_f64();
         let at_end = self.c.since(&before);
         self.record_rtt = false;
         // Drain: answers to what is still in flight (not counted in the rate).
-        self.run_until(DRAIN, |s| s.idle());
+        self.run_until(DRAIN, |s| s.idle())?;
         let unanswered = self.abandon_pending();
         let c = self.c.since(&before);
         let mut rtt = std::mem::take(&mut self.rtt_us);
         rtt.sort_unstable();
         let rate = |v: u64| v as f64 / elapsed;
-        TputReport {
+        Ok(TputReport {
             seconds: elapsed,
             window_per_socket: window,
             acked: at_end.acks,
@@ -163,12 +163,16 @@ impl Sim {
             datagrams_in_per_sec: rate(at_end.datagrams_in),
             unanswered_after_drain: unanswered,
             counters: c,
-        }
+        })
     }
 
     /// Phase 3: `rounds` times, one client offers a new file; time until every
     /// registered client received a table part listing it.
-    pub fn phase_propagation(&mut self, rounds: u32, round_timeout: Duration) -> PropReport {
+    pub fn phase_propagation(
+        &mut self,
+        rounds: u32,
+        round_timeout: Duration,
+    ) -> anyhow::Result<PropReport> {
         let before = self.c;
         let n = self.registered();
         let mut all_us = Vec::new();
@@ -193,10 +197,10 @@ impl Sim {
                 per_client_us: Vec::with_capacity(n),
                 acked_at: None,
             });
-            self.offer(offerer, vec![file], Kind::PropOffer);
+            self.offer(offerer, vec![file], Kind::PropOffer)?;
             let done = self.run_until(round_timeout, |s| {
                 s.prop.as_ref().is_some_and(|r| r.remaining == 0)
-            });
+            })?;
             if let Some(r) = self.prop.take() {
                 if done {
                     completed += 1;
@@ -208,14 +212,14 @@ impl Sim {
                 }
             }
             // Let the table ACKs of this round land before the next offer.
-            self.run_until(Duration::from_millis(500), |s| s.idle() && s.in_sync());
+            self.run_until(Duration::from_millis(500), |s| s.idle() && s.in_sync())?;
         }
         self.abandon_pending();
         all_us.sort_unstable();
         each_us.sort_unstable();
         ack_us.sort_unstable();
         let ms = |us: u32| us as f64 / 1000.0;
-        PropReport {
+        Ok(PropReport {
             rounds,
             completed,
             clients: n,
@@ -226,7 +230,7 @@ impl Sim {
             each_p99_ms: ms(percentile(&each_us, 0.99)),
             offer_ack_p50_ms: ms(percentile(&ack_us, 0.50)),
             counters: self.c.since(&before),
-        }
+        })
     }
 
     /// Phase 4 load: every client registers then offers `files` files, with at most
@@ -236,7 +240,7 @@ impl Sim {
         files: u32,
         window: u32,
         timeout: Duration,
-    ) -> MemLoadReport {
+    ) -> anyhow::Result<MemLoadReport> {
         let before = self.c;
         self.offer_after_welcome = Some(files);
         let t0 = Instant::now();
@@ -257,16 +261,16 @@ impl Sim {
                     let sock = &mut self.socks[s];
                     let c = sock.clients[sock.cursor];
                     sock.cursor += 1;
-                    self.register(c);
+                    self.register(c)?;
                 }
             }
-            self.turn(1);
+            self.turn(1)?;
         }
         let seconds = t0.elapsed().as_secs_f64();
         self.offer_after_welcome = None;
         self.abandon_pending();
         let c = self.c.since(&before);
-        MemLoadReport {
+        Ok(MemLoadReport {
             clients: total,
             welcomed: self.registered(),
             offers_acked: c.offer_acks,
@@ -276,6 +280,6 @@ impl Sim {
             retransmits: c.retransmits,
             gave_up: c.gave_up,
             counters: c,
-        }
+        })
     }
 }

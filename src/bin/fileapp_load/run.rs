@@ -78,28 +78,28 @@ fn run_shared_server(args: &Args, bin: &Path, report: &mut Report) -> anyhow::Re
     report.sockets = sim.local_addrs();
 
     let k0 = UdpCounters::read();
-    report.registration = sim.phase_register();
+    report.registration = sim.phase_register()?;
     report.registration_kernel_drops = UdpCounters::read().since(k0);
     args.progress(&format!(
         "registration: {}/{} welcomed",
         report.registration.welcomed, report.registration.clients
     ));
 
-    report.sync = sim.sync(SYNC_TIMEOUT);
+    report.sync = sim.sync(SYNC_TIMEOUT)?;
     args.progress(&format!(
         "sync: in_sync={} at version {} in {:.3} s",
         report.sync.in_sync, report.sync.version, report.sync.seconds
     ));
 
-    measure_throughput(args, &mut sim, &srv, report);
+    measure_throughput(args, &mut sim, &srv, report)?;
 
-    let resync = sim.sync(SYNC_TIMEOUT);
+    let resync = sim.sync(SYNC_TIMEOUT)?;
     args.progress(&format!(
         "resync: in_sync={} at version {} in {:.3} s",
         resync.in_sync, resync.version, resync.seconds
     ));
     let k0 = UdpCounters::read();
-    report.propagation = sim.phase_propagation(args.rounds, ROUND_TIMEOUT);
+    report.propagation = sim.phase_propagation(args.rounds, ROUND_TIMEOUT)?;
     report.propagation_kernel_drops = UdpCounters::read().since(k0);
     args.progress(&format!(
         "propagation: {}/{} rounds, p99 {:.2} ms",
@@ -112,7 +112,12 @@ fn run_shared_server(args: &Args, bin: &Path, report: &mut Report) -> anyhow::Re
 }
 
 /// Phase 2, with the CPU both processes used during it.
-fn measure_throughput(args: &Args, sim: &mut Sim, srv: &ServerProc, report: &mut Report) {
+fn measure_throughput(
+    args: &Args,
+    sim: &mut Sim,
+    srv: &ServerProc,
+    report: &mut Report,
+) -> anyhow::Result<()> {
     let me = std::process::id();
     let k0 = UdpCounters::read();
     let (cpu0, me0) = (procfs::cpu_seconds(srv.pid()), procfs::cpu_seconds(me));
@@ -121,7 +126,7 @@ fn measure_throughput(args: &Args, sim: &mut Sim, srv: &ServerProc, report: &mut
         Duration::from_secs(args.duration_secs),
         args.window,
         args.offer_every,
-    );
+    )?;
     let wall = t0.elapsed().as_secs_f64();
     let cpu = procfs::cpu_seconds(srv.pid()) - cpu0;
     report.throughput_server = ServerUse {
@@ -134,6 +139,7 @@ fn measure_throughput(args: &Args, sim: &mut Sim, srv: &ServerProc, report: &mut
         "throughput: {:.0} acked/s",
         report.throughput.acked_per_sec
     ));
+    Ok(())
 }
 
 /// Phase 4 against a fresh server, so its memory holds only this phase's clients.
@@ -153,7 +159,7 @@ fn run_memory(
     let baseline = procfs::vm_kib(srv.pid(), "VmHWM:").unwrap_or(0);
     let mut sim = Sim::new(srv.addr, args.memory_clients, args.sockets, "m-")?;
     let k0 = UdpCounters::read();
-    let load = sim.phase_memory_load(args.memory_files, args.memory_window, MEMORY_TIMEOUT);
+    let load = sim.phase_memory_load(args.memory_files, args.memory_window, MEMORY_TIMEOUT)?;
     let kernel_drops = UdpCounters::read().since(k0);
     // Let the server finish its last batch before reading its memory.
     std::thread::sleep(Duration::from_millis(100));

@@ -9,6 +9,8 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
+
 use fileapp::proto::{Item, Message};
 
 use super::engine::Sim;
@@ -67,13 +69,19 @@ impl Asm {
 }
 
 impl Sim {
-    /// A table part arrived on socket `s`.
-    pub fn on_table(&mut self, s: usize, now: Instant, id: PartId, items: &[Item]) {
+    /// A table part arrived on socket `s`. Fails only if a TableAck does not encode.
+    pub fn on_table(
+        &mut self,
+        s: usize,
+        now: Instant,
+        id: PartId,
+        items: &[Item],
+    ) -> anyhow::Result<()> {
         self.c.table_parts += 1;
         self.last_table_at = now;
         if id.parts == 0 || id.part >= id.parts || id.from >= id.to {
             self.c.table_parts_ignored += 1;
-            return;
+            return Ok(());
         }
         self.max_version = self.max_version.max(id.to);
         match self.taker(s, id) {
@@ -108,7 +116,7 @@ impl Sim {
 
     /// Acknowledges a part nobody is missing for every client of socket `s` holding its
     /// version, at most once per [`DUP_ACK_GAP`].
-    fn ack_duplicate(&mut self, s: usize, now: Instant, id: PartId) {
+    fn ack_duplicate(&mut self, s: usize, now: Instant, id: PartId) -> anyhow::Result<()> {
         self.c.table_parts_dup += 1;
         let sock = &mut self.socks[s];
         let key = (id.to, id.part);
@@ -117,7 +125,7 @@ impl Sim {
             .get(&key)
             .is_some_and(|t| now.saturating_duration_since(*t) < DUP_ACK_GAP)
         {
-            return;
+            return Ok(());
         }
         if sock.dup_acked.len() >= DUP_ACKED_MAX {
             sock.dup_acked
@@ -127,19 +135,28 @@ impl Sim {
         for &c in &sock.clients {
             let cl = &self.clients[c as usize];
             if let (Some(token), true) = (cl.token, cl.version >= id.to) {
-                sock.out.push(&Message::TableAck {
+                let ack = Message::TableAck {
                     token,
                     to: id.to,
                     part: id.part,
-                });
+                };
+                sock.out.push(&ack).context("cannot encode a TableAck")?;
                 self.c.table_acks_sent += 1;
             }
         }
+        Ok(())
     }
 
     /// Client `c` takes the part: assembles it, acknowledges it, and notes whether it
     /// lists the file of the running propagation round.
-    fn take_part(&mut self, s: usize, c: u32, now: Instant, id: PartId, items: &[Item]) {
+    fn take_part(
+        &mut self,
+        s: usize,
+        c: u32,
+        now: Instant,
+        id: PartId,
+        items: &[Item],
+    ) -> anyhow::Result<()> {
         let cl = &mut self.clients[c as usize];
         let asm = match &mut cl.asm {
             Some(a) if a.is_delta_of(id) => a,
@@ -151,11 +168,15 @@ impl Sim {
             self.c.deltas_applied += 1;
         }
         if let Some(token) = cl.token {
-            self.socks[s].out.push(&Message::TableAck {
+            let ack = Message::TableAck {
                 token,
                 to: id.to,
                 part: id.part,
-            });
+            };
+            self.socks[s]
+                .out
+                .push(&ack)
+                .context("cannot encode a TableAck")?;
             self.c.table_acks_sent += 1;
         }
         if let Some(r) = self.prop.as_mut()
@@ -169,5 +190,6 @@ impl Sim {
             let us = now.saturating_duration_since(r.t0).as_micros();
             r.per_client_us.push(us.min(u32::MAX as u128) as u32);
         }
+        Ok(())
     }
 }
