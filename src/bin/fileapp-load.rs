@@ -12,7 +12,11 @@
 //! Modules, in `fileapp_load/`: `args` (options), `run` (the run, phase by phase),
 //! `phases` (what each phase does), `engine` (simulated clients and the event loop),
 //! `table` (table parts on shared sockets), `net` (batched UDP I/O), `procfs` (figures
-//! from /proc), `server` (the server child process), `report` (figures and the table).
+//! from /proc), `server` (the server child process), `report` (figures and the table),
+//! `sys` (the system calls beyond std, all through `nix`).
+
+// No hand-written unsafe: `nix` wraps every system call the generator makes (see sys.rs).
+#![deny(unsafe_code)]
 
 #[path = "fileapp_load/args.rs"]
 mod args;
@@ -30,6 +34,8 @@ mod report;
 mod run;
 #[path = "fileapp_load/server.rs"]
 mod server;
+#[path = "fileapp_load/sys.rs"]
+mod sys;
 #[path = "fileapp_load/table.rs"]
 mod table;
 

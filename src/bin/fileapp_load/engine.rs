@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -17,7 +17,7 @@ use fileapp::proto::{FileEntry, Message, Reject, ReqId, Token};
 use fileapp::reliable::RetryPolicy;
 use serde::Serialize;
 
-use super::net::{Epoll, OutQueue, RECV_BATCH, RecvBatch, connected_socket};
+use super::net::{OutQueue, Poller, RECV_BATCH, RecvBatch, connected_socket};
 use super::table::{Asm, PartId};
 
 /// How much longer than the server's retransmission interval of table parts a sync
@@ -103,7 +103,6 @@ pub struct Client {
 
 pub struct Sock {
     udp: UdpSocket,
-    fd: RawFd,
     pub out: OutQueue,
     pub clients: Vec<u32>,
     pub inflight: u32,
@@ -127,7 +126,7 @@ pub struct Sim {
     pub clients: Vec<Client>,
     pending: HashMap<ReqId, Pending>,
     next_req: ReqId,
-    epoll: Epoll,
+    epoll: Poller,
     rb: RecvBatch,
     ready: Vec<u64>,
     msgs: Vec<Message>,
@@ -152,13 +151,12 @@ impl Sim {
     /// `n` clients named `<prefix><i>`, spread round-robin over `sockets` sockets.
     pub fn new(server: SocketAddr, n: usize, sockets: usize, prefix: &str) -> anyhow::Result<Sim> {
         let sockets = sockets.clamp(1, n.max(1));
-        let mut epoll = Epoll::new()?;
+        let mut epoll = Poller::new()?;
         let mut socks = Vec::with_capacity(sockets);
         for i in 0..sockets {
             let udp = connected_socket(server)?;
             epoll.add(&udp, i as u64)?;
             socks.push(Sock {
-                fd: udp.as_raw_fd(),
                 udp,
                 out: OutQueue::default(),
                 clients: Vec::new(),
@@ -300,7 +298,7 @@ impl Sim {
     pub fn flush(&mut self) {
         for s in &mut self.socks {
             if !s.out.is_empty() {
-                let (sent, failed) = s.out.flush(s.fd);
+                let (sent, failed) = s.out.flush(s.udp.as_fd());
                 self.c.datagrams_out += sent;
                 self.c.send_failed += failed;
             }
@@ -310,7 +308,7 @@ impl Sim {
     /// One turn of the event loop: send what is queued, wait up to `timeout_ms` for
     /// datagrams, handle them, retransmit what timed out. Fails only on a message that
     /// does not encode.
-    pub fn turn(&mut self, timeout_ms: i32) -> anyhow::Result<()> {
+    pub fn turn(&mut self, timeout_ms: u16) -> anyhow::Result<()> {
         self.flush();
         let mut ready = std::mem::take(&mut self.ready);
         self.epoll.wait(timeout_ms, &mut ready);
@@ -335,7 +333,7 @@ impl Sim {
     fn receive(&mut self, s: usize, msgs: &mut Vec<Message>) -> anyhow::Result<()> {
         // Bounded per socket and turn, so sends are not starved.
         for _ in 0..8 {
-            let n = self.rb.recv(self.socks[s].fd);
+            let n = self.rb.recv(self.socks[s].udp.as_fd());
             for i in 0..n {
                 match Message::decode(self.rb.get(i)) {
                     Ok(m) => msgs.push(m),
@@ -482,7 +480,7 @@ impl Sim {
             if left.is_zero() {
                 return Ok(false);
             }
-            self.turn(left.as_millis().clamp(0, 5) as i32)?;
+            self.turn(left.as_millis().clamp(0, 5) as u16)?;
         }
     }
 

@@ -55,9 +55,9 @@ pub fn cpu_seconds(pid: u32) -> f64 {
         .iter()
         .filter_map(|&i| f.get(i).and_then(|v| v.parse::<u64>().ok()))
         .sum();
-    // SAFETY: plain query.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    ticks as f64 / hz
+    // 100 is what Linux reports on every architecture it runs on.
+    let hz = super::sys::clock_ticks_per_second().unwrap_or(100);
+    ticks as f64 / hz as f64
 }
 
 /// A `VmXxx:` line of /proc/<pid>/status, in KiB.
