@@ -11,15 +11,18 @@
 //!
 //! Modules, in `fileapp_load/`: `args` (options), `run` (the run, phase by phase),
 //! `phases` (what each phase does), `engine` (simulated clients and the event loop),
-//! `table` (table parts on shared sockets), `net` (batched UDP I/O), `procfs` (figures
-//! from /proc), `server` (the server child process), `report` (figures and the table),
-//! `sys` (the system calls beyond std, all through `nix`).
+//! `counters` (what they sent and received), `table` (table parts on shared sockets),
+//! `net` (batched UDP I/O), `sys` (the system calls beyond std, all through `nix`),
+//! `procfs` (figures from /proc), `server` (the server child process), `report`
+//! (figures and the table).
 
 // No hand-written unsafe: `nix` wraps every system call the generator makes (see sys.rs).
 #![deny(unsafe_code)]
 
 #[path = "fileapp_load/args.rs"]
 mod args;
+#[path = "fileapp_load/counters.rs"]
+mod counters;
 #[path = "fileapp_load/engine.rs"]
 mod engine;
 #[path = "fileapp_load/net.rs"]

@@ -12,11 +12,10 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-
 use fileapp::proto::{FileEntry, Message, Reject, ReqId, Token};
 use fileapp::reliable::RetryPolicy;
-use serde::Serialize;
 
+use super::counters::Counters;
 use super::net::{OutQueue, Poller, RECV_BATCH, RecvBatch, connected_socket};
 use super::table::{Asm, PartId};
 
@@ -26,46 +25,6 @@ const QUIET_MARGIN: Duration = Duration::from_millis(100);
 /// How often pending requests are checked for retransmission: often enough next to
 /// the retry interval, rarely enough not to scan them every turn.
 const TIMEOUT_CHECK: Duration = Duration::from_millis(20);
-
-macro_rules! counters {
-    ($($f:ident),* $(,)?) => {
-        /// What the simulated clients sent and received.
-        #[derive(Debug, Default, Clone, Copy, Serialize)]
-        pub struct Counters { $(pub $f: u64),* }
-        impl Counters {
-            pub fn since(&self, b: &Counters) -> Counters {
-                Counters { $($f: self.$f.saturating_sub(b.$f)),* }
-            }
-        }
-    };
-}
-
-counters!(
-    datagrams_out,
-    datagrams_in,
-    send_failed,
-    malformed,
-    requests,
-    retransmits,
-    gave_up,
-    late_replies,
-    welcomes,
-    acks,
-    heartbeat_acks,
-    offer_acks,
-    rejected,
-    rejected_name_in_use,
-    rejected_invalid,
-    rejected_not_registered,
-    rejected_limit,
-    rejected_rate_limited,
-    table_parts,
-    table_parts_dup,
-    table_parts_ignored,
-    table_acks_sent,
-    deltas_applied,
-    unexpected,
-);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::engine::Counters;
+use super::counters::Counters;
 use super::procfs::UdpCounters;
 
 /// The whole run.
