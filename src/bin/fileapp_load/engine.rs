@@ -26,6 +26,7 @@ const QUIET_MARGIN: Duration = Duration::from_millis(100);
 /// the retry interval, rarely enough not to scan them every turn.
 const TIMEOUT_CHECK: Duration = Duration::from_millis(20);
 
+/// What a pending request is, so its reply is counted under the right head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Register,
@@ -35,6 +36,7 @@ pub enum Kind {
     PropOffer,
 }
 
+/// A request awaiting its reply, with the bytes to send again.
 struct Pending {
     client: u32,
     kind: Kind,
@@ -44,6 +46,7 @@ struct Pending {
     bytes: Vec<u8>,
 }
 
+/// One simulated client: its registration and the table it holds.
 pub struct Client {
     pub name: String,
     sock: u32,
@@ -60,6 +63,7 @@ pub struct Client {
     pub heartbeated: bool,
 }
 
+/// One UDP socket, its send queue and the clients sharing it.
 pub struct Sock {
     udp: UdpSocket,
     pub out: OutQueue,
@@ -71,6 +75,7 @@ pub struct Sock {
     pub dup_acked: HashMap<(u64, u16), Instant>,
 }
 
+/// The propagation round under way: who has seen its file, and when.
 pub struct PropRound {
     pub file: String,
     pub round: u32,
@@ -80,6 +85,7 @@ pub struct PropRound {
     pub acked_at: Option<Instant>,
 }
 
+/// All simulated clients, their sockets, and what they are waiting for.
 pub struct Sim {
     pub socks: Vec<Sock>,
     pub clients: Vec<Client>,
@@ -165,6 +171,7 @@ impl Sim {
         })
     }
 
+    /// Sockets actually bound (the socket count in the report).
     pub fn local_addrs(&self) -> usize {
         self.socks
             .iter()
@@ -172,6 +179,7 @@ impl Sim {
             .count()
     }
 
+    /// Clients holding a token.
     pub fn registered(&self) -> usize {
         self.clients.iter().filter(|c| c.token.is_some()).count()
     }
@@ -212,6 +220,7 @@ impl Sim {
         Ok(())
     }
 
+    /// Registers `client` (keyless, a made-up TCP port).
     pub fn register(&mut self, client: u32) -> anyhow::Result<()> {
         let cl = &self.clients[client as usize];
         let (name, instance) = (cl.name.clone(), cl.instance);
@@ -311,6 +320,7 @@ impl Sim {
         Ok(())
     }
 
+    /// A reply to `req` arrived: the request is done (`None` if late or duplicated).
     fn complete(&mut self, req: ReqId, now: Instant) -> Option<Pending> {
         let Some(p) = self.pending.remove(&req) else {
             self.c.late_replies += 1;
@@ -327,6 +337,7 @@ impl Sim {
         Some(p)
     }
 
+    /// Dispatches one datagram received on socket `s`.
     fn handle(&mut self, s: usize, now: Instant, msg: Message) -> anyhow::Result<()> {
         match msg {
             Message::Welcome {
@@ -465,6 +476,7 @@ impl Sim {
         self.pending.is_empty()
     }
 
+    /// Every registered client holds the newest table version seen, none mid-delta.
     pub fn in_sync(&self) -> bool {
         self.clients
             .iter()
