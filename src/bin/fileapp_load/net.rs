@@ -46,6 +46,8 @@ pub struct OutQueue {
     /// Datagrams at the front already sent.
     head: usize,
     headers: sys::Headers,
+    /// The slices of one batch, kept empty between calls for its allocation.
+    batch: Vec<[IoSlice<'static>; 1]>,
 }
 
 impl Default for OutQueue {
@@ -55,6 +57,7 @@ impl Default for OutQueue {
             spans: Vec::new(),
             head: 0,
             headers: sys::Headers::new(SEND_BATCH),
+            batch: Vec::with_capacity(SEND_BATCH),
         }
     }
 }
@@ -92,13 +95,13 @@ impl OutQueue {
     /// Datagrams refused with EAGAIN stay queued for the next call.
     pub fn flush(&mut self, fd: BorrowedFd<'_>) -> (u64, u64) {
         let (mut sent, mut failed) = (0u64, 0u64);
-        let mut batch = [[IoSlice::new(&[])]; SEND_BATCH];
+        let mut batch = recycle(std::mem::take(&mut self.batch));
         while self.head < self.spans.len() {
             let n = (self.spans.len() - self.head).min(SEND_BATCH);
-            for (slot, &(a, b)) in batch.iter_mut().zip(&self.spans[self.head..]) {
-                *slot = [IoSlice::new(&self.data[a..b])];
-            }
-            match sys::send_batch(fd, &mut self.headers, &batch[..n]) {
+            batch.clear();
+            let spans = &self.spans[self.head..self.head + n];
+            batch.extend(spans.iter().map(|&(a, b)| [IoSlice::new(&self.data[a..b])]));
+            match sys::send_batch(fd, &mut self.headers, &batch) {
                 Ok(0) => break,
                 Ok(r) => {
                     self.head += r;
@@ -114,6 +117,7 @@ impl OutQueue {
                 }
             }
         }
+        self.batch = recycle(batch);
         if self.head == self.spans.len() {
             self.data.clear();
             self.spans.clear();
@@ -121,6 +125,17 @@ impl OutQueue {
         }
         (sent, failed)
     }
+}
+
+/// `v` emptied and retyped to another lifetime, keeping its allocation: the standard
+/// library collects in place when the element layout is the same (and allocates
+/// otherwise, which is merely slower). Lets [`OutQueue`] keep a buffer of slices that
+/// borrow its data between calls without allocating per batch or any `unsafe`.
+fn recycle<'a, 'b>(mut v: Vec<[IoSlice<'a>; 1]>) -> Vec<[IoSlice<'b>; 1]> {
+    v.clear();
+    v.into_iter()
+        .map(|_| unreachable!("the vector is empty"))
+        .collect()
 }
 
 /// Receive slots for `recvmmsg`.
@@ -187,5 +202,20 @@ impl Poller {
         // socket is ready this turn, the next turn waits again.
         let n = sys::epoll_wait(&self.epoll, &mut self.events, timeout_ms).unwrap_or(0);
         ready.extend(self.events[..n].iter().map(|ev| ev.data()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `recycle` is only worth having if the standard library really collects in place.
+    #[test]
+    fn recycle_keeps_the_allocation() {
+        let v: Vec<[IoSlice<'static>; 1]> = Vec::with_capacity(SEND_BATCH);
+        let at = v.as_ptr() as usize;
+        let w: Vec<[IoSlice<'_>; 1]> = recycle(v);
+        assert_eq!(w.as_ptr() as usize, at);
+        assert_eq!(w.capacity(), SEND_BATCH);
     }
 }
