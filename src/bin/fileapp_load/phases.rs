@@ -52,8 +52,8 @@ impl Sim {
 
     /// Between phases: every registered client heartbeats with its table version and
     /// assembles the pushes it gets, until all hold the newest version and no table part
-    /// came for [`Sim::quiet`] (the server is done retransmitting). Clients still behind after
-    /// a second heartbeat again (as real ones would, later).
+    /// came for [`Sim::quiet`] (the server is done retransmitting). Clients still behind
+    /// after a second heartbeat again (as real ones would, later).
     pub fn sync(&mut self, timeout: Duration) -> anyhow::Result<SyncReport> {
         let before = self.c;
         let t0 = Instant::now();
