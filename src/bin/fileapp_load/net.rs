@@ -1,12 +1,15 @@
 //! Batched UDP I/O for the load generator: connected sockets, `sendmmsg`/`recvmmsg` and
-//! `epoll`, so one thread can drive 100,000+ datagrams per second while leaving the other
-//! core to the server. Linux only.
+//! `epoll` (through [`super::sys`]), so one thread can drive 100,000+ datagrams per
+//! second while leaving the other core to the server. Linux only.
 
-use std::io;
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 
-use fileapp::proto::{MAX_DATAGRAM, Message};
+use fileapp::proto::{EncodeError, MAX_DATAGRAM, Message};
+use nix::sys::epoll::{Epoll, EpollEvent};
+
+use super::sys;
 
 /// Datagrams per `recvmmsg` call.
 pub const RECV_BATCH: usize = 64;
@@ -14,46 +17,65 @@ pub const RECV_BATCH: usize = 64;
 const SEND_BATCH: usize = 256;
 /// Receive slot size: larger than any valid datagram, so an oversized one is detected.
 const SLOT: usize = 2048;
+/// Readiness events taken per `epoll_wait`: more than the sockets a run uses.
+const EVENTS: usize = 256;
+
+/// Receive and send buffer asked for on each socket: room for bursts of a whole
+/// window of replies and pushes (the kernel caps it at net.core.{r,w}mem_max).
+/// `fileapp::server::bind` asks the same for the server's socket, written out there.
+pub const SOCKET_BUFFER_BYTES: usize = 8 << 20;
 
 /// A non-blocking UDP socket on 127.0.0.1, connected to `server` (only its datagrams
 /// are received; no address per send).
-pub fn connected_socket(server: SocketAddr, buf_bytes: usize) -> io::Result<UdpSocket> {
+pub fn connected_socket(server: SocketAddr) -> io::Result<UdpSocket> {
     let s = UdpSocket::bind("127.0.0.1:0")?;
     let r = socket2::SockRef::from(&s);
     // Capped by net.core.{r,w}mem_max; best effort.
-    let _ = r.set_recv_buffer_size(buf_bytes);
-    let _ = r.set_send_buffer_size(buf_bytes);
+    let _ = r.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+    let _ = r.set_send_buffer_size(SOCKET_BUFFER_BYTES);
     s.connect(server)?;
     s.set_nonblocking(true)?;
     Ok(s)
 }
 
 /// Datagrams queued for one socket, sent in batches by [`OutQueue::flush`].
-#[derive(Default)]
 pub struct OutQueue {
     data: Vec<u8>,
     /// (start, end) of each queued datagram in `data`.
     spans: Vec<(usize, usize)>,
     /// Datagrams at the front already sent.
     head: usize,
-    iov: Vec<libc::iovec>,
-    hdrs: Vec<libc::mmsghdr>,
+    headers: sys::Headers,
+    /// The slices of one batch, kept empty between calls for its allocation.
+    batch: Vec<[IoSlice<'static>; 1]>,
+}
+
+impl Default for OutQueue {
+    fn default() -> Self {
+        OutQueue {
+            data: Vec::new(),
+            spans: Vec::new(),
+            head: 0,
+            headers: sys::Headers::new(SEND_BATCH),
+            batch: Vec::with_capacity(SEND_BATCH),
+        }
+    }
 }
 
 impl OutQueue {
-    /// Encodes `msg` at the end of the queue. False if it does not encode.
-    pub fn push(&mut self, msg: &Message) -> bool {
+    /// Encodes `msg` at the end of the queue; on error nothing is queued.
+    pub fn push(&mut self, msg: &Message) -> Result<(), EncodeError> {
         let start = self.data.len();
         self.data.resize(start + MAX_DATAGRAM, 0);
         match msg.encode_into(&mut self.data[start..]) {
             Ok(n) => {
                 self.data.truncate(start + n);
                 self.spans.push((start, start + n));
-                true
+                Ok(())
             }
-            Err(_) => {
+            Err(e) => {
                 self.data.truncate(start);
-                false
+                Err(e)
             }
         }
     }
@@ -71,44 +93,31 @@ impl OutQueue {
 
     /// Sends what the socket takes now. Returns (sent, dropped by a send error).
     /// Datagrams refused with EAGAIN stay queued for the next call.
-    pub fn flush(&mut self, fd: RawFd) -> (u64, u64) {
+    pub fn flush(&mut self, fd: BorrowedFd<'_>) -> (u64, u64) {
         let (mut sent, mut failed) = (0u64, 0u64);
+        let mut batch = recycle(std::mem::take(&mut self.batch));
         while self.head < self.spans.len() {
             let n = (self.spans.len() - self.head).min(SEND_BATCH);
-            self.iov.clear();
-            for &(a, b) in &self.spans[self.head..self.head + n] {
-                self.iov.push(libc::iovec {
-                    iov_base: self.data[a..].as_ptr() as *mut libc::c_void,
-                    iov_len: b - a,
-                });
-            }
-            self.hdrs.clear();
-            for iov in self.iov.iter_mut() {
-                // SAFETY: mmsghdr is plain data; all-zero is a valid value.
-                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                h.msg_hdr.msg_iov = iov as *mut libc::iovec;
-                h.msg_hdr.msg_iovlen = 1;
-                self.hdrs.push(h);
-            }
-            // SAFETY: hdrs and iov point into buffers alive and unmoved for the call.
-            let r = unsafe { libc::sendmmsg(fd, self.hdrs.as_mut_ptr(), n as libc::c_uint, 0) };
-            if r > 0 {
-                self.head += r as usize;
-                sent += r as u64;
-                continue;
-            }
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::WouldBlock => break,
-                io::ErrorKind::Interrupted => continue,
-                _ => {
+            batch.clear();
+            let spans = &self.spans[self.head..self.head + n];
+            batch.extend(spans.iter().map(|&(a, b)| [IoSlice::new(&self.data[a..b])]));
+            match sys::send_batch(fd, &mut self.headers, &batch) {
+                Ok(0) => break,
+                Ok(r) => {
+                    self.head += r;
+                    sent += r as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
                     // ECONNREFUSED (an earlier datagram met a closed port) and the like:
-                    // the first datagram is lost, like on the wire.
+                    // the first datagram is lost, like on the wire; counted by the caller.
                     self.head += 1;
                     failed += 1;
                 }
             }
         }
+        self.batch = recycle(batch);
         if self.head == self.spans.len() {
             self.data.clear();
             self.spans.clear();
@@ -118,10 +127,22 @@ impl OutQueue {
     }
 }
 
+/// `v` emptied and retyped to another lifetime, keeping its allocation: the standard
+/// library collects in place when the element layout is the same (and allocates
+/// otherwise, which is merely slower). Lets [`OutQueue`] keep a buffer of slices that
+/// borrow its data between calls without allocating per batch or any `unsafe`.
+fn recycle<'a, 'b>(mut v: Vec<[IoSlice<'a>; 1]>) -> Vec<[IoSlice<'b>; 1]> {
+    v.clear();
+    v.into_iter()
+        .map(|_| unreachable!("the vector is empty"))
+        .collect()
+}
+
 /// Receive slots for `recvmmsg`.
 pub struct RecvBatch {
     bufs: Vec<u8>,
     lens: [usize; RECV_BATCH],
+    headers: sys::Headers,
 }
 
 impl Default for RecvBatch {
@@ -129,45 +150,24 @@ impl Default for RecvBatch {
         RecvBatch {
             bufs: vec![0u8; SLOT * RECV_BATCH],
             lens: [0; RECV_BATCH],
+            headers: sys::Headers::new(RECV_BATCH),
         }
     }
 }
 
 impl RecvBatch {
     /// Reads up to [`RECV_BATCH`] datagrams without blocking; 0 when none is queued.
-    pub fn recv(&mut self, fd: RawFd) -> usize {
-        let mut iov: [libc::iovec; RECV_BATCH] = unsafe { std::mem::zeroed() };
-        // SAFETY: plain data, all-zero is valid.
-        let mut hdrs: [libc::mmsghdr; RECV_BATCH] = unsafe { std::mem::zeroed() };
-        for i in 0..RECV_BATCH {
-            iov[i].iov_base = self.bufs[i * SLOT..].as_mut_ptr() as *mut libc::c_void;
-            iov[i].iov_len = SLOT;
-            hdrs[i].msg_hdr.msg_iov = &mut iov[i];
-            hdrs[i].msg_hdr.msg_iovlen = 1;
-        }
+    pub fn recv(&mut self, fd: BorrowedFd<'_>) -> usize {
         loop {
-            // SAFETY: every header points at its own slot of `bufs`, alive for the call.
-            let r = unsafe {
-                libc::recvmmsg(
-                    fd,
-                    hdrs.as_mut_ptr(),
-                    RECV_BATCH as libc::c_uint,
-                    libc::MSG_DONTWAIT,
-                    std::ptr::null_mut(),
-                )
-            };
-            if r >= 0 {
-                let n = r as usize;
-                for (len, h) in self.lens.iter_mut().zip(&hdrs).take(n) {
-                    *len = h.msg_len as usize;
-                }
-                return n;
-            }
-            match io::Error::last_os_error().kind() {
-                io::ErrorKind::Interrupted => continue,
+            let mut chunks = self.bufs.chunks_exact_mut(SLOT);
+            let mut slots: [[IoSliceMut<'_>; 1]; RECV_BATCH] =
+                std::array::from_fn(|_| [IoSliceMut::new(chunks.next().unwrap_or_default())]);
+            match sys::recv_batch(fd, &mut self.headers, &mut slots, &mut self.lens) {
+                Ok(n) => return n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // EAGAIN: nothing queued. ECONNREFUSED: a pending ICMP error, consumed
                 // by this call; report nothing now, the caller polls again.
-                _ => return 0,
+                Err(_) => return 0,
             }
         }
     }
@@ -178,129 +178,44 @@ impl RecvBatch {
 }
 
 /// Level-triggered epoll over the sockets, each registered with its index.
-pub struct Epoll {
-    fd: OwnedFd,
-    events: Vec<libc::epoll_event>,
+pub struct Poller {
+    epoll: Epoll,
+    events: Vec<EpollEvent>,
 }
 
-impl Epoll {
-    pub fn new() -> io::Result<Epoll> {
-        // SAFETY: plain syscall; the result is checked.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Epoll {
-            // SAFETY: fd is a fresh descriptor we own.
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-            events: vec![libc::epoll_event { events: 0, u64: 0 }; 256],
+impl Poller {
+    pub fn new() -> io::Result<Poller> {
+        Ok(Poller {
+            epoll: sys::epoll_new()?,
+            events: vec![EpollEvent::empty(); EVENTS],
         })
     }
 
     pub fn add(&mut self, sock: &UdpSocket, token: u64) -> io::Result<()> {
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: token,
-        };
-        // SAFETY: both descriptors are open; ev is valid for the call.
-        let r = unsafe {
-            libc::epoll_ctl(
-                self.fd.as_raw_fd(),
-                libc::EPOLL_CTL_ADD,
-                sock.as_raw_fd(),
-                &mut ev,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        sys::epoll_add(&self.epoll, sock.as_fd(), token)
     }
 
     /// Waits up to `timeout_ms` for readable sockets; appends their tokens to `ready`.
-    pub fn wait(&mut self, timeout_ms: i32, ready: &mut Vec<u64>) {
+    pub fn wait(&mut self, timeout_ms: u16, ready: &mut Vec<u64>) {
         ready.clear();
-        // SAFETY: events has room for its length.
-        let n = unsafe {
-            libc::epoll_wait(
-                self.fd.as_raw_fd(),
-                self.events.as_mut_ptr(),
-                self.events.len() as i32,
-                timeout_ms,
-            )
-        };
-        for ev in self.events.iter().take(n.max(0) as usize) {
-            ready.push(ev.u64);
-        }
+        // An error can only be EINTR here (the descriptors are ours and valid): no
+        // socket is ready this turn, the next turn waits again.
+        let n = sys::epoll_wait(&self.epoll, &mut self.events, timeout_ms).unwrap_or(0);
+        ready.extend(self.events[..n].iter().map(|ev| ev.data()));
     }
 }
 
-/// Kernel UDP counters (all sockets of the host): drops show up here.
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
-pub struct UdpCounters {
-    pub in_errors: u64,
-    pub rcvbuf_errors: u64,
-    pub sndbuf_errors: u64,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl UdpCounters {
-    pub fn read() -> UdpCounters {
-        let text = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
-        let mut lines = text.lines().filter(|l| l.starts_with("Udp:"));
-        let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
-            return UdpCounters::default();
-        };
-        let get = |key: &str| -> u64 {
-            names
-                .split_whitespace()
-                .zip(values.split_whitespace())
-                .find(|(n, _)| *n == key)
-                .and_then(|(_, v)| v.parse().ok())
-                .unwrap_or(0)
-        };
-        UdpCounters {
-            in_errors: get("InErrors"),
-            rcvbuf_errors: get("RcvbufErrors"),
-            sndbuf_errors: get("SndbufErrors"),
-        }
+    /// `recycle` is only worth having if the standard library really collects in place.
+    #[test]
+    fn recycle_keeps_the_allocation() {
+        let v: Vec<[IoSlice<'static>; 1]> = Vec::with_capacity(SEND_BATCH);
+        let at = v.as_ptr() as usize;
+        let w: Vec<[IoSlice<'_>; 1]> = recycle(v);
+        assert_eq!(w.as_ptr() as usize, at);
+        assert_eq!(w.capacity(), SEND_BATCH);
     }
-
-    pub fn since(self, before: UdpCounters) -> UdpCounters {
-        UdpCounters {
-            in_errors: self.in_errors.saturating_sub(before.in_errors),
-            rcvbuf_errors: self.rcvbuf_errors.saturating_sub(before.rcvbuf_errors),
-            sndbuf_errors: self.sndbuf_errors.saturating_sub(before.sndbuf_errors),
-        }
-    }
-}
-
-/// CPU seconds (user + system, all threads) used so far by process `pid`.
-pub fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the ")" closing the command name; utime and stime are 14 and 15.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return 0.0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&i| f.get(i).and_then(|v| v.parse::<u64>().ok()))
-        .sum();
-    // SAFETY: plain query.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    ticks as f64 / hz
-}
-
-/// A `VmXxx:` line of /proc/<pid>/status, in KiB.
-pub fn vm_kib(pid: u32, key: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with(key))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }

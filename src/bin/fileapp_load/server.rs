@@ -100,10 +100,8 @@ impl ServerProc {
         if let Ok(Some(st)) = self.child.try_wait() {
             return format!("had already exited: {st}");
         }
-        // SAFETY: signalling our own child by its pid.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
+        // If the signal cannot be sent, the SIGKILL below still stops the child.
+        let _ = super::sys::terminate(self.child.id());
         let deadline = Instant::now() + Duration::from_secs(2);
         while Instant::now() < deadline {
             if let Ok(Some(st)) = self.child.try_wait() {
