@@ -456,7 +456,14 @@ async fn hostile_requests_are_refused_while_legit_fetch_succeeds() {
     p.add("fifo.txt", b"harmless");
     std::fs::remove_file(p.path("fifo.txt")).unwrap();
     use rustix::fs::{CWD, FileType, Mode, mknodat};
-    mknodat(CWD, p.path("fifo.txt"), FileType::Fifo, Mode::RUSR | Mode::WUSR, 0).unwrap();
+    mknodat(
+        CWD,
+        p.path("fifo.txt"),
+        FileType::Fifo,
+        Mode::RUSR | Mode::WUSR,
+        0,
+    )
+    .unwrap();
     // The legitimate file.
     let legit = random_bytes("legit", 8 * 1024 * 1024);
     p.add("legit.bin", &legit);

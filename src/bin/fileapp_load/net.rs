@@ -20,10 +20,10 @@ const SLOT: usize = 2048;
 /// Readiness events taken per `epoll_wait`: more than the sockets a run uses.
 const EVENTS: usize = 256;
 
-/// Receive and send buffer asked for on each socket: room for bursts of a whole
-/// window of replies and pushes (the kernel caps it at net.core.{r,w}mem_max).
-/// `fileapp::server::bind` asks the same for the server's socket, written out there.
-pub const SOCKET_BUFFER_BYTES: usize = 8 << 20;
+/// Receive and send buffer asked for on each socket: the server's own size, room for
+/// bursts of a whole window of replies and pushes (the kernel caps it at
+/// net.core.{r,w}mem_max).
+pub use fileapp::server::SOCKET_BUFFER_BYTES;
 
 /// A non-blocking UDP socket on 127.0.0.1, connected to `server` (only its datagrams
 /// are received; no address per send).

@@ -488,7 +488,12 @@ fn unverified_registration_gets_no_table_pushes() {
     assert_eq!(to_victim.len(), 1, "only the welcome");
     // The one answer larger than its request (docs/PROTOCOL.md §1.7): a Welcome
     // exceeds a key-less Register by at most 10 bytes, once, and pushes nothing.
-    assert!(to_victim[0] <= reg.len() + 10, "{} for {}", to_victim[0], reg.len());
+    assert!(
+        to_victim[0] <= reg.len() + 10,
+        "{} for {}",
+        to_victim[0],
+        reg.len()
+    );
 }
 
 #[test]
