@@ -38,6 +38,9 @@ pub enum InputEvent {
 /// What completion needs to know, updated by the client driver.
 #[derive(Debug, Default, Clone)]
 pub struct CompletionData {
+    /// The command names, completed as the first word (and after `help`); the client
+    /// gives them when it creates the console.
+    pub commands: Vec<String>,
     /// The folder set by `setdir`.
     pub dir: Option<PathBuf>,
     /// File name -> owners offering it, from the local table.
