@@ -344,3 +344,54 @@ pub fn release_name(db: &Path, name: &str) -> i32 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Mode};
+    use clap::Parser;
+
+    fn client(args: &[&str]) -> ClientConfig {
+        let base = [
+            "fileapp",
+            "client",
+            "--name",
+            "B",
+            "--server",
+            "127.0.0.1:9",
+        ];
+        let cli = Cli::try_parse_from(base.iter().chain(args)).unwrap();
+        match cli.mode() {
+            Ok(Mode::Client(c)) => c,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn driver_settings_from_the_command_line() {
+        let c = client(&["--exec", " setdir s ;; offer a;", "--exit", "--plain"]);
+        let s = client_settings(&c, "/d".into());
+        assert_eq!(s.exec, ["setdir s", "offer a"]);
+        assert!(s.exit_when_done && s.plain);
+        assert_eq!(s.retry, RetryPolicy::default());
+        assert_eq!(s.heartbeat, crate::index::Config::default().heartbeat);
+        assert_eq!(s.sync_wait, flow::READ_YOUR_WRITES_WAIT);
+        assert_eq!(s.download_dir, PathBuf::from("/d"));
+
+        let s = client_settings(&client(&["--retry-ms", "20"]), "/d".into());
+        assert!(s.exec.is_empty() && !s.exit_when_done);
+        assert_eq!(s.retry.interval, std::time::Duration::from_millis(20));
+        assert_eq!(s.retry.retries, RetryPolicy::default().retries);
+    }
+
+    #[test]
+    fn every_client_error_is_a_runtime_failure() {
+        for e in [
+            ClientError::ServerNotResponding,
+            ClientError::NameInUse,
+            ClientError::NoDownloadDir("/x".into()),
+        ] {
+            assert_eq!(client_exit_code(&e), exit::FAILURE);
+        }
+    }
+}

@@ -412,4 +412,44 @@ mod tests {
             Ok(Mode::Server(c)) if c.opts.db.as_deref() == Some("x.db")
         ));
     }
+
+    #[test]
+    fn defaults_are_the_ones_the_modes_use() {
+        assert!(matches!(
+            mode(&["server"]),
+            Ok(Mode::Server(c)) if c.port == defaults::SERVER_PORT && c.opts.heartbeat_ms.is_none()
+        ));
+        assert!(matches!(
+            mode(&["release-name", "B"]),
+            Ok(Mode::ReleaseName { db, .. }) if db == std::path::Path::new(defaults::SERVER_DB)
+        ));
+        let Ok(Mode::Client(c)) = mode(&["client", "--name", "B", "--server", "127.0.0.1:9"])
+        else {
+            panic!("client form")
+        };
+        assert_eq!(
+            c.retry_interval(),
+            crate::reliable::RetryPolicy::default().interval
+        );
+        let Ok(Mode::Client(c)) = mode(&["-c", "B", "127.0.0.1", "12000", "1301", "1401"]) else {
+            panic!("seed form")
+        };
+        assert_eq!(c.retry_interval(), Duration::from_millis(500), "the seed's");
+        assert_eq!(
+            defaults::heartbeat(),
+            crate::index::Config::default().heartbeat
+        );
+        assert_eq!(
+            defaults::offline_after(),
+            crate::index::Config::default().offline_after
+        );
+        let mut cmd = command();
+        let help = cmd
+            .find_subcommand_mut("server")
+            .unwrap()
+            .render_help()
+            .to_string();
+        assert!(help.contains("[default: 10000]"), "{help}");
+        assert!(help.contains("[default: 30000,"), "{help}");
+    }
 }

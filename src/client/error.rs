@@ -59,3 +59,44 @@ impl ClientError {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_the_seeds_and_console_ones_are_marked_shown() {
+        let busy = io::Error::from(io::ErrorKind::AddrInUse);
+        let e = ClientError::Bind {
+            what: "UDP",
+            port: 1301,
+            source: busy,
+        };
+        assert_eq!(
+            e.to_string(),
+            "[Cannot use UDP port 1301: it is already in use]"
+        );
+        assert!(!e.shown());
+        let e = ClientError::NoDownloadDir("/x".into());
+        assert_eq!(e.to_string(), "[Download folder /x does not exist]");
+        assert_eq!(
+            messages::prompt_line(ClientError::NameInUse),
+            ">>> [Registration rejected: Client username already in use.]"
+        );
+        assert_eq!(
+            ClientError::Rejected(Reject::BadProof).to_string(),
+            "[Registration rejected: the proof of identity was not accepted]"
+        );
+        assert_eq!(
+            ClientError::ServerNotResponding.to_string(),
+            "[Server not responding]"
+        );
+        for e in [
+            ClientError::ServerNotResponding,
+            ClientError::NameInUse,
+            ClientError::Rejected(Reject::InvalidName),
+        ] {
+            assert!(e.shown(), "{e}");
+        }
+    }
+}
