@@ -140,6 +140,7 @@ impl Driver {
             ..CompletionData::default()
         }));
         let (console, input) = Console::start(ConsoleOptions {
+            prompt: msg::PROMPT.to_string(),
             plain: cfg.plain,
             history: None,
             completion: completion.clone(),

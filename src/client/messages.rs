@@ -17,6 +17,9 @@ use std::time::Duration;
 use crate::proto::Reject;
 use crate::transfer::human_rate;
 
+/// The prompt of terminal mode; every line said at the prompt starts with it too.
+pub const PROMPT: &str = ">>> ";
+
 // ---- registration and the server ----------------------------------------------------
 
 pub const WELCOME: &str = ">>> [Welcome, You are registered.]";
@@ -35,7 +38,7 @@ pub const NOT_CONNECTED: &str = ">>> [Not connected to the server right now; try
 
 /// A line at the prompt: `>>> ` and `body`.
 pub fn prompt_line(body: impl Display) -> String {
-    format!(">>> {body}")
+    format!("{PROMPT}{body}")
 }
 
 /// The body of a registration refused for another reason than the name.
