@@ -52,20 +52,23 @@ pub enum Action {
     StopServing,
     /// The table changed: refresh completion and the peers' keys.
     TableChanged,
-    /// `setdir`: resolve this folder and answer with [`Flow::dir_checked`].
+    /// `setdir`: resolve this folder and answer with
+    /// [`Flow::dir_checked`](super::Flow::dir_checked).
     CheckDir(String),
     /// Offer files from this folder from now on.
     SetLibraryDir(PathBuf),
     /// Write the crash journal (folder and offers).
     SaveJournal,
-    /// Check and hash these files (names unique), then [`Flow::offer_checked`].
+    /// Check and hash these files (names unique), then
+    /// [`Flow::offer_checked`](super::Flow::offer_checked).
     /// `restoring`: the crash re-offer, which prints nothing about missing files.
     CheckOffer {
         dir: PathBuf,
         files: Vec<String>,
         restoring: bool,
     },
-    /// Start these downloads; each ends with [`Flow::download_done`].
+    /// Start these downloads; each ends with
+    /// [`Flow::download_done`](super::Flow::download_done).
     Download(Vec<Order>),
     /// Leave cleanly: forget the journal, cancel downloads, send `goodbye`, exit 0.
     Leave { goodbye: Option<Vec<u8>> },
