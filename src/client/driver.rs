@@ -107,11 +107,7 @@ impl Driver {
             .load()
             .and_then(|Saved { dir, offers }| Some((dir?, offers)))
             .filter(|(_, offers)| !offers.is_empty())
-            .map(|(dir, offers)| Restore {
-                dir_exists: dir.is_dir(),
-                dir,
-                offers,
-            });
+            .map(|(dir, offers)| Restore { dir, offers });
         let core = ClientCore::new(
             core_sm::Config {
                 name: cfg.name.clone(),
@@ -217,6 +213,9 @@ impl Driver {
                 Action::CheckDir(dir) => {
                     let found = resolve_dir(Path::new(&dir));
                     self.flow.dir_checked(Instant::now(), &dir, found);
+                }
+                Action::CheckRestore(dir) => {
+                    self.flow.restore_checked(Instant::now(), dir.is_dir());
                 }
                 Action::SetLibraryDir(dir) => self.set_library_dir(dir),
                 Action::SaveJournal => self.save_journal(),

@@ -39,6 +39,8 @@ enum Busy {
         initial: bool,
     },
     CheckingDir,
+    /// After the first registration: does the crashed run's folder still exist?
+    CheckingRestore,
     Hashing,
     Offer(OpId),
     Dereg,
@@ -370,13 +372,12 @@ impl Flow {
     fn on_registered(&mut self, now: Instant) {
         self.say(msg::WELCOME);
         self.act(Action::StartServing);
-        match self.restore.take() {
-            Some(r) if r.dir_exists => {
-                // The previous run of this name crashed: offer its files again, quietly,
-                // before the first command.
-                self.dir = Some(r.dir.clone());
-                self.act(Action::SetLibraryDir(r.dir.clone()));
-                self.start_offer(r.dir, r.offers, true);
+        match &self.restore {
+            // The previous run of this name crashed: its folder must still be there.
+            Some(r) if self.busy == Some(Busy::Register { initial: true }) => {
+                let dir = r.dir.clone();
+                self.busy = Some(Busy::CheckingRestore);
+                self.act(Action::CheckRestore(dir));
             }
             _ => {
                 if matches!(self.busy, Some(Busy::Register { .. })) {
@@ -384,6 +385,24 @@ impl Flow {
                 }
             }
         }
+    }
+
+    /// The answer to [`Action::CheckRestore`]: whether the crashed run's folder is still
+    /// a folder.
+    pub fn restore_checked(&mut self, now: Instant, exists: bool) {
+        if self.busy != Some(Busy::CheckingRestore) {
+            return;
+        }
+        match self.restore.take() {
+            Some(r) if exists => {
+                // Offer its files again, quietly, before the first command.
+                self.dir = Some(r.dir.clone());
+                self.act(Action::SetLibraryDir(r.dir.clone()));
+                self.start_offer(r.dir, r.offers, true);
+            }
+            _ => self.sync(now),
+        }
+        self.step(now);
     }
 
     fn on_offer_failed(&mut self, op: OpId, why: OfferFailure) {

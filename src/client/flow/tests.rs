@@ -19,6 +19,8 @@ struct Client {
     flow: Flow,
     /// Every action except `Send`, in order.
     log: Vec<Action>,
+    /// Every datagram it sent.
+    sent: Vec<Vec<u8>>,
 }
 
 /// Which server-to-client datagrams are lost.
@@ -88,6 +90,7 @@ impl Net {
             addr,
             flow: Flow::new(core, cfg),
             log: Vec::new(),
+            sent: Vec::new(),
         });
         self.clients[i].flow.start(self.now);
         self.pump();
@@ -106,6 +109,7 @@ impl Net {
                             if self.drop != Drop::All {
                                 self.index.handle_datagram(self.now, c.addr, &d);
                             }
+                            c.sent.push(d);
                         }
                         other => c.log.push(other),
                     }
@@ -210,6 +214,13 @@ fn said(actions: Vec<Action>) -> Vec<String> {
         .collect()
 }
 
+fn keeps_offers(datagram: &[u8]) -> bool {
+    match Message::decode(datagram) {
+        Ok(Message::Register { keep_offers, .. }) => keep_offers,
+        other => panic!("not a registration: {other:?}"),
+    }
+}
+
 fn prompts(actions: &[Action]) -> usize {
     actions
         .iter()
@@ -221,6 +232,10 @@ fn prompts(actions: &[Action]) -> usize {
 fn registration_welcomes_serves_and_prompts_once_the_table_is_ours() {
     let mut net = Net::new();
     let b = net.client("B", config());
+    assert!(
+        !keeps_offers(&net.clients[b].sent[0]),
+        "a fresh start drops old offers"
+    );
     net.advance(Duration::from_millis(50));
     let log = net.take(b);
     assert!(matches!(log[0], Action::Say(ref l) if l == msg::WELCOME));
@@ -342,20 +357,29 @@ fn restore_after_a_crash_reoffers_once_and_quietly() {
         restore: Some(Restore {
             dir: "/share".into(),
             offers: vec!["a".into(), "b".into(), "a".into()],
-            dir_exists: true,
         }),
         ..config()
     };
     let b = net.client("B", cfg);
+    assert!(keeps_offers(&net.clients[b].sent[0]), "registers resuming");
     let log = net.take(b);
     assert!(
-        matches!(&log[..], [Action::Say(l), Action::StartServing, Action::SetLibraryDir(_),
-            Action::CheckOffer { files, restoring: true, .. }, ..]
-            if l == msg::WELCOME && files == &["a", "b"]),
+        matches!(&log[..], [Action::Say(l), Action::StartServing, Action::CheckRestore(d), ..]
+            if l == msg::WELCOME && d == &PathBuf::from("/share")),
         "{log:?}"
     );
     assert!(!net.flow(b).reading(), "no command before the restore");
     let now = net.now;
+    net.flow(b).restore_checked(now, true);
+    net.pump();
+    let log = net.take(b);
+    assert!(
+        matches!(&log[..], [Action::SetLibraryDir(_),
+            Action::CheckOffer { files, restoring: true, .. }]
+            if files == &["a", "b"]),
+        "{log:?}"
+    );
+    assert!(!net.flow(b).reading(), "no command before the restore");
     net.flow(b).offer_checked(
         now,
         OfferChecked {
@@ -392,15 +416,27 @@ fn restore_whose_folder_is_gone_registers_resuming_and_offers_nothing() {
         restore: Some(Restore {
             dir: "/gone".into(),
             offers: vec!["a".into()],
-            dir_exists: false,
         }),
         ..config()
     };
     let b = net.client("B", cfg);
+    assert!(keeps_offers(&net.clients[b].sent[0]), "registers resuming");
+    let now = net.now;
+    net.flow(b).restore_checked(now, false);
     net.advance(Duration::from_millis(50));
     let log = net.take(b);
     assert!(!log.iter().any(|a| matches!(a, Action::CheckOffer { .. })));
     assert_eq!(prompts(&log), 1);
+    assert!(net.flow(b).reading());
+    // The next registration is not a restore.
+    net.line(b, "dereg");
+    net.line(b, "reg");
+    net.advance(Duration::from_millis(50));
+    assert!(
+        !net.take(b)
+            .iter()
+            .any(|a| matches!(a, Action::CheckRestore(_)))
+    );
 }
 
 #[test]
@@ -410,13 +446,14 @@ fn restore_that_finds_no_file_ends_without_a_datagram() {
         restore: Some(Restore {
             dir: "/share".into(),
             offers: vec!["a".into()],
-            dir_exists: true,
         }),
         ..config()
     };
     let b = net.client("B", cfg);
-    net.take(b);
     let now = net.now;
+    net.flow(b).restore_checked(now, true);
+    net.pump();
+    net.take(b);
     net.flow(b).offer_checked(
         now,
         OfferChecked {

@@ -28,13 +28,12 @@ pub struct Config {
     pub sync_wait: Duration,
 }
 
-/// The crash journal's offers, as found at start-up.
+/// The crash journal's folder and offers: registered with `register_resuming`, and
+/// offered again once registered if the folder still exists.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Restore {
     pub dir: PathBuf,
     pub offers: Vec<String>,
-    /// The folder still exists: re-offer after registering.
-    pub dir_exists: bool,
 }
 
 /// What the driver must do, in this order.
@@ -55,6 +54,9 @@ pub enum Action {
     /// `setdir`: resolve this folder and answer with
     /// [`Flow::dir_checked`](super::Flow::dir_checked).
     CheckDir(String),
+    /// Registered while restoring a crashed run: is this still a folder? Answer with
+    /// [`Flow::restore_checked`](super::Flow::restore_checked).
+    CheckRestore(PathBuf),
     /// Offer files from this folder from now on.
     SetLibraryDir(PathBuf),
     /// Write the crash journal (folder and offers).
