@@ -8,6 +8,48 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
+/// Defaults of the command line and of the modes it starts, each defined once. Values the
+/// index also uses come from [`crate::index::Config::default`] and
+/// [`crate::reliable::RetryPolicy::default`].
+pub mod defaults {
+    use std::time::Duration;
+
+    /// UDP port of `fileapp server`.
+    pub const SERVER_PORT: u16 = 12000;
+    /// The server's database, in the folder it is started from.
+    pub const SERVER_DB: &str = "fileapp-server.db";
+
+    /// Heartbeat interval the server announces (and the client uses until told).
+    pub fn heartbeat() -> Duration {
+        crate::index::Config::default().heartbeat
+    }
+
+    /// A client silent this long goes offline.
+    pub fn offline_after() -> Duration {
+        crate::index::Config::default().offline_after
+    }
+
+    /// Interval between a client's retries of one request, in milliseconds.
+    pub fn retry_ms() -> u64 {
+        crate::reliable::RetryPolicy::default().interval.as_millis() as u64
+    }
+
+    pub(super) fn heartbeat_help() -> String {
+        format!(
+            "Heartbeat interval clients are told to use, in milliseconds [default: {}]",
+            heartbeat().as_millis()
+        )
+    }
+
+    pub(super) fn offline_after_help() -> String {
+        format!(
+            "A client silent this long goes offline, in milliseconds [default: {}, or 3 \
+             heartbeats when --heartbeat-ms is given]",
+            offline_after().as_millis()
+        )
+    }
+}
+
 /// Exit codes (documented in the README).
 pub mod exit {
     pub const OK: i32 = 0;
@@ -60,7 +102,7 @@ pub enum Sub {
     /// Run the index server.
     Server {
         /// UDP port to listen on (0: any free port).
-        #[arg(long, short = 'p', default_value_t = 12000)]
+        #[arg(long, short = 'p', default_value_t = defaults::SERVER_PORT)]
         port: u16,
         #[command(flatten)]
         opts: ServerOpts,
@@ -87,7 +129,7 @@ pub enum Sub {
     /// Free a name bound to a lost key (run with the server stopped).
     ReleaseName {
         /// The server's database.
-        #[arg(long, value_name = "PATH", default_value = "fileapp-server.db")]
+        #[arg(long, value_name = "PATH", default_value = defaults::SERVER_DB)]
         db: PathBuf,
         /// The client name to free.
         name: String,
@@ -103,11 +145,9 @@ pub struct ServerOpts {
     /// SQLite database file of the table (":memory:" keeps nothing).
     #[arg(long, value_name = "PATH")]
     pub db: Option<String>,
-    /// Heartbeat interval clients are told to use, in milliseconds.
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", help = defaults::heartbeat_help())]
     pub heartbeat_ms: Option<u64>,
-    /// A client silent this long goes offline, in milliseconds (default 3 heartbeats).
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", help = defaults::offline_after_help())]
     pub offline_after_ms: Option<u64>,
     /// Datagrams per second accepted from one source address (0: unlimited).
     #[arg(long, value_name = "N")]
@@ -118,7 +158,7 @@ pub struct ServerOpts {
 }
 
 /// Client options, valid with `-c` and with `client`.
-#[derive(Args, Debug, Clone, Default)]
+#[derive(Args, Debug, Clone)]
 pub struct ClientOpts {
     /// Folder downloads are saved in (default: the current folder).
     #[arg(long, value_name = "DIR")]
@@ -143,8 +183,8 @@ pub struct ClientOpts {
     #[arg(long, value_name = "PATH")]
     pub identity: Option<PathBuf>,
     /// Retry interval for requests to the server, in milliseconds.
-    #[arg(long, value_name = "MS", hide = true)]
-    pub retry_ms: Option<u64>,
+    #[arg(long, value_name = "MS", hide = true, default_value_t = defaults::retry_ms())]
+    pub retry_ms: u64,
     /// More log detail (written to the log file, never under the prompt).
     #[arg(short = 'v', long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -177,7 +217,7 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     pub fn retry_interval(&self) -> Duration {
-        Duration::from_millis(self.opts.retry_ms.unwrap_or(500))
+        Duration::from_millis(self.opts.retry_ms)
     }
 }
 
@@ -371,5 +411,45 @@ mod tests {
             mode(&["-s", "12000", "--db", "x.db"]),
             Ok(Mode::Server(c)) if c.opts.db.as_deref() == Some("x.db")
         ));
+    }
+
+    #[test]
+    fn defaults_are_the_ones_the_modes_use() {
+        assert!(matches!(
+            mode(&["server"]),
+            Ok(Mode::Server(c)) if c.port == defaults::SERVER_PORT && c.opts.heartbeat_ms.is_none()
+        ));
+        assert!(matches!(
+            mode(&["release-name", "B"]),
+            Ok(Mode::ReleaseName { db, .. }) if db == std::path::Path::new(defaults::SERVER_DB)
+        ));
+        let Ok(Mode::Client(c)) = mode(&["client", "--name", "B", "--server", "127.0.0.1:9"])
+        else {
+            panic!("client form")
+        };
+        assert_eq!(
+            c.retry_interval(),
+            crate::reliable::RetryPolicy::default().interval
+        );
+        let Ok(Mode::Client(c)) = mode(&["-c", "B", "127.0.0.1", "12000", "1301", "1401"]) else {
+            panic!("seed form")
+        };
+        assert_eq!(c.retry_interval(), Duration::from_millis(500), "the seed's");
+        assert_eq!(
+            defaults::heartbeat(),
+            crate::index::Config::default().heartbeat
+        );
+        assert_eq!(
+            defaults::offline_after(),
+            crate::index::Config::default().offline_after
+        );
+        let mut cmd = command();
+        let help = cmd
+            .find_subcommand_mut("server")
+            .unwrap()
+            .render_help()
+            .to_string();
+        assert!(help.contains("[default: 10000]"), "{help}");
+        assert!(help.contains("[default: 30000,"), "{help}");
     }
 }

@@ -11,8 +11,8 @@
 //!   the server's state machine.
 //! - [`store`]: the core's store types plus the SQLite backend.
 //! - [`server`]: the thin tokio driver for the index server.
-//! - [`client`]: the client's sans-io core, its table, its command parser, its crash
-//!   journal and its tokio driver.
+//! - [`client`]: the client's sans-io core, its table, its command parser, its command
+//!   flow (sans-io), its user messages, its crash journal and its thin tokio driver.
 //! - [`transfer`]: the TCP peer-to-peer protocol: header codec, serving and fetching files,
 //!   TLS with pinned keys.
 //! - [`console`]: the one owner of the client's terminal.

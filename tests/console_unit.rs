@@ -5,7 +5,10 @@ use std::fs;
 use fileapp::console::{CompletionData, candidates, candidates_in};
 
 fn data() -> CompletionData {
-    let mut d = CompletionData::default();
+    let mut d = CompletionData {
+        commands: fileapp::client::render::command_names(),
+        ..CompletionData::default()
+    };
     d.table
         .insert("foo.txt".into(), vec!["B".into(), "Bob".into(), "C".into()]);
     d.table.insert("food".into(), vec!["D".into()]);
@@ -176,4 +179,19 @@ proptest::proptest! {
     fn completion_never_panics(line in "(setdir |offer |request |help |)[a-z'\" /.é-]{0,20}", pos in 0usize..40) {
         let _ = candidates(&line, pos, &data());
     }
+}
+
+#[test]
+fn command_names_are_the_ones_the_console_was_given() {
+    let d = CompletionData {
+        commands: words(&["alpha", "alps", "beta"]),
+        ..CompletionData::default()
+    };
+    assert_eq!(candidates("al", 2, &d), (0, words(&["alpha", "alps"])));
+    assert_eq!(candidates("help b", 6, &d), (5, words(&["beta"])));
+    assert_eq!(candidates("he", 2, &d), (0, vec![]), "no built-in names");
+    assert_eq!(
+        candidates("", 0, &CompletionData::default()).1,
+        Vec::<String>::new()
+    );
 }

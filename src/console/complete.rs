@@ -11,7 +11,6 @@ use rustyline::validate::Validator;
 use rustyline::{Context, Helper};
 
 use super::{CompletionData, SharedCompletion};
-use crate::client::command::COMMANDS;
 
 /// Completion candidates for `line` with the cursor at byte `pos`.
 ///
@@ -38,9 +37,9 @@ pub fn candidates_in(
     let cur = current_word(&line[..pos]);
     let (start, partial, before) = (cur.start, cur.partial.as_str(), &cur.before);
     let mut out = match before.split_first() {
-        None => command_names(partial),
+        None => command_names(&data.commands, partial),
         Some((cmd, args)) => match cmd.as_str() {
-            "help" | "?" if args.is_empty() => command_names(partial),
+            "help" | "?" if args.is_empty() => command_names(&data.commands, partial),
             "setdir" if args.is_empty() => folders(partial, cwd),
             "offer" => files_in(data.dir.as_deref(), partial, args),
             "request" | "get" => request_words(data, partial, args),
@@ -60,7 +59,7 @@ struct Current {
     before: Vec<String>,
 }
 
-/// Splits the text left of the cursor like [`crate::client::command::split_words`] does,
+/// Splits the text left of the cursor like the command parser splits words,
 /// but tolerates an open quote (the user is still typing the word).
 fn current_word(left: &str) -> Current {
     let mut before = Vec::new();
@@ -124,12 +123,11 @@ fn quote(s: &str) -> String {
     }
 }
 
-fn command_names(partial: &str) -> Vec<String> {
-    COMMANDS
+fn command_names(commands: &[String], partial: &str) -> Vec<String> {
+    commands
         .iter()
-        .map(|c| c.name)
         .filter(|n| n.starts_with(partial))
-        .map(str::to_string)
+        .cloned()
         .collect()
 }
 

@@ -2,9 +2,9 @@
 //!
 //! Two modes, chosen once by [`Console::start`]:
 //! - **terminal** (stdin and stdout are terminals, not [`ConsoleOptions::plain`]): a line
-//!   editor with the prompt `>>> `, history kept between runs, Tab completion
-//!   ([`candidates`]), notices printed above the half-typed line, and progress bars while
-//!   downloads run;
+//!   editor with the caller's prompt ([`ConsoleOptions::prompt`]), history kept between
+//!   runs, Tab completion ([`candidates`]), notices printed above the half-typed line, and
+//!   progress bars while downloads run;
 //! - **plain** (a script on stdin, or forced): every stdin line becomes an event at once,
 //!   output is flushed line by line, no prompt, no colours, no bars.
 //!
@@ -38,6 +38,9 @@ pub enum InputEvent {
 /// What completion needs to know, updated by the client driver.
 #[derive(Debug, Default, Clone)]
 pub struct CompletionData {
+    /// The command names, completed as the first word (and after `help`); the client
+    /// gives them when it creates the console.
+    pub commands: Vec<String>,
     /// The folder set by `setdir`.
     pub dir: Option<PathBuf>,
     /// File name -> owners offering it, from the local table.
@@ -49,6 +52,8 @@ pub type SharedCompletion = Arc<RwLock<CompletionData>>;
 /// How the console is set up.
 #[derive(Debug, Clone, Default)]
 pub struct ConsoleOptions {
+    /// The prompt of terminal mode (the client's `>>> `).
+    pub prompt: String,
     /// Force plain mode even on a terminal.
     pub plain: bool,
     /// Where history is kept between runs (terminal mode only); `None` means
@@ -96,7 +101,12 @@ impl Console {
         let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
         if tty && !opts.plain {
             let history = opts.history.clone().or_else(default_history_path);
-            match term::Term::start(history, opts.completion.clone(), tx.clone()) {
+            match term::Term::start(
+                opts.prompt.clone(),
+                history,
+                opts.completion.clone(),
+                tx.clone(),
+            ) {
                 Ok(t) => return (Console { term: Some(t) }, rx),
                 // The editor could not take the terminal (odd TERM, ...): a plain console
                 // still works, which beats refusing to run.

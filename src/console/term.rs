@@ -25,8 +25,6 @@ use tokio::sync::mpsc;
 use super::complete::ConsoleHelper;
 use super::{InputEvent, SharedCompletion};
 
-const PROMPT: &str = ">>> ";
-
 /// How long `print` waits for its line to reach the terminal. Normally it takes
 /// microseconds; the wait only runs out in the rare case described in the module docs,
 /// and then the line still comes out, in order, with the next prompt.
@@ -69,6 +67,7 @@ pub(crate) struct Term {
 
 impl Term {
     pub(crate) fn start(
+        prompt: String,
         history: Option<PathBuf>,
         completion: SharedCompletion,
         tx: mpsc::UnboundedSender<InputEvent>,
@@ -115,7 +114,7 @@ impl Term {
         let s = sync.clone();
         std::thread::Builder::new()
             .name("console-in".into())
-            .spawn(move || read_loop(editor, s, tx, history))
+            .spawn(move || read_loop(editor, prompt, s, tx, history))
             .map_err(ReadlineError::Io)?;
         Ok(Arc::new(Term {
             sync,
@@ -246,6 +245,7 @@ fn output_loop<P: ExternalPrinter>(
 
 fn read_loop(
     mut editor: Editor<ConsoleHelper, FileHistory>,
+    prompt: String,
     sync: Arc<Sync>,
     tx: mpsc::UnboundedSender<InputEvent>,
     history: Option<PathBuf>,
@@ -264,7 +264,7 @@ fn read_loop(
                 mp.set_draw_target(ProgressDrawTarget::hidden());
             }
         }
-        let res = editor.readline(PROMPT);
+        let res = editor.readline(&prompt);
         {
             let mut st = sync.lock();
             st.reading = false;

@@ -141,3 +141,50 @@ fn completions_are_printed() {
     assert_eq!(code, 2);
     assert!(out[0].contains("Unknown shell"), "{out:?}");
 }
+
+/// A client that cannot start prints exactly one line and exits 1; nothing reaches a
+/// server (none runs).
+#[test]
+fn client_start_up_failures_print_one_line_and_exit_1() {
+    let server = free_port().to_string();
+    let udp = std::net::UdpSocket::bind(("0.0.0.0", 0)).unwrap();
+    let u = udp.local_addr().unwrap().port().to_string();
+    let t = free_port().to_string();
+    let (code, out) = run(&["-c", "B", "127.0.0.1", &server, &u, &t]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        out,
+        [format!("[Cannot use UDP port {u}: it is already in use]")]
+    );
+
+    let tcp = std::net::TcpListener::bind(("0.0.0.0", 0)).unwrap();
+    let t = tcp.local_addr().unwrap().port().to_string();
+    let u = free_port().to_string();
+    let (code, out) = run(&["-c", "B", "127.0.0.1", &server, &u, &t]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        out,
+        [format!("[Cannot use TCP port {t}: it is already in use]")]
+    );
+
+    let addr = format!("127.0.0.1:{server}");
+    let args = ["client", "--name", "B", "--server", &addr];
+    let (code, out) = run(&[&args[..], &["--download-dir", "/nonexistent/x"]].concat());
+    assert_eq!(code, 1);
+    assert_eq!(out, ["[Download folder /nonexistent/x does not exist]"]);
+}
+
+#[test]
+fn a_name_in_use_at_start_is_said_once_and_exits_1() {
+    let srv = crate::util::Server::start(&["--db", ":memory:"]);
+    let dir = tempfile::tempdir().unwrap();
+    let _b = srv.client("B", dir.path());
+    let other = tempfile::tempdir().unwrap();
+    let mut b2 = srv.client_raw("B", other.path(), &[]);
+    let code = b2.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, 1);
+    assert_eq!(
+        b2.transcript,
+        [">>> [Registration rejected: Client username already in use.]"]
+    );
+}

@@ -1,0 +1,143 @@
+//! The commands the user types, as the flow runs them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use super::{Action, Busy, Flow, Order};
+use crate::client::command::{self, Command, glob_match};
+use crate::client::core::State;
+use crate::client::messages as msg;
+use crate::client::render;
+
+impl Flow {
+    pub(super) fn run_line(&mut self, now: Instant, line: &str) {
+        self.prompt_due = true;
+        match command::parse(line) {
+            Ok(cmd) => self.run_command(now, cmd),
+            Err(e) => self.say(msg::prompt_line(e)),
+        }
+    }
+
+    /// Why `cmd` cannot run in `state`, if it cannot.
+    fn refusal(state: State, cmd: &Command) -> Option<&'static str> {
+        // Deregistered: only local commands and `reg`. Reconnecting on our own: the
+        // local table and peers still work; only offers need the server.
+        match (state, cmd) {
+            (
+                State::Offline | State::Idle | State::Registering,
+                Command::Offer(_)
+                | Command::List { .. }
+                | Command::Request { .. }
+                | Command::Dereg(_),
+            ) => Some(msg::OFFLINE_REFUSED),
+            (State::Reconnecting, Command::Offer(_)) => Some(msg::NOT_CONNECTED),
+            _ => None,
+        }
+    }
+
+    fn run_command(&mut self, now: Instant, cmd: Command) {
+        tracing::info!(?cmd, "command");
+        let state = self.core.state();
+        if let Some(line) = Self::refusal(state, &cmd) {
+            return self.say(line);
+        }
+        match cmd {
+            Command::Nothing => {}
+            Command::SetDir(dir) => {
+                self.busy = Some(Busy::CheckingDir);
+                self.act(Action::CheckDir(dir));
+            }
+            Command::Offer(files) => match self.dir.clone() {
+                Some(dir) => self.start_offer(dir, files, false),
+                None => self.say(msg::DIR_NOT_SET),
+            },
+            Command::List {
+                long,
+                json,
+                pattern,
+            } => {
+                let rows: Vec<_> = (self.core.table().rows().into_iter())
+                    .filter(|r| pattern.as_deref().is_none_or(|p| glob_match(p, &r.file)))
+                    .collect();
+                for line in render::list(self.core.table(), &rows, long, json) {
+                    self.say(line);
+                }
+            }
+            Command::Request { pairs, force } => self.request(pairs, force),
+            Command::Dereg(name) => {
+                if let Some(n) = name.filter(|n| n != self.core.name()) {
+                    return self.say(msg::dereg_not_you(&n, self.core.name()));
+                }
+                // Stop serving first: no transfer starts after we said we left.
+                self.act(Action::StopServing);
+                if self.core.dereg(now) {
+                    self.busy = Some(Busy::Dereg);
+                }
+            }
+            Command::Reg => {
+                if state != State::Offline {
+                    return self.say(msg::ALREADY_REGISTERED);
+                }
+                self.core.register(now);
+                self.busy = Some(Busy::Register { initial: false });
+            }
+            Command::Help(name) => {
+                let lines = match name {
+                    None => render::help_all(),
+                    Some(name) => render::help_one(&name),
+                };
+                lines.into_iter().for_each(|l| self.say(l));
+            }
+            Command::WhoAmI => {
+                let state = match state {
+                    State::Online => msg::STATE_ONLINE,
+                    State::Reconnecting => msg::STATE_RECONNECTING,
+                    _ => msg::STATE_OFFLINE,
+                };
+                let line = msg::whoami(self.core.name(), state, &self.cfg.fingerprint);
+                self.say(line);
+            }
+            Command::Quit => self.leave(),
+        }
+    }
+
+    pub(super) fn start_offer(&mut self, dir: PathBuf, files: Vec<String>, restoring: bool) {
+        let mut unique = Vec::new();
+        for f in files {
+            if !unique.contains(&f) {
+                unique.push(f);
+            }
+        }
+        self.busy = Some(Busy::Hashing);
+        self.act(Action::CheckOffer {
+            dir,
+            files: unique,
+            restoring,
+        });
+    }
+
+    fn request(&mut self, pairs: Vec<(String, String)>, force: bool) {
+        let mut orders = Vec::new();
+        for (file, owner) in pairs {
+            let found = (self.core.table().owner(&owner))
+                .filter(|o| o.files.contains_key(&file) && owner != self.core.name())
+                .map(|o| (SocketAddr::new(o.ip, o.tcp_port), o.key));
+            match found {
+                Some((peer, key)) => orders.push(Order {
+                    peer,
+                    owner,
+                    file,
+                    key,
+                    force,
+                }),
+                None => self.say(msg::INVALID_REQUEST),
+            }
+        }
+        if orders.is_empty() {
+            return;
+        }
+        self.busy = Some(Busy::Downloads { left: orders.len() });
+        self.act(Action::Download(orders));
+    }
+}

@@ -1,0 +1,125 @@
+//! What goes into the command flow and what comes out of it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::client::error::ClientError;
+use crate::proto::FileEntry;
+
+/// Longest wait for our own change to appear in our table before the next command runs
+/// anyway.
+pub const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(2);
+
+/// What the flow needs besides the core.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Our key's fingerprint, for `whoami`.
+    pub fingerprint: String,
+    /// Where downloads land (named in the "already present" line).
+    pub download_dir: PathBuf,
+    /// Commands run before any input is read (`--exec`).
+    pub exec: Vec<String>,
+    /// Leave once `exec` is done (`--exit`).
+    pub exit_when_done: bool,
+    /// Offers of a previous run that crashed.
+    pub restore: Option<Restore>,
+    /// See [`READ_YOUR_WRITES_WAIT`].
+    pub sync_wait: Duration,
+}
+
+/// The crash journal's folder and offers: registered with `register_resuming`, and
+/// offered again once registered if the folder still exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restore {
+    pub dir: PathBuf,
+    pub offers: Vec<String>,
+}
+
+/// What the driver must do, in this order.
+#[derive(Debug)]
+pub enum Action {
+    /// Send this datagram to the server.
+    Send(Vec<u8>),
+    /// Print one line.
+    Say(String),
+    /// The command is over: show the prompt.
+    Prompt,
+    /// Accept peers' downloads (if not already).
+    StartServing,
+    /// Stop accepting downloads.
+    StopServing,
+    /// The table changed: refresh completion and the peers' keys.
+    TableChanged,
+    /// `setdir`: resolve this folder and answer with
+    /// [`Flow::dir_checked`](super::Flow::dir_checked).
+    CheckDir(String),
+    /// Registered while restoring a crashed run: is this still a folder? Answer with
+    /// [`Flow::restore_checked`](super::Flow::restore_checked).
+    CheckRestore(PathBuf),
+    /// Offer files from this folder from now on.
+    SetLibraryDir(PathBuf),
+    /// Write the crash journal (folder and offers).
+    SaveJournal,
+    /// Check and hash these files (names unique), then
+    /// [`Flow::offer_checked`](super::Flow::offer_checked).
+    /// `restoring`: the crash re-offer, which prints nothing about missing files.
+    CheckOffer {
+        dir: PathBuf,
+        files: Vec<String>,
+        restoring: bool,
+    },
+    /// Start these downloads; each ends with
+    /// [`Flow::download_done`](super::Flow::download_done).
+    Download(Vec<Order>),
+    /// Leave cleanly: forget the journal, cancel downloads, send `goodbye`, exit 0.
+    Leave { goodbye: Option<Vec<u8>> },
+    /// Stop with this error (its line was already said).
+    Fail(ClientError),
+}
+
+/// One download to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Order {
+    pub peer: SocketAddr,
+    pub owner: String,
+    pub file: String,
+    pub key: Option<[u8; 32]>,
+    pub force: bool,
+}
+
+/// The result of [`Action::CheckOffer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfferChecked {
+    /// The files that can be offered.
+    pub ok: Vec<FileEntry>,
+    /// False when names were given but none could be offered.
+    pub send: bool,
+    pub restoring: bool,
+}
+
+/// How one download ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DownloadOutcome {
+    AlreadyPresent {
+        hash: [u8; 32],
+    },
+    Done {
+        size: u64,
+        hash: [u8; 32],
+        elapsed: Duration,
+        /// Bytes that came over the network (not resumed).
+        moved: u64,
+    },
+    Failed(String),
+}
+
+/// The result of one [`Order`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownloadDone {
+    pub file: String,
+    pub owner: String,
+    /// A connection to the owner was made (its close is announced).
+    pub connected: bool,
+    pub outcome: DownloadOutcome,
+}

@@ -1,0 +1,232 @@
+//! Every line the client shows its user, in one place.
+//!
+//! **This is a contract.** The bracketed texts copy the Python original ("the seed") word
+//! for word, and scripts and tests read them: `>>> [Welcome, You are registered.]`,
+//! `>>> [Client table updated.]`, `>>> [Invalid Request]`, `>>> [You are Offline. Bye.]`,
+//! `< Connection with client B established. >`, the rejection texts, and so on. Change a
+//! text here only on purpose, together with the README and the integration tests.
+//!
+//! Lines printed at the prompt start with `>>> `; lines about a download are wrapped in
+//! `< ... >`; start-up failures (printed before the console runs) are bare `[...]`.
+
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::proto::Reject;
+use crate::transfer::human_rate;
+
+/// The prompt of terminal mode; every line said at the prompt starts with it too.
+pub const PROMPT: &str = ">>> ";
+
+// ---- registration and the server ----------------------------------------------------
+
+pub const WELCOME: &str = ">>> [Welcome, You are registered.]";
+/// The body of the name-in-use rejection (also the text of `ClientError::NameInUse`).
+pub const NAME_IN_USE: &str = "[Registration rejected: Client username already in use.]";
+/// The body of the no-answer line (also the text of `ClientError::ServerNotResponding`).
+pub const SERVER_NOT_RESPONDING: &str = "[Server not responding]";
+pub const EXITING: &str = ">>> [Exiting]";
+pub const ALREADY_REGISTERED: &str = ">>> [Already registered.]";
+pub const OFFLINE_BYE: &str = ">>> [You are Offline. Bye.]";
+pub const TABLE_UPDATED: &str = ">>> [Client table updated.]";
+pub const SERVER_LOST: &str = ">>> [Server not responding; reconnecting automatically.]";
+pub const SERVER_BACK: &str = ">>> [Connection to server restored.]";
+pub const OFFLINE_REFUSED: &str = ">>> [You are offline. Use reg to come back online.]";
+pub const NOT_CONNECTED: &str = ">>> [Not connected to the server right now; try again shortly.]";
+
+/// A line at the prompt: `>>> ` and `body`.
+pub fn prompt_line(body: impl Display) -> String {
+    format!("{PROMPT}{body}")
+}
+
+/// The body of a registration refused for another reason than the name.
+pub fn register_rejected(r: Reject) -> String {
+    format!("[Registration rejected: {}]", reject_text(r))
+}
+
+/// How the server's reasons read.
+pub fn reject_text(r: Reject) -> &'static str {
+    match r {
+        Reject::NameInUse => "name already in use",
+        Reject::InvalidName => "invalid name",
+        Reject::NotRegistered => "not registered (session expired)",
+        Reject::LimitExceeded => "limit exceeded",
+        Reject::RateLimited => "too many requests",
+        Reject::BadProof => "the proof of identity was not accepted",
+    }
+}
+
+pub fn dereg_not_you(given: &str, me: &str) -> String {
+    format!(">>> [dereg failed: {given} is not you; you can only deregister yourself ({me}).]")
+}
+
+pub fn whoami(name: &str, state: &str, fingerprint: &str) -> String {
+    format!(">>> [You are {name} ({state}), key fingerprint {fingerprint}]")
+}
+
+pub const STATE_ONLINE: &str = "online";
+pub const STATE_RECONNECTING: &str = "reconnecting";
+pub const STATE_OFFLINE: &str = "offline";
+
+// ---- setdir and offer -----------------------------------------------------------------
+
+pub fn setdir_ok(dir: &Path) -> String {
+    format!(
+        ">>> [Successfully set {} as the directory for searching offered files.]",
+        dir.display()
+    )
+}
+
+pub fn setdir_failed(dir: &str) -> String {
+    format!(">>> [setdir failed: {dir} does not exist.]")
+}
+
+pub const DIR_NOT_SET: &str = ">>> Directory not set. Set directory using setdir command.";
+pub const OFFER_RECEIVED: &str = ">>> [Offer Message Received By Server]";
+pub const NO_ACK: &str = ">>> [No ACK from Server, please try again later.]";
+pub const NOTHING_OFFERED: &str = ">>> [Nothing offered.]";
+pub const RESTORE_FAILED: &str =
+    ">>> [Could not restore your previous session's offers; offer them again.]";
+
+pub fn offer_rejected(r: Reject) -> String {
+    format!(">>> [Offer rejected by server: {}]", reject_text(r))
+}
+
+pub fn not_a_file_name(name: &str) -> String {
+    format!(
+        ">>> [Cannot offer {name:?}: not a plain file name (no '/', '..' or control characters)]"
+    )
+}
+
+pub fn cannot_offer(name: &str, why: impl Display) -> String {
+    format!(">>> [Cannot offer {name}: {why}]")
+}
+
+pub fn restored(count: usize, dir: &Path) -> String {
+    format!(
+        ">>> [Restored {count} offer(s) of your previous session from {}.]",
+        dir.display()
+    )
+}
+
+pub fn cannot_serve(port: u16, why: impl Display) -> String {
+    format!(">>> [Cannot serve files: TCP port {port} unavailable: {why}]")
+}
+
+// ---- list, request and downloads ------------------------------------------------------
+
+pub const NO_FILES: &str = ">>> [No files available for download at the moment.]";
+pub const INVALID_REQUEST: &str = ">>> [Invalid Request]";
+/// Column titles of `list`.
+pub const LIST_HEADER: [&str; 4] = ["FILENAME", "OWNER", "IP ADDRESS", "TCP PORT"];
+/// Column titles of `list -l`.
+pub const LIST_LONG_HEADER: [&str; 7] = [
+    "FILENAME",
+    "OWNER",
+    "IP ADDRESS",
+    "TCP PORT",
+    "SIZE",
+    "BLAKE3",
+    "OWNER KEY",
+];
+/// `list -l` for an owner without a key.
+pub const NO_KEY: &str = "-";
+
+pub fn connection_established(owner: &str) -> String {
+    format!("< Connection with client {owner} established. >")
+}
+
+pub fn connection_closed(owner: &str) -> String {
+    format!("< Connection with client {owner} closed >")
+}
+
+pub fn resuming(file: &str, offset: u64, size: u64) -> String {
+    format!(
+        "< Resuming {file} from byte {offset} of {size} ({:.0}%) >",
+        offset as f64 * 100.0 / size.max(1) as f64
+    )
+}
+
+pub fn downloading(file: &str) -> String {
+    format!("< Downloading {file}... >")
+}
+
+pub fn already_present(file: &str, dir: &Path, hash: &[u8; 32]) -> String {
+    format!(
+        "< {file} is already in {}, identical (BLAKE3 {}); nothing to transfer >",
+        dir.display(),
+        hex::encode(hash)
+    )
+}
+
+/// What a finished download moved: `moved` of its `size` bytes came over the network.
+pub fn download_stats(
+    file: &str,
+    size: u64,
+    hash: &[u8; 32],
+    elapsed: Duration,
+    moved: u64,
+) -> String {
+    format!(
+        "< {file}: {size} bytes, BLAKE3 {}, {:.2} s, {} >",
+        hex::encode(hash),
+        elapsed.as_secs_f64(),
+        human_rate(moved, elapsed)
+    )
+}
+
+pub fn downloaded(file: &str) -> String {
+    format!("< {file} downloaded successfully! >")
+}
+
+pub fn download_failed(file: &str, owner: &str, why: impl Display) -> String {
+    format!("< Download of {file} from {owner} failed: {why} >")
+}
+
+// ---- help -----------------------------------------------------------------------------
+
+/// One line of `help`: usages padded to `width`.
+pub fn help_line(usage: &str, summary: &str, width: usize) -> String {
+    format!("  {usage:width$}  {summary}")
+}
+
+/// The two lines of `help <command>`.
+pub fn help_detail(usage: &str, summary: &str, details: &str) -> [String; 2] {
+    [format!("  {usage}: {summary}"), format!("  {details}")]
+}
+
+pub fn no_such_command(name: &str) -> String {
+    format!(">>> [No such command: {name}]")
+}
+
+// ---- start-up (printed before the console runs) ---------------------------------------
+
+pub fn port_unusable(what: &str, port: u16, e: &std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        format!("[Cannot use {what} port {port}: it is already in use]")
+    } else {
+        format!("[Cannot use {what} port {port}: {e}]")
+    }
+}
+
+pub fn cannot_reach(server: SocketAddr, e: impl Display) -> String {
+    format!("[Cannot reach server {server}: {e}]")
+}
+
+pub fn cannot_read_cwd(e: impl Display) -> String {
+    format!("[Cannot read current folder: {e}]")
+}
+
+pub fn no_download_dir(dir: &Path) -> String {
+    format!("[Download folder {} does not exist]", dir.display())
+}
+
+pub fn identity_failed(e: impl Display) -> String {
+    format!("[Identity: {e}]")
+}
+
+pub fn tls_failed(e: impl Display) -> String {
+    format!("[TLS setup failed: {e}]")
+}

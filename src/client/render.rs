@@ -1,0 +1,151 @@
+//! Turning the client's state into lines: `list` (columns, `-l`, `--json`) and `help`.
+//! Pure functions; the texts themselves are in [`super::messages`].
+
+use crate::identity::fingerprint;
+
+use super::command::{COMMANDS, CommandHelp};
+use super::messages;
+use super::table::{ClientTable, Row};
+
+/// The lines `list` prints for `rows` (already filtered), looking owners' keys up in
+/// `table` for `long`.
+pub fn list(table: &ClientTable, rows: &[Row], long: bool, json: bool) -> Vec<String> {
+    if json {
+        return vec![serde_json::to_string(rows).unwrap_or_else(|_| "[]".into())];
+    }
+    if rows.is_empty() {
+        return vec![messages::NO_FILES.to_string()];
+    }
+    if long {
+        let mut out: Vec<[String; 7]> = vec![messages::LIST_LONG_HEADER.map(String::from)];
+        out.extend(rows.iter().map(|r| {
+            let key = table
+                .owner(&r.owner)
+                .and_then(|o| o.key)
+                .map_or_else(|| messages::NO_KEY.to_string(), |k| fingerprint(&k));
+            [
+                r.file.clone(),
+                r.owner.clone(),
+                r.ip.to_string(),
+                r.tcp_port.to_string(),
+                r.size.to_string(),
+                r.hash.chars().take(16).collect(),
+                key,
+            ]
+        }));
+        format_columns(&out)
+    } else {
+        let mut out: Vec<[String; 4]> = vec![messages::LIST_HEADER.map(String::from)];
+        out.extend(rows.iter().map(|r| {
+            [
+                r.file.clone(),
+                r.owner.clone(),
+                r.ip.to_string(),
+                r.tcp_port.to_string(),
+            ]
+        }));
+        format_columns(&out)
+    }
+}
+
+/// `help`: every command with its summary, usages aligned.
+pub fn help_all() -> Vec<String> {
+    help_table(COMMANDS)
+}
+
+fn help_table(commands: &[CommandHelp]) -> Vec<String> {
+    let width = commands.iter().map(|c| c.usage.len()).max().unwrap_or(0);
+    commands
+        .iter()
+        .map(|c| messages::help_line(c.usage, c.summary, width))
+        .collect()
+}
+
+/// `help <name>`.
+pub fn help_one(name: &str) -> Vec<String> {
+    match super::command::help_for(name) {
+        Some(c) => messages::help_detail(c.usage, c.summary, c.details).to_vec(),
+        None => vec![messages::no_such_command(name)],
+    }
+}
+
+/// The names completion offers as the first word.
+pub fn command_names() -> Vec<String> {
+    COMMANDS.iter().map(|c| c.name.to_string()).collect()
+}
+
+/// Aligns columns to their longest value, two spaces apart; the last column is not padded.
+pub fn format_columns<const N: usize>(rows: &[[String; N]]) -> Vec<String> {
+    let mut widths = [0usize; N];
+    for r in rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    rows.iter()
+        .map(|r| {
+            let mut line = String::new();
+            for (i, cell) in r.iter().enumerate() {
+                line.push_str(cell);
+                if i + 1 < N {
+                    line.extend(std::iter::repeat_n(
+                        ' ',
+                        widths[i] - cell.chars().count() + 2,
+                    ));
+                }
+            }
+            line
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_align_to_longest_value() {
+        let rows = vec![
+            messages::LIST_HEADER.map(String::from),
+            [
+                "a-much-longer-name".into(),
+                "B".into(),
+                "127.0.0.1".into(),
+                "1401".into(),
+            ],
+        ];
+        let out = format_columns(&rows);
+        assert_eq!(out[0], "FILENAME            OWNER  IP ADDRESS  TCP PORT");
+        assert_eq!(out[1], "a-much-longer-name  B      127.0.0.1   1401");
+    }
+
+    #[test]
+    fn columns_count_characters_not_bytes() {
+        let rows = vec![
+            ["é".to_string(), "x".into()],
+            ["ab".to_string(), "y".into()],
+        ];
+        assert_eq!(format_columns(&rows), vec!["é   x", "ab  y"]);
+    }
+
+    #[test]
+    fn empty_list_and_json() {
+        let t = ClientTable::default();
+        assert_eq!(list(&t, &[], false, false), vec![messages::NO_FILES]);
+        assert_eq!(list(&t, &[], true, true), vec!["[]"]);
+    }
+
+    #[test]
+    fn help_aligns_usages_and_knows_each_command() {
+        let lines = help_all();
+        assert_eq!(lines.len(), COMMANDS.len());
+        let col = |l: &str, c: &CommandHelp| l.find(c.summary).unwrap();
+        let first = col(&lines[0], &COMMANDS[0]);
+        for (l, c) in lines.iter().zip(COMMANDS) {
+            assert!(l.starts_with(&format!("  {}", c.usage)), "{l}");
+            assert_eq!(col(l, c), first, "summaries start in one column: {l}");
+            assert_eq!(help_one(c.name).len(), 2);
+        }
+        assert_eq!(help_one("nope"), vec![">>> [No such command: nope]"]);
+    }
+}

@@ -1,0 +1,136 @@
+//! The driver's helper tasks, off the event loop: checking and hashing the files of an
+//! `offer`, and running one download. Each reports back on the driver's channel.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::console::Console;
+use crate::proto::{self, FileEntry};
+use crate::transfer::fetch::{FetchEvent, FetchSpec, fetch};
+use crate::transfer::provider::{Library, SharedLibrary};
+use crate::transfer::secure::Security;
+
+use super::flow::{DownloadDone, DownloadOutcome, OfferChecked, Order};
+use super::messages as msg;
+
+/// What the helper tasks report to the driver.
+pub enum Report {
+    OfferChecked(OfferChecked),
+    DownloadDone(DownloadDone),
+}
+
+/// Checks and hashes `files` in `dir` on a blocking thread, adding the good ones to
+/// `lib`; says why a file cannot be offered unless `restoring` (a crashed run's offers).
+pub fn check_offer(
+    lib: SharedLibrary,
+    console: Console,
+    tx: mpsc::UnboundedSender<Report>,
+    dir: PathBuf,
+    files: Vec<String>,
+    restoring: bool,
+) {
+    let given = files.len();
+    let say = move |line: String| {
+        if !restoring {
+            console.print(&line);
+        }
+    };
+    tokio::task::spawn_blocking(move || {
+        let mut ok = Vec::new();
+        for f in files {
+            if !proto::valid_file_name(&f) {
+                say(msg::not_a_file_name(&f));
+                continue;
+            }
+            // Hash without holding the library lock: serving goes on meanwhile.
+            match Library::prepare_offer(&dir, &f) {
+                Ok(prepared) => {
+                    let info = prepared.info();
+                    if let Ok(mut l) = lib.write() {
+                        l.add_offer(prepared);
+                        ok.push(FileEntry {
+                            name: f,
+                            size: info.size,
+                            hash: info.hash,
+                        });
+                    }
+                }
+                Err(e) => say(msg::cannot_offer(&f, e)),
+            }
+        }
+        let send = given == 0 || !ok.is_empty();
+        if !send {
+            say(msg::NOTHING_OFFERED.to_string());
+        }
+        let _ = tx.send(Report::OfferChecked(OfferChecked {
+            ok,
+            send,
+            restoring,
+        }));
+    });
+}
+
+/// What a download needs besides its [`Order`].
+pub struct Fetcher {
+    pub console: Console,
+    pub tx: mpsc::UnboundedSender<Report>,
+    pub cancel: watch::Receiver<bool>,
+    pub security: Security,
+    /// Our name, sent to the owner.
+    pub requester: String,
+    pub dest: PathBuf,
+}
+
+/// Runs one download as a task, with its lines and progress bar.
+pub fn download(order: Order, f: Fetcher) {
+    let mut spec = FetchSpec::new(order.peer, &order.owner, &order.file, f.requester, f.dest);
+    spec.force = order.force;
+    spec.peer_key = order.key;
+    let connected = Arc::new(AtomicBool::new(false));
+    let conn = connected.clone();
+    let console = f.console;
+    let (file, owner) = (order.file, order.owner);
+    tokio::spawn(async move {
+        let mut bar = None;
+        let (name, o) = (file.clone(), owner.clone());
+        let on_event = move |ev: FetchEvent| match ev {
+            FetchEvent::Connected => {
+                conn.store(true, Ordering::SeqCst);
+                console.print(&msg::connection_established(&o));
+            }
+            FetchEvent::Started { size, offset } => {
+                if offset > 0 {
+                    console.print(&msg::resuming(&name, offset, size));
+                }
+                console.print(&msg::downloading(&name));
+                let p = console.progress(&name, size);
+                p.set(offset);
+                bar = Some(p);
+            }
+            FetchEvent::Progress { done } => {
+                if let Some(b) = &bar {
+                    b.set(done);
+                }
+            }
+        };
+        let outcome = match fetch(spec, f.security, on_event, f.cancel).await {
+            Ok(r) if r.already_present => DownloadOutcome::AlreadyPresent { hash: r.hash },
+            Ok(r) => DownloadOutcome::Done {
+                size: r.size,
+                hash: r.hash,
+                elapsed: r.elapsed,
+                moved: r.size - r.resumed_from,
+            },
+            Err(e) => DownloadOutcome::Failed(e.to_string()),
+        };
+        let _ = f.tx.send(Report::DownloadDone(DownloadDone {
+            file,
+            owner,
+            connected: connected.load(Ordering::SeqCst),
+            outcome,
+        }));
+    });
+}
