@@ -1,0 +1,318 @@
+//! The client's control-plane state machine, sans-io: registration, offers, dereg,
+//! heartbeats, automatic re-registration, and the local table.
+//!
+//! The core acts on its own (heartbeats, re-registering after the server forgot us,
+//! re-offering after that, table resyncs), but never against what the user said last:
+//! once the user leaves (`dereg`, or [`ClientCore::goodbye`] when the program exits),
+//! heartbeats stop, a NotRegistered means "we are gone", a re-registration in flight is
+//! abandoned and its late welcome answered with a Dereg; a new `reg` ends a dereg still
+//! in flight.
+//!
+//! Commands ([`ClientCore::register`], [`ClientCore::offer`], ...) and inputs
+//! ([`ClientCore::handle_datagram`], [`ClientCore::handle_timeout`]) take `now`;
+//! outputs are datagrams for the server ([`ClientCore::poll_transmit`]), [`Event`]s for
+//! the user ([`ClientCore::poll_event`]) and the next deadline
+//! ([`ClientCore::poll_timeout`]).
+//!
+//! This file holds the state, the outputs and the dispatch of inputs to the job they
+//! concern; each job's behaviour lives in its own file: `register.rs` (registration,
+//! re-registration, abandoned registrations), `leave.rs` (dereg, goodbye, `leaving`),
+//! `offers.rs` (offers and re-offers), `liveness.rs` (heartbeats, lost server) and
+//! `sync.rs` (table pushes, read-your-writes).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use std::sync::Arc;
+
+use crate::identity::Identity;
+use crate::proto::{FileEntry, Message, Reject, ReqId, Token};
+use crate::reliable::{Outstanding, RetryPolicy};
+
+use super::table::ClientTable;
+
+mod leave;
+mod liveness;
+mod offers;
+mod register;
+mod sync;
+
+use offers::OfferOp;
+
+/// Identifies one user-level operation (an `offer` may take several datagrams).
+pub type OpId = u64;
+
+/// What the user should hear about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Registration (first, `reg`) accepted.
+    Registered,
+    /// Registration refused.
+    RegisterRejected(Reject),
+    /// No answer to a user-initiated registration.
+    RegisterTimedOut,
+    OfferDone(OpId),
+    OfferFailed(OpId, OfferFailure),
+    Deregistered,
+    DeregTimedOut,
+    /// A table delta was applied.
+    TableUpdated,
+    /// Heartbeats stopped being answered (said once per outage).
+    ServerLost,
+    /// Registered again on our own after an outage or after the server forgot us.
+    ServerBack,
+}
+
+/// Why an offer failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfferFailure {
+    NoAck,
+    Rejected(Reject),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tag {
+    /// `user` is false for automatic re-registration.
+    Register {
+        user: bool,
+    },
+    Offer(OpId),
+    Dereg,
+    Heartbeat,
+    /// Dereg of a session we never wanted: the late welcome of a registration we had
+    /// abandoned. Its outcome concerns nobody.
+    Bury,
+}
+
+/// Where the session stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Not registered yet.
+    Idle,
+    Registering,
+    Online,
+    /// Lost the server; trying to register again on our own.
+    Reconnecting,
+    /// Deregistered by the user (`reg` brings it back).
+    Offline,
+}
+
+/// Settings of the client core.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub name: String,
+    pub tcp_port: u16,
+    pub retry: RetryPolicy,
+    /// Heartbeat interval until the server announces its own.
+    pub heartbeat: Duration,
+    /// IP address to advertise to peers instead of our datagrams' source address.
+    pub advertise: Option<std::net::IpAddr>,
+    /// Our key pair: registrations prove we hold it, and the name is bound to it.
+    pub identity: Option<Arc<Identity>>,
+    /// We are the only process using this identity: a session of our name that the
+    /// server still thinks online is a previous run of ours, and may be replaced.
+    pub evict: bool,
+}
+
+/// The client's control-plane state.
+pub struct ClientCore {
+    cfg: Config,
+    state: State,
+    token: Option<Token>,
+    instance: u64,
+    seed: u64,
+    reqs: Outstanding<Tag>,
+    out: VecDeque<Vec<u8>>,
+    events: VecDeque<Event>,
+    table: ClientTable,
+    offered: BTreeMap<String, FileEntry>,
+    ops: HashMap<OpId, OfferOp>,
+    next_op: OpId,
+    heartbeat: Duration,
+    next_heartbeat: Option<Instant>,
+    next_reconnect: Option<Instant>,
+    /// Highest table version named by a reply to us: once our table reaches it, it
+    /// shows our own changes (read-your-writes).
+    seen_version: u64,
+    /// `keep_offers` of the registration in progress.
+    keep_offers: bool,
+    /// The user asked to leave and we are not offline yet: nothing automatic may bring
+    /// us back.
+    leaving: bool,
+    /// The registration request in flight, if any.
+    register_req: Option<ReqId>,
+    /// Registrations given up while they may have reached the server: a welcome for one
+    /// of them is answered with a Dereg of the session it names.
+    abandoned: VecDeque<ReqId>,
+    /// Parts of user offers refused as NotRegistered while we register again; the
+    /// re-offer after the welcome carries them (see `OfferOp::carries`).
+    parked: Vec<OpId>,
+}
+
+impl ClientCore {
+    /// `seed` must be random per process: it seeds request ids and registration instances.
+    pub fn new(cfg: Config, seed: u64) -> Self {
+        ClientCore {
+            reqs: Outstanding::new(cfg.retry, seed),
+            heartbeat: cfg.heartbeat,
+            cfg,
+            state: State::Idle,
+            token: None,
+            instance: 0,
+            seed,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            table: ClientTable::default(),
+            offered: BTreeMap::new(),
+            ops: HashMap::new(),
+            next_op: 1,
+            next_heartbeat: None,
+            next_reconnect: None,
+            seen_version: 0,
+            keep_offers: false,
+            leaving: false,
+            register_req: None,
+            abandoned: VecDeque::new(),
+            parked: Vec::new(),
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    pub fn table(&self) -> &ClientTable {
+        &self.table
+    }
+
+    /// Files this client has offered (and re-offers after re-registering).
+    pub fn offered(&self) -> &BTreeMap<String, FileEntry> {
+        &self.offered
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.reqs.poll_timeout(),
+            self.next_heartbeat,
+            self.next_reconnect,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Starts a retried request tagged `tag`, built by `make` from its id; every job
+    /// sends through here so that one [`Outstanding`] sees all of them.
+    fn request(&mut self, now: Instant, tag: Tag, make: impl FnOnce(u64) -> Message) -> ReqId {
+        let id = self.reqs.next_id();
+        // Every message we build fits (names are validated, offers are chunked).
+        if let Ok(bytes) = make(id).encode() {
+            let first = self.reqs.start(now, id, bytes, tag);
+            self.out.push_back(first);
+        }
+        id
+    }
+
+    /// A datagram from the server: a reply goes to the job whose request it answers,
+    /// a table push to the table sync.
+    pub fn handle_datagram(&mut self, now: Instant, bytes: &[u8]) {
+        let Ok(msg) = Message::decode(bytes) else {
+            return;
+        };
+        match msg {
+            Message::Welcome {
+                req,
+                token,
+                heartbeat_ms,
+                version,
+            } => match self.reqs.complete(req) {
+                Some(Tag::Register { user }) => {
+                    self.register_req = None;
+                    self.seen_version = version;
+                    self.on_welcome(now, user, token, heartbeat_ms);
+                }
+                Some(_) => {}
+                None => self.bury(now, req, token),
+            },
+            Message::Challenge { req, nonce } => {
+                if let Some(Tag::Register { user }) = self.reqs.complete(req) {
+                    self.send_register(now, user, Some(nonce));
+                }
+            }
+            Message::Rejected { req, reason } => match self.reqs.complete(req) {
+                Some(Tag::Register { user }) => self.on_register_rejected(now, user, reason),
+                Some(Tag::Offer(op)) => self.on_offer_rejected(now, op, reason),
+                Some(Tag::Heartbeat) if reason == Reject::NotRegistered => {
+                    self.lost_session(now);
+                }
+                Some(Tag::Dereg) => {
+                    // The server no longer knows this session: we are offline either way.
+                    self.go_offline();
+                }
+                _ => {}
+            },
+            Message::Ack { req, version } => match self.reqs.complete(req) {
+                Some(Tag::Offer(op)) => {
+                    self.seen_version = self.seen_version.max(version);
+                    self.offer_part_done(op, None)
+                }
+                Some(Tag::Dereg) => self.go_offline(),
+                Some(Tag::Heartbeat) => self.on_heartbeat_acked(),
+                _ => {}
+            },
+            Message::Table {
+                from,
+                to,
+                part,
+                parts,
+                items,
+            } => self.on_table_part(from, to, part, parts, items),
+            Message::Register { .. }
+            | Message::Offer { .. }
+            | Message::Dereg { .. }
+            | Message::Heartbeat { .. }
+            | Message::TableAck { .. } => {}
+        }
+    }
+
+    /// Time passed: retransmissions go out, requests out of retries go to the job that
+    /// sent them, and due heartbeats and re-registrations start.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut resend = Vec::new();
+        let failed = self.reqs.handle_timeout(now, &mut resend);
+        self.out.extend(resend);
+        for (id, tag) in failed {
+            match tag {
+                Tag::Register { user } => self.on_register_timed_out(now, id, user),
+                Tag::Offer(op) => self.offer_part_done(op, Some(OfferFailure::NoAck)),
+                Tag::Dereg => self.on_dereg_timed_out(),
+                Tag::Bury => {}
+                Tag::Heartbeat => self.on_heartbeat_timed_out(),
+            }
+        }
+        if self.next_heartbeat.is_some_and(|t| t <= now) {
+            // Keep heartbeating while reconnecting: the same session may still be valid
+            // once the server is back (it persists sessions).
+            self.send_heartbeat(now);
+        }
+        if self.next_reconnect.is_some_and(|t| t <= now) {
+            self.next_reconnect = None;
+            self.start_register(now, false, true);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
