@@ -19,6 +19,7 @@
 //! - [`transfer`]: the peer protocol's codecs: request/response headers and the TLS 1.3
 //!   record layer.
 //! - [`identity`]: Ed25519 key pairs, registration statements and fingerprints.
+//! - [`records`]: owner records signed by their owners (the server relays, cannot forge).
 
 #![forbid(unsafe_code)]
 
@@ -27,6 +28,7 @@ pub mod client;
 pub mod identity;
 pub mod index;
 pub mod proto;
+pub mod records;
 pub mod reliable;
 pub mod store;
 pub mod transfer;
