@@ -24,6 +24,7 @@ pub mod cli;
 pub mod client;
 pub mod console;
 pub mod identity;
+pub mod known;
 pub mod server;
 pub mod store;
 mod sys;
