@@ -25,6 +25,7 @@ pub mod cli;
 pub mod client;
 pub mod console;
 pub mod identity;
+pub mod known;
 pub mod server;
 pub mod store;
 pub(crate) mod sys;

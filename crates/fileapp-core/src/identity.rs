@@ -56,6 +56,13 @@ impl Identity {
         pk
     }
 
+    /// Signs `msg` (callers put a domain separator first; see [`crate::records`]).
+    pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
+        let mut out = [0u8; 64];
+        out.copy_from_slice(self.pair.sign(msg).as_ref());
+        out
+    }
+
     pub fn pkcs8(&self) -> &[u8] {
         &self.pkcs8
     }
@@ -102,6 +109,13 @@ pub fn verify_registration(
     let msg = registration_statement(nonce, name, instance, tcp_port);
     UnparsedPublicKey::new(&ED25519, key)
         .verify(&msg, sig)
+        .is_ok()
+}
+
+/// Checks an Ed25519 signature of `msg` by `key`.
+pub fn verify(key: &PublicKey, msg: &[u8], sig: &[u8]) -> bool {
+    UnparsedPublicKey::new(&ED25519, key)
+        .verify(msg, sig)
         .is_ok()
 }
 

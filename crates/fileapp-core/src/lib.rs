@@ -6,6 +6,8 @@
 //! this crate does not depend on tokio, rusqlite, libc or any I/O crate.
 //!
 //! # Layout
+//! - [`channel`]: the encrypted, authenticated control channel (Noise NX, explicit
+//!   nonces, replay window, cookies).
 //! - [`proto`]: the UDP control datagrams (codec, limits, name rules, table packing).
 //! - [`reliable`]: request/ACK/retry bookkeeping (500 ms × 3).
 //! - [`index`]: the server's table as a state machine: datagrams and `now` in, datagrams,
@@ -17,13 +19,16 @@
 //! - [`transfer`]: the peer protocol's codecs: request/response headers and the TLS 1.3
 //!   record layer.
 //! - [`identity`]: Ed25519 key pairs, registration statements and fingerprints.
+//! - [`records`]: owner records signed by their owners (the server relays, cannot forge).
 
 #![forbid(unsafe_code)]
 
+pub mod channel;
 pub mod client;
 pub mod identity;
 pub mod index;
 pub mod proto;
+pub mod records;
 pub mod reliable;
 pub mod store;
 pub mod transfer;
