@@ -186,7 +186,8 @@ mod tests {
         let id = Identity::generate().unwrap();
         let rec = statement(&id, 1).sign(&id).unwrap();
         rec.verify().unwrap();
-        let tamper: Vec<Box<dyn Fn(&mut OwnerStatement)>> = vec![
+        type Tamper = Box<dyn Fn(&mut OwnerStatement)>;
+        let tamper: Vec<Tamper> = vec![
             Box::new(|s| s.name = "mallory".into()),
             Box::new(|s| s.tcp_port = 1402),
             Box::new(|s| s.advertise = None),
