@@ -36,8 +36,9 @@ mod handshake;
 mod receive;
 mod send;
 mod stream;
-pub mod unpack;
 
+/// The sans-io half of the receive path lives in the core, where it is fuzzed.
+pub use fileapp_core::transfer::unpack;
 pub use handshake::{accept, connect};
 pub(crate) use receive::{Plaintext, ReceiveError, Receiver};
 pub use stream::TlsStream;

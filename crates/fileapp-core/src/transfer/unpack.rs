@@ -1,5 +1,5 @@
 //! Sans-io unpacking of received TLS 1.3 records, the pure half of the bulk receive path
-//! (`super::receive` is the I/O loop around it).
+//! (the `fileapp` crate's `transfer::tls::receive` is the I/O loop around it).
 //!
 //! Given a buffer of bytes as they came off the socket, [`Unpacker::unpack`] finds the
 //! complete records in it, opens each in place and moves its plaintext down so that the
@@ -10,14 +10,14 @@
 //! Plaintext past the announced data length is the trailer (the owner's hash), kept
 //! apart up to its announced length; more than that is an error.
 //!
-//! Uses only std, rustls' secret type and the record codec, so that it can move to a
-//! core crate as is, and be fuzzed: no input bytes make it panic.
+//! Uses only std, rustls' secret type and the record codec, and is fuzzed: no input
+//! bytes make it panic.
 
 use std::fmt;
 
 use rustls::ConnectionTrafficSecrets;
 
-use super::super::record::{self, Content, Control, Opener, RecordError};
+use super::record::{self, Content, Control, Opener, RecordError};
 
 /// Why unpacking failed. Every one of these ends the transfer.
 #[derive(Debug, Clone, PartialEq, Eq)]
