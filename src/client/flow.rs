@@ -353,6 +353,8 @@ impl Flow {
                 self.act(Action::TableChanged);
             }
             Event::ServerLost => self.say(msg::SERVER_LOST),
+            // The request then fails as an unanswered one, with that one's message.
+            Event::Unsendable(e) => tracing::warn!("a request was not sent: {e}"),
             Event::ServerBack => {
                 self.say(msg::SERVER_BACK);
                 self.act(Action::StartServing);

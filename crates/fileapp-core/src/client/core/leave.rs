@@ -39,6 +39,7 @@ impl ClientCore {
         self.leaving = online;
         let token = self.token.filter(|_| online)?;
         let req = self.reqs.next_id();
+        // A Dereg is a few fixed-size fields: it always encodes.
         Message::Dereg { req, token }.encode().ok()
     }
 

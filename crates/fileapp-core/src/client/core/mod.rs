@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use crate::identity::Identity;
-use crate::proto::{FileEntry, Message, Reject, ReqId, Token};
+use crate::proto::{EncodeError, FileEntry, Message, Reject, ReqId, Token};
 use crate::reliable::{Outstanding, RetryPolicy};
 
 use super::table::ClientTable;
@@ -61,6 +61,9 @@ pub enum Event {
     ServerLost,
     /// Registered again on our own after an outage or after the server forgot us.
     ServerBack,
+    /// A request could not be encoded, so it was never sent; it fails as if unanswered.
+    /// (Nothing the core builds should hit this: names are validated and offers chunked.)
+    Unsendable(EncodeError),
 }
 
 /// Why an offer failed.
@@ -144,6 +147,9 @@ pub struct ClientCore {
     /// Registrations given up while they may have reached the server: a welcome for one
     /// of them is answered with a Dereg of the session it names.
     abandoned: VecDeque<ReqId>,
+    /// Requests that could not be encoded (when, which, whose): failed at the next
+    /// `handle_timeout`, which `poll_timeout` asks for at once.
+    unsent: Vec<(Instant, ReqId, Tag)>,
     /// Parts of user offers refused as NotRegistered while we register again; the
     /// re-offer after the welcome carries them (see `OfferOp::carries`).
     parked: Vec<OpId>,
@@ -173,6 +179,7 @@ impl ClientCore {
             leaving: false,
             register_req: None,
             abandoned: VecDeque::new(),
+            unsent: Vec::new(),
             parked: Vec::new(),
         }
     }
@@ -207,6 +214,7 @@ impl ClientCore {
             self.reqs.poll_timeout(),
             self.next_heartbeat,
             self.next_reconnect,
+            self.unsent.first().map(|(at, _, _)| *at),
         ]
         .into_iter()
         .flatten()
@@ -217,12 +225,30 @@ impl ClientCore {
     /// sends through here so that one [`Outstanding`] sees all of them.
     fn request(&mut self, now: Instant, tag: Tag, make: impl FnOnce(u64) -> Message) -> ReqId {
         let id = self.reqs.next_id();
-        // Every message we build fits (names are validated, offers are chunked).
-        if let Ok(bytes) = make(id).encode() {
-            let first = self.reqs.start(now, id, bytes, tag);
-            self.out.push_back(first);
+        match make(id).encode() {
+            Ok(bytes) => {
+                let first = self.reqs.start(now, id, bytes, tag);
+                self.out.push_back(first);
+            }
+            Err(e) => {
+                // Said, and failed at the next timeout as if no answer came, so the job
+                // that asked ends the way it ends for a lost request.
+                self.events.push_back(Event::Unsendable(e));
+                self.unsent.push((now, id, tag));
+            }
         }
         id
+    }
+
+    /// A request gave up (no answer after its retries, or never sendable).
+    fn request_failed(&mut self, now: Instant, id: ReqId, tag: Tag) {
+        match tag {
+            Tag::Register { user } => self.on_register_timed_out(now, id, user),
+            Tag::Offer(op) => self.offer_part_done(op, Some(OfferFailure::NoAck)),
+            Tag::Dereg => self.on_dereg_timed_out(),
+            Tag::Bury => {}
+            Tag::Heartbeat => self.on_heartbeat_timed_out(),
+        }
     }
 
     /// A datagram from the server: a reply goes to the job whose request it answers,
@@ -294,13 +320,10 @@ impl ClientCore {
         let failed = self.reqs.handle_timeout(now, &mut resend);
         self.out.extend(resend);
         for (id, tag) in failed {
-            match tag {
-                Tag::Register { user } => self.on_register_timed_out(now, id, user),
-                Tag::Offer(op) => self.offer_part_done(op, Some(OfferFailure::NoAck)),
-                Tag::Dereg => self.on_dereg_timed_out(),
-                Tag::Bury => {}
-                Tag::Heartbeat => self.on_heartbeat_timed_out(),
-            }
+            self.request_failed(now, id, tag);
+        }
+        for (_, id, tag) in std::mem::take(&mut self.unsent) {
+            self.request_failed(now, id, tag);
         }
         if self.next_heartbeat.is_some_and(|t| t <= now) {
             // Keep heartbeating while reconnecting: the same session may still be valid

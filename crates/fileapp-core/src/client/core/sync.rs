@@ -30,6 +30,7 @@ impl ClientCore {
             return;
         }
         let (outcome, ack) = self.table.handle_part(from, to, part, parts, items);
+        // A TableAck is a few fixed-size fields: it always encodes.
         if ack && let Ok(b) = (Message::TableAck { token, to, part }).encode() {
             self.out.push_back(b);
         }

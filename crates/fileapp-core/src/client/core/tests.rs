@@ -871,3 +871,18 @@ proptest::proptest! {
         while c.poll_transmit().is_some() {}
     }
 }
+
+#[test]
+fn a_request_that_cannot_be_encoded_is_said_and_fails_like_an_unanswered_one() {
+    // A name no datagram can carry (the driver validates names; the core must still
+    // not drop the request silently or leave the user waiting forever).
+    let mut c = core(&"n".repeat(2000), None, 1);
+    let now = Instant::now();
+    c.register(now);
+    assert_eq!(c.poll_transmit(), None, "nothing sent");
+    assert!(matches!(c.poll_event(), Some(Event::Unsendable(_))));
+    assert_eq!(c.poll_timeout(), Some(now), "the failure is due at once");
+    c.handle_timeout(now);
+    assert_eq!(c.poll_event(), Some(Event::RegisterTimedOut));
+    assert_eq!(c.poll_timeout(), None, "nothing left to do");
+}
