@@ -96,6 +96,8 @@ struct Driver {
     peer_keys: Arc<RwLock<HashMap<String, [u8; 32]>>>,
     /// Our key file stays locked until the driver ends (see [`Bound::key_lock`]).
     _key_lock: Option<KeyLock>,
+    /// The requests' retry policy: how long [`Driver::settle`] may wait.
+    retry: RetryPolicy,
 }
 
 type Channels = (
@@ -166,6 +168,7 @@ impl Driver {
             security: b.security,
             peer_keys: Arc::default(),
             _key_lock: b.key_lock,
+            retry: cfg.retry,
         };
         Ok((driver, (input, reports, notices)))
     }
@@ -244,6 +247,7 @@ impl Driver {
                     if let Some(bytes) = goodbye {
                         let _ = self.sock.send(&bytes).await;
                     }
+                    self.settle().await;
                     return Some(Ok(()));
                 }
                 Action::Fail(e) => {
@@ -256,6 +260,31 @@ impl Driver {
             }
         }
         None
+    }
+
+    /// Leaving while a registration was in flight: stay up to one retry budget, so that
+    /// its late welcome is answered with a Dereg (and that Dereg retried) instead of
+    /// leaving a session the server lists as online after we said goodbye.
+    async fn settle(&mut self) {
+        let until = Instant::now() + self.retry.budget();
+        let mut buf = vec![0u8; 64 * 1024];
+        while self.flow.core().settling() && Instant::now() < until {
+            let wake = self.flow.poll_timeout().map_or(until, |t| t.min(until));
+            tokio::select! {
+                r = self.sock.recv(&mut buf) => {
+                    if let Ok(n) = r {
+                        self.flow.handle_datagram(Instant::now(), &buf[..n]);
+                    }
+                }
+                _ = sleep_until(Some(wake)) => self.flow.handle_timeout(Instant::now()),
+            }
+            // Only datagrams matter now; the user has been told goodbye.
+            while let Some(action) = self.flow.poll_action() {
+                if let Action::Send(d) = action {
+                    let _ = self.sock.send(&d).await;
+                }
+            }
+        }
     }
 
     fn on_report(&mut self, r: Report) {

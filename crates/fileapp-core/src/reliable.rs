@@ -37,6 +37,11 @@ impl RetryPolicy {
         retries: RETRIES,
     };
 
+    /// How long a request can take from its first send until it gives up.
+    pub fn budget(&self) -> Duration {
+        self.interval * (self.retries + 1)
+    }
+
     /// The default number of retries, `interval` apart (e.g. an operator's `--retry-ms`).
     pub const fn with_interval(interval: Duration) -> RetryPolicy {
         RetryPolicy {

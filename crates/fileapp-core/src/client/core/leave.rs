@@ -32,7 +32,11 @@ impl ClientCore {
     /// (and a late welcome for it answered with a Dereg, should the driver still run).
     pub fn goodbye(&mut self) -> Option<Vec<u8>> {
         let online = matches!(self.state, State::Online | State::Reconnecting);
+        let in_flight = self.register_req;
         self.stop_automatic();
+        // A registration abandoned here may still reach the server: the driver should
+        // stay while `settling` to answer its late welcome (see `settling`).
+        self.settle = in_flight.filter(|id| self.abandoned.contains(id));
         if self.state == State::Registering {
             self.state = self.not_online();
         }
@@ -41,6 +45,14 @@ impl ClientCore {
         let req = self.reqs.next_id();
         // A Dereg is a few fixed-size fields: it always encodes.
         Message::Dereg { req, token }.encode().ok()
+    }
+
+    /// Whether a driver that is exiting should stay a little longer: `goodbye` abandoned
+    /// a registration that may yet be welcomed (its welcome gets a Dereg), or that Dereg
+    /// is still unacknowledged. Stay at most one retry budget; then nothing more can
+    /// come of it.
+    pub fn settling(&self) -> bool {
+        self.settle.is_some() || self.reqs.any(|t| *t == Tag::Bury)
     }
 
     /// Stops every automatic action: heartbeats, re-registration (abandoned: its late

@@ -150,6 +150,9 @@ pub struct ClientCore {
     /// Requests that could not be encoded (when, which, whose): failed at the next
     /// `handle_timeout`, which `poll_timeout` asks for at once.
     unsent: Vec<(Instant, ReqId, Tag)>,
+    /// The registration `goodbye` abandoned while it was in flight, until its late
+    /// welcome comes (see `settling`).
+    settle: Option<ReqId>,
     /// Parts of user offers refused as NotRegistered while we register again; the
     /// re-offer after the welcome carries them (see `OfferOp::carries`).
     parked: Vec<OpId>,
@@ -180,6 +183,7 @@ impl ClientCore {
             register_req: None,
             abandoned: VecDeque::new(),
             unsent: Vec::new(),
+            settle: None,
             parked: Vec::new(),
         }
     }

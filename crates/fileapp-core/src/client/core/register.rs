@@ -112,6 +112,9 @@ impl ClientCore {
             return;
         };
         self.abandoned.remove(i);
+        if self.settle == Some(req) {
+            self.settle = None;
+        }
         self.request(now, Tag::Bury, |req| Message::Dereg { req, token });
     }
 

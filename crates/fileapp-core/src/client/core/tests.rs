@@ -653,12 +653,29 @@ fn quitting_during_a_re_registration_abandons_it_and_buries_its_late_welcome() {
         .expect("a goodbye while reconnecting");
     assert!(matches!(decode(&bye), Message::Dereg { .. }));
     net.serve(0, &bye);
-    // Should the process linger, nothing it does on its own brings it back.
+    assert!(
+        net.clients[0].settling(),
+        "the driver must stay for the abandoned registration's welcome"
+    );
+    // The process lingers; nothing it does on its own brings it back.
     net.hand(0, &welcome);
     let sent = net.settle_watching(0, 5000 * MS);
     assert!(!sent.iter().any(is_heartbeat_or_register), "{sent:?}");
     assert!(!net.online_on_server(0), "{sent:?}");
     assert!(!net.events[0].contains(&Event::ServerBack));
+    assert!(
+        !net.clients[0].settling(),
+        "welcome buried and its Dereg acknowledged: the driver may go"
+    );
+}
+
+#[test]
+fn a_goodbye_with_nothing_in_flight_needs_no_lingering() {
+    let mut net = Net::new(1);
+    net.register(0);
+    net.settle(100 * MS);
+    assert!(net.clients[0].goodbye().is_some());
+    assert!(!net.clients[0].settling());
 }
 
 #[test]
