@@ -1,5 +1,7 @@
-//! The peer protocol's codecs: the request and response headers ([`header`]) and the
-//! TLS 1.3 record layer that carries the data ([`record`]).
+//! The peer protocol's codecs: the request and response headers ([`header`]), the
+//! TLS 1.3 record layer that carries the data ([`record`]) and the key a peer's
+//! certificate is for ([`cert`]).
 
+pub mod cert;
 pub mod header;
 pub mod record;
