@@ -17,10 +17,13 @@
 //! - [`transfer`]: the peer protocol's codecs: request/response headers and the TLS 1.3
 //!   record layer.
 //! - [`identity`]: Ed25519 key pairs, registration statements and fingerprints.
+//! - `fuzzing` (feature `fuzzing`): the checks the fuzz targets in `fuzz/` run.
 
 #![forbid(unsafe_code)]
 
 pub mod client;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod identity;
 pub mod index;
 pub mod proto;
