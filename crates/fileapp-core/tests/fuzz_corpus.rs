@@ -466,6 +466,16 @@ fn record_seeds() -> Seeds {
         ("data-empty", script(0, vec![data(b"")])),
         ("data-padded", script(0, vec![sealed(b"pad\x17", 0, 100)])),
         ("data-full", script(0, vec![full.clone()])),
+        // One payload byte, or one padding byte, past 2^14 + 1: record_overflow.
+        (
+            "data-over-full",
+            script(0, vec![sealed(&b"abcd\x17".repeat(29), 113, 0)]),
+        ),
+        (
+            "padding-over-full",
+            script(1, vec![sealed(b"x\x17", 0, 16384)]),
+        ),
+        ("data-repeated", script(1, vec![sealed(b"xy\x17", 9, 3)])),
         ("all-zero", script(0, vec![sealed(&[0, 0, 0], 0, 0)])),
         ("unknown-type", script(0, vec![sealed(b"ab\x14", 0, 0)])),
         ("only-padding", script(0, vec![sealed(b"", 0, 40)])),
