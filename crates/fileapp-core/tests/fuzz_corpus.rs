@@ -539,7 +539,8 @@ fn record_seeds() -> Seeds {
 
 fn cert_seeds() -> Seeds {
     use rcgen::{
-        BasicConstraints, CertificateParams, IsCa, KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_ED25519,
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PKCS_ED25519, SerialNumber,
     };
     let ed = KeyPair::generate_for(&PKCS_ED25519).unwrap();
     let peer = CertificateParams::new(vec!["fileapp-peer".to_string()])
@@ -569,7 +570,85 @@ fn cert_seeds() -> Seeds {
     if let Some(at) = wrong_oid.windows(3).position(|w| w == [0x2b, 0x65, 0x70]) {
         wrong_oid[at + 2] = 0x71; // Ed448's OID
     }
-    named(vec![
+    let ed25519 = |f: &dyn Fn(&mut CertificateParams)| {
+        let mut params = CertificateParams::new(vec!["fileapp-peer".to_string()]).unwrap();
+        f(&mut params);
+        params.self_signed(&ed).unwrap().der().to_vec()
+    };
+    let mut variants = vec![
+        (
+            "ed25519-no-names",
+            ed25519(&|p| p.subject_alt_names.clear()),
+        ),
+        (
+            "ed25519-distinguished-name",
+            ed25519(&|p| {
+                p.distinguished_name
+                    .push(DnType::CommonName, "ünïcode peer");
+                p.distinguished_name
+                    .push(DnType::OrganizationName, "fileapp");
+            }),
+        ),
+        (
+            "ed25519-key-usage",
+            ed25519(&|p| {
+                p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+                p.extended_key_usages = vec![
+                    ExtendedKeyUsagePurpose::ServerAuth,
+                    ExtendedKeyUsagePurpose::ClientAuth,
+                ];
+            }),
+        ),
+        (
+            "ed25519-expired",
+            ed25519(&|p| {
+                p.not_before = rcgen::date_time_ymd(1990, 1, 1);
+                p.not_after = rcgen::date_time_ymd(1991, 1, 1);
+            }),
+        ),
+        (
+            "ed25519-far-future",
+            ed25519(&|p| p.not_after = rcgen::date_time_ymd(9999, 12, 31)),
+        ),
+        (
+            "ed25519-big-serial",
+            ed25519(&|p| p.serial_number = Some(SerialNumber::from_slice(&[0x7f; 20]))),
+        ),
+    ];
+    // The SPKI's BIT STRING one byte shorter (key of 31 bytes), lengths kept consistent
+    // only locally: the outer lengths then no longer add up.
+    let mut short_key = peer.clone();
+    if let Some(at) = short_key
+        .windows(12)
+        .position(|w| w == fileapp_core::transfer::cert::ED25519_SPKI_PREFIX)
+    {
+        short_key[at + 1] = 0x29;
+        short_key[at + 10] = 0x20;
+        short_key.remove(at + 12);
+    }
+    variants.push(("short-key", short_key));
+    let mut unused_bits = peer.clone();
+    if let Some(at) = unused_bits
+        .windows(12)
+        .position(|w| w == fileapp_core::transfer::cert::ED25519_SPKI_PREFIX)
+    {
+        unused_bits[at + 11] = 1;
+    }
+    variants.push(("bit-string-unused-bits", unused_bits));
+    let mut indefinite = peer.clone();
+    indefinite[1] = 0x80;
+    variants.push(("indefinite-length", indefinite));
+    variants.push(("p256-in-ed25519-spki", {
+        let mut v = p256.clone();
+        if let Some(at) = v
+            .windows(7)
+            .position(|w| w == [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01])
+        {
+            v[at..at + 3].copy_from_slice(&[0x2b, 0x65, 0x70]);
+        }
+        v
+    }));
+    let mut seeds = named(vec![
         ("ed25519-peer", peer.clone()),
         ("ed25519-ca-sans", ca),
         ("p256", p256),
@@ -579,7 +658,9 @@ fn cert_seeds() -> Seeds {
         ("empty", vec![]),
         ("sequence-garbage", vec![0x30; 100]),
         ("short-sequence", vec![0x30, 0x03, 0x02, 0x01, 0x00]),
-    ])
+    ]);
+    seeds.extend(named(variants));
+    seeds
 }
 
 /// Client script pieces (layout in `fileapp_core::fuzzing::client`).
