@@ -216,19 +216,8 @@ pub(crate) enum Presented {
     NotEd25519,
 }
 
-/// DER of an Ed25519 SubjectPublicKeyInfo up to the key: SEQUENCE { SEQUENCE { OID
-/// 1.3.101.112 }, BIT STRING (0 unused bits) }.
-const ED25519_SPKI_PREFIX: [u8; 12] = [
-    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-];
-
-/// The Ed25519 key a certificate is for, if it parses and its key is Ed25519.
-pub fn ed25519_key_of(cert: &CertificateDer<'_>) -> Option<PublicKey> {
-    let parsed = webpki::EndEntityCert::try_from(cert).ok()?;
-    let spki = parsed.subject_public_key_info();
-    let key = spki.as_ref().strip_prefix(&ED25519_SPKI_PREFIX[..])?;
-    key.try_into().ok()
-}
+/// The Ed25519 key a certificate is for (pure parsing, in the sans-io core).
+pub use fileapp_core::transfer::cert::ed25519_key_of;
 
 fn tls13_signature(
     provider: &CryptoProvider,

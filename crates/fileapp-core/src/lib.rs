@@ -20,11 +20,14 @@
 //!   record layer.
 //! - [`identity`]: Ed25519 key pairs, registration statements and fingerprints.
 //! - [`records`]: owner records signed by their owners (the server relays, cannot forge).
+//! - `fuzzing` (feature `fuzzing`): the checks the fuzz targets in `fuzz/` run.
 
 #![forbid(unsafe_code)]
 
 pub mod channel;
 pub mod client;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod identity;
 pub mod index;
 pub mod proto;

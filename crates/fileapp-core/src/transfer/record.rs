@@ -299,6 +299,11 @@ impl Opener {
             .open_within(nonce, Aad::from(hdr), buf, from + HEADER_LEN..)
             .map_err(|_| RecordError::BadRecordMac)?
             .len();
+        // RFC 8446 §5.4: the inner plaintext (payload, type, padding) is at most 2^14 + 1
+        // bytes; a longer one is a record_overflow, whatever its padding.
+        if plain_len > MAX_PAYLOAD + 1 {
+            return Err(RecordError::TooLong(plain_len));
+        }
         let inner = &buf[..plain_len];
         // The real type is the last non-zero byte; zeros after it are padding.
         let Some(at) = inner.iter().rposition(|&b| b != 0) else {
