@@ -1,0 +1,171 @@
+//! The checks behind the fuzz targets in `fuzz/` (feature `fuzzing`).
+//!
+//! Every decoder that takes bytes from the network has one function here. Each takes
+//! arbitrary bytes, must not panic on any of them, and asserts the properties of what
+//! the decoder does with them: an assertion that fails is a finding. The fuzz targets
+//! are one-line calls of these functions, and `tests/fuzz_corpus.rs` replays the
+//! committed corpus and every regression input through the same functions in a plain
+//! `cargo test`, so a finding becomes a test by dropping its input into
+//! `fuzz/regressions/<target>/`.
+//!
+//! Inputs that drive more than one call (the record opener, the client core) are read
+//! as a small script by [`Script`]; its layout is documented at each function and in
+//! `fuzz/README.md`. Running out of input simply ends the script.
+
+use rustls::pki_types::CertificateDer;
+
+use crate::proto::{MAX_DATAGRAM, Message};
+use crate::transfer::cert::{ED25519_SPKI_PREFIX, ed25519_key_of};
+use crate::transfer::header::{self, Decoded, MAX_REQUEST_LEN, MAX_RESPONSE_LEN};
+
+mod client;
+mod tls;
+
+pub use client::{FUZZ_SEED, FUZZ_TOKEN, client, fuzz_table};
+pub use tls::{record, unpack};
+
+/// Reads an input as a script: bytes, little-endian integers and length-prefixed pieces.
+/// Past the end every read returns `None` (integers) or what is left (pieces).
+#[derive(Debug, Clone)]
+pub struct Script<'a>(pub &'a [u8]);
+
+impl<'a> Script<'a> {
+    pub fn u8(&mut self) -> Option<u8> {
+        let (&b, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(b)
+    }
+
+    pub fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_le_bytes([self.u8()?, self.u8()?]))
+    }
+
+    /// Up to `n` bytes (fewer if the input ends).
+    pub fn take(&mut self, n: usize) -> &'a [u8] {
+        let (head, rest) = self.0.split_at(n.min(self.0.len()));
+        self.0 = rest;
+        head
+    }
+
+    /// A piece with a 16-bit length prefix.
+    pub fn piece(&mut self) -> &'a [u8] {
+        let n = self.u16().unwrap_or(0);
+        self.take(n as usize)
+    }
+}
+
+// ---- 1. control datagrams --------------------------------------------------------------
+
+/// `proto::Message::decode` on arbitrary bytes. Whatever it accepts re-encodes, within
+/// `MAX_DATAGRAM`, to a datagram that decodes to the same message, and that encoding is
+/// canonical: encoding again gives the same bytes, and `encode_into` agrees with
+/// `encode`. Byte identity with the input is not asserted: postcard accepts over-long
+/// varints, so two datagrams may carry one message.
+pub fn datagram(data: &[u8]) {
+    let Ok(msg) = Message::decode(data) else {
+        return;
+    };
+    let bytes = msg
+        .encode()
+        .expect("a decoded message must re-encode within MAX_DATAGRAM");
+    assert!(bytes.len() <= MAX_DATAGRAM && bytes.len() <= data.len());
+    let again = Message::decode(&bytes).expect("a re-encoded message must decode");
+    assert_eq!(again, msg, "round trip changed the message");
+    assert_eq!(
+        again.encode().as_ref(),
+        Ok(&bytes),
+        "encoding is not canonical"
+    );
+    let mut buf = [0u8; MAX_DATAGRAM];
+    let n = msg.encode_into(&mut buf).expect("encode_into fits too");
+    assert_eq!(&buf[..n], &bytes[..], "encode_into and encode disagree");
+    let _ = msg.req_id();
+}
+
+// ---- 2. transfer headers ---------------------------------------------------------------
+
+/// The properties shared by both header decoders: a header that decodes is re-encoded
+/// byte for byte (the format has one encoding of each header), every strict prefix of it
+/// is "need more", bytes after it do not matter; "need more" only comes before `max`
+/// bytes; an error stays an error whatever bytes follow.
+fn header_codec<T: PartialEq + std::fmt::Debug>(
+    data: &[u8],
+    max: usize,
+    decode: fn(&[u8]) -> Result<Decoded<T>, header::HeaderError>,
+    encode: fn(&T) -> Result<Vec<u8>, header::HeaderError>,
+) {
+    match decode(data) {
+        Ok(Decoded::Done(h, n)) => {
+            assert!(
+                n <= data.len() && n <= max,
+                "used {n} of {} bytes",
+                data.len()
+            );
+            let bytes = encode(&h).expect("a decoded header must re-encode");
+            assert_eq!(
+                &bytes[..],
+                &data[..n],
+                "re-encoding changed the header's bytes"
+            );
+            assert_eq!(decode(&data[..n]), Ok(Decoded::Done(h, n)));
+            for cut in 0..n {
+                assert_eq!(
+                    decode(&data[..cut]),
+                    Ok(Decoded::NeedMore),
+                    "a strict prefix ({cut} of {n} bytes) is not a valid prefix"
+                );
+            }
+        }
+        Ok(Decoded::NeedMore) => {
+            assert!(data.len() < max, "need more after {} bytes", data.len());
+        }
+        Err(e) => {
+            let mut longer = data.to_vec();
+            longer.extend_from_slice(&[0; 40]);
+            longer.extend_from_slice(data);
+            assert_eq!(decode(&longer), Err(e), "more bytes changed a verdict");
+        }
+    }
+}
+
+/// `transfer::header::Request::decode` on arbitrary bytes (see [`header_codec`]).
+pub fn request_header(data: &[u8]) {
+    header_codec(
+        data,
+        MAX_REQUEST_LEN,
+        header::Request::decode,
+        header::Request::encode,
+    );
+}
+
+/// `transfer::header::Response::decode` on arbitrary bytes (see [`header_codec`]).
+pub fn response_header(data: &[u8]) {
+    header_codec(
+        data,
+        MAX_RESPONSE_LEN,
+        header::Response::decode,
+        header::Response::encode,
+    );
+}
+
+// ---- 4. certificates -------------------------------------------------------------------
+
+/// `transfer::cert::ed25519_key_of` on arbitrary DER. A key it finds is the one the
+/// certificate's SubjectPublicKeyInfo carries; the certificate is exactly the input (cut
+/// by a byte, or with a byte more, it is not one).
+pub fn cert(data: &[u8]) {
+    let Some(key) = ed25519_key_of(&CertificateDer::from(data)) else {
+        return;
+    };
+    let mut spki = ED25519_SPKI_PREFIX.to_vec();
+    spki.extend_from_slice(&key);
+    assert!(
+        data.windows(spki.len()).any(|w| w == spki),
+        "the key is not in the certificate's SubjectPublicKeyInfo"
+    );
+    let cut = &data[..data.len() - 1];
+    assert_eq!(ed25519_key_of(&CertificateDer::from(cut)), None);
+    let mut longer = data.to_vec();
+    longer.push(0);
+    assert_eq!(ed25519_key_of(&CertificateDer::from(&longer[..])), None);
+}
