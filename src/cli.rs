@@ -43,9 +43,10 @@ pub mod defaults {
 
     pub(super) fn offline_after_help() -> String {
         format!(
-            "A client silent this long goes offline, in milliseconds [default: {}, or 3 \
+            "A client silent this long goes offline, in milliseconds [default: {}, or {} \
              heartbeats when --heartbeat-ms is given]",
-            offline_after().as_millis()
+            offline_after().as_millis(),
+            crate::index::OFFLINE_AFTER_HEARTBEATS
         )
     }
 }

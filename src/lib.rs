@@ -20,6 +20,9 @@
 //! - [`cli`]: command-line parsing shared by the binary; [`app`]: what each mode runs.
 //! - `sys`: the platform seam, the one home of `unsafe` (system calls std lacks).
 
+// Only `sys` may use `unsafe`; the compiler holds every other module to it.
+#![deny(unsafe_code)]
+
 pub mod app;
 pub mod cli;
 pub mod client;
@@ -28,6 +31,7 @@ pub mod identity;
 pub mod known;
 pub mod server;
 pub mod store;
+#[allow(unsafe_code)]
 pub(crate) mod sys;
 pub mod transfer;
 

@@ -32,9 +32,10 @@ use super::{FileRow, OwnerRecord, OwnerRow, Store, StoreError, StoreOp};
 /// Converted to the core's [`StoreError`] at the [`Store`] boundary.
 #[derive(Debug, thiserror::Error)]
 pub enum SqlError {
-    #[error("{0}")]
+    // The same texts as the core's `StoreError`, so `open` and `load` read alike.
+    #[error("database error: {0}")]
     Db(#[from] rusqlite::Error),
-    #[error("{0}")]
+    #[error("corrupt record: {0}")]
     Corrupt(String),
 }
 

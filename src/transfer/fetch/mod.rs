@@ -216,6 +216,10 @@ pub async fn fetch(
         let (p, m) = (part.clone(), meta.clone());
         blocking(move || open_partial(&p, &m, target, offset)).await?
     };
+    // The receiver consumes `file`; this second descriptor of the same open file keeps
+    // the partial locked through the hash check and the rename, so a concurrent download
+    // of the same name cannot truncate or remove it in between.
+    let _lock = file.try_clone().map_err(|e| FetchError::Disk(part.clone(), e))?;
     on_event(FetchEvent::Started {
         size: target.size,
         offset,
@@ -223,7 +227,11 @@ pub async fn fetch(
     // Anything beyond the announced size (and the owner's hash, if it sends one) is the
     // provider's bug; never write it.
     let trailer = if owner_hashes { OWNER_HASH_LEN } else { 0 };
-    leftover.truncate((target.size - offset + trailer as u64).min(leftover.len() as u64) as usize);
+    leftover.truncate(
+        (target.size - offset)
+            .saturating_add(trailer as u64)
+            .min(leftover.len() as u64) as usize,
+    );
     let land = Landing {
         file,
         part: part.clone(),
