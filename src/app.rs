@@ -17,12 +17,12 @@ use crate::reliable::RetryPolicy;
 use crate::store::{NullStore, SqliteStore, Store};
 use crate::transfer::secure::{Security, TlsIdentity};
 
-fn runtime() -> tokio::runtime::Runtime {
+/// The client's runtime: two workers (hashing and transfers run on blocking threads).
+fn client_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .expect("cannot start the async runtime")
 }
 
 /// Runs the index server until SIGINT, SIGTERM or SIGHUP.
@@ -149,7 +149,14 @@ fn init_server_logging() {
 /// showed it.
 pub fn run_client(cfg: ClientConfig) -> i32 {
     init_client_logging(&cfg);
-    let result = runtime().block_on(async {
+    let rt = match client_runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            println!("[Cannot start the async runtime: {e}]");
+            return exit::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
         let (settings, bound) = start_client(&cfg).await?;
         driver::run(settings, bound).await
     });

@@ -55,7 +55,16 @@ pub fn open_exclusive(path: &Path) -> Result<(Identity, Option<KeyLock>), KeyFil
     match file.try_lock() {
         Ok(()) => Ok((id, Some(KeyLock { _file: file }))),
         Err(TryLockError::WouldBlock) => Ok((id, None)),
-        Err(TryLockError::Error(e)) => Err(KeyFileError::Io(path.into(), e)),
+        // A file system that cannot lock (some network ones): the key is still ours to
+        // use, only we cannot tell whether another process uses it, so act as if one
+        // might (never evict a session of this name).
+        Err(TryLockError::Error(e)) => {
+            tracing::warn!(
+                "cannot lock {}: {e}; not taking the name over",
+                path.display()
+            );
+            Ok((id, None))
+        }
     }
 }
 

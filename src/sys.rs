@@ -41,12 +41,11 @@ pub fn untrusted_open_flags() -> i32 {
 }
 
 /// Registers `f` to run when the process exits (`exit`, or a return from `main`).
-pub fn at_exit(f: extern "C" fn()) {
+/// False if the C library had no room left for it.
+pub fn at_exit(f: extern "C" fn()) -> bool {
     // SAFETY: atexit only stores the function pointer; `f` is a plain `extern "C" fn`
     // with no arguments, which is exactly what it expects.
-    unsafe {
-        libc::atexit(f);
-    }
+    unsafe { libc::atexit(f) == 0 }
 }
 
 /// A read-only, shared mapping of `len` bytes of a file from `base` on (Linux): lets a
@@ -64,7 +63,17 @@ impl<'f> FileWindow<'f> {
     /// Maps `len` bytes of `file` from `base` (a multiple of the page size) on. The
     /// window may extend past the end of the file; only [`FileWindow::bytes`] below the
     /// end are ever read.
-    pub(crate) fn map(file: &'f std::fs::File, base: u64, len: usize) -> std::io::Result<Self> {
+    ///
+    /// # Safety
+    /// While the window lives, no one may truncate `file` or write the bytes that
+    /// [`FileWindow::bytes`] hands out: the slices it returns would change under the
+    /// borrow, and a read past a truncated end faults (SIGBUS). The caller states why
+    /// that holds (for a download: the partial is ours and locked).
+    pub(crate) unsafe fn map(
+        file: &'f std::fs::File,
+        base: u64,
+        len: usize,
+    ) -> std::io::Result<Self> {
         use rustix::mm::{MapFlags, ProtFlags, mmap};
         // SAFETY: a new read-only mapping chosen by the kernel (null hint), so it aliases
         // no memory of ours; `file` is open for reading, and the mapping stays valid
@@ -96,7 +105,7 @@ impl<'f> FileWindow<'f> {
     /// file is shorter than `to`: touching a mapped page past its end would raise
     /// SIGBUS.
     pub(crate) fn bytes(&self, from: u64, to: u64) -> std::io::Result<&[u8]> {
-        let end = self.base + self.len as u64;
+        let end = self.base.saturating_add(self.len as u64);
         if from < self.base || from > to || to > end {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -112,10 +121,8 @@ impl<'f> FileWindow<'f> {
         }
         // SAFETY: `from..to` lies inside the mapping (checked above) and below the end
         // of the file, so every page is backed by the file and readable. The slice
-        // borrows `self`, so it cannot outlive the mapping. The file may still change
-        // under it (shared mapping): callers read only bytes they already wrote and no
-        // longer write, and the file is locked against other fileapp processes, which
-        // is what makes the contents stable.
+        // borrows `self`, so it cannot outlive the mapping. That its contents do not
+        // change while borrowed is the contract `map`'s caller took on.
         Ok(unsafe {
             std::slice::from_raw_parts(
                 (self.ptr as *const u8).add((from - self.base) as usize),
@@ -144,7 +151,8 @@ mod tests {
         let mut f = tempfile::tempfile().unwrap();
         let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
         f.write_all(&data).unwrap();
-        let w = FileWindow::map(&f, 0, 1 << 20).unwrap();
+        // SAFETY: a temporary file only this test uses; it only grows while mapped.
+        let w = unsafe { FileWindow::map(&f, 0, 1 << 20) }.unwrap();
         assert_eq!(w.bytes(0, 10_000).unwrap(), &data[..]);
         assert_eq!(w.bytes(4096, 4100).unwrap(), &data[4096..4100]);
         assert!(w.bytes(0, 10_001).is_err(), "past the end of the file");
@@ -154,7 +162,8 @@ mod tests {
         (&f).write_all(&[42; 100]).unwrap();
         assert_eq!(w.bytes(10_000, 10_100).unwrap(), &[42; 100][..]);
         // A window further on starts at its base.
-        let w2 = FileWindow::map(&f, 4096, 8192).unwrap();
+        // SAFETY: as above.
+        let w2 = unsafe { FileWindow::map(&f, 4096, 8192) }.unwrap();
         assert!(w2.bytes(0, 10).is_err(), "before the window");
         assert_eq!(w2.bytes(4096, 5000).unwrap(), &data[4096..5000]);
     }

@@ -346,7 +346,7 @@ fn install_exit_restore() {
     let Ok(t) = termios::tcgetattr(std::io::stdin()) else {
         return;
     };
-    if SAVED_TERMIOS.set(t).is_ok() {
-        crate::sys::at_exit(restore);
+    if SAVED_TERMIOS.set(t).is_ok() && !crate::sys::at_exit(restore) {
+        tracing::warn!("cannot register the exit hook; the terminal may stay raw on exit");
     }
 }

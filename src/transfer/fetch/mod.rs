@@ -219,7 +219,9 @@ pub async fn fetch(
     // The receiver consumes `file`; this second descriptor of the same open file keeps
     // the partial locked through the hash check and the rename, so a concurrent download
     // of the same name cannot truncate or remove it in between.
-    let _lock = file.try_clone().map_err(|e| FetchError::Disk(part.clone(), e))?;
+    let _lock = file
+        .try_clone()
+        .map_err(|e| FetchError::Disk(part.clone(), e))?;
     on_event(FetchEvent::Started {
         size: target.size,
         offset,

@@ -21,6 +21,11 @@ pub struct ReplayWindow {
 impl ReplayWindow {
     /// Whether `counter` could be accepted: new, and not too old. Does not mark it.
     pub fn check(&self, counter: u64) -> bool {
+        // `u64::MAX` is never accepted: `next` could not go past it. (Senders stop far
+        // earlier, at `MAX_COUNTER`.)
+        if counter == u64::MAX {
+            return false;
+        }
         if counter >= self.next {
             return true;
         }
@@ -33,6 +38,9 @@ impl ReplayWindow {
 
     /// Marks `counter` as accepted. Call only after `check` and authentication.
     pub fn mark(&mut self, counter: u64) {
+        if counter == u64::MAX {
+            return;
+        }
         if counter >= self.next {
             // Clear the slots the window moves over (all of them after a big jump).
             let advance = counter + 1 - self.next;
@@ -92,6 +100,15 @@ mod tests {
         assert!(!w.check(3));
         assert!(!w.check(3 + WINDOW));
         assert!(w.check(WINDOW + 2), "inside the window and never seen");
+    }
+
+    #[test]
+    fn the_last_counter_is_refused_not_overflowed() {
+        let mut w = ReplayWindow::default();
+        assert!(!w.check(u64::MAX));
+        w.mark(u64::MAX);
+        w.mark(u64::MAX - 1);
+        assert!(!w.check(u64::MAX - 1));
     }
 
     #[test]

@@ -75,6 +75,7 @@ fn splice_and_hash(
 /// `upto` (already written) are touched, so the mapping never faults beyond the end of
 /// the file; the partial is locked, so no other fileapp truncates it under us. Returns
 /// the hash and how far it got.
+#[allow(unsafe_code)] // the one mapping of the crate outside `sys`; see the SAFETY below
 fn hash_behind(file: &File, rx: Receiver<u64>) -> io::Result<([u8; 32], u64)> {
     let mut h = blake3::Hasher::new();
     let mut hashed = 0u64;
@@ -87,7 +88,12 @@ fn hash_behind(file: &File, rx: Receiver<u64>) -> io::Result<([u8; 32], u64)> {
                 slot => {
                     // Unmap the old window before mapping the next.
                     *slot = None;
-                    slot.insert(FileWindow::map(file, base, HASH_WINDOW as usize)?)
+                    // SAFETY: `file` is the partial this download created and holds
+                    // locked until it is published; nothing of ours writes below
+                    // `upto` again or truncates it while the window lives. (Another
+                    // program that ignores the lock and truncates it could still make
+                    // a read fault: the contract of every file mapping.)
+                    slot.insert(unsafe { FileWindow::map(file, base, HASH_WINDOW as usize) }?)
                 }
             };
             let end = upto.min(base + HASH_WINDOW);
@@ -111,8 +117,11 @@ fn splice_all(
     let (file, size) = (&land.file, land.size);
     let disk = land.disk();
     let mut pos = land.offset;
-    // A failed send means the hasher stopped; its error is reported after the join.
-    let _ = tx.send(pos); // the existing prefix
+    // A failed send means the hasher stopped (its error is reported after the join):
+    // stop too, rather than splice the rest of the file for nothing.
+    if tx.send(pos).is_err() {
+        return Ok(()); // the existing prefix
+    }
     if !leftover.is_empty() {
         file.write_all_at(leftover, pos).map_err(&disk)?;
         pos += leftover.len() as u64;
@@ -134,11 +143,13 @@ fn splice_all(
         pipe.drain_into(file, &mut pos, n).map_err(&disk)?;
         written.store(pos, Ordering::Relaxed);
         if pos - told >= HASH_STEP || pos == size {
-            let _ = tx.send(pos);
+            if tx.send(pos).is_err() {
+                return Ok(());
+            }
             told = pos;
         }
     }
-    let _ = tx.send(pos);
+    let _ = tx.send(pos); // the hasher's answer, error or not, comes with the join
     Ok(())
 }
 
