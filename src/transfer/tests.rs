@@ -35,6 +35,14 @@ struct Provider {
     _stop: watch::Sender<bool>,
 }
 
+/// The test provider's limit for a request header. Long enough that a legitimate request
+/// among many hostile connections on a loaded machine always makes it (silent
+/// connections still end, so `wait_notice` waits this long plus its margin).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long `wait_notice` waits beyond `HEADER_TIMEOUT` for a notice.
+const NOTICE_MARGIN: Duration = Duration::from_secs(5);
+
 impl Provider {
     async fn start() -> Provider {
         let dir = tempfile::tempdir().unwrap();
@@ -46,7 +54,7 @@ impl Provider {
         let (ntx, notices) = mpsc::unbounded_channel();
         let (stop, accepting) = watch::channel(true);
         let cfg = ServeConfig {
-            header_timeout: Duration::from_millis(300),
+            header_timeout: HEADER_TIMEOUT,
             stall_timeout: Duration::from_secs(5),
             max_connections: 64,
         };
@@ -88,7 +96,7 @@ impl Provider {
     /// Waits (briefly) until a notice containing `needle` shows up.
     async fn wait_notice(&mut self, needle: &str) -> Vec<String> {
         let mut seen = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let deadline = tokio::time::Instant::now() + HEADER_TIMEOUT + NOTICE_MARGIN;
         loop {
             seen.extend(self.drain());
             if seen.iter().any(|n| n.contains(needle)) {
@@ -261,13 +269,17 @@ async fn cancel_keeps_partial() {
     let addr = fake_provider(data.clone(), 1024 * 1024, true).await;
     let (tx, rx) = watch::channel(false);
     let s = spec(addr, "c.bin", dest.path());
+    let s_timeout = s.timeout;
     let task = tokio::spawn(fetch(s, Security::Plaintext, |_| {}, rx));
-    // Wait until the first bytes are on disk, then cancel.
+    // The provider stops after 1 MiB: wait until all of it is on disk (within the
+    // fetch's own stall timeout), then cancel.
     let (part, _) = partial_paths(dest.path(), "c.bin");
-    for _ in 0..500 {
-        if std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0) > 0 {
-            break;
-        }
+    let deadline = tokio::time::Instant::now() + s_timeout;
+    while std::fs::metadata(&part).map_or(0, |m| m.len()) < 1024 * 1024 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first MiB never landed"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     tx.send(true).unwrap();
