@@ -9,9 +9,10 @@ use tokio::sync::{mpsc, watch};
 
 use crate::console::Console;
 use crate::proto::{self, FileEntry};
-use crate::transfer::fetch::{FetchEvent, FetchSpec, fetch};
+use crate::transfer::fetch::{FetchError, FetchEvent, FetchSpec, fetch};
+use crate::transfer::printable;
 use crate::transfer::provider::{Library, SharedLibrary};
-use crate::transfer::secure::Security;
+use crate::transfer::secure::{Security, owner_refused_our_key};
 
 use super::flow::{DownloadDone, DownloadOutcome, OfferChecked, Order};
 use super::messages as msg;
@@ -124,7 +125,7 @@ pub fn download(order: Order, f: Fetcher) {
                 elapsed: r.elapsed,
                 moved: r.size - r.resumed_from,
             },
-            Err(e) => DownloadOutcome::Failed(e.to_string()),
+            Err(e) => DownloadOutcome::Failed(failure_text(&e, &owner)),
         };
         let _ = f.tx.send(Report::DownloadDone(DownloadDone {
             file,
@@ -133,4 +134,16 @@ pub fn download(order: Order, f: Fetcher) {
             outcome,
         }));
     });
+}
+
+/// The line a failed download gets: the error's own, except when the owner aborted the
+/// TLS connection because it does not list our key (in TLS 1.3 its alert arrives after
+/// our side of the handshake is done, so it surfaces as a lost connection).
+fn failure_text(e: &FetchError, owner: &str) -> String {
+    match e {
+        FetchError::Io(io) if owner_refused_our_key(io) => {
+            msg::owner_refused_our_key(&printable(owner))
+        }
+        e => e.to_string(),
+    }
 }

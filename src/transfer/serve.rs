@@ -25,9 +25,7 @@ pub use send::{PeerStream, copy_file_buffered};
 
 use super::header::{MAX_REQUEST_LEN, Request};
 use super::library::SharedLibrary;
-use super::secure::{
-    MODE_BUSY, MODE_PLAIN, MODE_TLS, PeerAuth, Security, TlsIdentity, ed25519_key_of,
-};
+use super::secure::{MODE_BUSY, MODE_PLAIN, MODE_TLS, PeerAuth, Security, ed25519_key_of};
 use super::tls;
 use super::{Notice, ReadHeaderError, printable, read_header};
 use crate::identity::PublicKey;
@@ -172,7 +170,7 @@ impl Conn {
         };
         let refused = match (theirs, &self.auth.security) {
             (MODE_PLAIN, Security::Plaintext) => return self.handle_stream(tcp, None).await,
-            (MODE_TLS, Security::Tls(id)) => return self.handle_tls(tcp, id).await,
+            (MODE_TLS, Security::Tls(_)) => return self.handle_tls(tcp).await,
             (MODE_PLAIN, Security::Tls(_)) => format!(
                 "< Refused plaintext request from {}: this client only accepts encrypted transfers >",
                 self.ip()
@@ -219,19 +217,20 @@ impl Conn {
         }
     }
 
-    /// The TLS handshake (bounded by the header timeout), then the request.
-    async fn handle_tls(&self, tcp: TcpStream, id: &TlsIdentity) {
-        let accepted = timeout(
-            self.cfg.header_timeout,
-            tls::accept(tcp, id.server_config()),
-        )
-        .await;
+    /// The TLS handshake (bounded by the header timeout), then the request. The
+    /// handshake itself refuses a key the table does not list.
+    async fn handle_tls(&self, tcp: TcpStream) {
         let failed = |why: String| {
             self.notice(format!(
                 "< Encrypted connection from {} failed: {why} >",
                 self.ip()
             ))
         };
+        // `PeerAuth::tls` always has one.
+        let Some(config) = self.auth.server_config() else {
+            return failed("no TLS configuration".into());
+        };
+        let accepted = timeout(self.cfg.header_timeout, tls::accept(tcp, config)).await;
         let tls = match accepted {
             Err(_) => return failed("TLS handshake timed out".into()),
             Ok(Err(e)) => return failed(describe_tls(&e)),
