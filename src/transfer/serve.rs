@@ -10,9 +10,10 @@ mod refuse;
 mod request;
 mod send;
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -39,6 +40,9 @@ pub struct ServeConfig {
     pub stall_timeout: Duration,
     /// Connections handled at once; more are answered `Busy`.
     pub max_connections: usize,
+    /// Connections handled at once from one source IP address; more from it are
+    /// answered `Busy` (before any TLS), so one host cannot take every slot.
+    pub max_per_ip: usize,
 }
 
 impl Default for ServeConfig {
@@ -47,6 +51,47 @@ impl Default for ServeConfig {
             header_timeout: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(60),
             max_connections: 64,
+            max_per_ip: 8,
+        }
+    }
+}
+
+/// Connections in progress per source address, for [`ServeConfig::max_per_ip`].
+#[derive(Default)]
+struct PerIp(Mutex<HashMap<IpAddr, usize>>);
+
+/// One connection counted against its address; uncounted when dropped.
+struct IpSlot {
+    table: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    /// A slot for `ip`, unless it already has `limit` connections in progress.
+    fn take(table: &Arc<PerIp>, ip: IpAddr, limit: usize) -> Option<IpSlot> {
+        // An IPv4 client reaching a dual-stack socket counts as its IPv4 address.
+        let ip = ip.to_canonical();
+        let mut t = table.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = t.entry(ip).or_insert(0);
+        if *n >= limit.max(1) {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            table: table.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut t = self.table.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = t.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                t.remove(&self.ip);
+            }
         }
     }
 }
@@ -85,6 +130,7 @@ pub async fn serve_with(
 ) {
     let cfg = Arc::new(cfg);
     let slots = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
+    let per_ip = Arc::new(PerIp::default());
     loop {
         let accepted = tokio::select! {
             _ = accepting.wait_for(|a| !*a) => break,
@@ -105,6 +151,14 @@ pub async fn serve_with(
             peer.ip()
         ));
         let _ = stream.set_nodelay(true);
+        let Some(ip_slot) = PerIp::take(&per_ip, peer.ip(), cfg.max_per_ip) else {
+            let _ = notices.send(format!(
+                "< Refused connection from {}: too many connections from this address >",
+                peer.ip()
+            ));
+            tokio::spawn(refuse_busy(stream));
+            continue;
+        };
         match slots.clone().try_acquire_owned() {
             Ok(permit) => {
                 let conn = Conn {
@@ -117,6 +171,7 @@ pub async fn serve_with(
                 tokio::spawn(async move {
                     conn.handle(stream).await;
                     drop(permit);
+                    drop(ip_slot);
                 });
             }
             Err(_) => {

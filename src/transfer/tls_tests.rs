@@ -13,7 +13,8 @@ use tokio::sync::{mpsc, watch};
 use super::fetch::{FetchError, FetchReport, FetchSpec, fetch, partial_paths};
 use super::provider::{Library, ServeConfig, SharedLibrary, serve_with};
 use super::secure::{
-    KeyLookup, MODE_TLS, PeerAuth, Security, TlsIdentity, owner_refused_our_key, server_name,
+    KeyLookup, MODE_BUSY, MODE_TLS, PeerAuth, Security, TlsIdentity, owner_refused_our_key,
+    server_name,
 };
 use super::tests::random_bytes;
 use super::tls::{self, TlsStream};
@@ -437,6 +438,13 @@ async fn a_requester_without_mode_byte_gets_nothing() {
         .await;
 }
 
+/// A TCP connection to `to` from the loopback address `from`.
+async fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(SocketAddr::from((from, 0))).unwrap();
+    sock.connect(to).await.unwrap()
+}
+
 /// Connects to `to`, agrees on TLS and completes our side of the handshake as `who`
 /// (in TLS 1.3 the client is done before the server has checked its certificate).
 async fn tls_client(who: &Peer, owner: PublicKey, to: SocketAddr) -> TlsStream {
@@ -496,6 +504,7 @@ async fn a_flood_of_unknown_keys_does_not_stop_a_real_download() {
     let (a, b) = (Peer::new(), Peer::new());
     let cfg = ServeConfig {
         max_connections: SLOTS,
+        max_per_ip: 64,
         ..test_config()
     };
     let mut p = Provider::start_with(Some(&a), cfg).await;
@@ -532,5 +541,62 @@ async fn a_flood_of_unknown_keys_does_not_stop_a_real_download() {
             .unwrap()
             .unwrap_err();
         assert!(owner_refused_our_key(&e), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn past_the_per_address_limit_the_owner_answers_busy() {
+    const PER_IP: usize = 3;
+    let (a, b) = (Peer::new(), Peer::new());
+    let cfg = ServeConfig {
+        max_per_ip: PER_IP,
+        ..test_config()
+    };
+    let mut p = Provider::start_with(Some(&a), cfg).await;
+    p.knows("B", b.key);
+    p.add("f.bin", &random_bytes("per-ip", 100_000));
+    // 127.0.0.2 takes its share of slots and says nothing.
+    let mut held = Vec::new();
+    for i in 0..PER_IP {
+        let mut t = connect_from([127, 0, 0, 2], p.addr).await;
+        let mut b = [0u8; 1];
+        t.read_exact(&mut b).await.unwrap();
+        assert_eq!(b[0], MODE_TLS, "connection {i} got a slot");
+        held.push(t);
+    }
+    let mut extra = connect_from([127, 0, 0, 2], p.addr).await;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), extra.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![MODE_BUSY],
+        "one past the limit: Busy, then closed"
+    );
+    p.wait_notice("< Refused connection from 127.0.0.2: too many connections from this address >")
+        .await;
+    // 127.0.0.1 is still served.
+    let dest = tempfile::tempdir().unwrap();
+    let r = get(
+        spec(p.addr, "f.bin", dest.path(), Some(a.key)),
+        b.security(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.size, 100_000);
+    // Its slots freed, 127.0.0.2 is served again.
+    drop(held);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut t = connect_from([127, 0, 0, 2], p.addr).await;
+        let mut b = [0u8; 1];
+        t.read_exact(&mut b).await.unwrap();
+        if b[0] == MODE_TLS {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never served again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
