@@ -127,7 +127,8 @@ impl InProcess {
         let requester = Identity::generate().unwrap();
         let requester_key = requester.public_key();
         let owner_tls = Arc::new(TlsIdentity::new(&owner).unwrap());
-        let lookup: KeyLookup = Arc::new(move |n: &str| (n == "bench").then_some(requester_key));
+        let table = std::collections::HashMap::from([("bench".to_string(), requester_key)]);
+        let lookup: KeyLookup = Arc::new(RwLock::new(table));
         let bind = || {
             rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
                 .unwrap()

@@ -370,13 +370,7 @@ impl Driver {
         self.accepting = Some(tx);
         let auth = match &self.security {
             Security::Tls(id) => {
-                let keys = self.peer_keys.clone();
-                let lookup: KeyLookup = Arc::new(move |name: &str| {
-                    keys.read()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get(name)
-                        .copied()
-                });
+                let lookup: KeyLookup = self.peer_keys.clone();
                 PeerAuth::tls(id.clone(), lookup)
             }
             Security::Plaintext => PeerAuth::plaintext(),

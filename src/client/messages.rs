@@ -181,6 +181,14 @@ pub fn downloaded(file: &str) -> String {
     format!("< {file} downloaded successfully! >")
 }
 
+/// Why a download failed when the owner's TLS verifier refused our key: its table does
+/// not list it (yet).
+pub fn owner_refused_our_key(owner: &str) -> String {
+    format!(
+        "TLS handshake with {owner} failed: {owner} refused our key (it is not in {owner}'s table; if we registered just now, try again shortly)"
+    )
+}
+
 pub fn download_failed(file: &str, owner: &str, why: impl Display) -> String {
     format!("< Download of {file} from {owner} failed: {why} >")
 }

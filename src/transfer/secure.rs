@@ -4,23 +4,31 @@
 //! Each client's certificate is a self-signed certificate for its identity key (see
 //! [`crate::identity`]), made at start. Nothing in a certificate besides its key matters:
 //! there are no CAs. The requester accepts the provider iff the provider's certificate
-//! carries the key the owner's name is bound to in the index table; the provider accepts
-//! any Ed25519 certificate during the handshake and, once the request names the
-//! requester, checks that the key is the one that name is bound to in *its* table.
+//! carries the key the owner's name is bound to in the index table. The provider checks
+//! twice: during the handshake its certificate verifier refuses a key that no name is
+//! bound to in *its* table (rustls aborts with an `access_denied` alert, so a stranger
+//! never holds a connection slot past the handshake), and once the request names the
+//! requester, it checks that the key is the one *that* name is bound to.
 //! Both sides verify the handshake signature (TLS 1.3 CertificateVerify) with that key,
 //! so presenting a key means holding its private half.
 //!
 //! See `docs/PROTOCOL.md §2`, "Connection setup".
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::io;
+use std::sync::{Arc, Mutex, RwLock};
 
 use rustls::DigitallySignedStruct;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::WantsServerCert;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DistinguishedName, SignatureScheme};
+use rustls::{
+    AlertDescription, ConfigBuilder, DistinguishedName, ServerConfig, SignatureScheme,
+    WantsVerifier,
+};
 
 use crate::identity::{Identity, PublicKey, fingerprint};
 
@@ -31,8 +39,54 @@ pub const MODE_PLAIN: u8 = 0xF0;
 /// Sent by a provider instead of its mode when it has no free slot; it then closes.
 pub const MODE_BUSY: u8 = 0xFB;
 
-/// Looks up the key a client name is bound to, in the local table.
-pub type KeyLookup = Arc<dyn Fn(&str) -> Option<PublicKey> + Send + Sync>;
+/// The local table's keys, as the provider consults them.
+pub trait PeerKeys: Send + Sync {
+    /// The key `name` is bound to.
+    fn key_of(&self, name: &str) -> Option<PublicKey>;
+    /// Is any name bound to `key`? Asked during the TLS handshake, before the request
+    /// names the requester.
+    fn lists(&self, key: &PublicKey) -> bool;
+}
+
+/// The table as the client driver keeps it: name to key.
+impl<S: std::hash::BuildHasher + Send + Sync> PeerKeys for RwLock<HashMap<String, PublicKey, S>> {
+    fn key_of(&self, name: &str) -> Option<PublicKey> {
+        self.read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .copied()
+    }
+
+    fn lists(&self, key: &PublicKey) -> bool {
+        self.read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|k| k == key)
+    }
+}
+
+/// Looks up keys in the local table (see [`PeerKeys`]).
+pub type KeyLookup = Arc<dyn PeerKeys>;
+
+/// The alert a provider's verifier aborts the handshake with when the requester's key
+/// is not in its table (rustls sends it for `ApplicationVerificationFailure`).
+pub const KEY_NOT_LISTED_ALERT: AlertDescription = AlertDescription::AccessDenied;
+
+/// Did the owner abort the TLS connection because it does not list our key? The alert
+/// may arrive during the handshake or, in TLS 1.3 where the client finishes first,
+/// as the first record after it.
+pub fn owner_refused_our_key(e: &io::Error) -> bool {
+    let Some(inner) = e.get_ref() else {
+        return false;
+    };
+    if let Some(rustls::Error::AlertReceived(a)) = inner.downcast_ref::<rustls::Error>() {
+        return *a == KEY_NOT_LISTED_ALERT;
+    }
+    matches!(
+        inner.downcast_ref::<super::record::RecordError>(),
+        Some(super::record::RecordError::Alert(a)) if *a == u8::from(KEY_NOT_LISTED_ALERT)
+    )
+}
 
 /// How peer connections are made. Cheap to clone.
 #[derive(Clone)]
@@ -67,8 +121,11 @@ impl Security {
 #[derive(Clone)]
 pub struct PeerAuth {
     pub security: Security,
-    /// Consulted after the handshake with the requester's claimed name.
+    /// Consulted during the handshake (is the key listed at all?) and after it with the
+    /// requester's claimed name.
     pub keys: KeyLookup,
+    /// For TLS: the server configuration whose verifier consults `keys`.
+    server: Option<Arc<ServerConfig>>,
 }
 
 impl fmt::Debug for PeerAuth {
@@ -81,9 +138,11 @@ impl PeerAuth {
     /// Encrypted and authenticated: requesters must hold the key `keys` gives for their
     /// name.
     pub fn tls(id: Arc<TlsIdentity>, keys: KeyLookup) -> PeerAuth {
+        let server = id.server_config_for(keys.clone());
         PeerAuth {
             security: Security::Tls(id),
             keys,
+            server: Some(server),
         }
     }
 
@@ -91,8 +150,15 @@ impl PeerAuth {
     pub fn plaintext() -> PeerAuth {
         PeerAuth {
             security: Security::Plaintext,
-            keys: Arc::new(|_| None),
+            keys: Arc::new(RwLock::new(HashMap::new())),
+            server: None,
         }
+    }
+
+    /// The provider-side TLS configuration (`None` in plaintext mode): it refuses, during
+    /// the handshake, a requester whose key is not in the table.
+    pub(crate) fn server_config(&self) -> Option<Arc<ServerConfig>> {
+        self.server.clone()
     }
 }
 
@@ -111,7 +177,10 @@ pub struct TlsIdentity {
     cert: CertificateDer<'static>,
     pkcs8: Vec<u8>,
     provider: Arc<CryptoProvider>,
-    server: Arc<rustls::ServerConfig>,
+    /// The server configuration up to its verifier (which depends on the table).
+    server_builder: ConfigBuilder<ServerConfig, WantsVerifier>,
+    /// With a verifier that accepts any Ed25519 key: for tests of the TLS layer.
+    server: Arc<ServerConfig>,
 }
 
 impl fmt::Debug for TlsIdentity {
@@ -146,37 +215,54 @@ impl TlsIdentity {
         let cert = params.self_signed(&pair)?.der().clone();
         let provider = crypto_provider();
         let pkcs8 = id.pkcs8().to_vec();
-        let verifier = Arc::new(AnyEd25519Client {
+        let verifier = Arc::new(Ed25519Client {
             provider: provider.clone(),
+            keys: None,
         });
-        let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])?
+        let server_builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])?;
+        let mut server = server_builder
+            .clone()
             .with_client_cert_verifier(verifier)
             .with_single_cert(
                 vec![cert.clone()],
                 PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8.clone())),
             )?;
-        server.ignore_client_order = true;
-        // One connection, one transfer: no resumption, so every connection presents
-        // (and proves) its certificate.
-        server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-        server.send_tls13_tickets = 0;
-        // After the handshake our own record layer takes over (see `super::tls`).
-        server.enable_secret_extraction = true;
+        tune_server(&mut server);
         Ok(TlsIdentity {
             key: id.public_key(),
             cert,
             pkcs8,
             provider,
+            server_builder,
             server: Arc::new(server),
         })
+    }
+
+    /// The provider-side config whose verifier accepts only keys `keys` lists.
+    fn server_config_for(&self, keys: KeyLookup) -> Arc<ServerConfig> {
+        let verifier = Arc::new(Ed25519Client {
+            provider: self.provider.clone(),
+            keys: Some(keys),
+        });
+        let builder: ConfigBuilder<ServerConfig, WantsServerCert> = self
+            .server_builder
+            .clone()
+            .with_client_cert_verifier(verifier);
+        // Same certificate and key as the checked `with_single_cert` in `new`.
+        let mut server = builder.with_cert_resolver(self.server.cert_resolver.clone());
+        tune_server(&mut server);
+        Arc::new(server)
     }
 
     pub fn public_key(&self) -> PublicKey {
         self.key
     }
 
-    pub(crate) fn server_config(&self) -> Arc<rustls::ServerConfig> {
+    /// A provider-side config that accepts any Ed25519 key in the handshake (for tests
+    /// of the TLS layer; serving uses [`PeerAuth::server_config`]).
+    #[cfg(test)]
+    pub(crate) fn server_config(&self) -> Arc<ServerConfig> {
         self.server.clone()
     }
 
@@ -205,6 +291,17 @@ impl TlsIdentity {
         cfg.enable_secret_extraction = true;
         Ok((Arc::new(cfg), seen))
     }
+}
+
+/// The settings every provider-side config shares.
+fn tune_server(server: &mut ServerConfig) {
+    server.ignore_client_order = true;
+    // One connection, one transfer: no resumption, so every connection presents
+    // (and proves) its certificate.
+    server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    server.send_tls13_tickets = 0;
+    // After the handshake our own record layer takes over (see `super::tls`).
+    server.enable_secret_extraction = true;
 }
 
 /// What the provider presented, when the requester refused it.
@@ -304,14 +401,21 @@ impl ServerCertVerifier for PinnedServer {
     }
 }
 
-/// Provider side: any Ed25519 certificate whose holder proves its key; which key is
-/// acceptable is decided once the request names the requester.
-#[derive(Debug)]
-struct AnyEd25519Client {
+/// Provider side: an Ed25519 certificate for a key the table lists (any Ed25519 key when
+/// `keys` is `None`), whose holder proves it; whether the key is the one the requester's
+/// name is bound to is decided once the request names it.
+struct Ed25519Client {
     provider: Arc<CryptoProvider>,
+    keys: Option<KeyLookup>,
 }
 
-impl ClientCertVerifier for AnyEd25519Client {
+impl fmt::Debug for Ed25519Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Ed25519Client(listed only: {})", self.keys.is_some())
+    }
+}
+
+impl ClientCertVerifier for Ed25519Client {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         &[]
     }
@@ -326,9 +430,14 @@ impl ClientCertVerifier for AnyEd25519Client {
         _intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        match ed25519_key_of(end_entity) {
-            Some(_) => Ok(ClientCertVerified::assertion()),
-            None => Err(bad_cert()),
+        match (ed25519_key_of(end_entity), &self.keys) {
+            (None, _) => Err(bad_cert()),
+            (Some(_), None) => Ok(ClientCertVerified::assertion()),
+            (Some(k), Some(keys)) if keys.lists(&k) => Ok(ClientCertVerified::assertion()),
+            // Sent as KEY_NOT_LISTED_ALERT.
+            (Some(_), Some(_)) => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            )),
         }
     }
 

@@ -10,9 +10,10 @@ mod refuse;
 mod request;
 mod send;
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,9 +26,7 @@ pub use send::{PeerStream, copy_file_buffered};
 
 use super::header::{MAX_REQUEST_LEN, Request};
 use super::library::SharedLibrary;
-use super::secure::{
-    MODE_BUSY, MODE_PLAIN, MODE_TLS, PeerAuth, Security, TlsIdentity, ed25519_key_of,
-};
+use super::secure::{MODE_BUSY, MODE_PLAIN, MODE_TLS, PeerAuth, Security, ed25519_key_of};
 use super::tls;
 use super::{Notice, ReadHeaderError, printable, read_header};
 use crate::identity::PublicKey;
@@ -41,6 +40,9 @@ pub struct ServeConfig {
     pub stall_timeout: Duration,
     /// Connections handled at once; more are answered `Busy`.
     pub max_connections: usize,
+    /// Connections handled at once from one source IP address; more from it are
+    /// answered `Busy` (before any TLS), so one host cannot take every slot.
+    pub max_per_ip: usize,
 }
 
 impl Default for ServeConfig {
@@ -49,6 +51,47 @@ impl Default for ServeConfig {
             header_timeout: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(60),
             max_connections: 64,
+            max_per_ip: 8,
+        }
+    }
+}
+
+/// Connections in progress per source address, for [`ServeConfig::max_per_ip`].
+#[derive(Default)]
+struct PerIp(Mutex<HashMap<IpAddr, usize>>);
+
+/// One connection counted against its address; uncounted when dropped.
+struct IpSlot {
+    table: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    /// A slot for `ip`, unless it already has `limit` connections in progress.
+    fn take(table: &Arc<PerIp>, ip: IpAddr, limit: usize) -> Option<IpSlot> {
+        // An IPv4 client reaching a dual-stack socket counts as its IPv4 address.
+        let ip = ip.to_canonical();
+        let mut t = table.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = t.entry(ip).or_insert(0);
+        if *n >= limit.max(1) {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            table: table.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut t = self.table.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = t.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                t.remove(&self.ip);
+            }
         }
     }
 }
@@ -87,6 +130,7 @@ pub async fn serve_with(
 ) {
     let cfg = Arc::new(cfg);
     let slots = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
+    let per_ip = Arc::new(PerIp::default());
     loop {
         let accepted = tokio::select! {
             _ = accepting.wait_for(|a| !*a) => break,
@@ -107,6 +151,14 @@ pub async fn serve_with(
             peer.ip()
         ));
         let _ = stream.set_nodelay(true);
+        let Some(ip_slot) = PerIp::take(&per_ip, peer.ip(), cfg.max_per_ip) else {
+            let _ = notices.send(format!(
+                "< Refused connection from {}: too many connections from this address >",
+                peer.ip()
+            ));
+            tokio::spawn(refuse_busy(stream));
+            continue;
+        };
         match slots.clone().try_acquire_owned() {
             Ok(permit) => {
                 let conn = Conn {
@@ -119,6 +171,7 @@ pub async fn serve_with(
                 tokio::spawn(async move {
                     conn.handle(stream).await;
                     drop(permit);
+                    drop(ip_slot);
                 });
             }
             Err(_) => {
@@ -172,7 +225,7 @@ impl Conn {
         };
         let refused = match (theirs, &self.auth.security) {
             (MODE_PLAIN, Security::Plaintext) => return self.handle_stream(tcp, None).await,
-            (MODE_TLS, Security::Tls(id)) => return self.handle_tls(tcp, id).await,
+            (MODE_TLS, Security::Tls(_)) => return self.handle_tls(tcp).await,
             (MODE_PLAIN, Security::Tls(_)) => format!(
                 "< Refused plaintext request from {}: this client only accepts encrypted transfers >",
                 self.ip()
@@ -219,19 +272,20 @@ impl Conn {
         }
     }
 
-    /// The TLS handshake (bounded by the header timeout), then the request.
-    async fn handle_tls(&self, tcp: TcpStream, id: &TlsIdentity) {
-        let accepted = timeout(
-            self.cfg.header_timeout,
-            tls::accept(tcp, id.server_config()),
-        )
-        .await;
+    /// The TLS handshake (bounded by the header timeout), then the request. The
+    /// handshake itself refuses a key the table does not list.
+    async fn handle_tls(&self, tcp: TcpStream) {
         let failed = |why: String| {
             self.notice(format!(
                 "< Encrypted connection from {} failed: {why} >",
                 self.ip()
             ))
         };
+        // `PeerAuth::tls` always has one.
+        let Some(config) = self.auth.server_config() else {
+            return failed("no TLS configuration".into());
+        };
+        let accepted = timeout(self.cfg.header_timeout, tls::accept(tcp, config)).await;
         let tls = match accepted {
             Err(_) => return failed("TLS handshake timed out".into()),
             Ok(Err(e)) => return failed(describe_tls(&e)),

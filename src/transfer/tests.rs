@@ -57,6 +57,8 @@ impl Provider {
             header_timeout: HEADER_TIMEOUT,
             stall_timeout: Duration::from_secs(5),
             max_connections: 64,
+            // The hostile-request tests open many connections at once from 127.0.0.1.
+            max_per_ip: 64,
         };
         tokio::spawn(serve_with(
             listener,

@@ -12,8 +12,12 @@ use tokio::sync::{mpsc, watch};
 
 use super::fetch::{FetchError, FetchReport, FetchSpec, fetch, partial_paths};
 use super::provider::{Library, ServeConfig, SharedLibrary, serve_with};
-use super::secure::{KeyLookup, MODE_TLS, PeerAuth, Security, TlsIdentity};
+use super::secure::{
+    KeyLookup, MODE_BUSY, MODE_TLS, PeerAuth, Security, TlsIdentity, owner_refused_our_key,
+    server_name,
+};
 use super::tests::random_bytes;
+use super::tls::{self, TlsStream};
 use crate::identity::{Identity, PublicKey, fingerprint};
 
 /// A client's key material, as the driver holds it.
@@ -46,9 +50,22 @@ struct Provider {
     _stop: watch::Sender<bool>,
 }
 
+/// The tunables the tests use unless they say otherwise.
+fn test_config() -> ServeConfig {
+    ServeConfig {
+        header_timeout: Duration::from_millis(2000),
+        stall_timeout: Duration::from_secs(5),
+        ..ServeConfig::default()
+    }
+}
+
 impl Provider {
     /// `me`: `None` runs in plaintext mode.
     async fn start(me: Option<&Peer>) -> Provider {
+        Provider::start_with(me, test_config()).await
+    }
+
+    async fn start_with(me: Option<&Peer>, cfg: ServeConfig) -> Provider {
         let dir = tempfile::tempdir().unwrap();
         let mut lib = Library::default();
         lib.set_dir(dir.path().to_path_buf());
@@ -60,16 +77,10 @@ impl Provider {
         let keys: Arc<RwLock<HashMap<String, PublicKey>>> = Arc::default();
         let auth = match me {
             Some(p) => {
-                let k = keys.clone();
-                let lookup: KeyLookup = Arc::new(move |n: &str| k.read().unwrap().get(n).copied());
+                let lookup: KeyLookup = keys.clone();
                 PeerAuth::tls(p.tls.clone(), lookup)
             }
             None => PeerAuth::plaintext(),
-        };
-        let cfg = ServeConfig {
-            header_timeout: Duration::from_millis(2000),
-            stall_timeout: Duration::from_secs(5),
-            max_connections: 64,
         };
         tokio::spawn(serve_with(listener, lib.clone(), ntx, accepting, auth, cfg));
         Provider {
@@ -298,7 +309,8 @@ async fn requester_with_another_key_than_its_name_is_refused() {
     p.knows("B", b.key);
     p.add("f.bin", &random_bytes("impostor", 100_000));
     let dest = tempfile::tempdir().unwrap();
-    // Claims to be B, holds another key.
+    // Claims to be B, holds another key (one the table lists, for C).
+    p.knows("C", impostor.key);
     let err = get(
         spec(p.addr, "f.bin", dest.path(), Some(a.key)),
         impostor.security(),
@@ -325,7 +337,9 @@ async fn requester_with_another_key_than_its_name_is_refused() {
     );
     assert!(!notes.iter().any(|n| n.contains("Transferring")));
 
-    // A name the provider does not know is refused as well.
+    // A name the provider does not know is refused as well (the key is listed, under
+    // another name, so the handshake lets it through).
+    p.knows("C", impostor.key);
     let mut s = spec(p.addr, "f.bin", dest.path(), Some(a.key));
     s.requester = "Nobody".into();
     let err = get(s, impostor.security()).await.unwrap_err();
@@ -422,4 +436,167 @@ async fn a_requester_without_mode_byte_gets_nothing() {
     assert_eq!(out, vec![MODE_TLS]);
     p.wait_notice("not a fileapp transfer request (first byte 0x46)")
         .await;
+}
+
+/// A TCP connection to `to` from the loopback address `from`.
+async fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(SocketAddr::from((from, 0))).unwrap();
+    sock.connect(to).await.unwrap()
+}
+
+/// Connects to `to`, agrees on TLS and completes our side of the handshake as `who`
+/// (in TLS 1.3 the client is done before the server has checked its certificate).
+async fn tls_client(who: &Peer, owner: PublicKey, to: SocketAddr) -> TlsStream {
+    let mut tcp = TcpStream::connect(to).await.unwrap();
+    tcp.write_all(&[MODE_TLS]).await.unwrap();
+    let mut b = [0u8; 1];
+    tcp.read_exact(&mut b).await.unwrap();
+    assert_eq!(b[0], MODE_TLS);
+    let (config, _) = who.tls.client_config(owner).unwrap();
+    tls::connect(tcp, config, server_name()).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_key_the_owner_does_not_list_is_refused_in_the_handshake() {
+    let (a, b, stranger) = (Peer::new(), Peer::new(), Peer::new());
+    let mut p = Provider::start(Some(&a)).await;
+    p.knows("B", b.key);
+    p.add("f.bin", &random_bytes("stranger", 100_000));
+    let dest = tempfile::tempdir().unwrap();
+    // Claims to be B; its key is in no row of A's table.
+    let err = get(
+        spec(p.addr, "f.bin", dest.path(), Some(a.key)),
+        stranger.security(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, FetchError::Io(e) if owner_refused_our_key(e)),
+        "{err:?}"
+    );
+    nothing_written(dest.path(), "f.bin");
+    let notes = p
+        .wait_notice("failed: its key is not in this client's table")
+        .await;
+    assert!(
+        notes.contains(&"< Encrypted connection from 127.0.0.1 failed: its key is not in this client's table >".to_string()),
+        "{notes:#?}"
+    );
+    // Refused before any request was read.
+    assert!(
+        !notes.iter().any(|n| n.contains("Refused request")),
+        "{notes:#?}"
+    );
+    // The key that is in the table still works.
+    let r = get(
+        spec(p.addr, "f.bin", dest.path(), Some(a.key)),
+        b.security(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.size, 100_000);
+}
+
+#[tokio::test]
+async fn a_flood_of_unknown_keys_does_not_stop_a_real_download() {
+    const SLOTS: usize = 4;
+    let (a, b) = (Peer::new(), Peer::new());
+    let cfg = ServeConfig {
+        max_connections: SLOTS,
+        max_per_ip: 64,
+        ..test_config()
+    };
+    let mut p = Provider::start_with(Some(&a), cfg).await;
+    p.knows("B", b.key);
+    p.add("f.bin", &random_bytes("flood", 200_000));
+    // As many handshakes from unknown keys as the provider has slots, each then idle
+    // (no request): had they passed the handshake, they would hold every slot until
+    // the header timeout.
+    let mut flood = Vec::new();
+    for _ in 0..SLOTS {
+        flood.push(tls_client(&Peer::new(), a.key, p.addr).await);
+    }
+    let mut refused = 0;
+    while refused < SLOTS {
+        let notes = p.wait_notice("its key is not in this client's table").await;
+        refused += notes
+            .iter()
+            .filter(|n| n.contains("its key is not in this client's table"))
+            .count();
+    }
+    let dest = tempfile::tempdir().unwrap();
+    let r = get(
+        spec(p.addr, "f.bin", dest.path(), Some(a.key)),
+        b.security(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.size, 200_000);
+    // Each stranger learns why: the owner's alert is the first record it gets.
+    for mut t in flood {
+        let mut buf = [0u8; 16];
+        let e = tokio::time::timeout(Duration::from_secs(5), t.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(owner_refused_our_key(&e), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn past_the_per_address_limit_the_owner_answers_busy() {
+    const PER_IP: usize = 3;
+    let (a, b) = (Peer::new(), Peer::new());
+    let cfg = ServeConfig {
+        max_per_ip: PER_IP,
+        ..test_config()
+    };
+    let mut p = Provider::start_with(Some(&a), cfg).await;
+    p.knows("B", b.key);
+    p.add("f.bin", &random_bytes("per-ip", 100_000));
+    // 127.0.0.2 takes its share of slots and says nothing.
+    let mut held = Vec::new();
+    for i in 0..PER_IP {
+        let mut t = connect_from([127, 0, 0, 2], p.addr).await;
+        let mut b = [0u8; 1];
+        t.read_exact(&mut b).await.unwrap();
+        assert_eq!(b[0], MODE_TLS, "connection {i} got a slot");
+        held.push(t);
+    }
+    let mut extra = connect_from([127, 0, 0, 2], p.addr).await;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), extra.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![MODE_BUSY],
+        "one past the limit: Busy, then closed"
+    );
+    p.wait_notice("< Refused connection from 127.0.0.2: too many connections from this address >")
+        .await;
+    // 127.0.0.1 is still served.
+    let dest = tempfile::tempdir().unwrap();
+    let r = get(
+        spec(p.addr, "f.bin", dest.path(), Some(a.key)),
+        b.security(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.size, 100_000);
+    // Its slots freed, 127.0.0.2 is served again.
+    drop(held);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut t = connect_from([127, 0, 0, 2], p.addr).await;
+        let mut b = [0u8; 1];
+        t.read_exact(&mut b).await.unwrap();
+        if b[0] == MODE_TLS {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never served again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -33,10 +33,10 @@ impl Conn {
     pub(super) async fn check_key(&self, name: &str, presented: PublicKey) -> Result<(), Refusal> {
         let shown = printable(name);
         let deadline = tokio::time::Instant::now() + UNKNOWN_PEER_WAIT;
-        let mut known = (self.auth.keys)(name);
+        let mut known = self.auth.keys.key_of(name);
         while known.is_none() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(UNKNOWN_PEER_POLL).await;
-            known = (self.auth.keys)(name);
+            known = self.auth.keys.key_of(name);
         }
         match known {
             Some(k) if k == presented => Ok(()),
@@ -133,6 +133,10 @@ pub(super) fn refusal_for(name: &str, e: OfferError) -> Refusal {
 /// A failed TLS handshake, for a notice: rustls' own error when there is one.
 pub(crate) fn describe_tls(e: &io::Error) -> String {
     match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        // What our verifier says of a key the table does not list.
+        Some(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::ApplicationVerificationFailure,
+        )) => "its key is not in this client's table".into(),
         Some(rustls::Error::AlertReceived(a)) => {
             format!("the requester rejected the TLS handshake ({a:?})")
         }

@@ -187,6 +187,13 @@ impl Driver {
                 self.used += n;
             }
             Next::Stop => {
+                // An alert encoded but not yet transmitted: rustls reports the error
+                // again, without asking for the transmit, when more records of the
+                // peer's flight follow the one that failed. Best effort.
+                if self.out_used > 0 {
+                    let _ = self.sock.write_all(&self.out[..self.out_used]).await;
+                    self.out_used = 0;
+                }
                 return Err(match self.failed.take() {
                     Some(e) => tls_io(e),
                     None => io::Error::new(
