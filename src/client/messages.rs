@@ -10,7 +10,7 @@
 //! `< ... >`; start-up failures (printed before the console runs) are bare `[...]`.
 
 use std::fmt::Display;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -237,4 +237,99 @@ pub fn identity_failed(e: impl Display) -> String {
 
 pub fn tls_failed(e: impl Display) -> String {
     format!("[TLS setup failed: {e}]")
+}
+
+// ---- serving: what the owner of a file sees --------------------------------------------
+// The provider side runs inside the client and prints through its console; the seed's
+// `< Accepting connection request from ... >`, `< Transferring foo... >`,
+// `< foo transferred successfully! >` are here (`connection_closed` above serves both
+// sides).
+
+pub fn accepting(ip: IpAddr) -> String {
+    format!("< Accepting connection request from {ip}. >")
+}
+
+pub fn accept_failed(e: impl Display) -> String {
+    format!("< Could not accept a connection: {e} >")
+}
+
+pub fn too_many_from(ip: IpAddr) -> String {
+    format!("< Refused connection from {ip}: too many connections from this address >")
+}
+
+pub fn too_many_transfers(ip: IpAddr) -> String {
+    format!("< Refused connection from {ip}: too many transfers in progress >")
+}
+
+pub fn no_request_within(ip: IpAddr, limit: Duration) -> String {
+    format!(
+        "< Connection from {ip} closed: no request within {} s >",
+        limit.as_secs_f64()
+    )
+}
+
+pub fn refused_plaintext(ip: IpAddr) -> String {
+    format!("< Refused plaintext request from {ip}: this client only accepts encrypted transfers >")
+}
+
+pub fn refused_encrypted(ip: IpAddr) -> String {
+    format!(
+        "< Refused encrypted request from {ip}: this client runs in plaintext mode (--plaintext) >"
+    )
+}
+
+pub fn not_a_transfer(ip: IpAddr, first_byte: u8) -> String {
+    format!(
+        "< Refused connection from {ip}: not a fileapp transfer request (first byte 0x{first_byte:02x}) >"
+    )
+}
+
+pub fn closed_before_request(ip: IpAddr, why: impl Display) -> String {
+    format!("< Connection from {ip} closed before a request: {why} >")
+}
+
+pub fn encrypted_failed(ip: IpAddr, why: impl Display) -> String {
+    format!("< Encrypted connection from {ip} failed: {why} >")
+}
+
+pub fn bad_request(ip: IpAddr, e: impl Display) -> String {
+    format!("< Bad request from {ip}: {e} >")
+}
+
+pub fn refused_request(file: &str, who: &str, reason: impl Display) -> String {
+    format!("< Refused request for '{file}' from {who}: {reason} >")
+}
+
+pub fn transferring(file: &str) -> String {
+    format!("< Transferring {file}... >")
+}
+
+pub fn transfer_failed(file: &str, who: &str, why: impl Display) -> String {
+    format!("< Transfer of {file} to {who} failed: {why} >")
+}
+
+pub fn copy_differs(file: &str, who: &str) -> String {
+    format!("< Request for '{file}' from {who}: their copy differs, nothing sent >")
+}
+
+pub fn transferred(file: &str) -> String {
+    format!("< {file} transferred successfully! >")
+}
+
+/// The owner's summary of a transfer: `sent` bytes in `elapsed`, from byte `start`.
+pub fn sent_stats(file: &str, sent: u64, start: u64, elapsed: Duration) -> String {
+    let from = if start > 0 {
+        format!(", resumed at byte {start}")
+    } else {
+        String::new()
+    };
+    format!(
+        "< {file}: {sent} bytes in {:.3} s ({}){from} >",
+        elapsed.as_secs_f64(),
+        human_rate(sent, elapsed)
+    )
+}
+
+pub fn rehashed(file: &str) -> String {
+    format!("< {file} changed since it was offered; re-hashed >")
 }

@@ -10,6 +10,7 @@ mod refuse;
 mod request;
 mod send;
 
+use crate::client::messages as msg;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -141,21 +142,15 @@ pub async fn serve_with(
             Err(e) => {
                 // Typically EMFILE or a connection reset before accept; neither is a reason
                 // to stop serving. Back off briefly so a full fd table cannot spin us.
-                let _ = notices.send(format!("< Could not accept a connection: {e} >"));
+                let _ = notices.send(msg::accept_failed(e));
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let _ = notices.send(format!(
-            "< Accepting connection request from {}. >",
-            peer.ip()
-        ));
+        let _ = notices.send(msg::accepting(peer.ip()));
         let _ = stream.set_nodelay(true);
         let Some(ip_slot) = PerIp::take(&per_ip, peer.ip(), cfg.max_per_ip) else {
-            let _ = notices.send(format!(
-                "< Refused connection from {}: too many connections from this address >",
-                peer.ip()
-            ));
+            let _ = notices.send(msg::too_many_from(peer.ip()));
             tokio::spawn(refuse_busy(stream));
             continue;
         };
@@ -175,10 +170,7 @@ pub async fn serve_with(
                 });
             }
             Err(_) => {
-                let _ = notices.send(format!(
-                    "< Refused connection from {}: too many transfers in progress >",
-                    peer.ip()
-                ));
+                let _ = notices.send(msg::too_many_transfers(peer.ip()));
                 tokio::spawn(refuse_busy(stream));
             }
         }
@@ -211,11 +203,7 @@ impl Conn {
 
     /// The peer said nothing (mode byte or request) within the header timeout.
     fn notice_no_request(&self) {
-        self.notice(format!(
-            "< Connection from {} closed: no request within {} s >",
-            self.ip(),
-            self.cfg.header_timeout.as_secs_f64()
-        ));
+        self.notice(msg::no_request_within(self.ip(), self.cfg.header_timeout));
     }
 
     /// Mode exchange, then (TLS) the handshake, then the request.
@@ -226,18 +214,9 @@ impl Conn {
         let refused = match (theirs, &self.auth.security) {
             (MODE_PLAIN, Security::Plaintext) => return self.handle_stream(tcp, None).await,
             (MODE_TLS, Security::Tls(_)) => return self.handle_tls(tcp).await,
-            (MODE_PLAIN, Security::Tls(_)) => format!(
-                "< Refused plaintext request from {}: this client only accepts encrypted transfers >",
-                self.ip()
-            ),
-            (MODE_TLS, Security::Plaintext) => format!(
-                "< Refused encrypted request from {}: this client runs in plaintext mode (--plaintext) >",
-                self.ip()
-            ),
-            (b, _) => format!(
-                "< Refused connection from {}: not a fileapp transfer request (first byte 0x{b:02x}) >",
-                self.ip()
-            ),
+            (MODE_PLAIN, Security::Tls(_)) => msg::refused_plaintext(self.ip()),
+            (MODE_TLS, Security::Plaintext) => msg::refused_encrypted(self.ip()),
+            (b, _) => msg::not_a_transfer(self.ip(), b),
         };
         self.notice(refused);
         let _ = timeout(Duration::from_secs(2), tcp.shutdown()).await;
@@ -261,11 +240,7 @@ impl Conn {
                 None
             }
             Ok(Err(e)) => {
-                self.notice(format!(
-                    "< Connection from {} closed before a request: {} >",
-                    self.ip(),
-                    describe_io(&e)
-                ));
+                self.notice(msg::closed_before_request(self.ip(), describe_io(&e)));
                 None
             }
             Ok(Ok(b)) => Some(b),
@@ -275,12 +250,7 @@ impl Conn {
     /// The TLS handshake (bounded by the header timeout), then the request. The
     /// handshake itself refuses a key the table does not list.
     async fn handle_tls(&self, tcp: TcpStream) {
-        let failed = |why: String| {
-            self.notice(format!(
-                "< Encrypted connection from {} failed: {why} >",
-                self.ip()
-            ))
-        };
+        let failed = |why: String| self.notice(msg::encrypted_failed(self.ip(), why));
         // `PeerAuth::tls` always has one.
         let Some(config) = self.auth.server_config() else {
             return failed("no TLS configuration".into());
@@ -311,7 +281,7 @@ impl Conn {
                 return self.notice_no_request();
             }
             Ok(Err(e)) => {
-                self.notice(format!("< Bad request from {}: {e} >", self.ip()));
+                self.notice(msg::bad_request(self.ip(), &e));
                 if let ReadHeaderError::Header(e) = e {
                     let message = format!("bad request: {e}");
                     self.send_refusal(&mut stream, super::header::Status::Error, &message)
@@ -338,6 +308,6 @@ impl Conn {
             _ => self.serve_request(&mut stream, &req, &who).await,
         }
         let _ = stream.shutdown().await;
-        self.notice(format!("< Connection with client {who} closed >"));
+        self.notice(msg::connection_closed(&who));
     }
 }

@@ -1,6 +1,7 @@
 //! Why a request is refused: the requester's key checked against its claimed name, the
 //! refusal an [`OfferError`] becomes, and short texts for failures in notices.
 
+use crate::client::messages as msg;
 use std::io;
 
 use tokio::io::AsyncWriteExt;
@@ -73,10 +74,7 @@ impl Conn {
         who: &str,
         r: Refusal,
     ) {
-        self.notice(format!(
-            "< Refused request for '{shown}' from {who}: {} >",
-            r.reason
-        ));
+        self.notice(msg::refused_request(shown, who, &r.reason));
         self.send_refusal(stream, r.status, &r.message).await;
     }
 

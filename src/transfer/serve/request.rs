@@ -3,6 +3,7 @@
 //! (from the resume offset) and, when the owner hashes, its hash; then the notices that
 //! say how it went.
 
+use crate::client::messages as msg;
 use std::fs::File;
 use std::io;
 use std::time::{Duration, Instant};
@@ -15,7 +16,7 @@ use super::{Conn, PeerStream, describe_io};
 use crate::proto::valid_file_name;
 use crate::transfer::header::{Request, Response, Status};
 use crate::transfer::library::{Stamp, hash_open_file, open_in_dir};
-use crate::transfer::{human_rate, printable, stopped_reading};
+use crate::transfer::{printable, stopped_reading};
 
 /// A file ready to be sent: open, with its current size and hash.
 struct Ready {
@@ -50,17 +51,14 @@ impl Conn {
             start,
         };
         let Ok(head) = resp.encode() else { return };
-        self.notice(format!("< Transferring {shown}... >"));
+        self.notice(msg::transferring(&shown));
         let t0 = Instant::now();
         let result = self
             .send_body(stream, &head, &ready, start, req.owner_hashes)
             .await;
         match result {
             Ok(()) => self.report_sent(&shown, size - start, start, t0.elapsed()),
-            Err(e) => self.notice(format!(
-                "< Transfer of {shown} to {who} failed: {} >",
-                describe_io(&e)
-            )),
+            Err(e) => self.notice(msg::transfer_failed(&shown, who, describe_io(&e))),
         }
     }
 
@@ -90,9 +88,7 @@ impl Conn {
             }
         };
         if req.if_match && req.expected_hash != Some(ready.hash) {
-            self.notice(format!(
-                "< Request for '{shown}' from {who}: their copy differs, nothing sent >"
-            ));
+            self.notice(msg::copy_differs(shown, who));
             let resp = Response {
                 status: Status::Changed,
                 message: "the file differs from the expected version".into(),
@@ -144,17 +140,8 @@ impl Conn {
 
     /// The notices of a transfer that went through: `sent` bytes from `start`.
     fn report_sent(&self, shown: &str, sent: u64, start: u64, elapsed: Duration) {
-        self.notice(format!("< {shown} transferred successfully! >"));
-        let from = if start > 0 {
-            format!(", resumed at byte {start}")
-        } else {
-            String::new()
-        };
-        self.notice(format!(
-            "< {shown}: {sent} bytes in {:.3} s ({}){from} >",
-            elapsed.as_secs_f64(),
-            human_rate(sent, elapsed)
-        ));
+        self.notice(msg::transferred(shown));
+        self.notice(msg::sent_stats(shown, sent, start, elapsed));
     }
 
     /// Looks the name up, opens it safely and makes sure the hash is current.
@@ -201,10 +188,7 @@ impl Conn {
             lib.store_hash(name, stamp, hash);
             drop(lib);
             if cached.is_some() {
-                self.notice(format!(
-                    "< {} changed since it was offered; re-hashed >",
-                    printable(name)
-                ));
+                self.notice(msg::rehashed(&printable(name)));
             }
         }
         Ok(Ready {
