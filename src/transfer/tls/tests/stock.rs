@@ -431,3 +431,102 @@ async fn split_tickets_from_stock_rustls_are_refused_not_joined() {
         }
     }
 }
+
+/// Accepts any server certificate: the cipher suite test below only needs a stock client
+/// that our server accepts (it presents the client identity our server checks).
+#[derive(Debug)]
+struct AnyServer(Vec<rustls::SignatureScheme>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.clone()
+    }
+}
+
+/// Every TLS 1.3 suite rustls offers (AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305):
+/// a stock client restricted to it and our server exchange data both ways, through key
+/// updates on both sides.
+#[tokio::test]
+async fn every_tls13_cipher_suite_of_rustls_works_with_ours() {
+    use rustls::crypto::ring::{self as ring_provider, cipher_suite};
+    let (server_id, client_id) = (identity(), identity());
+    let up = random_bytes("tls-suite-up", 100_000);
+    let down = random_bytes("tls-suite-down", 300_000);
+    for suite in [
+        cipher_suite::TLS13_AES_128_GCM_SHA256,
+        cipher_suite::TLS13_AES_256_GCM_SHA384,
+        cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+    ] {
+        let (c, s) = tcp_pair().await;
+        let cfg = server_id.server_config();
+        let (want_up, send_down) = (up.clone(), down.clone());
+        let server = tokio::spawn(async move {
+            let mut tls = accept(s, cfg).await.unwrap();
+            tls.set_key_update_limit(5);
+            let mut got = vec![0u8; want_up.len()];
+            tls.read_exact(&mut got).await.unwrap();
+            assert!(got == want_up, "request bytes differ");
+            tls.write_all(&send_down).await.unwrap();
+            tls.shutdown().await.unwrap();
+        });
+        let (base, _) = client_id.client_config(server_id.public_key()).unwrap();
+        let mut provider = ring_provider::default_provider();
+        provider.cipher_suites = vec![suite];
+        let schemes = provider
+            .signature_verification_algorithms
+            .supported_schemes();
+        let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServer(schemes)))
+            .with_client_cert_resolver(base.client_auth_cert_resolver.clone());
+        cfg.alpn_protocols.clone_from(&base.alpn_protocols);
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(server_name(), c)
+            .await
+            .unwrap();
+        assert_eq!(
+            tls.get_ref().1.negotiated_cipher_suite(),
+            Some(suite),
+            "{suite:?}"
+        );
+        tls.write_all(&up[..50_000]).await.unwrap();
+        tls.get_mut().1.refresh_traffic_keys().unwrap();
+        tls.write_all(&up[50_000..]).await.unwrap();
+        tls.flush().await.unwrap();
+        let mut got = Vec::new();
+        tls.read_to_end(&mut got).await.unwrap();
+        assert!(got == down, "{suite:?}: received bytes differ");
+        server.await.unwrap();
+    }
+}
