@@ -13,8 +13,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::record::{
-    self, CLOSE_NOTIFY, Content, Control, KEY_UPDATE, MAX_PAYLOAD, MAX_RECORD, Opener, Quiet,
-    RecordError, Sealer, Side,
+    self, CLOSE_NOTIFY, Content, Control, Joiner, KEY_UPDATE, MAX_PAYLOAD, MAX_RECORD, Opener,
+    Quiet, RecordError, Sealer, Side,
 };
 use super::{Keys, READ_BUFFER, Receiver, Rekey, WRITE_HIGH, next_rx_secrets, next_tx};
 
@@ -25,6 +25,8 @@ pub struct TlsStream {
     pub(super) side: Side,
     /// Records in a row without data so far.
     pub(super) quiet: Quiet,
+    /// A handshake message split over records, until it is whole.
+    pub(super) joiner: Joiner,
     /// `None` while the bulk send path holds it on its blocking thread.
     pub(super) sealer: Option<Sealer>,
     pub(super) opener: Opener,
@@ -89,6 +91,7 @@ impl TlsStream {
             sock,
             side,
             quiet: Quiet::default(),
+            joiner: Joiner::default(),
             sealer: Some(sealer),
             opener,
             keys: Arc::new(Mutex::new(keys)),
@@ -174,7 +177,7 @@ impl TlsStream {
                 }
             }
             Content::Handshake => {
-                let control = record::handshake(payload, self.side)?;
+                let control = self.joiner.record(payload, self.side)?;
                 self.quiet.handshake(control)?;
                 if let Control::KeyUpdate { requested } = control {
                     let (seq, secrets) = next_rx_secrets(&self.keys)?;
@@ -196,6 +199,7 @@ impl TlsStream {
         let at = self.rstart;
         let opened = self.opener.open_in_place(&mut self.rbuf[at..at + n])?;
         self.rstart += n;
+        self.joiner.check(opened.content)?;
         let payload = at + opened.payload.start..at + opened.payload.end;
         match opened.content {
             Content::ApplicationData => {

@@ -281,7 +281,8 @@ pub fn record(data: &[u8]) {
 /// - `1`: a data record with a piece as payload (at most 2^14 bytes);
 /// - `2`: a key update (`requested` from the op's bit 3); the peer moves to the next key;
 /// - `3`: an empty data record;
-/// - `4`: a session ticket (ignored by the receiver);
+/// - `4`: a session ticket (ignored by the receiver), split over two records if the op's
+///   bit 3 is set;
 /// - `5`: close_notify (ends the stream).
 ///
 /// Nothing panics. For a clean stream (no raw bytes) the result is exactly the model's:
@@ -362,6 +363,18 @@ fn scripted_stream(
             }
             2 => vec![24, 0, 0, 1, (op >> 3) & 1, 22],
             3 => vec![23],
+            // With the op's bit 3, split over two records (the first sealed here).
+            4 if (op >> 3) & 1 == 1 => {
+                if failure.is_none() {
+                    if empty == MAX_WITHOUT_DATA {
+                        failure = Some(UnpackError::Record(RecordError::TooManyWithoutData));
+                    }
+                    empty += 1;
+                }
+                wire.extend_from_slice(&peer.seal(&[4, 0, 0, 4, 0, 0, 22]));
+                peer.seq += 1;
+                vec![0, 0, 22]
+            }
             4 => vec![4, 0, 0, 4, 0, 0, 0, 0, 22],
             _ => vec![1, 0, 21],
         };

@@ -78,6 +78,8 @@ pub enum RecordError {
     UnexpectedMessage(u8),
     #[error("more than {MAX_WITHOUT_DATA} TLS records in a row without data")]
     TooManyWithoutData,
+    #[error("a TLS record interleaved with a split handshake message")]
+    Interleaved,
 }
 
 /// TLS alert descriptions (RFC 8446 §6).
@@ -100,7 +102,8 @@ impl RecordError {
             RecordError::NoContentType
             | RecordError::UnexpectedType(_)
             | RecordError::UnexpectedMessage(_)
-            | RecordError::TooManyWithoutData => alert::UNEXPECTED_MESSAGE,
+            | RecordError::TooManyWithoutData
+            | RecordError::Interleaved => alert::UNEXPECTED_MESSAGE,
             RecordError::KeyUpdate(_)
             | RecordError::PayloadTooLong
             | RecordError::SequenceExhausted => alert::INTERNAL_ERROR,
@@ -468,25 +471,34 @@ pub fn alert(payload: &[u8]) -> Result<Control, RecordError> {
     }
 }
 
-/// Interprets the payload of a post-handshake handshake record received by `side`. Our
-/// peers send at most one message per record; several are accepted only when none
-/// changes keys, since a key update must end its record (RFC 8446 §5.1). A message split
-/// over records is refused (rustls never splits these small messages by default). A
-/// NewSessionTicket is only for a client (RFC 8446 §4.6.1: the server sends it); a
-/// server that receives one, or anyone receiving another message, fails with
-/// [`RecordError::UnexpectedMessage`].
-pub fn handshake(payload: &[u8], side: Side) -> Result<Control, RecordError> {
+/// The longest post-handshake message joined from fragments (rustls 0.23:
+/// `MAX_HANDSHAKE_SIZE`, 0xffff); a longer one is a decode_error as soon as its header
+/// says so.
+pub const MAX_HANDSHAKE: usize = 0xffff;
+
+/// The complete handshake messages at the start of `payload`, received by `side`: what
+/// they ask, and the bytes of an incomplete last message (empty if none). A key update
+/// must end its record (RFC 8446 §5.1); a NewSessionTicket is only for a client (RFC
+/// 8446 §4.6.1: the server sends it), so a server that receives one, or anyone
+/// receiving another message, fails with [`RecordError::UnexpectedMessage`].
+fn messages(payload: &[u8], side: Side) -> Result<(Control, &[u8]), RecordError> {
     let mut rest = payload;
     let mut out = Control::Nothing;
     while !rest.is_empty() {
-        let (typ, len, body) = match rest {
-            [t, a, b, c, body @ ..] => (*t, u32::from_be_bytes([0, *a, *b, *c]) as usize, body),
-            _ => return Err(RecordError::BadHandshake),
-        };
-        if body.len() < len || out != Control::Nothing {
+        if out != Control::Nothing {
             return Err(RecordError::BadHandshake);
         }
-        out = match (typ, &body[..len]) {
+        let [t, a, b, c, body @ ..] = rest else {
+            return Ok((out, rest));
+        };
+        let len = u32::from_be_bytes([0, *a, *b, *c]) as usize;
+        if len > MAX_HANDSHAKE {
+            return Err(RecordError::BadHandshake);
+        }
+        if body.len() < len {
+            return Ok((out, rest));
+        }
+        out = match (*t, &body[..len]) {
             (24, [0]) => Control::KeyUpdate { requested: false },
             (24, [1]) => Control::KeyUpdate { requested: true },
             (24, _) => return Err(RecordError::BadHandshake),
@@ -496,7 +508,62 @@ pub fn handshake(payload: &[u8], side: Side) -> Result<Control, RecordError> {
         };
         rest = &body[len..];
     }
-    Ok(out)
+    Ok((out, rest))
+}
+
+/// Interprets the payload of one post-handshake handshake record received by `side`,
+/// on its own: several messages may share it (see [`messages`] for what is refused),
+/// and one split over records is a [`RecordError::BadHandshake`]. Receivers use a
+/// [`Joiner`], which joins split ones.
+pub fn handshake(payload: &[u8], side: Side) -> Result<Control, RecordError> {
+    match messages(payload, side)? {
+        (control, []) => Ok(control),
+        _ => Err(RecordError::BadHandshake),
+    }
+}
+
+/// Joins post-handshake messages split over several records (RFC 8446 §5.1; stock
+/// rustls does so with a small `max_fragment_size`). While a message is incomplete no
+/// other record type may come ([`RecordError::Interleaved`]).
+#[derive(Debug, Default)]
+pub struct Joiner {
+    partial: Vec<u8>,
+}
+
+impl Joiner {
+    /// Whether a handshake message is incomplete: the next record must continue it.
+    #[inline]
+    pub fn pending(&self) -> bool {
+        !self.partial.is_empty()
+    }
+
+    /// Checks a record of `content` may come now.
+    #[inline]
+    pub fn check(&self, content: Content) -> Result<(), RecordError> {
+        if self.pending() && content != Content::Handshake {
+            return Err(RecordError::Interleaved);
+        }
+        Ok(())
+    }
+
+    /// Interprets the payload of a handshake record: what the messages it completes ask
+    /// (a key update only if it ends the record); keeps an incomplete last message.
+    pub fn record(&mut self, payload: &[u8], side: Side) -> Result<Control, RecordError> {
+        if self.partial.is_empty() {
+            let (control, rest) = messages(payload, side)?;
+            self.partial.extend_from_slice(rest);
+            return Ok(control);
+        }
+        let mut buf = std::mem::take(&mut self.partial);
+        buf.extend_from_slice(payload);
+        let (control, used) = {
+            let (control, rest) = messages(&buf, side)?;
+            (control, buf.len() - rest.len())
+        };
+        buf.drain(..used);
+        self.partial = buf;
+        Ok(control)
+    }
 }
 
 /// Bytes a buffer of records needs to carry `payload` bytes of data.

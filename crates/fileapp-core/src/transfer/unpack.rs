@@ -20,7 +20,7 @@ use std::fmt;
 
 use rustls::ConnectionTrafficSecrets;
 
-use super::record::{self, Content, Control, Opener, Quiet, RecordError, Side};
+use super::record::{self, Content, Control, Joiner, Opener, Quiet, RecordError, Side};
 
 /// Why unpacking failed. Every one of these ends the transfer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +83,7 @@ pub struct Unpacker {
     trailer: Vec<u8>,
     closed: bool,
     quiet: Quiet,
+    joiner: Joiner,
 }
 
 impl Unpacker {
@@ -97,6 +98,7 @@ impl Unpacker {
             trailer: Vec::with_capacity(trailer),
             closed: false,
             quiet: Quiet::default(),
+            joiner: Joiner::default(),
         }
     }
 
@@ -145,6 +147,7 @@ impl Unpacker {
                 .open_within(&mut buf[data..records + n], records - data)?;
             let payload = data..data + opened.payload.len();
             records += n;
+            self.joiner.check(opened.content)?;
             match opened.content {
                 Content::ApplicationData => {
                     self.quiet.record(payload.len())?;
@@ -157,7 +160,7 @@ impl Unpacker {
                 }
                 Content::Handshake => {
                     // Only a key update matters; tickets are of no use to us.
-                    let control = record::handshake(&buf[payload], Side::Client)?;
+                    let control = self.joiner.record(&buf[payload], Side::Client)?;
                     self.quiet.handshake(control)?;
                     if let Control::KeyUpdate { .. } = control {
                         let (seq, secrets) = next_key().map_err(UnpackError::KeyUpdate)?;

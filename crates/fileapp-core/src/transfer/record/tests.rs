@@ -348,3 +348,54 @@ proptest! {
         let _ = handshake(&b, Side::Server);
     }
 }
+
+/// Handshake messages split over records are joined; a key update completed so still
+/// ends its record; nothing else may come between the fragments.
+#[test]
+fn split_handshake_messages_are_joined() {
+    let c = Side::Client;
+    let mut j = Joiner::default();
+    // A ticket in three pieces, the last one followed by a key update in the same record.
+    assert_eq!(j.record(&[4, 0], c), Ok(Control::Nothing));
+    assert!(j.pending());
+    assert_eq!(
+        j.check(Content::ApplicationData),
+        Err(RecordError::Interleaved)
+    );
+    assert_eq!(j.check(Content::Handshake), Ok(()));
+    assert_eq!(j.record(&[0, 3, 1], c), Ok(Control::Nothing));
+    assert_eq!(
+        j.record(&[2, 3, 24, 0, 0, 1, 1], c),
+        Ok(Control::KeyUpdate { requested: true })
+    );
+    assert!(!j.pending());
+    // A key update split over two records.
+    assert_eq!(j.record(&[24, 0, 0], c), Ok(Control::Nothing));
+    assert_eq!(
+        j.record(&[1, 0], c),
+        Ok(Control::KeyUpdate { requested: false })
+    );
+    // A key update may not be followed by the start of another message.
+    let mut j = Joiner::default();
+    assert_eq!(
+        j.record(&[24, 0, 0, 1, 0, 4], c),
+        Err(RecordError::BadHandshake)
+    );
+    // A server still refuses a ticket, whole or split.
+    let mut j = Joiner::default();
+    assert_eq!(
+        j.record(&[4, 0, 0, 2, 9], Side::Server),
+        Ok(Control::Nothing)
+    );
+    assert_eq!(
+        j.record(&[9], Side::Server),
+        Err(RecordError::UnexpectedMessage(4))
+    );
+    // A message longer than rustls joins is refused from its header on.
+    let mut j = Joiner::default();
+    assert_eq!(j.record(&[4, 1, 0, 0], c), Err(RecordError::BadHandshake));
+    assert_eq!(
+        RecordError::Interleaved.alert(),
+        Some(alert::UNEXPECTED_MESSAGE)
+    );
+}
