@@ -19,10 +19,15 @@ pub(super) fn verify(
     if hash == expected {
         return Ok(());
     }
-    // The prefix or the data is corrupt; a retry must start from scratch.
+    discard(part, meta);
+    Err(FetchError::HashMismatch)
+}
+
+/// Deletes a partial that failed its check, and its sidecar: the prefix or the data is
+/// corrupt, so a retry must start from scratch.
+pub(super) fn discard(part: &Path, meta: &Path) {
     let _ = std::fs::remove_file(part);
     let _ = std::fs::remove_file(meta);
-    Err(FetchError::HashMismatch)
 }
 
 /// Moves the verified partial to its final name. Without `force`, never replaces a file

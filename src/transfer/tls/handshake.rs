@@ -13,6 +13,7 @@ use rustls::{ExtractedSecrets, SupportedCipherSuite};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::record::Side;
 use super::stream::TlsStream;
 use super::{HANDSHAKE_IN, HANDSHAKE_OUT, Rekey, tls_io};
 
@@ -210,7 +211,7 @@ impl Driver {
 
 /// Runs the handshake on `sock`. Errors carry the `rustls::Error` when there is one;
 /// the alert that tells the peer why is sent before returning it.
-async fn drive<H: Handshake>(mut conn: H, sock: TcpStream) -> io::Result<TlsStream> {
+async fn drive<H: Handshake>(mut conn: H, sock: TcpStream, side: Side) -> io::Result<TlsStream> {
     let mut d = Driver {
         sock,
         inbuf: vec![0u8; HANDSHAKE_IN],
@@ -245,7 +246,7 @@ async fn drive<H: Handshake>(mut conn: H, sock: TcpStream) -> io::Result<TlsStre
         ..
     } = d;
     inbuf.truncate(used);
-    TlsStream::new(sock, secrets, keys, limit, peer_cert, early, inbuf)
+    TlsStream::new(sock, side, secrets, keys, limit, peer_cert, early, inbuf)
 }
 
 /// Requester side: TLS client handshake on `sock` with `config`.
@@ -255,11 +256,11 @@ pub async fn connect(
     name: ServerName<'static>,
 ) -> io::Result<TlsStream> {
     let conn = UnbufferedClientConnection::new(config, name).map_err(tls_io)?;
-    drive(conn, sock).await
+    drive(conn, sock, Side::Client).await
 }
 
 /// Provider side: TLS server handshake on `sock` with `config`.
 pub async fn accept(sock: TcpStream, config: Arc<rustls::ServerConfig>) -> io::Result<TlsStream> {
     let conn = UnbufferedServerConnection::new(config).map_err(tls_io)?;
-    drive(conn, sock).await
+    drive(conn, sock, Side::Server).await
 }

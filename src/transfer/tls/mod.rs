@@ -27,10 +27,10 @@ use std::sync::{Arc, Mutex};
 use rustls::ConnectionTrafficSecrets;
 use rustls::kernel::KernelConnection;
 
-use super::record::{self, MAX_RECORD, Opener, RecordError, Sealer};
+use super::record::{self, MAX_RECORD, RecordError, Sealer};
 // The tests below seal their own records.
 #[cfg(test)]
-use super::record::{Content, MAX_PAYLOAD};
+use super::record::{Content, MAX_PAYLOAD, Opener};
 
 mod handshake;
 mod receive;
@@ -105,12 +105,6 @@ fn next_tx(keys: &Keys, sealer: &mut Sealer) -> io::Result<()> {
         .next_tx()
         .map_err(rekey_error)?;
     Ok(sealer.rekey(&secrets, seq)?)
-}
-
-/// Switches `opener` to the peer's next traffic secret (after it sent a key update).
-fn next_rx(keys: &Keys, opener: &mut Opener) -> io::Result<()> {
-    let (seq, secrets) = next_rx_secrets(keys)?;
-    Ok(opener.rekey(&secrets, seq)?)
 }
 
 /// A rustls error as an `io::Error` that callers can downcast back.

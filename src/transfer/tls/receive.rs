@@ -5,12 +5,15 @@
 
 use std::io;
 
-use super::record::{MAX_RECORD, Opener, RecordError};
+use super::record::{self, CLOSE_NOTIFY, Content, MAX_RECORD, Opener, RecordError, Sealer};
 use super::unpack::{Cursor, UnpackError, Unpacker};
 use super::{Keys, READ_STEP, RECEIVE_BUFFER, next_rx_secrets};
 
 /// The receive half of a [`super::TlsStream`], for the requester's bulk path.
 pub(crate) struct Receiver {
+    /// Seals our last record: close_notify when everything came, or the fatal alert that
+    /// says why we stop (`None` while the send path holds it).
+    pub(super) sealer: Option<Sealer>,
     pub(super) opener: Opener,
     pub(super) keys: Keys,
     /// Plaintext already decrypted, to be delivered first.
@@ -52,14 +55,82 @@ impl From<UnpackError> for ReceiveError {
     }
 }
 
+impl ReceiveError {
+    /// The alert that tells the peer why we stop, if it is the peer's doing.
+    fn alert(&self) -> Option<u8> {
+        match self {
+            ReceiveError::Record(e) => e.alert(),
+            ReceiveError::TooMuch => Some(record::alert::UNEXPECTED_MESSAGE),
+            ReceiveError::Io(_) | ReceiveError::Closed(_) | ReceiveError::Stopped => None,
+        }
+    }
+}
+
+/// The socket the bulk receive path reads, and writes its one last record to.
+pub(crate) trait Wire: io::Read {
+    /// Writes as much of `bytes` as the socket takes at once, without waiting; errors
+    /// are ignored (the record is a courtesy to the peer).
+    fn send_now(&mut self, bytes: &[u8]);
+}
+
+impl Wire for std::net::TcpStream {
+    fn send_now(&mut self, mut bytes: &[u8]) {
+        use std::io::Write;
+        if self.set_nonblocking(true).is_err() {
+            return;
+        }
+        while !bytes.is_empty() {
+            match self.write(bytes) {
+                Ok(n) if n > 0 => bytes = &bytes[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                _ => break,
+            }
+        }
+        let _ = self.set_nonblocking(false);
+    }
+}
+
+/// Recorded streams in tests: nothing to write to.
+impl Wire for &[u8] {
+    fn send_now(&mut self, _: &[u8]) {}
+}
+
 impl Receiver {
+    /// [`Receiver::receive`], then our last record: close_notify once everything came
+    /// (the transfer is over for us too), or on an error that is the peer's the fatal
+    /// alert that matches it, sealed with the current key and sent without waiting.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn run(
+        mut self,
+        sock: &mut impl Wire,
+        want: u64,
+        trailer: usize,
+        fresh: impl FnMut() -> Option<Vec<u8>>,
+        each: impl FnMut(&[u8]),
+        deliver: impl FnMut(Plaintext) -> bool,
+    ) -> Result<Vec<u8>, ReceiveError> {
+        let sealer = self.sealer.take();
+        let r = self.receive(sock, want, trailer, fresh, each, deliver);
+        let last = match &r {
+            Ok(_) => Some(CLOSE_NOTIFY),
+            Err(e) => e.alert().map(record::fatal_alert),
+        };
+        if let (Some(last), Some(mut sealer)) = (last, sealer) {
+            let mut out = Vec::new();
+            if sealer.seal_to(&last, Content::Alert, &mut out).is_ok() {
+                sock.send_now(&out);
+            }
+        }
+        r
+    }
+
     /// Reads records from `sock` (blocking) until `want` bytes of plaintext have come,
     /// then `trailer` more bytes, which it returns (the owner's hash, when it hashes).
     /// The data of each step read is shown to `each` as soon as its records are opened
     /// (still in cache, and in one run for a fast hash), then every filled buffer goes to
     /// `deliver`; `fresh` supplies empty buffers. Fails on a bad record, an alert, too
     /// many bytes, or the connection closing early.
-    pub(crate) fn run(
+    fn receive(
         mut self,
         sock: &mut impl io::Read,
         want: u64,

@@ -13,13 +13,20 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::record::{
-    self, CLOSE_NOTIFY, Content, Control, KEY_UPDATE, MAX_PAYLOAD, MAX_RECORD, Opener, Sealer,
+    self, CLOSE_NOTIFY, Content, Control, Joiner, KEY_UPDATE, MAX_PAYLOAD, MAX_RECORD, Opener,
+    Quiet, RecordError, Sealer, Side,
 };
-use super::{Keys, READ_BUFFER, Receiver, Rekey, WRITE_HIGH, next_rx, next_tx};
+use super::{Keys, READ_BUFFER, Receiver, Rekey, WRITE_HIGH, next_rx_secrets, next_tx};
 
 /// An established TLS 1.3 connection with our own record layer.
 pub struct TlsStream {
     pub(super) sock: TcpStream,
+    /// Which end we are: only the client accepts session tickets.
+    pub(super) side: Side,
+    /// Records in a row without data so far.
+    pub(super) quiet: Quiet,
+    /// A handshake message split over records, until it is whole.
+    pub(super) joiner: Joiner,
     /// `None` while the bulk send path holds it on its blocking thread.
     pub(super) sealer: Option<Sealer>,
     pub(super) opener: Opener,
@@ -65,8 +72,10 @@ fn seal_data(keys: &Keys, sealer: &mut Sealer, data: &[u8], out: &mut Vec<u8>) -
 impl TlsStream {
     /// The stream right after the handshake: `leftover` is ciphertext that arrived with
     /// the last handshake flight, `early` data rustls already decrypted.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         sock: TcpStream,
+        side: Side,
         secrets: ExtractedSecrets,
         keys: Box<dyn Rekey>,
         limit: u64,
@@ -80,6 +89,9 @@ impl TlsStream {
         leftover.resize(rend.max(READ_BUFFER), 0);
         Ok(TlsStream {
             sock,
+            side,
+            quiet: Quiet::default(),
+            joiner: Joiner::default(),
             sealer: Some(sealer),
             opener,
             keys: Arc::new(Mutex::new(keys)),
@@ -152,7 +164,11 @@ impl TlsStream {
     }
 
     /// Handles one opened non-data record.
-    fn control(&mut self, content: Content, payload: std::ops::Range<usize>) -> io::Result<()> {
+    fn control(
+        &mut self,
+        content: Content,
+        payload: std::ops::Range<usize>,
+    ) -> Result<(), RecordError> {
         let payload = &self.rbuf[payload];
         match content {
             Content::Alert => {
@@ -161,8 +177,11 @@ impl TlsStream {
                 }
             }
             Content::Handshake => {
-                if let Control::KeyUpdate { requested } = record::handshake(payload)? {
-                    next_rx(&self.keys, &mut self.opener)?;
+                let control = self.joiner.record(payload, self.side)?;
+                self.quiet.handshake(control)?;
+                if let Control::KeyUpdate { requested } = control {
+                    let (seq, secrets) = next_rx_secrets(&self.keys)?;
+                    self.opener.rekey(&secrets, seq)?;
                     self.update_owed |= requested;
                 }
             }
@@ -173,19 +192,52 @@ impl TlsStream {
 
     /// Opens the next whole record in `rbuf`, if there is one. `Ok(false)` if more
     /// ciphertext is needed first.
-    fn open_next(&mut self) -> io::Result<bool> {
+    fn open_next(&mut self) -> Result<bool, RecordError> {
         let Some(n) = Opener::record_len(&self.rbuf[self.rstart..self.rend])? else {
             return Ok(false);
         };
         let at = self.rstart;
         let opened = self.opener.open_in_place(&mut self.rbuf[at..at + n])?;
         self.rstart += n;
+        self.joiner.check(opened.content)?;
         let payload = at + opened.payload.start..at + opened.payload.end;
         match opened.content {
-            Content::ApplicationData => self.plain = payload,
+            Content::ApplicationData => {
+                self.quiet.record(payload.len())?;
+                self.plain = payload;
+            }
             c => self.control(c, payload)?,
         }
         Ok(true)
+    }
+
+    /// Ends the connection after `e`: tells the peer why with the fatal alert that
+    /// matches it (none if the peer sent an alert itself), sealed with the current key
+    /// after whatever is still queued, written only as far as the socket takes it without
+    /// waiting, then shuts our sending side. Best effort: never blocks, never fails.
+    pub(super) fn fail(&mut self, e: &RecordError) {
+        if self.close_sent {
+            return;
+        }
+        self.close_sent = true;
+        let mut out = self.wbuf.split_off(self.wpos.min(self.wbuf.len()));
+        self.wbuf.clear();
+        self.wpos = 0;
+        if let (Some(d), Some(sealer)) = (e.alert(), self.sealer.as_mut())
+            && sealer
+                .seal_to(&record::fatal_alert(d), Content::Alert, &mut out)
+                .is_err()
+        {
+            out.clear();
+        }
+        let mut rest = &out[..];
+        while !rest.is_empty() {
+            match self.sock.try_write(rest) {
+                Ok(n) if n > 0 => rest = &rest[n..],
+                _ => break,
+            }
+        }
+        let _ = socket2::SockRef::from(&self.sock).shutdown(std::net::Shutdown::Write);
     }
 
     /// Reads more ciphertext into `rbuf`, first moving what is left to its start.
@@ -221,6 +273,7 @@ impl TlsStream {
         (
             self.sock,
             Receiver {
+                sealer: self.sealer,
                 opener: self.opener,
                 keys: self.keys,
                 plain,
@@ -254,8 +307,13 @@ impl AsyncRead for TlsStream {
             if this.peer_closed {
                 return Poll::Ready(Ok(()));
             }
-            if !this.open_next()? {
-                ready!(this.poll_fill(cx))?;
+            match this.open_next() {
+                Ok(true) => {}
+                Ok(false) => ready!(this.poll_fill(cx))?,
+                Err(e) => {
+                    this.fail(&e);
+                    return Poll::Ready(Err(e.into()));
+                }
             }
         }
     }

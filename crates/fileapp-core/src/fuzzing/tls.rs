@@ -6,8 +6,8 @@ use rustls::ConnectionTrafficSecrets;
 use rustls::crypto::cipher::{AeadKey, Iv};
 
 use crate::transfer::record::{
-    self, Content, Control, HEADER_LEN, MAX_CIPHERTEXT, MAX_PAYLOAD, Opener, RecordError, Sealer,
-    TAG_LEN,
+    self, Content, Control, HEADER_LEN, MAX_CIPHERTEXT, MAX_PAYLOAD, MAX_WITHOUT_DATA, Opener,
+    RecordError, Sealer, Side, TAG_LEN,
 };
 
 use super::Script;
@@ -132,7 +132,7 @@ fn inner_plaintext(s: &mut Script<'_>) -> Vec<u8> {
 
 /// Checks what the control helpers make of an opened non-data payload; `None` when
 /// the receiver would end the connection.
-fn control(content: Content, payload: &[u8]) -> Option<Control> {
+fn control(content: Content, payload: &[u8], side: Side) -> Option<Control> {
     match content {
         Content::Alert => match record::alert(payload) {
             Ok(Control::Closed) => {
@@ -143,7 +143,18 @@ fn control(content: Content, payload: &[u8]) -> Option<Control> {
             Err(_) => None,
         },
         Content::Handshake => {
-            let got = record::handshake(payload).ok()?;
+            let got = record::handshake(payload, side);
+            if side == Side::Server && payload.first() == Some(&4) {
+                assert_eq!(
+                    got,
+                    Err(RecordError::UnexpectedMessage(4)),
+                    "a server took a ticket"
+                );
+            }
+            if let Err(e) = &got {
+                assert!(e.alert().is_some(), "no alert for {e:?}");
+            }
+            let got = got.ok()?;
             if let Control::KeyUpdate { requested } = got {
                 assert!(
                     payload.ends_with(&[24, 0, 0, 1, requested as u8]),
@@ -158,7 +169,8 @@ fn control(content: Content, payload: &[u8]) -> Option<Control> {
 
 /// `transfer::record::Opener` on records the fuzzer scripts, under keys from a fixed
 /// secret. Script: `setup u8` (bit 0: ChaCha20-Poly1305, else AES-256-GCM; bit 1: start
-/// two records before the sequence number runs out), then operations, each `op u8`:
+/// two records before the sequence number runs out; bit 2: we are the TLS server, which
+/// refuses session tickets), then operations, each `op u8`:
 /// - `op % 4 == 0`: `len u16, bytes`: raw bytes opened as a record;
 /// - `1`: an inner plaintext (see [`inner_plaintext`]) sealed properly and opened;
 /// - `2`: `pos u16, xor u8`, an inner plaintext sealed then one byte changed: it must
@@ -176,6 +188,11 @@ pub fn record(data: &[u8]) {
     let Some(setup) = s.u8() else { return };
     let chacha = setup & 1 != 0;
     let first_seq = if setup & 2 != 0 { u64::MAX - 2 } else { 0 };
+    let side = if setup & 4 != 0 {
+        Side::Server
+    } else {
+        Side::Client
+    };
     let mut generation = 0u8;
     let mut opener = Opener::new(&traffic(chacha, 0), first_seq).expect("usable secret");
     let mut peer = Peer::new(chacha, 0, first_seq);
@@ -240,7 +257,7 @@ pub fn record(data: &[u8]) {
                 (content, inner[..at].to_vec())
             }
         };
-        match control(content, &payload) {
+        match control(content, &payload, side) {
             None | Some(Control::Closed) => return,
             Some(Control::KeyUpdate { .. }) => {
                 generation = generation.wrapping_add(1);
@@ -264,12 +281,15 @@ pub fn record(data: &[u8]) {
 /// - `1`: a data record with a piece as payload (at most 2^14 bytes);
 /// - `2`: a key update (`requested` from the op's bit 3); the peer moves to the next key;
 /// - `3`: an empty data record;
-/// - `4`: a session ticket (ignored by the receiver);
+/// - `4`: a session ticket (ignored by the receiver), split over two records if the op's
+///   bit 3 is set;
 /// - `5`: close_notify (ends the stream).
 ///
 /// Nothing panics. For a clean stream (no raw bytes) the result is exactly the model's:
-/// the first `want` bytes of the records' data packed, then the trailer, or
-/// `TooMuch` when the data outgrew both; a stream that ends early is simply unfinished.
+/// the first `want` bytes of the records' data packed, then the trailer, or `TooMuch`
+/// when the data outgrew both, or `TooManyWithoutData` at the first run of more than
+/// [`MAX_WITHOUT_DATA`] records without data (whichever comes first); a stream that ends
+/// early is simply unfinished.
 pub fn unpack(data: &[u8]) {
     let mut s = Script(data);
     let Some(setup) = s.u8() else { return };
@@ -277,7 +297,7 @@ pub fn unpack(data: &[u8]) {
     let read = 1 + (setup as usize >> 1) * 131;
     let want = s.u16().unwrap_or(0) as u64;
     let trailer = (s.u8().unwrap_or(0) % 64) as usize;
-    let (wire, model, clean) = scripted_stream(&mut s, chacha);
+    let (wire, model, clean, failure) = scripted_stream(&mut s, chacha, want + trailer as u64);
 
     let opener = Opener::new(&traffic(chacha, 0), 0).expect("usable secret");
     let mut u = Unpacker::new(opener, want, trailer);
@@ -290,11 +310,18 @@ pub fn unpack(data: &[u8]) {
     if !clean {
         return;
     }
-    let too_much = model.len() as u64 > want + trailer as u64;
+    if let Err(e) = &got {
+        assert!(e.alert().is_some(), "no alert for {e:?}");
+    }
+    let too_much = failure == Some(UnpackError::TooMuch);
     match got {
-        Err(UnpackError::TooMuch) => assert!(too_much, "TooMuch for {} bytes", model.len()),
-        Err(e) => panic!("a clean stream failed: {e}"),
+        Err(e) if Some(&e) == failure.as_ref() => {}
+        Err(e) => panic!("a clean stream failed: {e} (model: {failure:?})"),
         Ok(packed) => {
+            assert!(
+                failure.is_none() || too_much,
+                "no error, model: {failure:?}"
+            );
             assert!(
                 !too_much,
                 "{} bytes of data taken for {want} + {trailer}",
@@ -308,12 +335,19 @@ pub fn unpack(data: &[u8]) {
     }
 }
 
-/// The wire bytes of a scripted stream, the data its records carry, and whether it
-/// holds only well-formed records.
-fn scripted_stream(s: &mut Script<'_>, chacha: bool) -> (Vec<u8>, Vec<u8>, bool) {
+/// The wire bytes of a scripted stream, the data its records carry, whether it holds
+/// only well-formed records, and the error that receiving it must end with when at most
+/// `room` bytes of data and trailer are expected (if it is clean).
+fn scripted_stream(
+    s: &mut Script<'_>,
+    chacha: bool,
+    room: u64,
+) -> (Vec<u8>, Vec<u8>, bool, Option<UnpackError>) {
     let mut peer = Peer::new(chacha, 0, 0);
     let mut generation = 0u8;
     let (mut wire, mut model, mut clean) = (Vec::new(), Vec::new(), true);
+    // Records in a row without data: empty ones and tickets, and key updates.
+    let (mut empty, mut updates, mut failure) = (0u8, 0u8, None);
     while let Some(op) = s.u8() {
         let inner = match op % 6 {
             0 => {
@@ -329,9 +363,39 @@ fn scripted_stream(s: &mut Script<'_>, chacha: bool) -> (Vec<u8>, Vec<u8>, bool)
             }
             2 => vec![24, 0, 0, 1, (op >> 3) & 1, 22],
             3 => vec![23],
+            // With the op's bit 3, split over two records (the first sealed here).
+            4 if (op >> 3) & 1 == 1 => {
+                if failure.is_none() {
+                    if empty == MAX_WITHOUT_DATA {
+                        failure = Some(UnpackError::Record(RecordError::TooManyWithoutData));
+                    }
+                    empty += 1;
+                }
+                wire.extend_from_slice(&peer.seal(&[4, 0, 0, 4, 0, 0, 22]));
+                peer.seq += 1;
+                vec![0, 0, 22]
+            }
             4 => vec![4, 0, 0, 4, 0, 0, 0, 0, 22],
             _ => vec![1, 0, 21],
         };
+        if failure.is_none() {
+            match op % 6 {
+                1 if inner.len() > 1 => {
+                    (empty, updates) = (0, 0);
+                    if model.len() as u64 > room {
+                        failure = Some(UnpackError::TooMuch);
+                    }
+                }
+                5 => {}
+                kind => {
+                    let count = if kind == 2 { &mut updates } else { &mut empty };
+                    if *count == MAX_WITHOUT_DATA {
+                        failure = Some(UnpackError::Record(RecordError::TooManyWithoutData));
+                    }
+                    *count += 1;
+                }
+            }
+        }
         wire.extend_from_slice(&peer.seal(&inner));
         peer.seq += 1;
         match op % 6 {
@@ -343,7 +407,7 @@ fn scripted_stream(s: &mut Script<'_>, chacha: bool) -> (Vec<u8>, Vec<u8>, bool)
             _ => {}
         }
     }
-    (wire, model, clean)
+    (wire, model, clean, failure)
 }
 
 /// Feeds `wire` to `u` in reads of `read` bytes into a buffer that holds at least two

@@ -74,6 +74,110 @@ pub enum RecordError {
     PayloadTooLong,
     #[error("the record sequence number is exhausted")]
     SequenceExhausted,
+    #[error("unexpected TLS handshake message {0} after the handshake")]
+    UnexpectedMessage(u8),
+    #[error("more than {MAX_WITHOUT_DATA} TLS records in a row without data")]
+    TooManyWithoutData,
+    #[error("a TLS record interleaved with a split handshake message")]
+    Interleaved,
+}
+
+/// TLS alert descriptions (RFC 8446 §6).
+pub mod alert {
+    pub const UNEXPECTED_MESSAGE: u8 = 10;
+    pub const BAD_RECORD_MAC: u8 = 20;
+    pub const RECORD_OVERFLOW: u8 = 22;
+    pub const DECODE_ERROR: u8 = 50;
+    pub const INTERNAL_ERROR: u8 = 80;
+}
+
+impl RecordError {
+    /// The fatal alert that tells the peer about this error, or `None` when the peer
+    /// sent an alert itself (one is never answered with another).
+    pub fn alert(&self) -> Option<u8> {
+        Some(match self {
+            RecordError::BadHeader | RecordError::BadHandshake => alert::DECODE_ERROR,
+            RecordError::TooLong(_) => alert::RECORD_OVERFLOW,
+            RecordError::BadRecordMac => alert::BAD_RECORD_MAC,
+            RecordError::NoContentType
+            | RecordError::UnexpectedType(_)
+            | RecordError::UnexpectedMessage(_)
+            | RecordError::TooManyWithoutData
+            | RecordError::Interleaved => alert::UNEXPECTED_MESSAGE,
+            RecordError::KeyUpdate(_)
+            | RecordError::PayloadTooLong
+            | RecordError::SequenceExhausted => alert::INTERNAL_ERROR,
+            RecordError::Alert(_) => return None,
+        })
+    }
+}
+
+/// The payload of the fatal alert `description`.
+pub fn fatal_alert(description: u8) -> [u8; 2] {
+    [2, description]
+}
+
+/// Records in a row without application data the receiver accepts, of each kind: empty
+/// data records and session tickets on one count, key updates on another; the next one
+/// of a kind is [`RecordError::TooManyWithoutData`]. Data starts both counts again.
+/// rustls 0.23 allows 32 consecutive empty fragments (`conn.rs`,
+/// `ALLOWED_CONSECUTIVE_EMPTY_FRAGMENTS_MAX`) and 32 key updates without data in between
+/// (`common_state.rs`, `INITIAL_KEY_UPDATE_REQUESTS`, after BoringSSL's `kMaxKeyUpdates`);
+/// it does not count tickets, which we count with the empty records, so a stock rustls
+/// server's few tickets plus its 32 key updates still pass.
+pub const MAX_WITHOUT_DATA: u8 = 32;
+
+/// Counts the records in a row without application data; see [`MAX_WITHOUT_DATA`].
+#[derive(Debug, Clone, Default)]
+pub struct Quiet {
+    empty: u8,
+    updates: u8,
+}
+
+impl Quiet {
+    fn tick(count: &mut u8) -> Result<(), RecordError> {
+        if *count >= MAX_WITHOUT_DATA {
+            return Err(RecordError::TooManyWithoutData);
+        }
+        *count += 1;
+        Ok(())
+    }
+
+    /// Notes an empty data record or a handshake record without a key update.
+    pub fn empty(&mut self) -> Result<(), RecordError> {
+        Self::tick(&mut self.empty)
+    }
+
+    /// Notes a key update.
+    pub fn key_update(&mut self) -> Result<(), RecordError> {
+        Self::tick(&mut self.updates)
+    }
+
+    /// Notes a handshake record that asks for `control`.
+    pub fn handshake(&mut self, control: Control) -> Result<(), RecordError> {
+        match control {
+            Control::KeyUpdate { .. } => self.key_update(),
+            _ => self.empty(),
+        }
+    }
+
+    /// Notes an application-data record of `len` payload bytes: data starts the counts
+    /// again, an empty one counts.
+    #[inline]
+    pub fn record(&mut self, len: usize) -> Result<(), RecordError> {
+        if len == 0 {
+            return self.empty();
+        }
+        *self = Quiet::default();
+        Ok(())
+    }
+}
+
+/// Which end of the TLS connection we are: only a client receives session tickets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Server,
 }
 
 impl From<RecordError> for std::io::Error {
@@ -194,6 +298,26 @@ impl Sealer {
             .seal_in_place_separate_tag(nonce, Aad::from(hdr), &mut record[HEADER_LEN..inner_end])
             .map_err(|_| RecordError::PayloadTooLong)?;
         record[inner_end..].copy_from_slice(tag.as_ref());
+        Ok(())
+    }
+
+    /// Seals `inner` (payload, content type, padding: anything, even what no peer may
+    /// send) as one record onto `out`; for tests that build edge cases stock TLS stacks
+    /// never produce. `inner` is at most `u16::MAX - TAG_LEN` bytes.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn seal_inner(&mut self, inner: &[u8], out: &mut Vec<u8>) -> Result<(), RecordError> {
+        let len = u16::try_from(inner.len() + TAG_LEN).map_err(|_| RecordError::PayloadTooLong)?;
+        let hdr = [23, 3, 3, (len >> 8) as u8, len as u8];
+        let start = out.len();
+        out.extend_from_slice(&hdr);
+        out.extend_from_slice(inner);
+        let nonce = self.cipher.next_nonce()?;
+        let tag = self
+            .cipher
+            .key
+            .seal_in_place_separate_tag(nonce, Aad::from(hdr), &mut out[start + HEADER_LEN..])
+            .map_err(|_| RecordError::PayloadTooLong)?;
+        out.extend_from_slice(tag.as_ref());
         Ok(())
     }
 
@@ -347,30 +471,99 @@ pub fn alert(payload: &[u8]) -> Result<Control, RecordError> {
     }
 }
 
-/// Interprets the payload of a post-handshake handshake record. Our peers send at most
-/// one message per record; several are accepted only when none changes keys, since a key
-/// update must end its record (RFC 8446 §5.1).
-pub fn handshake(payload: &[u8]) -> Result<Control, RecordError> {
+/// The longest post-handshake message joined from fragments (rustls 0.23:
+/// `MAX_HANDSHAKE_SIZE`, 0xffff); a longer one is a decode_error as soon as its header
+/// says so.
+pub const MAX_HANDSHAKE: usize = 0xffff;
+
+/// The complete handshake messages at the start of `payload`, received by `side`: what
+/// they ask, and the bytes of an incomplete last message (empty if none). A key update
+/// must end its record (RFC 8446 §5.1); a NewSessionTicket is only for a client (RFC
+/// 8446 §4.6.1: the server sends it), so a server that receives one, or anyone
+/// receiving another message, fails with [`RecordError::UnexpectedMessage`].
+fn messages(payload: &[u8], side: Side) -> Result<(Control, &[u8]), RecordError> {
     let mut rest = payload;
     let mut out = Control::Nothing;
     while !rest.is_empty() {
-        let (typ, len, body) = match rest {
-            [t, a, b, c, body @ ..] => (*t, u32::from_be_bytes([0, *a, *b, *c]) as usize, body),
-            _ => return Err(RecordError::BadHandshake),
-        };
-        if body.len() < len || out != Control::Nothing {
+        if out != Control::Nothing {
             return Err(RecordError::BadHandshake);
         }
-        out = match (typ, &body[..len]) {
+        let [t, a, b, c, body @ ..] = rest else {
+            return Ok((out, rest));
+        };
+        let len = u32::from_be_bytes([0, *a, *b, *c]) as usize;
+        if len > MAX_HANDSHAKE {
+            return Err(RecordError::BadHandshake);
+        }
+        if body.len() < len {
+            return Ok((out, rest));
+        }
+        out = match (*t, &body[..len]) {
             (24, [0]) => Control::KeyUpdate { requested: false },
             (24, [1]) => Control::KeyUpdate { requested: true },
+            (24, _) => return Err(RecordError::BadHandshake),
             // NewSessionTicket: resumption is off, so it is of no use.
-            (4, _) => Control::Nothing,
-            _ => return Err(RecordError::BadHandshake),
+            (4, _) if side == Side::Client => Control::Nothing,
+            (t, _) => return Err(RecordError::UnexpectedMessage(t)),
         };
         rest = &body[len..];
     }
-    Ok(out)
+    Ok((out, rest))
+}
+
+/// Interprets the payload of one post-handshake handshake record received by `side`,
+/// on its own: several messages may share it (see [`messages`] for what is refused),
+/// and one split over records is a [`RecordError::BadHandshake`]. Receivers use a
+/// [`Joiner`], which joins split ones.
+pub fn handshake(payload: &[u8], side: Side) -> Result<Control, RecordError> {
+    match messages(payload, side)? {
+        (control, []) => Ok(control),
+        _ => Err(RecordError::BadHandshake),
+    }
+}
+
+/// Joins post-handshake messages split over several records (RFC 8446 §5.1; stock
+/// rustls does so with a small `max_fragment_size`). While a message is incomplete no
+/// other record type may come ([`RecordError::Interleaved`]).
+#[derive(Debug, Default)]
+pub struct Joiner {
+    partial: Vec<u8>,
+}
+
+impl Joiner {
+    /// Whether a handshake message is incomplete: the next record must continue it.
+    #[inline]
+    pub fn pending(&self) -> bool {
+        !self.partial.is_empty()
+    }
+
+    /// Checks a record of `content` may come now.
+    #[inline]
+    pub fn check(&self, content: Content) -> Result<(), RecordError> {
+        if self.pending() && content != Content::Handshake {
+            return Err(RecordError::Interleaved);
+        }
+        Ok(())
+    }
+
+    /// Interprets the payload of a handshake record: what the messages it completes ask
+    /// (a key update only if it ends the record); keeps an incomplete last message.
+    pub fn record(&mut self, payload: &[u8], side: Side) -> Result<Control, RecordError> {
+        if self.partial.is_empty() {
+            let (control, rest) = messages(payload, side)?;
+            self.partial.extend_from_slice(rest);
+            return Ok(control);
+        }
+        let mut buf = std::mem::take(&mut self.partial);
+        buf.extend_from_slice(payload);
+        let (control, used) = {
+            let (control, rest) = messages(&buf, side)?;
+            (control, buf.len() - rest.len())
+        };
+        buf.drain(..used);
+        self.partial = buf;
+        Ok(control)
+    }
 }
 
 /// Bytes a buffer of records needs to carry `payload` bytes of data.

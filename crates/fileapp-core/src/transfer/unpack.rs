@@ -7,6 +7,9 @@
 //! hashed and written in one run. Records without data are dealt with on the way: a key
 //! update switches to the peer's next key (the caller derives it), session tickets and
 //! empty records are skipped, close_notify ends the stream, any other alert is an error.
+//! More than [`record::MAX_WITHOUT_DATA`] records in a row without data are an error, so
+//! a peer cannot keep the receiver busy without sending anything. The receiver is the
+//! requester, the TLS client: session tickets are allowed.
 //! Plaintext past the announced data length is the trailer (the owner's hash), kept
 //! apart up to its announced length; more than that is an error.
 //!
@@ -17,7 +20,7 @@ use std::fmt;
 
 use rustls::ConnectionTrafficSecrets;
 
-use super::record::{self, Content, Control, Opener, RecordError};
+use super::record::{self, Content, Control, Joiner, Opener, Quiet, RecordError, Side};
 
 /// Why unpacking failed. Every one of these ends the transfer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +31,17 @@ pub enum UnpackError {
     KeyUpdate(RecordError),
     /// More plaintext than the data and the trailer announced.
     TooMuch,
+}
+
+impl UnpackError {
+    /// The fatal alert that tells the peer about this error, if one should be sent.
+    pub fn alert(&self) -> Option<u8> {
+        match self {
+            UnpackError::Record(e) => e.alert(),
+            UnpackError::KeyUpdate(_) => Some(record::alert::INTERNAL_ERROR),
+            UnpackError::TooMuch => Some(record::alert::UNEXPECTED_MESSAGE),
+        }
+    }
 }
 
 impl fmt::Display for UnpackError {
@@ -68,6 +82,8 @@ pub struct Unpacker {
     trailer_len: usize,
     trailer: Vec<u8>,
     closed: bool,
+    quiet: Quiet,
+    joiner: Joiner,
 }
 
 impl Unpacker {
@@ -81,6 +97,8 @@ impl Unpacker {
             trailer_len: trailer,
             trailer: Vec::with_capacity(trailer),
             closed: false,
+            quiet: Quiet::default(),
+            joiner: Joiner::default(),
         }
     }
 
@@ -129,8 +147,12 @@ impl Unpacker {
                 .open_within(&mut buf[data..records + n], records - data)?;
             let payload = data..data + opened.payload.len();
             records += n;
+            self.joiner.check(opened.content)?;
             match opened.content {
-                Content::ApplicationData => data += self.take_plaintext(&buf[payload])?,
+                Content::ApplicationData => {
+                    self.quiet.record(payload.len())?;
+                    data += self.take_plaintext(&buf[payload])?;
+                }
                 Content::Alert => {
                     if record::alert(&buf[payload])? == Control::Closed {
                         self.closed = true;
@@ -138,7 +160,9 @@ impl Unpacker {
                 }
                 Content::Handshake => {
                     // Only a key update matters; tickets are of no use to us.
-                    if let Control::KeyUpdate { .. } = record::handshake(&buf[payload])? {
+                    let control = self.joiner.record(&buf[payload], Side::Client)?;
+                    self.quiet.handshake(control)?;
+                    if let Control::KeyUpdate { .. } = control {
                         let (seq, secrets) = next_key().map_err(UnpackError::KeyUpdate)?;
                         self.opener
                             .rekey(&secrets, seq)

@@ -67,9 +67,10 @@ fn open_and_hash(
                 empty_rx.recv().ok()
             }
         };
-        // When the owner hashes (`trailer` is its hash), there is nothing to do here.
+        // When the owner hashes (`trailer` is its hash), there is nothing to do here
+        // but in debug and test builds, which check the owner's hash against ours.
         let hash = |piece: &[u8]| {
-            if trailer == 0 {
+            if trailer == 0 || CHECK_OWNER_HASH {
                 hasher.update(piece);
             }
         };
@@ -94,8 +95,27 @@ fn open_and_hash(
             return Err(incomplete(done, size));
         }
         // The owner's hash of what it sent, or ours of what came.
-        Ok(owners.unwrap_or_else(|| *hasher.finalize().as_bytes()))
+        settle_hash(owners, || *hasher.finalize().as_bytes())
     })
+}
+
+/// Whether this build also hashes what came when the owner hashes (`OWNER_HASHES`):
+/// debug and test builds do, so a bug in the receive path (data written other than
+/// what was opened) can never publish a corrupt file as verified. Release builds rely
+/// on the owner's hash, which is the point of asking for it.
+const CHECK_OWNER_HASH: bool = cfg!(any(debug_assertions, test));
+
+/// The hash to check the file against: the owner's if it sent one (when
+/// [`CHECK_OWNER_HASH`], only if it is also ours), else ours.
+fn settle_hash(
+    owners: Option<[u8; 32]>,
+    ours: impl FnOnce() -> [u8; 32],
+) -> Result<[u8; 32], FetchError> {
+    match owners {
+        None => Ok(ours()),
+        Some(owners) if CHECK_OWNER_HASH && owners != ours() => Err(FetchError::HashMismatch),
+        Some(owners) => Ok(owners),
+    }
 }
 
 /// The writer thread: writes each opened buffer at its place, reserving space ahead,
@@ -134,5 +154,23 @@ fn receive_error(e: ReceiveError, offset: u64, size: u64, stop: &AtomicBool) -> 
         ReceiveError::Record(e) => FetchError::Io(e.into()),
         // Handled by the caller, which has the writer's error.
         ReceiveError::Stopped => FetchError::Io(io::Error::other("the writer stopped")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Test builds hash on this side too: the owner's hash is taken only if it is ours.
+    #[test]
+    fn an_owner_hash_that_is_not_ours_is_refused_in_test_builds() {
+        const { assert!(CHECK_OWNER_HASH) };
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        assert!(matches!(
+            settle_hash(Some(a), || b),
+            Err(FetchError::HashMismatch)
+        ));
+        assert_eq!(settle_hash(Some(a), || a).unwrap(), a);
+        assert_eq!(settle_hash(None, || b).unwrap(), b);
     }
 }

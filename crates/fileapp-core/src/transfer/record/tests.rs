@@ -73,7 +73,7 @@ fn alerts_and_key_updates_are_typed() {
     assert_eq!(alert(&got[0].1), Ok(Control::Closed));
     assert_eq!(got[1], (Content::Handshake, KEY_UPDATE.to_vec()));
     assert_eq!(
-        handshake(&got[1].1),
+        handshake(&got[1].1, Side::Client),
         Ok(Control::KeyUpdate { requested: false })
     );
 }
@@ -82,21 +82,85 @@ fn alerts_and_key_updates_are_typed() {
 fn control_payloads_are_parsed_strictly() {
     assert_eq!(alert(&[2, 40]), Err(RecordError::Alert(40)));
     assert_eq!(alert(&[1]), Err(RecordError::BadHandshake));
+    let c = Side::Client;
     assert_eq!(
-        handshake(&[24, 0, 0, 1, 1]),
+        handshake(&[24, 0, 0, 1, 1], c),
         Ok(Control::KeyUpdate { requested: true })
     );
-    // A NewSessionTicket (type 4) is ignored.
-    assert_eq!(handshake(&[4, 0, 0, 2, 9, 9]), Ok(Control::Nothing));
-    assert_eq!(handshake(&[24, 0, 0, 1, 2]), Err(RecordError::BadHandshake));
-    assert_eq!(handshake(&[24, 0, 0, 2, 0]), Err(RecordError::BadHandshake)); // short
-    assert_eq!(handshake(&[24, 0]), Err(RecordError::BadHandshake));
-    assert_eq!(handshake(&[1, 0, 0, 0]), Err(RecordError::BadHandshake)); // ClientHello
-    // A key update must end its record.
+    // A NewSessionTicket (type 4) is ignored by a client.
+    assert_eq!(handshake(&[4, 0, 0, 2, 9, 9], c), Ok(Control::Nothing));
     assert_eq!(
-        handshake(&[24, 0, 0, 1, 0, 4, 0, 0, 0]),
+        handshake(&[24, 0, 0, 1, 2], c),
         Err(RecordError::BadHandshake)
     );
+    assert_eq!(
+        handshake(&[24, 0, 0, 2, 0], c),
+        Err(RecordError::BadHandshake)
+    ); // short
+    assert_eq!(handshake(&[24, 0], c), Err(RecordError::BadHandshake));
+    assert_eq!(
+        handshake(&[1, 0, 0, 0], c), // ClientHello
+        Err(RecordError::UnexpectedMessage(1))
+    );
+    // A key update must end its record.
+    assert_eq!(
+        handshake(&[24, 0, 0, 1, 0, 4, 0, 0, 0], c),
+        Err(RecordError::BadHandshake)
+    );
+    // Coalesced tickets are fine for a client.
+    assert_eq!(
+        handshake(&[4, 0, 0, 1, 7, 4, 0, 0, 0, 24, 0, 0, 1, 0], c),
+        Ok(Control::KeyUpdate { requested: false })
+    );
+}
+
+/// A server never receives tickets: one is an unexpected_message, alone or coalesced.
+#[test]
+fn a_ticket_is_refused_by_a_server() {
+    let s = Side::Server;
+    let err = RecordError::UnexpectedMessage(4);
+    let e = Err(err.clone());
+    assert_eq!(handshake(&[4, 0, 0, 2, 9, 9], s), e);
+    assert_eq!(
+        handshake(&[24, 0, 0, 1, 0], s),
+        Ok(Control::KeyUpdate { requested: false })
+    );
+    assert_eq!(err.alert(), Some(alert::UNEXPECTED_MESSAGE));
+}
+
+/// rustls' limits: 32 empty records (or tickets) and 32 key updates in a row without
+/// data are accepted, the 33rd of a kind is not, and data starts both counts again.
+#[test]
+fn records_without_data_are_capped() {
+    let ku = Control::KeyUpdate { requested: false };
+    let mut q = Quiet::default();
+    for _ in 0..2 {
+        for _ in 0..MAX_WITHOUT_DATA {
+            q.record(0).unwrap();
+            q.handshake(ku).unwrap();
+        }
+        q.record(1).unwrap();
+    }
+    for _ in 0..MAX_WITHOUT_DATA {
+        q.handshake(Control::Nothing).unwrap();
+    }
+    assert_eq!(q.record(0), Err(RecordError::TooManyWithoutData));
+    for _ in 0..MAX_WITHOUT_DATA {
+        q.key_update().unwrap();
+    }
+    assert_eq!(q.handshake(ku), Err(RecordError::TooManyWithoutData));
+    assert_eq!(MAX_WITHOUT_DATA, 32);
+}
+
+#[test]
+fn errors_map_to_their_alerts() {
+    assert_eq!(RecordError::BadRecordMac.alert(), Some(20));
+    assert_eq!(RecordError::TooLong(20000).alert(), Some(22));
+    assert_eq!(RecordError::BadHeader.alert(), Some(50));
+    assert_eq!(RecordError::NoContentType.alert(), Some(10));
+    assert_eq!(RecordError::TooManyWithoutData.alert(), Some(10));
+    assert_eq!(RecordError::Alert(40).alert(), None);
+    assert_eq!(fatal_alert(20), [2, 20]);
 }
 
 #[test]
@@ -280,6 +344,58 @@ proptest! {
             let _ = o.open_in_place(&mut b[..n]);
         }
         let _ = alert(&b);
-        let _ = handshake(&b);
+        let _ = handshake(&b, Side::Client);
+        let _ = handshake(&b, Side::Server);
     }
+}
+
+/// Handshake messages split over records are joined; a key update completed so still
+/// ends its record; nothing else may come between the fragments.
+#[test]
+fn split_handshake_messages_are_joined() {
+    let c = Side::Client;
+    let mut j = Joiner::default();
+    // A ticket in three pieces, the last one followed by a key update in the same record.
+    assert_eq!(j.record(&[4, 0], c), Ok(Control::Nothing));
+    assert!(j.pending());
+    assert_eq!(
+        j.check(Content::ApplicationData),
+        Err(RecordError::Interleaved)
+    );
+    assert_eq!(j.check(Content::Handshake), Ok(()));
+    assert_eq!(j.record(&[0, 3, 1], c), Ok(Control::Nothing));
+    assert_eq!(
+        j.record(&[2, 3, 24, 0, 0, 1, 1], c),
+        Ok(Control::KeyUpdate { requested: true })
+    );
+    assert!(!j.pending());
+    // A key update split over two records.
+    assert_eq!(j.record(&[24, 0, 0], c), Ok(Control::Nothing));
+    assert_eq!(
+        j.record(&[1, 0], c),
+        Ok(Control::KeyUpdate { requested: false })
+    );
+    // A key update may not be followed by the start of another message.
+    let mut j = Joiner::default();
+    assert_eq!(
+        j.record(&[24, 0, 0, 1, 0, 4], c),
+        Err(RecordError::BadHandshake)
+    );
+    // A server still refuses a ticket, whole or split.
+    let mut j = Joiner::default();
+    assert_eq!(
+        j.record(&[4, 0, 0, 2, 9], Side::Server),
+        Ok(Control::Nothing)
+    );
+    assert_eq!(
+        j.record(&[9], Side::Server),
+        Err(RecordError::UnexpectedMessage(4))
+    );
+    // A message longer than rustls joins is refused from its header on.
+    let mut j = Joiner::default();
+    assert_eq!(j.record(&[4, 1, 0, 0], c), Err(RecordError::BadHandshake));
+    assert_eq!(
+        RecordError::Interleaved.alert(),
+        Some(alert::UNEXPECTED_MESSAGE)
+    );
 }

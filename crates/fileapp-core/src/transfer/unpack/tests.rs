@@ -319,3 +319,74 @@ proptest! {
         }
     }
 }
+
+/// rustls' limit on records without data: 32 empty data records and tickets in a row
+/// are accepted, the 33rd is refused; data in between resets the count.
+#[test]
+fn records_without_data_are_capped() {
+    let ticket = [4, 0, 0, 4, 0, 0, 0, 0];
+    let max = u32::from(record::MAX_WITHOUT_DATA);
+    let quiet = |s: &mut Sealer, wire: &mut Vec<u8>, n: u32| {
+        for i in 0..n {
+            match i % 2 {
+                0 => s.seal_to(&[], Content::ApplicationData, wire).unwrap(),
+                _ => s.seal_to(&ticket, Content::Handshake, wire).unwrap(),
+            }
+        }
+    };
+    let mut s = sealer();
+    let mut wire = Vec::new();
+    quiet(&mut s, &mut wire, max);
+    s.seal_to(b"x", Content::ApplicationData, &mut wire)
+        .unwrap();
+    quiet(&mut s, &mut wire, max);
+    s.seal_to(b"y", Content::ApplicationData, &mut wire)
+        .unwrap();
+    let mut u = unpacker(2, 0);
+    let (data, _) = feed(&mut u, &wire, &[1000], 4 * MAX_RECORD, &mut no_key).unwrap();
+    assert_eq!(data, b"xy");
+
+    quiet(&mut s, &mut wire, max + 1);
+    s.seal_to(b"z", Content::ApplicationData, &mut wire)
+        .unwrap();
+    let mut u = unpacker(3, 0);
+    let e = feed(&mut u, &wire, &[1000], 4 * MAX_RECORD, &mut no_key).unwrap_err();
+    assert_eq!(e, UnpackError::Record(RecordError::TooManyWithoutData));
+    assert_eq!(e.alert(), Some(record::alert::UNEXPECTED_MESSAGE));
+}
+
+/// Key updates without data are capped on their own count (rustls:
+/// `TooManyKeyUpdateRequests`): 32 of them and 32 empty records pass, one more fails.
+#[test]
+fn key_updates_without_data_are_capped() {
+    let max = record::MAX_WITHOUT_DATA;
+    let wire = |updates: u8| {
+        let mut s = sealer();
+        let mut wire = Vec::new();
+        for _ in 0..max {
+            s.seal_to(&[], Content::ApplicationData, &mut wire).unwrap();
+        }
+        for _ in 0..updates {
+            s.seal_to(&KEY_UPDATE, Content::Handshake, &mut wire)
+                .unwrap();
+            s.rekey(&secrets(1), 0).unwrap();
+        }
+        s.seal_to(b"d", Content::ApplicationData, &mut wire)
+            .unwrap();
+        wire
+    };
+    let mut same_key = || Ok((0, secrets(1)));
+    let mut u = unpacker(1, 0);
+    let (data, _) = feed(&mut u, &wire(max), &[1000], 4 * MAX_RECORD, &mut same_key).unwrap();
+    assert_eq!(data, b"d");
+    let mut u = unpacker(1, 0);
+    let e = feed(
+        &mut u,
+        &wire(max + 1),
+        &[1000],
+        4 * MAX_RECORD,
+        &mut same_key,
+    )
+    .unwrap_err();
+    assert_eq!(e, UnpackError::Record(RecordError::TooManyWithoutData));
+}
