@@ -188,3 +188,30 @@ fn a_name_in_use_at_start_is_said_once_and_exits_1() {
         [">>> [Registration rejected: Client username already in use.]"]
     );
 }
+
+/// The README's first set-up command is `cargo run --release -- server`. The package has
+/// two binaries (the program and the load generator), so `cargo run` only works with
+/// `default-run` naming the program. (Running the command itself here would bind the
+/// server's default port on every interface, which tests must not do.)
+#[test]
+fn the_readme_first_command_runs_the_program() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let first = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("```"))
+        .nth(1)
+        .unwrap_or_default();
+    assert_eq!(first, "cargo run --release -- server");
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    assert!(
+        manifest
+            .lines()
+            .any(|l| l.trim() == r#"default-run = "fileapp""#),
+        "cargo run needs default-run = \"fileapp\""
+    );
+    assert_eq!(
+        env!("CARGO_BIN_EXE_fileapp").rsplit('/').next(),
+        Some("fileapp")
+    );
+}
