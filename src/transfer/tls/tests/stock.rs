@@ -27,6 +27,14 @@ fn queue_inner(tls: &mut TlsStream, inner: &[u8]) {
     sealer.seal_inner(inner, &mut tls.wbuf).unwrap();
 }
 
+/// Every test here talks to a stock TLS stack over a socket: a regression that leaves one
+/// side waiting (a missing alert or close_notify) must fail the test, not hang the suite.
+async fn bounded(test: impl std::future::Future<Output = ()>) {
+    tokio::time::timeout(std::time::Duration::from_secs(60), test)
+        .await
+        .expect("the exchange hung instead of ending");
+}
+
 /// The alert a peer ended the connection with, as our stream reports it.
 async fn alert_from(tls: &mut TlsStream) -> Option<u8> {
     let mut b = [0u8; 64];
@@ -46,41 +54,44 @@ async fn alert_from(tls: &mut TlsStream) -> Option<u8> {
 /// rustls does (stock clients never send one, so our client seals it by hand).
 #[tokio::test]
 async fn a_server_refuses_a_session_ticket_as_rustls_does() {
-    let (server_id, client_id) = (identity(), identity());
-    for stock in [false, true] {
-        let (c, s) = tcp_pair().await;
-        let cfg = server_id.server_config();
-        let server = tokio::spawn(async move {
-            let mut b = [0u8; 8];
-            if stock {
-                let mut tls = TlsAcceptor::from(cfg).accept(s).await.unwrap();
-                let e = tls.read(&mut b).await.unwrap_err();
-                assert!(
-                    matches!(
-                        rustls_error(&e),
-                        Some(rustls::Error::InappropriateHandshakeMessage { .. })
-                    ),
-                    "{e}"
-                );
-            } else {
-                let mut tls = accept(s, cfg).await.unwrap();
-                let e = tls.read(&mut b).await.unwrap_err();
-                assert_eq!(record_error(&e), Some(RecordError::UnexpectedMessage(4)));
-            }
-        });
-        let (cfg, _) = client_id.client_config(server_id.public_key()).unwrap();
-        let mut tls = connect(c, cfg, server_name()).await.unwrap();
-        let mut inner = TICKET.to_vec();
-        inner.push(22);
-        queue_inner(&mut tls, &inner);
-        tls.flush().await.unwrap();
-        assert_eq!(
-            alert_from(&mut tls).await,
-            Some(record::alert::UNEXPECTED_MESSAGE),
-            "stock: {stock}"
-        );
-        server.await.unwrap();
-    }
+    bounded(async {
+        let (server_id, client_id) = (identity(), identity());
+        for stock in [false, true] {
+            let (c, s) = tcp_pair().await;
+            let cfg = server_id.server_config();
+            let server = tokio::spawn(async move {
+                let mut b = [0u8; 8];
+                if stock {
+                    let mut tls = TlsAcceptor::from(cfg).accept(s).await.unwrap();
+                    let e = tls.read(&mut b).await.unwrap_err();
+                    assert!(
+                        matches!(
+                            rustls_error(&e),
+                            Some(rustls::Error::InappropriateHandshakeMessage { .. })
+                        ),
+                        "{e}"
+                    );
+                } else {
+                    let mut tls = accept(s, cfg).await.unwrap();
+                    let e = tls.read(&mut b).await.unwrap_err();
+                    assert_eq!(record_error(&e), Some(RecordError::UnexpectedMessage(4)));
+                }
+            });
+            let (cfg, _) = client_id.client_config(server_id.public_key()).unwrap();
+            let mut tls = connect(c, cfg, server_name()).await.unwrap();
+            let mut inner = TICKET.to_vec();
+            inner.push(22);
+            queue_inner(&mut tls, &inner);
+            tls.flush().await.unwrap();
+            assert_eq!(
+                alert_from(&mut tls).await,
+                Some(record::alert::UNEXPECTED_MESSAGE),
+                "stock: {stock}"
+            );
+            server.await.unwrap();
+        }
+    })
+    .await;
 }
 
 /// What one record does to a receiver: the data it delivers before the sender's
@@ -133,47 +144,50 @@ async fn verdict_on(inner: &[u8], stock: bool) -> Verdict {
 /// rustls never pads nor oversizes, so these records are sealed by hand.
 #[tokio::test]
 async fn padding_and_size_boundaries_agree_with_stock_rustls() {
-    const MAX: usize = record::MAX_PAYLOAD;
-    let full = |pad: usize| {
-        let mut v = vec![0x61; MAX];
-        v.push(23);
-        v.resize(MAX + 1 + pad, 0);
-        v
-    };
-    let mut padded = b"pad".to_vec();
-    padded.push(23);
-    padded.resize(300, 0);
-    let cases = [
-        ("padded", padded, Verdict::Data(b"pad".to_vec())),
-        ("inner 2^14 + 1", full(0), Verdict::Data(vec![0x61; MAX])),
-        ("inner 2^14 + 2", full(1), Verdict::Refused(Some(22))),
-        // Ciphertext 2^14 + 256, the most a header may announce, but inner too long.
-        (
-            "ciphertext 2^14 + 256",
-            full(239),
-            Verdict::Refused(Some(22)),
-        ),
-        (
-            "ciphertext 2^14 + 257",
-            full(240),
-            Verdict::Refused(Some(22)),
-        ),
-        ("no content type", vec![0; 20], Verdict::Refused(Some(10))),
-        ("empty data record", vec![23], Verdict::Data(Vec::new())),
-    ];
-    for (what, inner, want) in cases {
-        let ours = verdict_on(&inner, false).await;
-        let mut theirs = verdict_on(&inner, true).await;
-        if what == "no content type" {
-            // rustls 0.23 refuses it (`IllegalTlsInnerPlaintext`) but sends no alert
-            // (`handle_deframe_error` has none for it); RFC 8446 §5.4 asks for
-            // unexpected_message, which we send.
-            assert_eq!(theirs, Verdict::Refused(None), "{what}");
-            theirs = Verdict::Refused(Some(10));
+    bounded(async {
+        const MAX: usize = record::MAX_PAYLOAD;
+        let full = |pad: usize| {
+            let mut v = vec![0x61; MAX];
+            v.push(23);
+            v.resize(MAX + 1 + pad, 0);
+            v
+        };
+        let mut padded = b"pad".to_vec();
+        padded.push(23);
+        padded.resize(300, 0);
+        let cases = [
+            ("padded", padded, Verdict::Data(b"pad".to_vec())),
+            ("inner 2^14 + 1", full(0), Verdict::Data(vec![0x61; MAX])),
+            ("inner 2^14 + 2", full(1), Verdict::Refused(Some(22))),
+            // Ciphertext 2^14 + 256, the most a header may announce, but inner too long.
+            (
+                "ciphertext 2^14 + 256",
+                full(239),
+                Verdict::Refused(Some(22)),
+            ),
+            (
+                "ciphertext 2^14 + 257",
+                full(240),
+                Verdict::Refused(Some(22)),
+            ),
+            ("no content type", vec![0; 20], Verdict::Refused(Some(10))),
+            ("empty data record", vec![23], Verdict::Data(Vec::new())),
+        ];
+        for (what, inner, want) in cases {
+            let ours = verdict_on(&inner, false).await;
+            let mut theirs = verdict_on(&inner, true).await;
+            if what == "no content type" {
+                // rustls 0.23 refuses it (`IllegalTlsInnerPlaintext`) but sends no alert
+                // (`handle_deframe_error` has none for it); RFC 8446 §5.4 asks for
+                // unexpected_message, which we send.
+                assert_eq!(theirs, Verdict::Refused(None), "{what}");
+                theirs = Verdict::Refused(Some(10));
+            }
+            assert_eq!(ours, theirs, "{what}: ours and stock rustls disagree");
+            assert_eq!(ours, want, "{what}");
         }
-        assert_eq!(ours, theirs, "{what}: ours and stock rustls disagree");
-        assert_eq!(ours, want, "{what}");
-    }
+    })
+    .await;
 }
 
 /// Bad bytes from a stock rustls peer (written under its record layer): our stream and
@@ -181,67 +195,70 @@ async fn padding_and_size_boundaries_agree_with_stock_rustls() {
 /// alert, sealed so that stock rustls reads it.
 #[tokio::test]
 async fn stock_rustls_gets_the_alert_that_matches_our_error() {
-    let (server_id, client_id) = (identity(), identity());
-    let mut forged = vec![23, 3, 3, 0, 40];
-    forged.resize(45, 0x5a);
-    let cases = [
-        (
-            forged,
-            RecordError::BadRecordMac,
-            AlertDescription::BadRecordMac,
-        ),
-        (
-            vec![23, 3, 3, 0x41, 0x01],
-            RecordError::TooLong(0x4101),
-            AlertDescription::RecordOverflow,
-        ),
-        (
-            vec![22, 3, 3, 0, 20],
-            RecordError::BadHeader,
-            AlertDescription::DecodeError,
-        ),
-    ];
-    for (raw, ours, theirs) in cases {
-        for bulk in [false, true] {
-            let (c, s) = tcp_pair().await;
-            let cfg = server_id.server_config();
-            let raw = raw.clone();
-            let server = tokio::spawn(async move {
-                let mut tls = TlsAcceptor::from(cfg).accept(s).await.unwrap();
-                tls.write_all(b"fine").await.unwrap();
-                tls.flush().await.unwrap();
-                tls.get_mut().0.write_all(&raw).await.unwrap();
-                let e = tls.read(&mut [0u8; 16]).await.unwrap_err();
-                rustls_error(&e)
-            });
-            let (cfg, _) = client_id.client_config(server_id.public_key()).unwrap();
-            let mut tls = connect(c, cfg, server_name()).await.unwrap();
-            let mut got = [0u8; 4];
-            tls.read_exact(&mut got).await.unwrap();
-            if bulk {
-                let (sock, rx) = tls.into_receiver();
-                let mut sock = sock.into_std().unwrap();
-                sock.set_nonblocking(false).unwrap();
-                let r = tokio::task::spawn_blocking(move || {
-                    rx.run(&mut sock, 1 << 20, 0, || Some(Vec::new()), |_| {}, |_| true)
-                })
-                .await
-                .unwrap();
-                match r {
-                    Err(ReceiveError::Record(e)) => assert_eq!(e, ours),
-                    other => panic!("{other:?}"),
+    bounded(async {
+        let (server_id, client_id) = (identity(), identity());
+        let mut forged = vec![23, 3, 3, 0, 40];
+        forged.resize(45, 0x5a);
+        let cases = [
+            (
+                forged,
+                RecordError::BadRecordMac,
+                AlertDescription::BadRecordMac,
+            ),
+            (
+                vec![23, 3, 3, 0x41, 0x01],
+                RecordError::TooLong(0x4101),
+                AlertDescription::RecordOverflow,
+            ),
+            (
+                vec![22, 3, 3, 0, 20],
+                RecordError::BadHeader,
+                AlertDescription::DecodeError,
+            ),
+        ];
+        for (raw, ours, theirs) in cases {
+            for bulk in [false, true] {
+                let (c, s) = tcp_pair().await;
+                let cfg = server_id.server_config();
+                let raw = raw.clone();
+                let server = tokio::spawn(async move {
+                    let mut tls = TlsAcceptor::from(cfg).accept(s).await.unwrap();
+                    tls.write_all(b"fine").await.unwrap();
+                    tls.flush().await.unwrap();
+                    tls.get_mut().0.write_all(&raw).await.unwrap();
+                    let e = tls.read(&mut [0u8; 16]).await.unwrap_err();
+                    rustls_error(&e)
+                });
+                let (cfg, _) = client_id.client_config(server_id.public_key()).unwrap();
+                let mut tls = connect(c, cfg, server_name()).await.unwrap();
+                let mut got = [0u8; 4];
+                tls.read_exact(&mut got).await.unwrap();
+                if bulk {
+                    let (sock, rx) = tls.into_receiver();
+                    let mut sock = sock.into_std().unwrap();
+                    sock.set_nonblocking(false).unwrap();
+                    let r = tokio::task::spawn_blocking(move || {
+                        rx.run(&mut sock, 1 << 20, 0, || Some(Vec::new()), |_| {}, |_| true)
+                    })
+                    .await
+                    .unwrap();
+                    match r {
+                        Err(ReceiveError::Record(e)) => assert_eq!(e, ours),
+                        other => panic!("{other:?}"),
+                    }
+                } else {
+                    let e = tls.read(&mut [0u8; 16]).await.unwrap_err();
+                    assert_eq!(record_error(&e), Some(ours.clone()));
                 }
-            } else {
-                let e = tls.read(&mut [0u8; 16]).await.unwrap_err();
-                assert_eq!(record_error(&e), Some(ours.clone()));
+                assert_eq!(
+                    server.await.unwrap(),
+                    Some(rustls::Error::AlertReceived(theirs)),
+                    "bulk: {bulk}"
+                );
             }
-            assert_eq!(
-                server.await.unwrap(),
-                Some(rustls::Error::AlertReceived(theirs)),
-                "bulk: {bulk}"
-            );
         }
-    }
+    })
+    .await;
 }
 
 /// Key updates from stock rustls with both flags: `refresh_traffic_keys` sends one with
@@ -249,88 +266,94 @@ async fn stock_rustls_gets_the_alert_that_matches_our_error() {
 /// requests none) with one without. Data flows on in both directions.
 #[tokio::test]
 async fn key_updates_from_stock_rustls_with_both_flags() {
-    let (server_id, client_id) = (identity(), identity());
-    let (c, s) = tcp_pair().await;
-    let cfg = server_id.server_config();
-    let server = tokio::spawn(async move {
-        let mut tls = TlsAcceptor::from(cfg).accept(s).await.unwrap();
-        tls.write_all(b"one").await.unwrap();
-        tls.get_mut().1.refresh_traffic_keys().unwrap();
-        tls.write_all(b"two").await.unwrap();
-        tls.flush().await.unwrap();
-        let mut b = [0u8; 4];
-        tls.read_exact(&mut b[..3]).await.unwrap();
-        assert_eq!(&b[..3], b"ack");
+    bounded(async {
+        let (server_id, client_id) = (identity(), identity());
+        let (c, s) = tcp_pair().await;
+        let cfg = server_id.server_config();
+        let server = tokio::spawn(async move {
+            let mut tls = TlsAcceptor::from(cfg).accept(s).await.unwrap();
+            tls.write_all(b"one").await.unwrap();
+            tls.get_mut().1.refresh_traffic_keys().unwrap();
+            tls.write_all(b"two").await.unwrap();
+            tls.flush().await.unwrap();
+            let mut b = [0u8; 4];
+            tls.read_exact(&mut b[..3]).await.unwrap();
+            assert_eq!(&b[..3], b"ack");
+            tls.read_exact(&mut b).await.unwrap();
+            assert_eq!(&b, b"ack2");
+            // Our requested update came with "ack2": rustls' answer goes out first.
+            tls.write_all(b"three").await.unwrap();
+            tls.shutdown().await.unwrap();
+            let mut rest = Vec::new();
+            tls.read_to_end(&mut rest).await.unwrap();
+        });
+        let (cfg, _) = client_id.client_config(server_id.public_key()).unwrap();
+        let mut tls = connect(c, cfg, server_name()).await.unwrap();
+        let mut b = [0u8; 6];
         tls.read_exact(&mut b).await.unwrap();
-        assert_eq!(&b, b"ack2");
-        // Our requested update came with "ack2": rustls' answer goes out first.
-        tls.write_all(b"three").await.unwrap();
+        assert_eq!(&b, b"onetwo");
+        assert!(tls.update_owed, "rustls' update did not request ours");
+        tls.write_all(b"ack").await.unwrap();
+        tls.flush().await.unwrap();
+        let keys = tls.keys.clone();
+        let sealer = tls.sealer.as_mut().unwrap();
+        sealer
+            .seal_to(&[24, 0, 0, 1, 1], Content::Handshake, &mut tls.wbuf)
+            .unwrap();
+        next_tx(&keys, sealer).unwrap();
+        tls.write_all(b"ack2").await.unwrap();
+        tls.flush().await.unwrap();
+        let mut got = Vec::new();
+        tls.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"three");
         tls.shutdown().await.unwrap();
-        let mut rest = Vec::new();
-        tls.read_to_end(&mut rest).await.unwrap();
-    });
-    let (cfg, _) = client_id.client_config(server_id.public_key()).unwrap();
-    let mut tls = connect(c, cfg, server_name()).await.unwrap();
-    let mut b = [0u8; 6];
-    tls.read_exact(&mut b).await.unwrap();
-    assert_eq!(&b, b"onetwo");
-    assert!(tls.update_owed, "rustls' update did not request ours");
-    tls.write_all(b"ack").await.unwrap();
-    tls.flush().await.unwrap();
-    let keys = tls.keys.clone();
-    let sealer = tls.sealer.as_mut().unwrap();
-    sealer
-        .seal_to(&[24, 0, 0, 1, 1], Content::Handshake, &mut tls.wbuf)
-        .unwrap();
-    next_tx(&keys, sealer).unwrap();
-    tls.write_all(b"ack2").await.unwrap();
-    tls.flush().await.unwrap();
-    let mut got = Vec::new();
-    tls.read_to_end(&mut got).await.unwrap();
-    assert_eq!(got, b"three");
-    tls.shutdown().await.unwrap();
-    server.await.unwrap();
+        server.await.unwrap();
+    })
+    .await;
 }
 
 /// rustls' own limit, from stock rustls: 32 key updates in a row (after its tickets) are
 /// fine, the 33rd without data in between is refused with unexpected_message.
 #[tokio::test]
 async fn key_updates_without_data_from_stock_rustls_are_capped() {
-    let (server_id, client_id) = (identity(), identity());
-    for updates in [32, 33] {
-        let (c, s) = tcp_pair().await;
-        let cfg = server_id.server_config();
-        let server = tokio::spawn(async move {
-            let mut tls = TlsAcceptor::from(cfg).accept(s).await.unwrap();
-            tls.write_all(b"a").await.unwrap();
-            for _ in 0..updates {
-                tls.get_mut().1.refresh_traffic_keys().unwrap();
+    bounded(async {
+        let (server_id, client_id) = (identity(), identity());
+        for updates in [32, 33] {
+            let (c, s) = tcp_pair().await;
+            let cfg = server_id.server_config();
+            let server = tokio::spawn(async move {
+                let mut tls = TlsAcceptor::from(cfg).accept(s).await.unwrap();
+                tls.write_all(b"a").await.unwrap();
+                for _ in 0..updates {
+                    tls.get_mut().1.refresh_traffic_keys().unwrap();
+                }
+                tls.write_all(b"b").await.unwrap();
+                tls.flush().await.unwrap();
+                let mut b = [0u8; 1];
+                tls.read(&mut b).await.map_err(|e| rustls_error(&e))
+            });
+            let (cfg, _) = client_id.client_config(server_id.public_key()).unwrap();
+            let mut tls = connect(c, cfg, server_name()).await.unwrap();
+            let mut b = [0u8; 2];
+            let r = tls.read_exact(&mut b).await;
+            if updates == 32 {
+                r.unwrap();
+                assert_eq!(&b, b"ab");
+                tls.shutdown().await.unwrap();
+                server.await.unwrap().unwrap();
+            } else {
+                let e = r.unwrap_err();
+                assert_eq!(record_error(&e), Some(RecordError::TooManyWithoutData));
+                assert_eq!(
+                    server.await.unwrap(),
+                    Err(Some(rustls::Error::AlertReceived(
+                        AlertDescription::UnexpectedMessage
+                    )))
+                );
             }
-            tls.write_all(b"b").await.unwrap();
-            tls.flush().await.unwrap();
-            let mut b = [0u8; 1];
-            tls.read(&mut b).await.map_err(|e| rustls_error(&e))
-        });
-        let (cfg, _) = client_id.client_config(server_id.public_key()).unwrap();
-        let mut tls = connect(c, cfg, server_name()).await.unwrap();
-        let mut b = [0u8; 2];
-        let r = tls.read_exact(&mut b).await;
-        if updates == 32 {
-            r.unwrap();
-            assert_eq!(&b, b"ab");
-            tls.shutdown().await.unwrap();
-            server.await.unwrap().unwrap();
-        } else {
-            let e = r.unwrap_err();
-            assert_eq!(record_error(&e), Some(RecordError::TooManyWithoutData));
-            assert_eq!(
-                server.await.unwrap(),
-                Err(Some(rustls::Error::AlertReceived(
-                    AlertDescription::UnexpectedMessage
-                )))
-            );
         }
-    }
+    })
+    .await;
 }
 
 /// Tickets from stock rustls (it sends some after the handshake; here 8, and several
@@ -338,91 +361,97 @@ async fn key_updates_without_data_from_stock_rustls_are_capped() {
 /// are skipped by our client as by a stock client.
 #[tokio::test]
 async fn tickets_from_stock_rustls_and_coalesced_ones_are_skipped() {
-    let (server_id, client_id) = (identity(), identity());
-    let (c, s) = tcp_pair().await;
-    let mut cfg = (*server_id.server_config()).clone();
-    // (Our config turns tickets off; a stock server with storage sends them.)
-    cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(16);
-    cfg.send_tls13_tickets = 8;
-    let server = tokio::spawn(async move {
-        let mut tls = TlsAcceptor::from(Arc::new(cfg)).accept(s).await.unwrap();
-        tls.write_all(b"data").await.unwrap();
-        tls.shutdown().await.unwrap();
-    });
-    let (ccfg, _) = client_id.client_config(server_id.public_key()).unwrap();
-    let mut tls = connect(c, ccfg, server_name()).await.unwrap();
-    let mut got = Vec::new();
-    tls.read_to_end(&mut got).await.unwrap();
-    assert_eq!(got, b"data");
-    server.await.unwrap();
-
-    // Three tickets in one record, from our server, to a stock client and ours.
-    let mut inner = [TICKET; 3].concat();
-    inner.push(22);
-    for stock in [false, true] {
+    bounded(async {
+        let (server_id, client_id) = (identity(), identity());
         let (c, s) = tcp_pair().await;
-        let cfg = server_id.server_config();
-        let inner = inner.clone();
+        let mut cfg = (*server_id.server_config()).clone();
+        // (Our config turns tickets off; a stock server with storage sends them.)
+        cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(16);
+        cfg.send_tls13_tickets = 8;
         let server = tokio::spawn(async move {
-            let mut tls = accept(s, cfg).await.unwrap();
-            queue_inner(&mut tls, &inner);
-            tls.write_all(b"after").await.unwrap();
+            let mut tls = TlsAcceptor::from(Arc::new(cfg)).accept(s).await.unwrap();
+            tls.write_all(b"data").await.unwrap();
             tls.shutdown().await.unwrap();
         });
         let (ccfg, _) = client_id.client_config(server_id.public_key()).unwrap();
+        let mut tls = connect(c, ccfg, server_name()).await.unwrap();
         let mut got = Vec::new();
-        if stock {
-            let mut tls = tokio_rustls::TlsConnector::from(ccfg)
-                .connect(server_name(), c)
-                .await
-                .unwrap();
-            tls.read_to_end(&mut got).await.unwrap();
-        } else {
-            let mut tls = connect(c, ccfg, server_name()).await.unwrap();
-            tls.read_to_end(&mut got).await.unwrap();
-        }
-        assert_eq!(got, b"after", "stock: {stock}");
+        tls.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"data");
         server.await.unwrap();
-    }
+
+        // Three tickets in one record, from our server, to a stock client and ours.
+        let mut inner = [TICKET; 3].concat();
+        inner.push(22);
+        for stock in [false, true] {
+            let (c, s) = tcp_pair().await;
+            let cfg = server_id.server_config();
+            let inner = inner.clone();
+            let server = tokio::spawn(async move {
+                let mut tls = accept(s, cfg).await.unwrap();
+                queue_inner(&mut tls, &inner);
+                tls.write_all(b"after").await.unwrap();
+                tls.shutdown().await.unwrap();
+            });
+            let (ccfg, _) = client_id.client_config(server_id.public_key()).unwrap();
+            let mut got = Vec::new();
+            if stock {
+                let mut tls = tokio_rustls::TlsConnector::from(ccfg)
+                    .connect(server_name(), c)
+                    .await
+                    .unwrap();
+                tls.read_to_end(&mut got).await.unwrap();
+            } else {
+                let mut tls = connect(c, ccfg, server_name()).await.unwrap();
+                tls.read_to_end(&mut got).await.unwrap();
+            }
+            assert_eq!(got, b"after", "stock: {stock}");
+            server.await.unwrap();
+        }
+    })
+    .await;
 }
 
 /// A stock rustls server with a small `max_fragment_size` splits its tickets over
 /// several records; our client joins them as a stock client does.
 #[tokio::test]
 async fn split_tickets_from_stock_rustls_are_joined() {
-    let (server_id, client_id) = (identity(), identity());
-    for stock in [true, false] {
-        let (c, s) = tcp_pair().await;
-        let mut cfg = (*server_id.server_config()).clone();
-        cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(16);
-        cfg.send_tls13_tickets = 2;
-        cfg.max_fragment_size = Some(64);
-        let server = tokio::spawn(async move {
-            let mut tls = TlsAcceptor::from(Arc::new(cfg)).accept(s).await.unwrap();
-            tls.write_all(b"data").await.unwrap();
-            tls.get_mut().1.refresh_traffic_keys().unwrap();
-            tls.write_all(b"more").await.unwrap();
-            tls.shutdown().await.unwrap();
-            let mut rest = Vec::new();
-            tls.read_to_end(&mut rest).await.unwrap();
-        });
-        let (ccfg, _) = client_id.client_config(server_id.public_key()).unwrap();
-        let mut got = Vec::new();
-        if stock {
-            let mut tls = tokio_rustls::TlsConnector::from(ccfg)
-                .connect(server_name(), c)
-                .await
-                .unwrap();
-            tls.read_to_end(&mut got).await.unwrap();
-            tls.shutdown().await.unwrap();
-        } else {
-            let mut tls = connect(c, ccfg, server_name()).await.unwrap();
-            tls.read_to_end(&mut got).await.unwrap();
-            tls.shutdown().await.unwrap();
+    bounded(async {
+        let (server_id, client_id) = (identity(), identity());
+        for stock in [true, false] {
+            let (c, s) = tcp_pair().await;
+            let mut cfg = (*server_id.server_config()).clone();
+            cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(16);
+            cfg.send_tls13_tickets = 2;
+            cfg.max_fragment_size = Some(64);
+            let server = tokio::spawn(async move {
+                let mut tls = TlsAcceptor::from(Arc::new(cfg)).accept(s).await.unwrap();
+                tls.write_all(b"data").await.unwrap();
+                tls.get_mut().1.refresh_traffic_keys().unwrap();
+                tls.write_all(b"more").await.unwrap();
+                tls.shutdown().await.unwrap();
+                let mut rest = Vec::new();
+                tls.read_to_end(&mut rest).await.unwrap();
+            });
+            let (ccfg, _) = client_id.client_config(server_id.public_key()).unwrap();
+            let mut got = Vec::new();
+            if stock {
+                let mut tls = tokio_rustls::TlsConnector::from(ccfg)
+                    .connect(server_name(), c)
+                    .await
+                    .unwrap();
+                tls.read_to_end(&mut got).await.unwrap();
+                tls.shutdown().await.unwrap();
+            } else {
+                let mut tls = connect(c, ccfg, server_name()).await.unwrap();
+                tls.read_to_end(&mut got).await.unwrap();
+                tls.shutdown().await.unwrap();
+            }
+            assert_eq!(got, b"datamore", "stock: {stock}");
+            server.await.unwrap();
         }
-        assert_eq!(got, b"datamore", "stock: {stock}");
-        server.await.unwrap();
-    }
+    })
+    .await;
 }
 
 /// Nothing may come between the fragments of a handshake message: a data record there
@@ -430,40 +459,43 @@ async fn split_tickets_from_stock_rustls_are_joined() {
 /// so our server seals the records by hand).
 #[tokio::test]
 async fn a_record_inside_a_split_handshake_message_is_refused_as_by_rustls() {
-    let (server_id, client_id) = (identity(), identity());
-    for stock in [false, true] {
-        let (c, s) = tcp_pair().await;
-        let cfg = server_id.server_config();
-        let server = tokio::spawn(async move {
-            let mut tls = accept(s, cfg).await.unwrap();
-            queue_inner(&mut tls, &[&TICKET[..7], &[22]].concat());
-            queue_inner(&mut tls, b"x\x17");
-            queue_inner(&mut tls, &[&TICKET[7..], &[22]].concat());
-            tls.flush().await.unwrap();
-            alert_from(&mut tls).await
-        });
-        let (ccfg, _) = client_id.client_config(server_id.public_key()).unwrap();
-        let mut got = Vec::new();
-        if stock {
-            let mut tls = tokio_rustls::TlsConnector::from(ccfg)
-                .connect(server_name(), c)
-                .await
-                .unwrap();
-            let e = tls.read_to_end(&mut got).await.unwrap_err();
-            assert!(
-                matches!(rustls_error(&e), Some(rustls::Error::PeerMisbehaved(_))),
-                "{e}"
-            );
-        } else {
-            let mut tls = connect(c, ccfg, server_name()).await.unwrap();
-            let e = tls.read_to_end(&mut got).await.unwrap_err();
-            assert_eq!(record_error(&e), Some(RecordError::Interleaved));
+    bounded(async {
+        let (server_id, client_id) = (identity(), identity());
+        for stock in [false, true] {
+            let (c, s) = tcp_pair().await;
+            let cfg = server_id.server_config();
+            let server = tokio::spawn(async move {
+                let mut tls = accept(s, cfg).await.unwrap();
+                queue_inner(&mut tls, &[&TICKET[..7], &[22]].concat());
+                queue_inner(&mut tls, b"x\x17");
+                queue_inner(&mut tls, &[&TICKET[7..], &[22]].concat());
+                tls.flush().await.unwrap();
+                alert_from(&mut tls).await
+            });
+            let (ccfg, _) = client_id.client_config(server_id.public_key()).unwrap();
+            let mut got = Vec::new();
+            if stock {
+                let mut tls = tokio_rustls::TlsConnector::from(ccfg)
+                    .connect(server_name(), c)
+                    .await
+                    .unwrap();
+                let e = tls.read_to_end(&mut got).await.unwrap_err();
+                assert!(
+                    matches!(rustls_error(&e), Some(rustls::Error::PeerMisbehaved(_))),
+                    "{e}"
+                );
+            } else {
+                let mut tls = connect(c, ccfg, server_name()).await.unwrap();
+                let e = tls.read_to_end(&mut got).await.unwrap_err();
+                assert_eq!(record_error(&e), Some(RecordError::Interleaved));
+            }
+            // rustls 0.23 refuses it (`MessageInterleavedWithHandshakeMessage`) without an
+            // alert (`handle_deframe_error` has none for it); we send unexpected_message.
+            let want = (!stock).then_some(record::alert::UNEXPECTED_MESSAGE);
+            assert_eq!(server.await.unwrap(), want, "stock: {stock}");
         }
-        // rustls 0.23 refuses it (`MessageInterleavedWithHandshakeMessage`) without an
-        // alert (`handle_deframe_error` has none for it); we send unexpected_message.
-        let want = (!stock).then_some(record::alert::UNEXPECTED_MESSAGE);
-        assert_eq!(server.await.unwrap(), want, "stock: {stock}");
-    }
+    })
+    .await;
 }
 
 /// Accepts any server certificate: the cipher suite test below only needs a stock client
@@ -511,56 +543,59 @@ impl rustls::client::danger::ServerCertVerifier for AnyServer {
 /// updates on both sides.
 #[tokio::test]
 async fn every_tls13_cipher_suite_of_rustls_works_with_ours() {
-    use rustls::crypto::ring::{self as ring_provider, cipher_suite};
-    let (server_id, client_id) = (identity(), identity());
-    let up = random_bytes("tls-suite-up", 100_000);
-    let down = random_bytes("tls-suite-down", 300_000);
-    for suite in [
-        cipher_suite::TLS13_AES_128_GCM_SHA256,
-        cipher_suite::TLS13_AES_256_GCM_SHA384,
-        cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
-    ] {
-        let (c, s) = tcp_pair().await;
-        let cfg = server_id.server_config();
-        let (want_up, send_down) = (up.clone(), down.clone());
-        let server = tokio::spawn(async move {
-            let mut tls = accept(s, cfg).await.unwrap();
-            tls.set_key_update_limit(5);
-            let mut got = vec![0u8; want_up.len()];
-            tls.read_exact(&mut got).await.unwrap();
-            assert!(got == want_up, "request bytes differ");
-            tls.write_all(&send_down).await.unwrap();
-            tls.shutdown().await.unwrap();
-        });
-        let (base, _) = client_id.client_config(server_id.public_key()).unwrap();
-        let mut provider = ring_provider::default_provider();
-        provider.cipher_suites = vec![suite];
-        let schemes = provider
-            .signature_verification_algorithms
-            .supported_schemes();
-        let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyServer(schemes)))
-            .with_client_cert_resolver(base.client_auth_cert_resolver.clone());
-        cfg.alpn_protocols.clone_from(&base.alpn_protocols);
-        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-            .connect(server_name(), c)
-            .await
-            .unwrap();
-        assert_eq!(
-            tls.get_ref().1.negotiated_cipher_suite(),
-            Some(suite),
-            "{suite:?}"
-        );
-        tls.write_all(&up[..50_000]).await.unwrap();
-        tls.get_mut().1.refresh_traffic_keys().unwrap();
-        tls.write_all(&up[50_000..]).await.unwrap();
-        tls.flush().await.unwrap();
-        let mut got = Vec::new();
-        tls.read_to_end(&mut got).await.unwrap();
-        assert!(got == down, "{suite:?}: received bytes differ");
-        server.await.unwrap();
-    }
+    bounded(async {
+        use rustls::crypto::ring::{self as ring_provider, cipher_suite};
+        let (server_id, client_id) = (identity(), identity());
+        let up = random_bytes("tls-suite-up", 100_000);
+        let down = random_bytes("tls-suite-down", 300_000);
+        for suite in [
+            cipher_suite::TLS13_AES_128_GCM_SHA256,
+            cipher_suite::TLS13_AES_256_GCM_SHA384,
+            cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+        ] {
+            let (c, s) = tcp_pair().await;
+            let cfg = server_id.server_config();
+            let (want_up, send_down) = (up.clone(), down.clone());
+            let server = tokio::spawn(async move {
+                let mut tls = accept(s, cfg).await.unwrap();
+                tls.set_key_update_limit(5);
+                let mut got = vec![0u8; want_up.len()];
+                tls.read_exact(&mut got).await.unwrap();
+                assert!(got == want_up, "request bytes differ");
+                tls.write_all(&send_down).await.unwrap();
+                tls.shutdown().await.unwrap();
+            });
+            let (base, _) = client_id.client_config(server_id.public_key()).unwrap();
+            let mut provider = ring_provider::default_provider();
+            provider.cipher_suites = vec![suite];
+            let schemes = provider
+                .signature_verification_algorithms
+                .supported_schemes();
+            let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .unwrap()
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyServer(schemes)))
+                .with_client_cert_resolver(base.client_auth_cert_resolver.clone());
+            cfg.alpn_protocols.clone_from(&base.alpn_protocols);
+            let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+                .connect(server_name(), c)
+                .await
+                .unwrap();
+            assert_eq!(
+                tls.get_ref().1.negotiated_cipher_suite(),
+                Some(suite),
+                "{suite:?}"
+            );
+            tls.write_all(&up[..50_000]).await.unwrap();
+            tls.get_mut().1.refresh_traffic_keys().unwrap();
+            tls.write_all(&up[50_000..]).await.unwrap();
+            tls.flush().await.unwrap();
+            let mut got = Vec::new();
+            tls.read_to_end(&mut got).await.unwrap();
+            assert!(got == down, "{suite:?}: received bytes differ");
+            server.await.unwrap();
+        }
+    })
+    .await;
 }
