@@ -171,6 +171,9 @@ impl ClientCore {
             self.fail_parked(OfferFailure::NoAck);
             self.events.push_back(Event::RegisterTimedOut);
         } else {
+            // The same holds for our own attempt: a late welcome would leave an orphan
+            // session that, without evicting, keeps the name from our next attempt.
+            self.abandon(id);
             self.next_reconnect = Some(now + self.heartbeat);
             self.fail_parked(OfferFailure::NoAck);
         }

@@ -903,3 +903,32 @@ fn a_request_that_cannot_be_encoded_is_said_and_fails_like_an_unanswered_one() {
     assert_eq!(c.poll_event(), Some(Event::RegisterTimedOut));
     assert_eq!(c.poll_timeout(), None, "nothing left to do");
 }
+
+#[test]
+fn an_automatic_re_registration_that_timed_out_is_undone_when_its_welcome_arrives_late() {
+    let mut net = Net::new(1);
+    // Another process may share the key: no evicting, so an orphan session of ours
+    // would keep the name from us until the server times it out (60 s here).
+    net.clients[0].cfg_evict_for_tests(false);
+    net.register(0);
+    net.settle(100 * MS);
+    net.forget_everyone();
+    let hb = net.next_heartbeat(0);
+    net.serve(0, &hb);
+    for b in net.take_down(0) {
+        net.hand(0, &b); // NotRegistered: the core registers again on its own
+    }
+    let welcome = net.hold_welcome(0); // the server did register us...
+    // ...but everything after is lost until that registration gives up.
+    let until = net.now + 3000 * MS;
+    while net.now < until {
+        let t = net.clients[0].poll_timeout().expect("retrying").min(until);
+        net.advance_to(t);
+        net.take_up(0);
+    }
+    // Its welcome, late, must not leave an orphan session that keeps the name from us.
+    net.hand(0, &welcome);
+    net.settle(5000 * MS);
+    assert_eq!(net.clients[0].state(), State::Online, "{:?}", net.events[0]);
+    assert!(net.online_on_server(0));
+}
