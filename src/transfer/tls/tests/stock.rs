@@ -35,6 +35,34 @@ async fn bounded(test: impl std::future::Future<Output = ()>) {
         .expect("the exchange hung instead of ending");
 }
 
+/// Connects as a client, with stock rustls (`stock`) or our stream, and reads until the
+/// server ends; then sends close_notify when `close`. Returns what arrived, or the read's
+/// error.
+async fn read_all(
+    stock: bool,
+    sock: TcpStream,
+    cfg: Arc<rustls::ClientConfig>,
+    close: bool,
+) -> std::io::Result<Vec<u8>> {
+    let mut got = Vec::new();
+    if stock {
+        let mut tls = tokio_rustls::TlsConnector::from(cfg)
+            .connect(server_name(), sock)
+            .await?;
+        tls.read_to_end(&mut got).await?;
+        if close {
+            tls.shutdown().await?;
+        }
+    } else {
+        let mut tls = connect(sock, cfg, server_name()).await?;
+        tls.read_to_end(&mut got).await?;
+        if close {
+            tls.shutdown().await?;
+        }
+    }
+    Ok(got)
+}
+
 /// The alert a peer ended the connection with, as our stream reports it.
 async fn alert_from(tls: &mut TlsStream) -> Option<u8> {
     let mut b = [0u8; 64];
@@ -394,17 +422,7 @@ async fn tickets_from_stock_rustls_and_coalesced_ones_are_skipped() {
                 tls.shutdown().await.unwrap();
             });
             let (ccfg, _) = client_id.client_config(server_id.public_key()).unwrap();
-            let mut got = Vec::new();
-            if stock {
-                let mut tls = tokio_rustls::TlsConnector::from(ccfg)
-                    .connect(server_name(), c)
-                    .await
-                    .unwrap();
-                tls.read_to_end(&mut got).await.unwrap();
-            } else {
-                let mut tls = connect(c, ccfg, server_name()).await.unwrap();
-                tls.read_to_end(&mut got).await.unwrap();
-            }
+            let got = read_all(stock, c, ccfg, false).await.unwrap();
             assert_eq!(got, b"after", "stock: {stock}");
             server.await.unwrap();
         }
@@ -434,19 +452,7 @@ async fn split_tickets_from_stock_rustls_are_joined() {
                 tls.read_to_end(&mut rest).await.unwrap();
             });
             let (ccfg, _) = client_id.client_config(server_id.public_key()).unwrap();
-            let mut got = Vec::new();
-            if stock {
-                let mut tls = tokio_rustls::TlsConnector::from(ccfg)
-                    .connect(server_name(), c)
-                    .await
-                    .unwrap();
-                tls.read_to_end(&mut got).await.unwrap();
-                tls.shutdown().await.unwrap();
-            } else {
-                let mut tls = connect(c, ccfg, server_name()).await.unwrap();
-                tls.read_to_end(&mut got).await.unwrap();
-                tls.shutdown().await.unwrap();
-            }
+            let got = read_all(stock, c, ccfg, true).await.unwrap();
             assert_eq!(got, b"datamore", "stock: {stock}");
             server.await.unwrap();
         }
@@ -473,20 +479,13 @@ async fn a_record_inside_a_split_handshake_message_is_refused_as_by_rustls() {
                 alert_from(&mut tls).await
             });
             let (ccfg, _) = client_id.client_config(server_id.public_key()).unwrap();
-            let mut got = Vec::new();
+            let e = read_all(stock, c, ccfg, false).await.unwrap_err();
             if stock {
-                let mut tls = tokio_rustls::TlsConnector::from(ccfg)
-                    .connect(server_name(), c)
-                    .await
-                    .unwrap();
-                let e = tls.read_to_end(&mut got).await.unwrap_err();
                 assert!(
                     matches!(rustls_error(&e), Some(rustls::Error::PeerMisbehaved(_))),
                     "{e}"
                 );
             } else {
-                let mut tls = connect(c, ccfg, server_name()).await.unwrap();
-                let e = tls.read_to_end(&mut got).await.unwrap_err();
                 assert_eq!(record_error(&e), Some(RecordError::Interleaved));
             }
             // rustls 0.23 refuses it (`MessageInterleavedWithHandshakeMessage`) without an
