@@ -465,19 +465,7 @@ fn unverified_registration_gets_no_table_pushes() {
     let mut sim = Sim::new(1);
     register_all(&mut sim);
     // A registration whose source never answers (spoofed victim address).
-    let reg = Message::Register {
-        req: 1,
-        name: "victim".into(),
-        instance: 1,
-        tcp_port: 1,
-        keep_offers: false,
-        advertise: None,
-        key: None,
-        proof: None,
-        evict: false,
-    }
-    .encode()
-    .unwrap();
+    let reg = keyless_register("victim", 1);
     let victim = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9)), 9);
     sim.index.handle_datagram(sim.now, victim, &reg);
     sim.index.handle_timeout(sim.now + 100 * MS);
@@ -633,8 +621,9 @@ proptest! {
     }
 }
 
-fn register_raw(ix: &mut Index, now: Instant, src: SocketAddr, name: &str, req: u64) -> Message {
-    let reg = Message::Register {
+/// A key-less registration of `name` as request `req` (its instance too).
+fn keyless_register(name: &str, req: u64) -> Vec<u8> {
+    Message::Register {
         req,
         name: name.into(),
         instance: req,
@@ -646,7 +635,11 @@ fn register_raw(ix: &mut Index, now: Instant, src: SocketAddr, name: &str, req: 
         evict: false,
     }
     .encode()
-    .unwrap();
+    .unwrap()
+}
+
+fn register_raw(ix: &mut Index, now: Instant, src: SocketAddr, name: &str, req: u64) -> Message {
+    let reg = keyless_register(name, req);
     ix.handle_datagram(now, src, &reg);
     let (_, reply) = ix.poll_transmit().expect("a reply");
     Message::decode(&reply).unwrap()
