@@ -11,7 +11,7 @@ use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 pub type PublicKey = [u8; 32];
 
 /// Domain separator of the signed registration statement.
-const REGISTER_CONTEXT: &[u8] = b"fileapp register v1\0";
+const REGISTER_CONTEXT: &[u8] = b"fileapp register v2\0";
 
 /// Why an identity could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -67,49 +67,73 @@ impl Identity {
         &self.pkcs8
     }
 
-    /// Signs the registration statement for `nonce` (see [`registration_statement`]).
-    pub fn sign_registration(
-        &self,
-        nonce: &[u8; 16],
-        name: &str,
-        instance: u64,
-        tcp_port: u16,
-    ) -> Vec<u8> {
-        let msg = registration_statement(nonce, name, instance, tcp_port);
+    /// Signs the registration statement of `reg` (see [`registration_statement`]).
+    pub fn sign_registration(&self, reg: &Registration<'_>) -> Vec<u8> {
+        let msg = registration_statement(reg);
         self.pair.sign(&msg).as_ref().to_vec()
     }
 }
 
-/// The bytes a client signs to register: context, nonce, then the request's fields.
-pub fn registration_statement(
-    nonce: &[u8; 16],
-    name: &str,
-    instance: u64,
-    tcp_port: u16,
-) -> Vec<u8> {
-    let mut m = Vec::with_capacity(REGISTER_CONTEXT.len() + 16 + 1 + name.len() + 10);
+/// Everything a registration asks for, and what it is bound to: the signature covers
+/// every field, so nothing of it can be rewritten on the path.
+#[derive(Debug, Clone, Copy)]
+pub struct Registration<'a> {
+    /// The control channel's handshake hash (unique to the session: a proof cannot be
+    /// moved to another session).
+    pub binding: &'a [u8; 32],
+    /// The server's nonce (fresh: a proof cannot be kept for later).
+    pub nonce: &'a [u8; 16],
+    pub name: &'a str,
+    pub instance: u64,
+    pub tcp_port: u16,
+    pub keep_offers: bool,
+    pub advertise: Option<std::net::IpAddr>,
+    pub key: &'a PublicKey,
+    pub evict: bool,
+}
+
+/// The bytes a client signs to register (little-endian integers):
+///
+/// ```text
+/// "fileapp register v2\0" | binding [32] | nonce [16] | name_len u8 | name
+///   | instance u64 | tcp_port u16 | keep_offers u8 | advertise: 0 | 4 [4] | 6 [16]
+///   | key [32] | evict u8
+/// ```
+pub fn registration_statement(reg: &Registration<'_>) -> Vec<u8> {
+    let name = reg.name.as_bytes();
+    let mut m = Vec::with_capacity(REGISTER_CONTEXT.len() + 48 + 1 + name.len() + 12 + 17 + 33);
     m.extend_from_slice(REGISTER_CONTEXT);
-    m.extend_from_slice(nonce);
-    m.push(name.len() as u8);
-    m.extend_from_slice(name.as_bytes());
-    m.extend_from_slice(&instance.to_le_bytes());
-    m.extend_from_slice(&tcp_port.to_le_bytes());
+    m.extend_from_slice(reg.binding);
+    m.extend_from_slice(reg.nonce);
+    m.push(name.len().min(255) as u8);
+    m.extend_from_slice(&name[..name.len().min(255)]);
+    m.extend_from_slice(&reg.instance.to_le_bytes());
+    m.extend_from_slice(&reg.tcp_port.to_le_bytes());
+    m.push(u8::from(reg.keep_offers));
+    push_addr(&mut m, reg.advertise);
+    m.extend_from_slice(reg.key);
+    m.push(u8::from(reg.evict));
     m
 }
 
-/// Checks a registration signature.
-pub fn verify_registration(
-    key: &PublicKey,
-    sig: &[u8],
-    nonce: &[u8; 16],
-    name: &str,
-    instance: u64,
-    tcp_port: u16,
-) -> bool {
-    let msg = registration_statement(nonce, name, instance, tcp_port);
-    UnparsedPublicKey::new(&ED25519, key)
-        .verify(&msg, sig)
-        .is_ok()
+/// An optional address as signed statements carry it: `0`, `4 [4]` or `6 [16]`.
+pub fn push_addr(m: &mut Vec<u8>, addr: Option<std::net::IpAddr>) {
+    match addr {
+        None => m.push(0),
+        Some(std::net::IpAddr::V4(a)) => {
+            m.push(4);
+            m.extend_from_slice(&a.octets());
+        }
+        Some(std::net::IpAddr::V6(a)) => {
+            m.push(6);
+            m.extend_from_slice(&a.octets());
+        }
+    }
+}
+
+/// Checks a registration signature by the key the registration names.
+pub fn verify_registration(reg: &Registration<'_>, sig: &[u8]) -> bool {
+    verify(reg.key, &registration_statement(reg), sig)
 }
 
 /// Checks an Ed25519 signature of `msg` by `key`.
@@ -135,18 +159,59 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sign_and_verify_registration() {
+    fn a_registration_signature_covers_every_field() {
         let id = Identity::generate().unwrap();
-        let nonce = [9u8; 16];
-        let sig = id.sign_registration(&nonce, "B", 42, 1401);
-        let pk = id.public_key();
-        assert!(verify_registration(&pk, &sig, &nonce, "B", 42, 1401));
-        assert!(!verify_registration(&pk, &sig, &[8u8; 16], "B", 42, 1401));
-        assert!(!verify_registration(&pk, &sig, &nonce, "C", 42, 1401));
-        assert!(!verify_registration(&pk, &sig, &nonce, "B", 43, 1401));
-        let other = Identity::generate().unwrap().public_key();
-        assert!(!verify_registration(&other, &sig, &nonce, "B", 42, 1401));
-        assert!(!verify_registration(&pk, &[0u8; 3], &nonce, "B", 42, 1401));
+        let key = id.public_key();
+        let reg = Registration {
+            binding: &[7u8; 32],
+            nonce: &[9u8; 16],
+            name: "B",
+            instance: 42,
+            tcp_port: 1401,
+            keep_offers: false,
+            advertise: None,
+            key: &key,
+            evict: false,
+        };
+        let sig = id.sign_registration(&reg);
+        assert!(verify_registration(&reg, &sig));
+        let other_key = Identity::generate().unwrap().public_key();
+        let altered = [
+            Registration {
+                binding: &[8u8; 32],
+                ..reg
+            },
+            Registration {
+                nonce: &[8u8; 16],
+                ..reg
+            },
+            Registration { name: "C", ..reg },
+            Registration {
+                instance: 43,
+                ..reg
+            },
+            Registration {
+                tcp_port: 1402,
+                ..reg
+            },
+            Registration {
+                keep_offers: true,
+                ..reg
+            },
+            Registration {
+                advertise: Some([10, 0, 0, 1].into()),
+                ..reg
+            },
+            Registration {
+                key: &other_key,
+                ..reg
+            },
+            Registration { evict: true, ..reg },
+        ];
+        for a in &altered {
+            assert!(!verify_registration(a, &sig), "{a:?} verified");
+        }
+        assert!(!verify_registration(&reg, &[0u8; 3]));
     }
 
     #[test]

@@ -20,8 +20,10 @@ use serde::{Deserialize, Serialize};
 pub const MAGIC: [u8; 2] = *b"FA";
 /// Protocol version carried in the third byte. A datagram of another version is dropped.
 pub const VERSION: u8 = 1;
-/// Largest datagram either side ever sends or accepts. Fits an IPv6 minimum-MTU path.
-pub const MAX_DATAGRAM: usize = 1200;
+/// Largest control message either side ever sends or accepts: what one control-channel
+/// datagram carries ([`crate::channel::MAX_PAYLOAD`]), so that the sealed datagram stays
+/// within [`crate::channel::MAX_DATAGRAM`] (1200 bytes, an IPv6 minimum-MTU path).
+pub const MAX_DATAGRAM: usize = crate::channel::MAX_PAYLOAD;
 /// Longest client name, in bytes.
 pub const MAX_NAME_LEN: usize = 64;
 /// Longest offered file name, in bytes.

@@ -100,17 +100,7 @@ impl OwnerStatement {
         m.extend_from_slice(self.name.as_bytes());
         m.extend_from_slice(&self.key);
         m.extend_from_slice(&self.tcp_port.to_le_bytes());
-        match self.advertise {
-            None => m.push(0),
-            Some(IpAddr::V4(a)) => {
-                m.push(4);
-                m.extend_from_slice(&a.octets());
-            }
-            Some(IpAddr::V6(a)) => {
-                m.push(6);
-                m.extend_from_slice(&a.octets());
-            }
-        }
+        identity::push_addr(&mut m, self.advertise);
         m.extend_from_slice(&(self.files.len() as u32).to_le_bytes());
         for f in &self.files {
             m.push(f.name.len() as u8);

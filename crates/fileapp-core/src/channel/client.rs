@@ -31,12 +31,60 @@ pub enum ClientEvent {
     Data(Vec<u8>),
 }
 
+/// The server key a client accepts: the whole key (as pinned in `known_servers`), or
+/// its fingerprint (as the operator reads it off the server's start-up line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerPin {
+    Key([u8; 32]),
+    /// The first 16 bytes of the key's BLAKE3 ([`crate::identity::fingerprint`]).
+    Fingerprint([u8; 16]),
+}
+
+impl ServerPin {
+    pub fn accepts(&self, key: &[u8; 32]) -> bool {
+        match self {
+            ServerPin::Key(k) => k == key,
+            ServerPin::Fingerprint(f) => blake3::hash(key).as_bytes()[..16] == f[..],
+        }
+    }
+
+    /// The pin as the user reads it: a fingerprint.
+    pub fn fingerprint(&self) -> String {
+        match self {
+            ServerPin::Key(k) => crate::identity::fingerprint(k),
+            ServerPin::Fingerprint(f) => f.chunks(2).map(hex::encode).collect::<Vec<_>>().join(":"),
+        }
+    }
+
+    /// Parses a fingerprint (`xxxx:…`, 8 groups of 4 hex digits) or a whole key (64 hex
+    /// digits).
+    pub fn parse(s: &str) -> Option<ServerPin> {
+        let s = s.trim();
+        if s.len() == 64 {
+            let mut k = [0u8; 32];
+            hex::decode_to_slice(s, &mut k).ok()?;
+            return Some(ServerPin::Key(k));
+        }
+        let digits: String = s.split(':').collect();
+        if s.split(':').count() != 8 || digits.len() != 32 {
+            return None;
+        }
+        let mut f = [0u8; 16];
+        hex::decode_to_slice(&digits, &mut f).ok()?;
+        Some(ServerPin::Fingerprint(f))
+    }
+}
+
 /// Why the handshake was refused for good (the caller reports it and stops).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HandshakeError {
-    #[error("the server presented key {presented:02x?}, not the pinned {expected:02x?}")]
+    #[error(
+        "the server presented key {}, not the expected {}",
+        crate::identity::fingerprint(presented),
+        expected.fingerprint()
+    )]
     WrongServerKey {
-        expected: [u8; 32],
+        expected: ServerPin,
         presented: [u8; 32],
     },
 }
@@ -64,7 +112,7 @@ enum State {
 
 /// One session with the server.
 pub struct ClientChannel {
-    pin: Option<[u8; 32]>,
+    pin: Option<ServerPin>,
     rng: StdRng,
     /// Our index: the server puts it on everything it sends us.
     index: u32,
@@ -85,7 +133,7 @@ impl std::fmt::Debug for ClientChannel {
 impl ClientChannel {
     /// A channel that will accept only `pin` as the server's key (any key, reported as
     /// first contact, when `None`), with randomness from `seed`.
-    pub fn new(pin: Option<[u8; 32]>, seed: [u8; 32]) -> ClientChannel {
+    pub fn new(pin: Option<ServerPin>, seed: [u8; 32]) -> ClientChannel {
         let mut rng = StdRng::from_seed(seed);
         let index = rng.random();
         let state = Self::fresh_hello(&mut rng);
@@ -228,7 +276,7 @@ impl ClientChannel {
             .and_then(|k| k.try_into().ok())
             .ok_or(Dropped::Forged)?;
         if let Some(expected) = self.pin
-            && expected != presented
+            && !expected.accepts(&presented)
         {
             return Ok(Err(HandshakeError::WrongServerKey {
                 expected,

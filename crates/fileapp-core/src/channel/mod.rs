@@ -31,7 +31,7 @@ pub mod server;
 #[cfg(test)]
 mod tests;
 
-pub use client::{ClientChannel, ClientEvent};
+pub use client::{ClientChannel, ClientEvent, HandshakeError, ServerPin};
 pub use server::{Inbound, ServerChannel, ServerConfig};
 
 use cookie::{COOKIE_LEN, Cookie};

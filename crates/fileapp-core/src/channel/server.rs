@@ -67,6 +67,8 @@ struct Session {
     transport: StatelessTransportState,
     /// The client's index, put on everything we send it.
     client_index: u32,
+    /// Where the `Hello` came from (and the `HelloReply` went).
+    origin: SocketAddr,
     peer: SocketAddr,
     handshake_hash: [u8; 32],
     next_counter: u64,
@@ -141,6 +143,11 @@ impl ServerChannel {
         self.sessions.get(&session).map(|s| &s.handshake_hash)
     }
 
+    /// The address `session`'s handshake came from: its client proved it receives there.
+    pub fn origin(&self, session: u32) -> Option<SocketAddr> {
+        self.sessions.get(&session).map(|s| s.origin)
+    }
+
     /// The address `session` last sent from.
     pub fn peer(&self, session: u32) -> Option<SocketAddr> {
         self.sessions.get(&session).map(|s| s.peer)
@@ -212,6 +219,7 @@ impl ServerChannel {
             Session {
                 transport,
                 client_index,
+                origin: src,
                 peer: src,
                 handshake_hash,
                 next_counter: 0,

@@ -52,7 +52,7 @@ fn connect(
 fn a_handshake_gives_both_sides_the_same_hash_and_working_keys() {
     let now = Instant::now();
     let mut s = server(1, now);
-    let mut c = ClientChannel::new(Some(s.public_key()), [2; 32]);
+    let mut c = ClientChannel::new(Some(ServerPin::Key(s.public_key())), [2; 32]);
     let src = addr("198.51.100.7:4000");
     let session = connect(&mut s, &mut c, now, src);
     assert_eq!(s.handshake_hash(session), c.handshake_hash());
@@ -93,7 +93,7 @@ fn a_server_with_another_key_is_refused_and_nothing_is_sealed_for_it() {
     let now = Instant::now();
     let real = server(5, now);
     let mut impostor = server(6, now);
-    let mut c = ClientChannel::new(Some(real.public_key()), [7; 32]);
+    let mut c = ClientChannel::new(Some(ServerPin::Key(real.public_key())), [7; 32]);
     let Inbound::Reply(reply) = impostor
         .handle(now, addr("192.0.2.1:1"), &c.hello().unwrap())
         .unwrap()
@@ -103,7 +103,7 @@ fn a_server_with_another_key_is_refused_and_nothing_is_sealed_for_it() {
     assert_eq!(
         c.handle(&reply).unwrap(),
         Err(HandshakeError::WrongServerKey {
-            expected: real.public_key(),
+            expected: ServerPin::Key(real.public_key()),
             presented: impostor.public_key()
         })
     );
@@ -117,8 +117,8 @@ fn forged_altered_replayed_and_cross_session_datagrams_are_dropped() {
     let now = Instant::now();
     let mut s = server(8, now);
     let (a_src, b_src) = (addr("203.0.113.1:1000"), addr("203.0.113.2:1000"));
-    let mut a = ClientChannel::new(Some(s.public_key()), [9; 32]);
-    let mut b = ClientChannel::new(Some(s.public_key()), [10; 32]);
+    let mut a = ClientChannel::new(Some(ServerPin::Key(s.public_key())), [9; 32]);
+    let mut b = ClientChannel::new(Some(ServerPin::Key(s.public_key())), [10; 32]);
     let sa = connect(&mut s, &mut a, now, a_src);
     let sb = connect(&mut s, &mut b, now, b_src);
 
@@ -177,7 +177,7 @@ fn forged_altered_replayed_and_cross_session_datagrams_are_dropped() {
 fn a_forged_reply_does_not_spoil_the_real_one() {
     let now = Instant::now();
     let mut s = server(11, now);
-    let mut c = ClientChannel::new(Some(s.public_key()), [12; 32]);
+    let mut c = ClientChannel::new(Some(ServerPin::Key(s.public_key())), [12; 32]);
     let hello = c.hello().unwrap();
     let Inbound::Reply(reply) = s.handle(now, addr("192.0.2.9:9"), &hello).unwrap() else {
         panic!();
@@ -196,7 +196,7 @@ fn a_forged_reply_does_not_spoil_the_real_one() {
 fn a_retransmitted_hello_gets_the_same_reply_not_a_second_session() {
     let now = Instant::now();
     let mut s = server(13, now);
-    let c = ClientChannel::new(Some(s.public_key()), [14; 32]);
+    let c = ClientChannel::new(Some(ServerPin::Key(s.public_key())), [14; 32]);
     let src = addr("192.0.2.3:3");
     let hello = c.hello().unwrap();
     let r1 = s.handle(now, src, &hello).unwrap();
@@ -241,7 +241,7 @@ fn under_a_flood_a_hello_needs_a_cookie_before_any_public_key_work() {
     }
     let handshakes = s.stats().handshakes;
     let src = addr("198.51.100.99:5");
-    let mut c = ClientChannel::new(Some(s.public_key()), [99; 32]);
+    let mut c = ClientChannel::new(Some(ServerPin::Key(s.public_key())), [99; 32]);
     let hello = c.hello().unwrap();
     let Ok(Inbound::Reply(cookie)) = s.handle(now, src, &hello) else {
         panic!("expected a cookie");
@@ -307,7 +307,7 @@ fn no_answer_is_larger_than_what_asked_and_garbage_gets_none() {
 fn a_session_follows_its_client_to_a_new_address_only_when_authenticated() {
     let now = Instant::now();
     let mut s = server(19, now);
-    let mut c = ClientChannel::new(Some(s.public_key()), [20; 32]);
+    let mut c = ClientChannel::new(Some(ServerPin::Key(s.public_key())), [20; 32]);
     let old = addr("192.0.2.1:1");
     let session = connect(&mut s, &mut c, now, old);
     let new = addr("192.0.2.1:2");

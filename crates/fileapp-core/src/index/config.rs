@@ -55,6 +55,10 @@ pub struct Config {
     /// [`RATE_BURST_SECONDS`](super::RATE_BURST_SECONDS) times that are allowed. Default
     /// [`DEFAULT_RATE_LIMIT`].
     pub rate_limit: u32,
+    /// Refuse a registration without a key (`Reject::BadProof`): every name is bound to
+    /// the key that proved itself. The server sets it; `false` by default so the
+    /// index's own tests can register key-less names.
+    pub require_key: bool,
 }
 
 impl Default for Config {
@@ -64,6 +68,7 @@ impl Default for Config {
             offline_after: DEFAULT_OFFLINE_AFTER,
             retry: RetryPolicy::DEFAULT,
             coalesce: DEFAULT_COALESCE,
+            require_key: false,
             max_files_per_client: DEFAULT_MAX_FILES_PER_CLIENT,
             max_clients_per_ip: DEFAULT_MAX_CLIENTS_PER_IP,
             rate_limit: DEFAULT_RATE_LIMIT,

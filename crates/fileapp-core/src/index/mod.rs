@@ -36,6 +36,7 @@ mod liveness;
 mod offers;
 mod push;
 mod register;
+mod secure;
 mod stats;
 mod table;
 
@@ -53,6 +54,8 @@ pub use config::{
     OFFLINE_AFTER_HEARTBEATS,
 };
 pub use limits::RATE_BURST_SECONDS;
+pub use register::token_at_rest;
+pub use secure::{GateStats, SecureIndex};
 pub use stats::{MAX_QUEUED_ERRORS, SendError, Stats};
 
 #[cfg(test)]
@@ -78,7 +81,11 @@ struct Owner {
     peer_ip: IpAddr,
     tcp_port: u16,
     online: bool,
+    /// The live session token; 0 for a session restored from the store until its
+    /// client presents the token again.
     token: Token,
+    /// What the store keeps of `token` (`register::token_at_rest`).
+    token_at_rest: u128,
     instance: u64,
     /// Version at which the header (address, ports, online) last changed.
     ver: u64,
@@ -104,6 +111,9 @@ pub struct Index {
     owners: Vec<Owner>,
     by_name: HashMap<String, OwnerId>,
     by_token: HashMap<Token, OwnerId>,
+    /// Sessions restored from the store, by their token's digest, until the token
+    /// itself is presented (see `register::token_at_rest`).
+    restored: HashMap<u128, OwnerId>,
     /// Each owner once, under its `latest` version: the delta since v is a range scan.
     by_ver: BTreeMap<u64, OwnerId>,
     online: BTreeSet<OwnerId>,
@@ -144,6 +154,7 @@ impl Index {
             owners: Vec::new(),
             by_name: HashMap::new(),
             by_token: HashMap::new(),
+            restored: HashMap::new(),
             by_ver: BTreeMap::new(),
             online: BTreeSet::new(),
             listeners: BTreeSet::new(),
@@ -217,8 +228,23 @@ impl Index {
             .min()
     }
 
-    /// Handles one datagram from `src`. Never panics, whatever the bytes.
+    /// Handles one datagram from `src` that came through no control channel: as
+    /// [`Index::handle_message`] with an all-zero binding. For tests and tools that
+    /// drive the index directly; the server feeds [`SecureIndex`] instead.
     pub fn handle_datagram(&mut self, now: Instant, src: SocketAddr, bytes: &[u8]) {
+        self.handle_message(now, src, &[0; 32], bytes)
+    }
+
+    /// Handles one control message from `src`, authenticated by the session whose
+    /// handshake hash is `binding` (a registration proof must be signed over it).
+    /// Never panics, whatever the bytes.
+    pub fn handle_message(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        binding: &[u8; 32],
+        bytes: &[u8],
+    ) {
         self.stats.datagrams_in += 1;
         let Ok(msg) = Message::decode(bytes) else {
             self.stats.malformed += 1;
@@ -229,7 +255,7 @@ impl Index {
             return;
         }
         match msg {
-            msg @ Message::Register { .. } => self.on_register_request(now, src, msg),
+            msg @ Message::Register { .. } => self.on_register_request(now, src, binding, msg),
             Message::Offer { req, token, files } => self.on_offer(now, src, req, token, files),
             Message::Dereg { req, token } => self.on_dereg(now, src, req, token),
             Message::Heartbeat {

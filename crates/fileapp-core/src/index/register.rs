@@ -35,7 +35,13 @@ struct Registration {
 
 impl Index {
     /// A `Register` datagram: challenge a key without proof, check a proof, then register.
-    pub(super) fn on_register_request(&mut self, now: Instant, src: SocketAddr, msg: Message) {
+    pub(super) fn on_register_request(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        binding: &[u8; 32],
+        msg: Message,
+    ) {
         let Message::Register {
             req,
             name,
@@ -51,6 +57,7 @@ impl Index {
             return;
         };
         let key = match (key, proof) {
+            (None, _) if self.cfg.require_key => return self.reject(src, req, Reject::BadProof),
             (None, _) => None,
             (Some(key), None) => {
                 // Prove possession first: a stateless nonce bound to the source address,
@@ -60,11 +67,18 @@ impl Index {
             }
             (Some(key), Some(p)) => {
                 let fresh = (0..2).any(|age| self.nonce(now, src, &key, age) == p.nonce);
-                if !fresh
-                    || !identity::verify_registration(
-                        &key, &p.sig, &p.nonce, &name, instance, tcp_port,
-                    )
-                {
+                let signed = identity::Registration {
+                    binding,
+                    nonce: &p.nonce,
+                    name: &name,
+                    instance,
+                    tcp_port,
+                    keep_offers,
+                    advertise,
+                    key: &key,
+                    evict,
+                };
+                if !fresh || !identity::verify_registration(&signed, &p.sig) {
                     return self.reject(src, req, Reject::BadProof);
                 }
                 Some(key)
@@ -95,13 +109,33 @@ impl Index {
     }
 
     fn random_token(&mut self) -> Token {
+        // Never 0: restored sessions hold 0 until their token comes back.
         use rand::RngExt;
-        self.rng.random()
+        loop {
+            let t: Token = self.rng.random();
+            if t != 0 {
+                return t;
+            }
+        }
     }
 
-    /// The owner a token names, if the request is from its address.
-    pub(super) fn session(&self, src: SocketAddr, token: Token) -> Option<OwnerId> {
-        let id = *self.by_token.get(&token)?;
+    /// The owner a token names, if the request is from its address. A session restored
+    /// from the store is known by its token's digest only ([`token_at_rest`]): the
+    /// first request that presents the token itself brings it back.
+    pub(super) fn session(&mut self, src: SocketAddr, token: Token) -> Option<OwnerId> {
+        let id = match self.by_token.get(&token) {
+            Some(&id) => id,
+            None => {
+                let id = *self.restored.get(&token_at_rest(token))?;
+                if self.owners[id].addr != src {
+                    return None;
+                }
+                self.restored.remove(&token_at_rest(token));
+                self.owners[id].token = token;
+                self.by_token.insert(token, id);
+                id
+            }
+        };
         (self.owners[id].addr == src).then_some(id)
     }
 
@@ -130,6 +164,8 @@ impl Index {
             Some(id) => {
                 let old = self.owners[id].token;
                 self.by_token.remove(&old);
+                let rest = self.owners[id].token_at_rest;
+                self.restored.remove(&rest);
                 id
             }
             None => self.add_owner(now, src, token, v, &reg),
@@ -146,6 +182,7 @@ impl Index {
         o.peer_ip = reg.peer_ip;
         o.tcp_port = reg.tcp_port;
         o.token = token;
+        o.token_at_rest = token_at_rest(token);
         o.instance = reg.instance;
         o.key = o.key.or(reg.key);
         o.ver = v;
@@ -197,6 +234,7 @@ impl Index {
             tcp_port: reg.tcp_port,
             online: false,
             token,
+            token_at_rest: token_at_rest(token),
             instance: reg.instance,
             ver: v,
             latest: v,
@@ -225,4 +263,14 @@ impl Index {
             },
         );
     }
+}
+
+/// What the store keeps of a session token: a one-way digest. A copy of the database
+/// does not hold any token a client could present; the index recognises a returning
+/// session by hashing the token it presents.
+pub fn token_at_rest(token: Token) -> u128 {
+    let d = blake3::derive_key("fileapp token at rest v1", &token.to_le_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    u128::from_le_bytes(b)
 }

@@ -45,7 +45,7 @@ impl Index {
             self.version = self.version.max(latest);
             let id = self.owners.len();
             self.by_name.insert(row.name.clone(), id);
-            self.by_token.insert(row.token, id);
+            self.restored.insert(row.token, id);
             self.by_ver.insert(latest, id);
             if row.online {
                 self.online.insert(id);
@@ -57,7 +57,8 @@ impl Index {
                 peer_ip: row.peer_ip,
                 tcp_port: row.tcp_port,
                 online: row.online,
-                token: row.token,
+                token: 0,
+                token_at_rest: row.token,
                 instance: row.instance,
                 ver: row.ver,
                 latest,
@@ -94,7 +95,7 @@ impl Index {
             peer_ip: o.peer_ip,
             tcp_port: o.tcp_port,
             online: o.online,
-            token: o.token,
+            token: o.token_at_rest,
             instance: o.instance,
             ver: o.ver,
             key: o.key,

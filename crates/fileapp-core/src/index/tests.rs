@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use super::*;
 use crate::client::core::{self as cc, ClientCore, Event};
-use crate::identity::Identity;
+use crate::identity::{self, Identity};
 use crate::proto::{FileEntry, Proof};
-use crate::store::{MemoryStore, Store};
+use crate::store::{MemoryStore, OwnerRow, Store};
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -879,18 +879,19 @@ fn another_key_is_refused_the_name_online_or_offline() {
 }
 
 #[test]
-fn proofs_are_bound_to_the_nonce_the_address_and_the_fields() {
+fn proofs_are_bound_to_the_session_the_nonce_the_address_and_every_field() {
     let now = Instant::now();
     let mut ix = Index::new(Config::default(), Vec::new(), now, [5; 32]);
     let id = Identity::generate().unwrap();
     let key = id.public_key();
-    let reg = |req, proof| {
+    let session = [1u8; 32];
+    let reg = |req, proof, keep_offers| {
         Message::Register {
             req,
             name: "B".into(),
             instance: 1,
             tcp_port: 5,
-            keep_offers: false,
+            keep_offers,
             advertise: None,
             key: Some(key),
             proof,
@@ -899,55 +900,139 @@ fn proofs_are_bound_to_the_nonce_the_address_and_the_fields() {
         .encode()
         .unwrap()
     };
-    let reply = |ix: &mut Index, from, bytes: Vec<u8>| {
-        ix.handle_datagram(now, addr(from), &bytes);
+    let reply = |ix: &mut Index, from, binding: &[u8; 32], bytes: Vec<u8>| {
+        ix.handle_message(now, addr(from), binding, &bytes);
         Message::decode(&ix.poll_transmit().unwrap().1).unwrap()
     };
-    let Message::Challenge { req: 1, nonce } = reply(&mut ix, 1, reg(1, None)) else {
+    let Message::Challenge { req: 1, nonce } = reply(&mut ix, 1, &session, reg(1, None, false))
+    else {
         panic!("no challenge")
     };
+    let signed = identity::Registration {
+        binding: &session,
+        nonce: &nonce,
+        name: "B",
+        instance: 1,
+        tcp_port: 5,
+        keep_offers: false,
+        advertise: None,
+        key: &key,
+        evict: true,
+    };
+    let proof = |r: &identity::Registration<'_>| {
+        Some(Proof {
+            nonce,
+            sig: id.sign_registration(r),
+        })
+    };
+    let refused = |req| Message::Rejected {
+        req,
+        reason: Reject::BadProof,
+    };
     // A good signature replayed from another address: the nonce is not its own.
-    let sig = id.sign_registration(&nonce, "B", 1, 5);
-    let good = Some(Proof {
-        nonce,
-        sig: sig.clone(),
-    });
     assert_eq!(
-        reply(&mut ix, 2, reg(2, good.clone())),
-        Message::Rejected {
-            req: 2,
-            reason: Reject::BadProof
-        }
+        reply(&mut ix, 2, &session, reg(2, proof(&signed), false)),
+        refused(2)
+    );
+    // The same proof in another session (another handshake hash).
+    assert_eq!(
+        reply(&mut ix, 1, &[2u8; 32], reg(3, proof(&signed), false)),
+        refused(3)
+    );
+    // A field rewritten on the path: the proof does not cover `keep_offers = true`.
+    assert_eq!(
+        reply(&mut ix, 1, &session, reg(4, proof(&signed), true)),
+        refused(4)
     );
     // A signature over other fields.
-    let other = Some(Proof {
-        nonce,
-        sig: id.sign_registration(&nonce, "B", 2, 5),
-    });
+    let other = identity::Registration {
+        instance: 2,
+        ..signed
+    };
     assert_eq!(
-        reply(&mut ix, 1, reg(3, other)),
-        Message::Rejected {
-            req: 3,
-            reason: Reject::BadProof
-        }
+        reply(&mut ix, 1, &session, reg(5, proof(&other), false)),
+        refused(5)
     );
     assert!(matches!(
-        reply(&mut ix, 1, reg(4, good)),
-        Message::Welcome { req: 4, .. }
+        reply(&mut ix, 1, &session, reg(6, proof(&signed), false)),
+        Message::Welcome { req: 6, .. }
     ));
     // The nonce expires after one to two periods.
     let late = now + 2 * NONCE_PERIOD + MS;
-    let sig_again = Some(Proof { nonce, sig });
-    ix.handle_datagram(late, addr(3), &reg(5, sig_again));
+    ix.handle_message(late, addr(3), &session, &reg(7, proof(&signed), false));
     while let Some((_, b)) = ix.poll_transmit() {
-        assert!(matches!(
-            Message::decode(&b).unwrap(),
-            Message::Rejected {
-                req: 5,
-                reason: Reject::BadProof
-            }
-        ));
+        assert_eq!(Message::decode(&b).unwrap(), refused(7));
     }
+}
+
+#[test]
+fn a_server_that_requires_keys_refuses_a_keyless_registration() {
+    let now = Instant::now();
+    let cfg = Config {
+        require_key: true,
+        ..Config::default()
+    };
+    let mut ix = Index::new(cfg, Vec::new(), now, [5; 32]);
+    ix.handle_datagram(now, addr(1), &keyless_register("A", 1));
+    let (_, b) = ix.poll_transmit().unwrap();
+    assert_eq!(
+        Message::decode(&b).unwrap(),
+        Message::Rejected {
+            req: 1,
+            reason: Reject::BadProof
+        }
+    );
+    assert_eq!(ix.owners(), 0);
+}
+
+#[test]
+fn the_store_never_holds_a_live_token_and_a_restored_session_comes_back_with_it() {
+    let now = Instant::now();
+    let mut ix = Index::new(Config::default(), Vec::new(), now, [5; 32]);
+    ix.handle_datagram(now, addr(1), &keyless_register("A", 1));
+    let Message::Welcome { token, .. } = Message::decode(&ix.poll_transmit().unwrap().1).unwrap()
+    else {
+        panic!("no welcome")
+    };
+    let rows: Vec<OwnerRow> = ix
+        .take_store_ops()
+        .into_iter()
+        .filter_map(|op| match op {
+            StoreOp::Owner(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert!(!rows.is_empty());
+    assert!(rows.iter().all(|r| r.token != token));
+    // A server restarted from those rows knows the session by the token's digest.
+    let records = vec![OwnerRecord {
+        row: rows.last().unwrap().clone(),
+        files: Vec::new(),
+    }];
+    let mut back = Index::new(Config::default(), records.clone(), now, [6; 32]);
+    let hb = |token| {
+        Message::Heartbeat {
+            req: 9,
+            token,
+            table_version: 0,
+        }
+        .encode()
+        .unwrap()
+    };
+    // The stored digest itself is no token.
+    back.handle_datagram(now, addr(1), &hb(rows.last().unwrap().token));
+    assert!(matches!(
+        Message::decode(&back.poll_transmit().unwrap().1).unwrap(),
+        Message::Rejected {
+            reason: Reject::NotRegistered,
+            ..
+        }
+    ));
+    back.handle_datagram(now, addr(1), &hb(token));
+    assert!(matches!(
+        Message::decode(&back.poll_transmit().unwrap().1).unwrap(),
+        Message::Ack { req: 9, .. }
+    ));
 }
 
 #[test]

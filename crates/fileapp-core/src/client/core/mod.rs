@@ -124,6 +124,9 @@ pub struct ClientCore {
     token: Option<Token>,
     instance: u64,
     seed: u64,
+    /// The control channel's handshake hash, which registration proofs are signed over
+    /// (see [`ClientCore::set_binding`]).
+    binding: [u8; 32],
     reqs: Outstanding<Tag>,
     out: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
@@ -169,6 +172,7 @@ impl ClientCore {
             token: None,
             instance: 0,
             seed,
+            binding: [0; 32],
             out: VecDeque::new(),
             events: VecDeque::new(),
             table: ClientTable::default(),
@@ -190,6 +194,13 @@ impl ClientCore {
 
     pub fn state(&self) -> State {
         self.state
+    }
+
+    /// The control channel opened a session with handshake hash `binding`: later
+    /// registration proofs are signed over it, so the server accepts them in that
+    /// session only.
+    pub fn set_binding(&mut self, binding: [u8; 32]) {
+        self.binding = binding;
     }
 
     pub fn name(&self) -> &str {

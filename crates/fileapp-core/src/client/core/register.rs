@@ -9,6 +9,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::identity;
 use crate::proto::{FileEntry, Message, Proof, Reject, ReqId, Token};
 
 use super::{ClientCore, Event, OfferFailure, State, Tag};
@@ -68,10 +69,20 @@ impl ClientCore {
         let (advertise, keep_offers) = (self.cfg.advertise, self.keep_offers);
         let key = self.cfg.identity.as_ref().map(|i| i.public_key());
         let evict = self.cfg.evict;
-        let proof = match (&self.cfg.identity, nonce) {
-            (Some(id), Some(nonce)) => Some(Proof {
+        let proof = match (&self.cfg.identity, &key, nonce) {
+            (Some(id), Some(k), Some(nonce)) => Some(Proof {
                 nonce,
-                sig: id.sign_registration(&nonce, &name, instance, tcp_port),
+                sig: id.sign_registration(&identity::Registration {
+                    binding: &self.binding,
+                    nonce: &nonce,
+                    name: &name,
+                    instance,
+                    tcp_port,
+                    keep_offers,
+                    advertise,
+                    key: k,
+                    evict,
+                }),
             }),
             _ => None,
         };
