@@ -12,7 +12,8 @@ use crate::cli::{ClientConfig, ServerConfig, defaults, exit};
 use crate::client::driver::{self, Bound};
 use crate::client::{ClientError, flow};
 use crate::identity::{self, Identity, KeyLock};
-use crate::index::Index;
+use crate::known::KnownKeys;
+use crate::index::{Index, SecureIndex};
 use crate::reliable::RetryPolicy;
 use crate::store::{NullStore, SqliteStore, Store};
 use crate::transfer::secure::{Security, TlsIdentity};
@@ -65,6 +66,13 @@ pub fn run_server(cfg: ServerConfig) -> i32 {
             return exit::FAILURE;
         }
     };
+    let server_key = match server_identity(cfg.opts.key.as_deref(), &db) {
+        Ok(k) => k,
+        Err(e) => {
+            println!("[Cannot use the server key: {e}]");
+            return exit::FAILURE;
+        }
+    };
     let local = socket.local_addr().ok();
     let host = hostname::get()
         .map(|h| h.to_string_lossy().into_owned())
@@ -74,17 +82,25 @@ pub fn run_server(cfg: ServerConfig) -> i32 {
         _ => crate::server::primary_ip(),
     };
     let ip = ip.map_or_else(|| "127.0.0.1".to_string(), |ip| ip.to_string());
+    let now = Instant::now();
+    let index = SecureIndex::new(
+        Index::new(
+            crate::server::index_config(&cfg.opts),
+            records,
+            now,
+            rand::random(),
+        ),
+        server_key.channel_secret(),
+        rand::random(),
+        now,
+        crate::channel::ServerConfig::default(),
+    );
     println!("Server host name: {host} IP address: {ip}");
+    println!("Server key: {}", identity::fingerprint(&index.public_key()));
     if let Some(l) = local {
         println!("Listening on UDP port {} (table in {db})", l.port());
     }
     let _ = std::io::Write::flush(&mut std::io::stdout());
-    let index = Index::new(
-        crate::server::index_config(&cfg.opts),
-        records,
-        Instant::now(),
-        rand::random(),
-    );
     // One thread: the index is one state machine, and a second thread would only hand
     // socket readiness across cores.
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -113,6 +129,18 @@ pub fn run_server(cfg: ServerConfig) -> i32 {
             }
         }
     })
+}
+
+/// The server's key pair: `--key`, else the file beside the database (`x.db` ->
+/// `x.key`), created on first start; with an in-memory database and no `--key`, a key
+/// for this run only.
+fn server_identity(key: Option<&Path>, db: &str) -> Result<Identity, identity::KeyFileError> {
+    let path = match key {
+        Some(p) => p.to_path_buf(),
+        None if db == ":memory:" => return Ok(Identity::generate()?),
+        None => Path::new(db).with_extension("key"),
+    };
+    identity::load_or_create(&path)
 }
 
 /// Completes on SIGINT, SIGTERM or SIGHUP.
@@ -183,7 +211,9 @@ fn client_exit_code(e: &ClientError) -> i32 {
         | ClientError::Tls(_)
         | ClientError::ServerNotResponding
         | ClientError::NameInUse
-        | ClientError::Rejected(_) => exit::FAILURE,
+        | ClientError::Rejected(_)
+        | ClientError::ServerKeyChanged { .. }
+        | ClientError::KnownServers(_) => exit::FAILURE,
     }
 }
 
@@ -225,6 +255,10 @@ async fn start_client(cfg: &ClientConfig) -> Result<(driver::Config, Bound), Cli
             TlsIdentity::new(&identity).map_err(ClientError::Tls)?,
         ))
     };
+    let known_servers = match KnownKeys::default_path("known_servers") {
+        Some(p) => Some(KnownKeys::load(&p).map_err(ClientError::KnownServers)?),
+        None => None,
+    };
     let bound = Bound {
         sock,
         listener,
@@ -232,6 +266,7 @@ async fn start_client(cfg: &ClientConfig) -> Result<(driver::Config, Bound), Cli
         exclusive,
         key_lock,
         security,
+        known_servers,
     };
     Ok((client_settings(cfg, download_dir), bound))
 }
@@ -263,6 +298,8 @@ fn client_settings(cfg: &ClientConfig, download_dir: PathBuf) -> driver::Config 
         exit_when_done: cfg.opts.exit && cfg.opts.exec.is_some(),
         download_dir,
         sync_wait: flow::READ_YOUR_WRITES_WAIT,
+        server: cfg.server,
+        server_pin: cfg.opts.server_key,
     }
 }
 

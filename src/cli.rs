@@ -146,6 +146,11 @@ pub struct ServerOpts {
     /// SQLite database file of the table (":memory:" keeps nothing).
     #[arg(long, value_name = "PATH")]
     pub db: Option<String>,
+    /// The server's key file, created on first start (default: beside the database,
+    /// named like it with `.key`; a key for this run only with `--db :memory:`).
+    /// Clients pin this key: keep it, and copy it to every server of one deployment.
+    #[arg(long, value_name = "PATH")]
+    pub key: Option<PathBuf>,
     #[arg(long, value_name = "MS", help = defaults::heartbeat_help())]
     pub heartbeat_ms: Option<u64>,
     #[arg(long, value_name = "MS", help = defaults::offline_after_help())]
@@ -180,6 +185,12 @@ pub struct ClientOpts {
     /// only. Peers must use it too: encrypted and plaintext clients refuse each other.
     #[arg(long)]
     pub plaintext: bool,
+    /// The server's key as its operator gave it (the fingerprint printed at its start,
+    /// `xxxx:xxxx:…`): pins it for this server, first contact included, replacing a
+    /// pin made before. Without it the key is pinned on first contact (known_servers
+    /// in your config folder) and a server presenting another key later is refused.
+    #[arg(long, value_name = "FINGERPRINT", value_parser = parse_server_pin)]
+    pub server_key: Option<crate::channel::ServerPin>,
     /// Key file of your identity (created if missing; default: in your config folder).
     #[arg(long, value_name = "PATH")]
     pub identity: Option<PathBuf>,
@@ -225,6 +236,14 @@ impl ClientConfig {
 /// A user-facing argument error: the message is printed as is, exit code 2.
 #[derive(Debug, PartialEq, Eq)]
 pub struct UsageError(pub String);
+
+fn parse_server_pin(s: &str) -> Result<crate::channel::ServerPin, String> {
+    crate::channel::ServerPin::parse(s).ok_or_else(|| {
+        "expected the server's key fingerprint: 8 groups of 4 hex digits separated by ':' \
+         (as the server prints it), or the whole key as 64 hex digits"
+            .to_string()
+    })
+}
 
 fn seed_port(s: &str, what: &str) -> Result<u16, UsageError> {
     match s.parse::<u32>() {

@@ -84,8 +84,13 @@ impl KnownKeys {
         }
     }
 
-    /// Pins `key` for `what` (replacing any earlier pin) and saves the file.
+    /// Pins `key` for `what` (replacing any earlier pin) and saves the file. The file
+    /// is read again first, so pins another process made meanwhile are kept.
     pub fn pin(&mut self, what: &str, key: PublicKey) -> Result<(), KnownError> {
+        if let Ok(now) = KnownKeys::load(&self.path) {
+            self.keys = now.keys;
+            self.other = now.other;
+        }
         self.keys.insert(what.to_string(), key);
         self.save()
     }
@@ -103,11 +108,19 @@ impl KnownKeys {
         for (what, key) in &self.keys {
             text.push_str(&format!("{what} {}\n", hex::encode(key)));
         }
-        let tmp = self.path.with_extension("tmp");
+        // A temporary name of this process's own: several clients may pin at once.
+        let tmp = self.path.with_extension(format!(
+            "tmp.{}.{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
         let mut f = std::fs::File::create(&tmp).map_err(err)?;
         f.write_all(text.as_bytes()).map_err(err)?;
         f.sync_all().map_err(err)?;
-        std::fs::rename(&tmp, &self.path).map_err(err)
+        std::fs::rename(&tmp, &self.path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            err(e)
+        })
     }
 }
 

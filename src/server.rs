@@ -1,12 +1,13 @@
 //! The index server's thin tokio driver: moves datagrams between a pre-bound UDP socket
-//! and the [`Index`], persists each batch's changes before that batch's replies leave, and
-//! wakes the index when its next deadline comes.
+//! and the [`SecureIndex`] (the index behind its encrypted control channel), persists
+//! each batch's changes before that batch's replies leave, and wakes the index when its
+//! next deadline comes.
 //!
 //! The caller binds the socket ([`bind`]), opens the store and builds the index (seeded
 //! from the OS); [`run`] only drives them. **Persist before reply** is enforced here, in
 //! `Driver::flush`: the batch's store ops are committed before any of its datagrams is
 //! sent, and a failed commit sends nothing. What cannot be sent is counted and logged,
-//! the index's own failures ([`Index::poll_error`]) included.
+//! the index's own failures (`Index::poll_error`) included.
 
 use std::future::Future;
 use std::io;
@@ -15,8 +16,8 @@ use std::time::Instant;
 
 use tokio::net::UdpSocket;
 
-use crate::index::{Config, Index, OFFLINE_AFTER_HEARTBEATS};
-use crate::proto::MAX_DATAGRAM;
+use crate::channel::MAX_DATAGRAM;
+use crate::index::{Config, OFFLINE_AFTER_HEARTBEATS, SecureIndex};
 use crate::store::Store;
 
 /// Datagrams read before one commit: the group-commit batch size.
@@ -86,7 +87,7 @@ pub struct DriverStats {
 /// The socket, the index and the store, moved together by [`run`].
 struct Driver {
     socket: UdpSocket,
-    index: Index,
+    index: SecureIndex,
     store: Box<dyn Store>,
     stats: DriverStats,
 }
@@ -95,7 +96,7 @@ struct Driver {
 /// completes.
 pub async fn run(
     socket: UdpSocket,
-    index: Index,
+    index: SecureIndex,
     store: Box<dyn Store>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
@@ -106,7 +107,13 @@ pub async fn run(
         stats: DriverStats::default(),
     };
     let r = d.serve(shutdown).await;
-    tracing::info!(index = ?d.index.stats(), driver = ?d.stats, "index server stopped");
+    tracing::info!(
+        index = ?d.index.index().stats(),
+        channel = ?d.index.channel_stats(),
+        gate = ?d.index.stats(),
+        driver = ?d.stats,
+        "index server stopped"
+    );
     r
 }
 
@@ -163,7 +170,7 @@ impl Driver {
     /// Ends a batch: persists its changes, then sends its datagrams (never the other way
     /// round: a failed commit sends nothing), and logs what could not be sent.
     async fn flush(&mut self) -> Result<(), ServerError> {
-        let ops = self.index.take_store_ops();
+        let ops = self.index.index_mut().take_store_ops();
         if !ops.is_empty() {
             // Durable before any reply of this batch leaves.
             self.store.commit(&ops)?;
@@ -180,7 +187,7 @@ impl Driver {
                 }
             }
         }
-        while let Some(e) = self.index.poll_error() {
+        while let Some(e) = self.index.index_mut().poll_error() {
             tracing::warn!("{e}");
         }
         Ok(())
@@ -231,6 +238,9 @@ pub fn index_config(opts: &crate::cli::ServerOpts) -> Config {
     if let Some(n) = opts.max_clients_per_ip {
         cfg.max_clients_per_ip = n;
     }
+    // Every name is bound to a key: the channel authenticates the server, and the key
+    // authenticates the client.
+    cfg.require_key = true;
     cfg
 }
 

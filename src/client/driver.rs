@@ -18,7 +18,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::console::{CompletionData, Console, ConsoleOptions, InputEvent, SharedCompletion};
 use crate::identity::{Identity, KeyLock, fingerprint};
-use crate::proto::MAX_DATAGRAM;
+use crate::channel::{MAX_DATAGRAM, ServerPin};
+use crate::client::link::ClientLink;
+use crate::known::{KnownKeys, Pin};
 use crate::reliable::RetryPolicy;
 use crate::transfer::provider::{SharedLibrary, serve};
 use crate::transfer::secure::{KeyLookup, PeerAuth, Security};
@@ -51,6 +53,10 @@ pub struct Config {
     pub download_dir: PathBuf,
     /// See [`flow::READ_YOUR_WRITES_WAIT`].
     pub sync_wait: Duration,
+    /// The server's address: what its key is pinned under.
+    pub server: SocketAddr,
+    /// The server key the user named (`--server-key`), overriding any pin.
+    pub server_pin: Option<ServerPin>,
 }
 
 /// What start-up prepared.
@@ -67,6 +73,9 @@ pub struct Bound {
     pub key_lock: Option<KeyLock>,
     /// TLS with our identity, or plaintext.
     pub security: Security,
+    /// The server keys pinned so far (`known_servers`); `None` when the user has no
+    /// config folder (every run is then a first contact, said each time).
+    pub known_servers: Option<KnownKeys>,
 }
 
 /// Runs a client until the user leaves (`Ok`) or it cannot go on.
@@ -98,6 +107,8 @@ struct Driver {
     _key_lock: Option<KeyLock>,
     /// The requests' retry policy: how long [`Driver::settle`] may wait.
     retry: RetryPolicy,
+    known_servers: Option<KnownKeys>,
+    server: SocketAddr,
 }
 
 type Channels = (
@@ -127,9 +138,22 @@ impl Driver {
             },
             rand::random(),
         );
+        let pinned = b
+            .known_servers
+            .as_ref()
+            .and_then(|k| k.get(&cfg.server.to_string()))
+            .map(|k| ServerPin::Key(*k));
+        let link = ClientLink::new(
+            cfg.server_pin.or(pinned),
+            rand::random(),
+            cfg.retry.interval,
+        );
         let flow = Flow::new(
             core,
+            link,
             flow::Config {
+                server: cfg.server.to_string(),
+                server_pin_given: cfg.server_pin.is_some(),
                 fingerprint: fingerprint(&b.identity.public_key()),
                 download_dir: cfg.download_dir.clone(),
                 exec: cfg.exec,
@@ -169,6 +193,8 @@ impl Driver {
             peer_keys: Arc::default(),
             _key_lock: b.key_lock,
             retry: cfg.retry,
+            known_servers: b.known_servers,
+            server: cfg.server,
         };
         Ok((driver, (input, reports, notices)))
     }
@@ -215,6 +241,7 @@ impl Driver {
                 // A lost datagram is covered by retries; an error here is the same.
                 Action::Send(d) => drop(self.sock.send(&d).await),
                 Action::Say(line) => self.console.print(&line),
+                Action::PinServer(key) => self.pin_server(key),
                 Action::Prompt => self.console.ready(),
                 Action::StartServing => self.start_serving(),
                 Action::StopServing => self.stop_serving(),
@@ -284,6 +311,27 @@ impl Driver {
                     let _ = self.sock.send(&d).await;
                 }
             }
+        }
+    }
+
+    /// Pins the server's key for its address (first contact, or the key the user
+    /// named), saying so once. A pin that cannot be saved is said too: this session is
+    /// safe (the key is held for it), only the next run is a first contact again.
+    fn pin_server(&mut self, key: [u8; 32]) {
+        let server = self.server.to_string();
+        let fp = fingerprint(&key);
+        let Some(known) = &mut self.known_servers else {
+            self.console.print(&msg::server_pinned(&server, &fp));
+            return;
+        };
+        let line = match known.check(&server, &key) {
+            Pin::Same => return,
+            Pin::New => msg::server_pinned(&server, &fp),
+            Pin::Changed { .. } => msg::server_pin_replaced(&server, &fp),
+        };
+        self.console.print(&line);
+        if let Err(e) = known.pin(&server, key) {
+            self.console.print(&msg::known_servers_failed(&e));
         }
     }
 

@@ -47,6 +47,16 @@ pub enum ClientError {
     /// The server refused the first registration for another reason.
     #[error("{}", messages::register_rejected(*.0))]
     Rejected(Reject),
+    /// The server presented another key than the one pinned for its address.
+    #[error("{}", messages::server_key_changed(.server, .pinned, .presented))]
+    ServerKeyChanged {
+        server: String,
+        pinned: String,
+        presented: String,
+    },
+    /// The pinned server keys cannot be read or written.
+    #[error("{}", messages::known_servers_failed(.0))]
+    KnownServers(crate::known::KnownError),
 }
 
 impl ClientError {

@@ -18,6 +18,7 @@ use std::time::Instant;
 use crate::proto::Reject;
 
 use super::core::{ClientCore, Event, OfferFailure, OpId};
+use super::link::{ClientLink, LinkEvent};
 use super::error::ClientError;
 use super::messages as msg;
 
@@ -56,6 +57,8 @@ enum Busy {
 /// The command flow. See the module docs.
 pub struct Flow {
     core: ClientCore,
+    /// The encrypted channel every datagram of the core goes through.
+    link: ClientLink,
     cfg: Config,
     busy: Option<Busy>,
     prompt_due: bool,
@@ -71,11 +74,12 @@ pub struct Flow {
 }
 
 impl Flow {
-    pub fn new(core: ClientCore, mut cfg: Config) -> Flow {
+    pub fn new(core: ClientCore, link: ClientLink, mut cfg: Config) -> Flow {
         let exec = std::mem::take(&mut cfg.exec).into();
         let restore = cfg.restore.take();
         Flow {
             core,
+            link,
             cfg,
             busy: None,
             prompt_due: false,
@@ -99,9 +103,49 @@ impl Flow {
         self.step(now);
     }
 
+    /// A datagram from the server's address: the channel opens it (or drops it), the
+    /// core reads what it carried.
     pub fn handle_datagram(&mut self, now: Instant, bytes: &[u8]) {
-        self.core.handle_datagram(now, bytes);
+        if let Some(message) = self.link.handle(now, bytes) {
+            self.core.handle_datagram(now, &message);
+        }
+        self.link_events();
         self.step(now);
+    }
+
+    /// What the channel reported: a session opened (sign registrations over it, pin the
+    /// key on first contact) or the server's key is not the pinned one (stop).
+    fn link_events(&mut self) {
+        while let Some(ev) = self.link.poll_event() {
+            match ev {
+                LinkEvent::Ready {
+                    server_key,
+                    binding,
+                    first_contact,
+                } => {
+                    self.core.set_binding(binding);
+                    if first_contact || self.cfg.server_pin_given {
+                        self.act(Action::PinServer(server_key));
+                    }
+                }
+                LinkEvent::Refused(crate::channel::HandshakeError::WrongServerKey {
+                    expected,
+                    presented,
+                }) => {
+                    if !self.ended {
+                        self.fail(ClientError::ServerKeyChanged {
+                            server: self.cfg.server.clone(),
+                            pinned: expected.fingerprint(),
+                            presented: crate::identity::fingerprint(&presented),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn link(&self) -> &ClientLink {
+        &self.link
     }
 
     /// The deadline of [`Flow::poll_timeout`] came (or any wake-up: early calls are fine).
@@ -250,13 +294,21 @@ impl Flow {
     }
 
     fn leave(&mut self) {
-        let goodbye = self.core.goodbye();
+        let goodbye = self
+            .core
+            .goodbye()
+            .and_then(|m| self.link.seal_now(&m));
         self.act(Action::Leave { goodbye });
         self.ended = true;
     }
 
-    fn take_transmits(&mut self) {
-        while let Some(d) = self.core.poll_transmit() {
+    /// The core's messages go through the channel; what the channel puts on the wire
+    /// goes to the driver.
+    fn take_transmits(&mut self, now: Instant) {
+        while let Some(m) = self.core.poll_transmit() {
+            self.link.send(now, m);
+        }
+        while let Some(d) = self.link.poll_transmit() {
             self.act(Action::Send(d));
         }
     }
@@ -265,11 +317,11 @@ impl Flow {
     /// the next `--exec` command or the prompt.
     fn step(&mut self, now: Instant) {
         loop {
-            self.take_transmits();
+            self.take_transmits(now);
             while let Some(ev) = self.core.poll_event() {
                 self.on_event(now, ev);
             }
-            self.take_transmits();
+            self.take_transmits(now);
             if self.ended {
                 return;
             }

@@ -46,6 +46,30 @@ pub fn register_rejected(r: Reject) -> String {
     format!("[Registration rejected: {}]", reject_text(r))
 }
 
+/// The server's key is not the one pinned for its address: the line names both and
+/// says how to accept the new one. Nothing was sent to that server but a handshake.
+pub fn server_key_changed(server: &str, pinned: &str, presented: &str) -> String {
+    format!(
+        "[Server {server} presented key {presented}, but key {pinned} is pinned for it. \
+         Not connecting: this may be someone else posing as the server. If its operator \
+         changed the key, run again with --server-key {presented}]"
+    )
+}
+
+/// First contact with a server: its key is pinned from now on.
+pub fn server_pinned(server: &str, fingerprint: &str) -> String {
+    format!("[Server {server} has key {fingerprint}; pinned for later connections]")
+}
+
+/// The key named with `--server-key` replaced the one pinned before.
+pub fn server_pin_replaced(server: &str, fingerprint: &str) -> String {
+    format!("[Server {server}: now pinned to key {fingerprint}]")
+}
+
+pub fn known_servers_failed(e: &crate::known::KnownError) -> String {
+    format!("[Cannot use the pinned server keys: {e}]")
+}
+
 /// How the server's reasons read.
 pub fn reject_text(r: Reject) -> &'static str {
     match r {

@@ -14,4 +14,4 @@ pub mod session;
 pub mod work;
 
 pub use error::ClientError;
-pub use fileapp_core::client::{command, core, table};
+pub use fileapp_core::client::{command, core, link, table};

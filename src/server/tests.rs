@@ -4,6 +4,8 @@ use std::net::{SocketAddr, UdpSocket as StdSocket};
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::client::link::ClientLink;
+use crate::index::Index;
 use crate::proto::Message;
 use crate::store::{MemoryStore, OwnerRecord, StoreError, StoreOp};
 
@@ -24,13 +26,21 @@ async fn driver(store: Box<dyn Store>) -> Driver {
     let now = Instant::now();
     Driver {
         socket,
-        index: Index::new(Config::default(), Vec::new(), now, [1; 32]),
+        index: SecureIndex::new(
+            Index::new(Config::default(), Vec::new(), now, [1; 32]),
+            [3; 32],
+            [4; 32],
+            now,
+            Default::default(),
+        ),
         store,
         stats: DriverStats::default(),
     }
 }
 
-fn register(d: &mut Driver, from: SocketAddr) {
+/// Registers `from` through a real handshake, in process; returns the client's link,
+/// which opens what the driver then sends.
+fn register(d: &mut Driver, from: SocketAddr) -> ClientLink {
     let reg = Message::Register {
         req: 1,
         name: "B".into(),
@@ -42,8 +52,16 @@ fn register(d: &mut Driver, from: SocketAddr) {
         proof: None,
         evict: false,
     };
-    d.index
-        .handle_datagram(Instant::now(), from, &reg.encode().unwrap());
+    let now = Instant::now();
+    let mut link = ClientLink::new(None, [5; 32], Duration::from_millis(500));
+    link.send(now, reg.encode().unwrap());
+    let hello = link.poll_transmit().unwrap();
+    d.index.handle_datagram(now, from, &hello);
+    let (_, reply) = d.index.poll_transmit().unwrap();
+    assert_eq!(link.handle(now, &reply), None);
+    let sealed = link.poll_transmit().unwrap();
+    d.index.handle_datagram(now, from, &sealed);
+    link
 }
 
 /// A client socket that gives up reading after a short wait.
@@ -71,7 +89,7 @@ async fn a_failed_commit_sends_no_reply() {
 async fn the_reply_leaves_after_its_change_is_committed() {
     let mut d = driver(Box::new(MemoryStore::default())).await;
     let c = client();
-    register(&mut d, c.local_addr().unwrap());
+    let mut link = register(&mut d, c.local_addr().unwrap());
     d.flush().await.unwrap();
     let names: Vec<String> = d
         .store
@@ -83,8 +101,9 @@ async fn the_reply_leaves_after_its_change_is_committed() {
     assert_eq!(names, ["B"]);
     let mut buf = [0u8; MAX_DATAGRAM];
     let (n, _) = c.recv_from(&mut buf).unwrap();
+    let opened = link.handle(Instant::now(), &buf[..n]).expect("sealed for us");
     assert!(matches!(
-        Message::decode(&buf[..n]),
+        Message::decode(&opened),
         Ok(Message::Welcome { req: 1, .. })
     ));
 }

@@ -1,9 +1,12 @@
 //! The control protocol as documented: the hex examples of docs/PROTOCOL.md are what the
-//! codec produces, and the server's answers to unauthenticated or malformed datagrams
-//! are no larger than what it received (no amplification).
+//! codec produces; the server answers nothing in clear but a handshake, and that with
+//! fewer bytes than it received (no amplification); inside a session its refusals name
+//! their request and reason.
 
 use std::net::UdpSocket;
+use std::time::{Duration, Instant};
 
+use fileapp::client::link::ClientLink;
 use fileapp::proto::{Message, Proof, Reject};
 
 use crate::util::{Server, WAIT};
@@ -138,44 +141,121 @@ fn the_doc_parser_notices_a_wrong_byte() {
     assert!(matches_doc(doc, &ch).is_err(), "17 bytes of 0x11");
 }
 
-/// Sends `bytes` to the server and returns its answer, if one comes before the answer
-/// to a probe sent right after (the server answers one socket's datagrams in order, so
-/// the probe's answer marks the end of any answer to `bytes`; no silence is guessed).
-fn exchange(sock: &UdpSocket, bytes: &[u8]) -> Option<Vec<u8>> {
-    let probe = Message::Heartbeat {
-        req: 0x7777,
+/// A control-channel session of the test's own with the server, over a socket of its
+/// own: what a compatible client does, step by step.
+struct Session {
+    sock: UdpSocket,
+    link: ClientLink,
+}
+
+impl Session {
+    fn open(srv: &Server) -> Session {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.connect(srv.addr()).unwrap();
+        sock.set_read_timeout(Some(WAIT)).unwrap();
+        let mut link = ClientLink::new(None, rand_seed(), Duration::from_millis(500));
+        // The first message waits for the handshake; its answer proves the session.
+        link.send(Instant::now(), probe().encode().unwrap());
+        let hello = link.poll_transmit().unwrap();
+        assert_eq!(hello.len(), fileapp::channel::HELLO_LEN);
+        sock.send(&hello).unwrap();
+        let mut buf = [0u8; 2048];
+        let n = sock.recv(&mut buf).expect("a handshake reply");
+        assert!(n < hello.len(), "a {n} byte reply to a {} byte Hello", hello.len());
+        assert_eq!(link.handle(Instant::now(), &buf[..n]), None);
+        let mut s = Session { sock, link };
+        s.flush();
+        let answer = s.recv().expect("the probe is answered");
+        assert_eq!(answer.req_id(), Some(PROBE));
+        s
+    }
+
+    fn flush(&mut self) {
+        while let Some(d) = self.link.poll_transmit() {
+            self.sock.send(&d).unwrap();
+        }
+    }
+
+    fn recv(&mut self) -> Option<Message> {
+        let mut buf = [0u8; 2048];
+        loop {
+            let n = self.sock.recv(&mut buf).ok()?;
+            if let Some(m) = self.link.handle(Instant::now(), &buf[..n]) {
+                return Message::decode(&m).ok();
+            }
+        }
+    }
+
+    /// Sends `msg` in the session and returns its answer, if one comes before the
+    /// answer to a probe sent right after (the server answers one socket's datagrams in
+    /// order, so the probe's answer marks the end of any answer; no silence is guessed).
+    fn ask(&mut self, msg: &Message) -> Option<Message> {
+        self.link.send(Instant::now(), msg.encode().unwrap());
+        self.link.send(Instant::now(), probe().encode().unwrap());
+        self.flush();
+        let mut answer = None;
+        loop {
+            let m = self.recv().expect("the probe is always answered");
+            if m.req_id() == Some(PROBE) {
+                return answer;
+            }
+            assert!(answer.is_none(), "two answers to one message");
+            answer = Some(m);
+        }
+    }
+
+    /// Sends `bytes` in the clear from this session's socket: returns what came back
+    /// before the answer to a probe in the session.
+    fn raw(&mut self, bytes: &[u8]) -> Vec<Vec<u8>> {
+        self.sock.send(bytes).unwrap();
+        self.link.send(Instant::now(), probe().encode().unwrap());
+        self.flush();
+        let mut other = Vec::new();
+        let mut buf = [0u8; 2048];
+        loop {
+            let n = self.sock.recv(&mut buf).expect("the probe is always answered");
+            match self.link.handle(Instant::now(), &buf[..n]) {
+                Some(m) if Message::decode(&m).is_ok_and(|m| m.req_id() == Some(PROBE)) => {
+                    return other;
+                }
+                _ => other.push(buf[..n].to_vec()),
+            }
+        }
+    }
+}
+
+const PROBE: u64 = 0x7777;
+
+fn probe() -> Message {
+    Message::Heartbeat {
+        req: PROBE,
         token: 1,
         table_version: 0,
     }
-    .encode()
-    .unwrap();
-    sock.send(bytes).unwrap();
-    sock.send(&probe).unwrap();
-    let mut buf = [0u8; 2048];
-    let mut answer = None;
-    loop {
-        let n = sock.recv(&mut buf).expect("the probe is always answered");
-        let got = &buf[..n];
-        if Message::decode(got).is_ok_and(|m| m.req_id() == Some(0x7777)) {
-            return answer;
-        }
-        assert!(answer.is_none(), "two answers to one datagram");
-        answer = Some(got.to_vec());
-    }
+}
+
+fn rand_seed() -> [u8; 32] {
+    let mut s = [0u8; 32];
+    s[..8].copy_from_slice(
+        &(std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64)
+            .to_le_bytes(),
+    );
+    s
 }
 
 /// Whether an answer is the expected one.
 type IsAnswer = fn(&Message) -> bool;
 
 #[test]
-fn refusals_are_no_larger_than_the_request_and_garbage_gets_nothing() {
+fn in_clear_nothing_is_answered_and_in_a_session_refusals_name_their_reason() {
     let srv = Server::start(&["--db", ":memory:"]);
     // A real client binds the name "B" to its key.
     let dir = tempfile::tempdir().unwrap();
     let _b = srv.client("B", dir.path());
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.connect(srv.addr()).unwrap();
-    sock.set_read_timeout(Some(WAIT)).unwrap();
+    let mut session = Session::open(&srv);
 
     let big_token = u128::MAX - 12345;
     let refused: Vec<(&str, Message, IsAnswer)> = vec![
@@ -243,7 +323,7 @@ fn refusals_are_no_larger_than_the_request_and_garbage_gets_nothing() {
             },
         ),
         (
-            "register a name bound to another key, without a key",
+            "register without a key (every name is bound to one)",
             Message::Register {
                 req: 4,
                 name: "B".into(),
@@ -259,7 +339,7 @@ fn refusals_are_no_larger_than_the_request_and_garbage_gets_nothing() {
                 matches!(
                     m,
                     Message::Rejected {
-                        reason: Reject::NameInUse,
+                        reason: Reject::BadProof,
                         ..
                     }
                 )
@@ -308,50 +388,39 @@ fn refusals_are_no_larger_than_the_request_and_garbage_gets_nothing() {
         ),
     ];
     for (what, msg, ok) in refused {
-        let request = msg.encode().unwrap();
-        let answer = exchange(&sock, &request).unwrap_or_else(|| panic!("{what}: no answer"));
-        let decoded = Message::decode(&answer).unwrap();
+        // In clear, the seed's datagrams get nothing back at all.
+        let clear = msg.encode().unwrap();
+        assert_eq!(session.raw(&clear), Vec::<Vec<u8>>::new(), "{what} in clear");
+        // In the session, the refusal names its request and its reason.
+        let decoded = session
+            .ask(&msg)
+            .unwrap_or_else(|| panic!("{what}: no answer"));
         assert!(ok(&decoded), "{what}: answered {decoded:?}");
         assert_eq!(decoded.req_id(), msg.req_id(), "{what}");
-        assert!(
-            answer.len() <= request.len(),
-            "{what}: {} byte answer to a {} byte request",
-            answer.len(),
-            request.len()
-        );
     }
 
-    // Unauthenticated table acknowledgements and anything malformed: no answer at all.
+    // Unauthenticated table acknowledgements and anything malformed: no answer at all,
+    // in clear or in the session.
     let ack = Message::TableAck {
         token: 5,
         to: 1,
         part: 0,
-    }
-    .encode()
-    .unwrap();
+    };
+    assert_eq!(session.ask(&ack), None, "table ack, unknown token");
     let valid = Message::Dereg { req: 9, token: 5 }.encode().unwrap();
-    let mut trailing = valid.clone();
-    trailing.push(0);
-    let mut bad_magic = valid.clone();
-    bad_magic[0] = b'X';
-    let mut bad_version = valid.clone();
-    bad_version[2] = 2;
-    let server_bound = Message::Ack { req: 1, version: 1 }.encode().unwrap();
-    let mut oversized = valid.clone();
-    oversized.resize(1201, 0);
-    let garbage = crate::util::random_bytes(900, 3);
+    let mut data_packet = vec![fileapp::channel::TYPE_DATA];
+    data_packet.extend_from_slice(&[0; 40]);
+    let mut short_hello = vec![fileapp::channel::TYPE_HELLO];
+    short_hello.extend_from_slice(&[1; 100]);
     for (what, bytes) in [
-        ("table ack, unknown token", ack),
-        ("trailing byte", trailing),
-        ("other magic", bad_magic),
-        ("other version", bad_version),
-        ("a server's message", server_bound),
-        ("over 1200 bytes", oversized),
-        ("random bytes", garbage),
-        ("magic only", b"FA".to_vec()),
+        ("a control message", valid),
+        ("a data packet of no session", data_packet),
+        ("a short hello", short_hello),
+        ("over 1200 bytes", vec![fileapp::channel::TYPE_HELLO; 1201]),
+        ("random bytes", crate::util::random_bytes(900, 3)),
         ("empty", Vec::new()),
     ] {
-        assert_eq!(exchange(&sock, &bytes), None, "{what}: answered");
+        assert_eq!(session.raw(&bytes), Vec::<Vec<u8>>::new(), "{what}: answered");
     }
     // The server is still fine.
     let mut c = srv.client("C", dir.path());

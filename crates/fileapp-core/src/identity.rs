@@ -67,6 +67,12 @@ impl Identity {
         &self.pkcs8
     }
 
+    /// The X25519 static secret of the control channel, derived from this key pair: a
+    /// server's one key file holds both its channel identity and its signing key.
+    pub fn channel_secret(&self) -> [u8; 32] {
+        blake3::derive_key("fileapp server channel key v1", &self.pkcs8)
+    }
+
     /// Signs the registration statement of `reg` (see [`registration_statement`]).
     pub fn sign_registration(&self, reg: &Registration<'_>) -> Vec<u8> {
         let msg = registration_statement(reg);

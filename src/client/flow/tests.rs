@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::client::{core, render};
-use crate::index::{self, Index};
+use crate::channel::ServerPin;
+use crate::client::link::ClientLink;
+use crate::index::{self, Index, SecureIndex};
 use crate::proto::FileEntry;
 use crate::proto::Message;
 use crate::reliable::RetryPolicy;
@@ -20,6 +22,7 @@ struct Client {
     /// Every action except `Send`, in order.
     log: Vec<Action>,
     /// Every datagram it sent.
+    /// The control messages the server opened from this client, in order.
     sent: Vec<Vec<u8>>,
 }
 
@@ -35,7 +38,7 @@ enum Drop {
 
 struct Net {
     now: Instant,
-    index: Index,
+    index: SecureIndex,
     clients: Vec<Client>,
     drop: Drop,
 }
@@ -48,6 +51,8 @@ fn config() -> Config {
         exit_when_done: false,
         restore: None,
         sync_wait: READ_YOUR_WRITES_WAIT,
+        server: "192.0.2.1:12000".into(),
+        server_pin_given: false,
     }
 }
 
@@ -64,7 +69,13 @@ impl Net {
         let now = Instant::now();
         Net {
             now,
-            index: Index::new(index::Config::default(), Vec::new(), now, [7; 32]),
+            index: SecureIndex::new(
+                Index::new(index::Config::default(), Vec::new(), now, [7; 32]),
+                [3; 32],
+                [4; 32],
+                now,
+                Default::default(),
+            ),
             clients: Vec::new(),
             drop: Drop::Nothing,
         }
@@ -88,7 +99,15 @@ impl Net {
         let addr = SocketAddr::from(([127, 0, 0, 1], 1301 + i as u16));
         self.clients.push(Client {
             addr,
-            flow: Flow::new(core, cfg),
+            flow: Flow::new(
+                core,
+                ClientLink::new(
+                    Some(ServerPin::Key(self.index.public_key())),
+                    [i as u8; 32],
+                    RetryPolicy::default().interval,
+                ),
+                cfg,
+            ),
             log: Vec::new(),
             sent: Vec::new(),
         });
@@ -106,10 +125,12 @@ impl Net {
                     match a {
                         Action::Send(d) => {
                             moved = true;
-                            if self.drop != Drop::All {
-                                self.index.handle_datagram(self.now, c.addr, &d);
+                            if self.drop != Drop::All
+                                && let Some(m) =
+                                    self.index.handle_datagram_opened(self.now, c.addr, &d)
+                            {
+                                c.sent.push(m);
                             }
-                            c.sent.push(d);
                         }
                         other => c.log.push(other),
                     }
@@ -118,9 +139,11 @@ impl Net {
             if self.index.poll_timeout().is_some_and(|t| t <= self.now) {
                 self.index.handle_timeout(self.now);
             }
-            let _ = self.index.take_store_ops();
-            while let Some((dst, bytes)) = self.index.poll_transmit() {
-                let table = matches!(Message::decode(&bytes), Ok(Message::Table { .. }));
+            let _ = self.index.index_mut().take_store_ops();
+            while let Some((dst, bytes, plain)) = self.index.poll_transmit_plain() {
+                let table = plain.is_some_and(|p| {
+                    matches!(Message::decode(&p), Ok(Message::Table { .. }))
+                });
                 if self.drop == Drop::All || (self.drop == Drop::Tables && table) {
                     continue;
                 }

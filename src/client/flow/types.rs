@@ -26,6 +26,10 @@ pub struct Config {
     pub restore: Option<Restore>,
     /// See [`READ_YOUR_WRITES_WAIT`].
     pub sync_wait: Duration,
+    /// The server's address as the user gave it (named when its key is refused).
+    pub server: String,
+    /// The user named the server's key (`--server-key`): pin what matched it.
+    pub server_pin_given: bool,
 }
 
 /// The crash journal's folder and offers: registered with `register_resuming`, and
@@ -41,6 +45,9 @@ pub struct Restore {
 pub enum Action {
     /// Send this datagram to the server.
     Send(Vec<u8>),
+    /// The server proved it holds this key, and it is to be pinned for its address
+    /// (first contact, or the key the user named with `--server-key`).
+    PinServer([u8; 32]),
     /// Print one line.
     Say(String),
     /// The command is over: show the prompt.

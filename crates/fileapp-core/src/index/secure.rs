@@ -108,23 +108,41 @@ impl SecureIndex {
 
     /// Handles one datagram from `src`. Never panics, whatever the bytes.
     pub fn handle_datagram(&mut self, now: Instant, src: SocketAddr, bytes: &[u8]) {
+        self.handle(now, src, bytes, false);
+    }
+
+    /// As [`SecureIndex::handle_datagram`], returning the control message the datagram
+    /// carried, if it authenticated (for drivers' tests that check what a client sent).
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn handle_datagram_opened(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        bytes: &[u8],
+    ) -> Option<Vec<u8>> {
+        self.handle(now, src, bytes, true)
+    }
+
+    fn handle(&mut self, now: Instant, src: SocketAddr, bytes: &[u8], keep: bool) -> Option<Vec<u8>> {
         match self.channel.handle(now, src, bytes) {
-            Ok(Inbound::Reply(reply)) => self.replies.push_back((src, reply)),
+            Ok(Inbound::Reply(reply)) => {
+                self.replies.push_back((src, reply));
+                None
+            }
             Ok(Inbound::Data {
                 session, payload, ..
             }) => {
                 if !self.take_address(session, src) {
                     self.stats.address_conflicts += 1;
-                    return;
+                    return None;
                 }
                 self.live.insert(session, (src, now));
-                let Some(binding) = self.channel.handshake_hash(session).copied() else {
-                    return;
-                };
+                let binding = *self.channel.handshake_hash(session)?;
                 self.index.handle_message(now, src, &binding, &payload);
+                keep.then_some(payload)
             }
             // Counted by the channel; nothing is answered.
-            Err(_) => {}
+            Err(_) => None,
         }
     }
 
@@ -199,8 +217,20 @@ impl SecureIndex {
     /// The next datagram to send: handshake answers first, then the index's messages,
     /// each sealed for its address's session.
     pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
-        if let Some(r) = self.replies.pop_front() {
-            return Some(r);
+        self.poll_transmit_traced().map(|(dst, sealed, _)| (dst, sealed))
+    }
+
+    /// As [`SecureIndex::poll_transmit`], with the index's message before sealing (for
+    /// drivers' tests that must tell a table push from a reply; `None` for handshake
+    /// packets).
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn poll_transmit_plain(&mut self) -> Option<(SocketAddr, Vec<u8>, Option<Vec<u8>>)> {
+        self.poll_transmit_traced()
+    }
+
+    fn poll_transmit_traced(&mut self) -> Option<(SocketAddr, Vec<u8>, Option<Vec<u8>>)> {
+        if let Some((dst, r)) = self.replies.pop_front() {
+            return Some((dst, r, None));
         }
         loop {
             let (dst, plain) = self.index.poll_transmit()?;
@@ -209,7 +239,7 @@ impl SecureIndex {
                 continue;
             };
             match self.channel.seal(session, &plain) {
-                Ok((_, sealed)) => return Some((dst, sealed)),
+                Ok((_, sealed)) => return Some((dst, sealed, Some(plain))),
                 Err(_) => self.stats.unsealed += 1,
             }
         }
