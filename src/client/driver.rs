@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
 
-use crate::console::{CompletionData, Console, ConsoleOptions, InputEvent, SharedCompletion};
-use crate::identity::{Identity, KeyLock, fingerprint};
 use crate::channel::{MAX_DATAGRAM, ServerPin};
 use crate::client::link::ClientLink;
+use crate::console::{CompletionData, Console, ConsoleOptions, InputEvent, SharedCompletion};
+use crate::identity::{Identity, KeyLock, fingerprint};
 use crate::known::{KnownKeys, Pin};
 use crate::reliable::RetryPolicy;
 use crate::transfer::provider::{SharedLibrary, serve};

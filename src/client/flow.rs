@@ -18,8 +18,8 @@ use std::time::Instant;
 use crate::proto::Reject;
 
 use super::core::{ClientCore, Event, OfferFailure, OpId};
-use super::link::{ClientLink, LinkEvent};
 use super::error::ClientError;
+use super::link::{ClientLink, LinkEvent};
 use super::messages as msg;
 
 mod commands;
@@ -294,10 +294,7 @@ impl Flow {
     }
 
     fn leave(&mut self) {
-        let goodbye = self
-            .core
-            .goodbye()
-            .and_then(|m| self.link.seal_now(&m));
+        let goodbye = self.core.goodbye().and_then(|m| self.link.seal_now(&m));
         self.act(Action::Leave { goodbye });
         self.ended = true;
     }

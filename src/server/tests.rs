@@ -101,7 +101,9 @@ async fn the_reply_leaves_after_its_change_is_committed() {
     assert_eq!(names, ["B"]);
     let mut buf = [0u8; MAX_DATAGRAM];
     let (n, _) = c.recv_from(&mut buf).unwrap();
-    let opened = link.handle(Instant::now(), &buf[..n]).expect("sealed for us");
+    let opened = link
+        .handle(Instant::now(), &buf[..n])
+        .expect("sealed for us");
     assert!(matches!(
         Message::decode(&opened),
         Ok(Message::Welcome { req: 1, .. })

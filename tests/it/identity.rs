@@ -116,3 +116,91 @@ fn list_long_shows_size_hash_and_owner_key() {
     let fp = fp.rsplit(' ').next().unwrap().trim_end_matches(']');
     assert!(row.ends_with(fp), "{row} vs {fp}");
 }
+
+/// The fingerprint a server printed at start (`Server key: <fingerprint>`).
+fn server_key(srv: &Server) -> String {
+    srv.proc
+        .transcript
+        .iter()
+        .find_map(|l| l.strip_prefix("Server key: "))
+        .expect("the server prints its key")
+        .to_string()
+}
+
+/// Kills `srv`, optionally with its key file gone, and starts it again on the same port
+/// and database.
+fn restart(srv: Server, new_key: bool) -> Server {
+    let Server {
+        mut proc,
+        dir,
+        port,
+    } = srv;
+    proc.kill9();
+    if new_key {
+        std::fs::remove_file(dir.path().join("fileapp-server.key")).unwrap();
+    }
+    Server::start_in(dir, port, &[])
+}
+
+#[test]
+fn a_server_that_comes_back_with_another_key_is_refused_until_the_user_accepts_it() {
+    let srv = Server::start(&[]);
+    let first = server_key(&srv);
+    let dir = tempfile::tempdir().unwrap();
+    // First contact: pinned, and said once.
+    let mut a = srv.client("A", dir.path());
+    assert_eq!(
+        a.transcript[0],
+        format!(
+            "[Server 127.0.0.1:{} has key {first}; pinned for later connections]",
+            srv.port
+        )
+    );
+    a.close_stdin();
+    assert_eq!(a.wait_exit(Duration::from_secs(10)), 0);
+
+    // The same server restarted keeps its key (from the file beside its database):
+    // nothing is said about it.
+    let srv = restart(srv, false);
+    assert_eq!(server_key(&srv), first);
+    let mut a = srv.client("A", dir.path());
+    assert!(
+        a.transcript.iter().all(|l| !l.contains("key")),
+        "{:?}",
+        a.transcript
+    );
+    a.close_stdin();
+    assert_eq!(a.wait_exit(Duration::from_secs(10)), 0);
+
+    // Another key on the same address: refused, both fingerprints and the way out said.
+    let srv = restart(srv, true);
+    let second = server_key(&srv);
+    assert_ne!(first, second);
+    let mut a = srv.client_raw("A", dir.path(), &[]);
+    assert_eq!(a.wait_exit(Duration::from_secs(10)), 1);
+    let line = a.transcript.join("\n");
+    for needle in [&first[..], &second[..], "--server-key"] {
+        assert!(line.contains(needle), "{needle} not in {line}");
+    }
+    assert!(!line.contains("Welcome"));
+
+    // The user accepts it: registered, and pinned from now on.
+    let mut a = srv.client_raw("A", dir.path(), &["--server-key", &second]);
+    a.expect_line(">>> [Welcome, You are registered.]");
+    assert!(a.transcript[0].contains(&format!("now pinned to key {second}")));
+    a.close_stdin();
+    assert_eq!(a.wait_exit(Duration::from_secs(10)), 0);
+    let mut a = srv.client("A", dir.path());
+    assert!(
+        a.transcript.iter().all(|l| !l.contains("key")),
+        "{:?}",
+        a.transcript
+    );
+    a.close_stdin();
+
+    // A wrong --server-key is refused like a changed key, first contact included.
+    let other = tempfile::tempdir().unwrap();
+    let mut b = srv.client_raw("B", other.path(), &["--server-key", &first]);
+    assert_eq!(b.wait_exit(Duration::from_secs(10)), 1);
+    assert!(b.transcript.join("\n").contains(&second));
+}

@@ -1,6 +1,8 @@
 //! A lossy UDP relay between clients and the server: drops, duplicates and reorders
-//! datagrams at a settable rate. Each client gets its own upstream socket, so the server
-//! still sees one distinct source address per client.
+//! datagrams at a settable rate, and, turned hostile, flips bytes, replays old
+//! datagrams, injects one client's datagrams into another's path and sends clients
+//! datagrams from the server's address. Each client gets its own upstream socket, so
+//! the server still sees one distinct source address per client.
 //!
 //! The tests here run real clients through it against the real server.
 
@@ -43,6 +45,12 @@ struct Faults {
     loss_pct: AtomicU32,
     dup_pct: AtomicU32,
     rng: Mutex<u64>,
+    hostile: AtomicBool,
+    /// Datagrams seen, each way, for replays and cross-session injection.
+    seen_up: Mutex<Vec<Vec<u8>>>,
+    seen_down: Mutex<Vec<Vec<u8>>>,
+    /// Datagrams the relay forged or replayed.
+    injected: AtomicU32,
 }
 
 impl Faults {
@@ -73,6 +81,10 @@ impl Relay {
             loss_pct: AtomicU32::new(0),
             dup_pct: AtomicU32::new(0),
             rng: Mutex::new(0x9e37_79b9_7f4a_7c15),
+            hostile: AtomicBool::new(false),
+            seen_up: Mutex::new(Vec::new()),
+            seen_down: Mutex::new(Vec::new()),
+            injected: AtomicU32::new(0),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = channel::<Pending>();
@@ -119,6 +131,7 @@ impl Relay {
                             while !s2.load(Ordering::Relaxed) {
                                 if let Ok((n, _)) = up2.recv_from(&mut b) {
                                     schedule(&f2, &tx2, &front2, client, &b[..n]);
+                                    attack(&f2, &f2.seen_down, &front2, client, &b[..n]);
                                 }
                             }
                         });
@@ -126,15 +139,63 @@ impl Relay {
                     })
                     .clone();
                 schedule(&f, &tx, &up, server, &buf[..n]);
+                attack(&f, &f.seen_up, &up, server, &buf[..n]);
             }
         });
         Relay { addr, faults, stop }
+    }
+
+    /// Turns the hostile path on or off (see [`attack`]).
+    pub fn set_hostile(&self, on: bool) {
+        self.faults.hostile.store(on, Ordering::Relaxed);
+    }
+
+    /// Datagrams forged or replayed so far.
+    pub fn injected(&self) -> u32 {
+        self.faults.injected.load(Ordering::Relaxed)
     }
 
     /// Sets the loss and duplication rates, in percent.
     pub fn set_faults(&self, loss_pct: u32, dup_pct: u32) {
         self.faults.loss_pct.store(loss_pct, Ordering::Relaxed);
         self.faults.dup_pct.store(dup_pct, Ordering::Relaxed);
+    }
+}
+
+/// When hostile, around each real datagram `b` going `to` through `via`: a copy with a
+/// flipped byte, a replay of an earlier datagram of this direction (from any client:
+/// into another client's session when it was someone else's), and random bytes. Toward
+/// a client these come from the address it knows as the server's.
+fn attack(f: &Faults, seen: &Mutex<Vec<Vec<u8>>>, via: &UdpSocket, to: SocketAddr, b: &[u8]) {
+    if !f.hostile.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut flipped = b.to_vec();
+    let at = (f.roll() as usize * 7919) % flipped.len().max(1);
+    if let Some(x) = flipped.get_mut(at) {
+        *x ^= 1 << (f.roll() % 8);
+    }
+    let mut out = vec![flipped];
+    {
+        let mut seen = seen.lock().unwrap();
+        if !seen.is_empty() {
+            let pick = (f.roll() as usize * 104_729) % seen.len();
+            out.push(seen[pick].clone());
+        }
+        if seen.len() < 4096 {
+            seen.push(b.to_vec());
+        }
+    }
+    let len = 1 + (f.roll() as usize * 13) % 1200;
+    let mut junk = vec![0u8; len];
+    for (i, x) in junk.iter_mut().enumerate() {
+        *x = (f.roll() as u8).wrapping_add(i as u8);
+    }
+    junk[0] = [1u8, 2, 3, 4][f.roll() as usize % 4];
+    out.push(junk);
+    for d in out {
+        f.injected.fetch_add(1, Ordering::Relaxed);
+        let _ = via.send_to(&d, to);
     }
 }
 
@@ -290,5 +351,90 @@ fn dereg_under_loss_never_leaves_the_client_listed() {
             // Its offer is kept across dereg/reg.
             wait_listed(&mut observer, &name, true);
         }
+    }
+}
+
+/// A hostile path between two clients and the server: every datagram each way comes
+/// with a flipped copy, a replay of an older one (often another client's: injected into
+/// this session) and random bytes, those toward clients from the server's address. No
+/// table changes but by the server's real updates, no client crashes, and once the
+/// attack stops every table equals the server's within 3 s.
+#[test]
+fn a_hostile_path_changes_no_table_and_crashes_no_client() {
+    const HEARTBEAT_MS: u64 = 200;
+    let hb = HEARTBEAT_MS.to_string();
+    let srv = Server::start(&["--db", ":memory:", "--heartbeat-ms", &hb]);
+    let relay = Relay::start(srv.addr().parse().unwrap());
+    let relay_addr = relay.addr.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("s")).unwrap();
+    for f in ["a1", "a2", "b1"] {
+        std::fs::write(dir.path().join("s").join(f), f.as_bytes()).unwrap();
+    }
+    let mut observer = srv.client("O", dir.path());
+    let spawn = |name: &str| {
+        let args = ["client", "--name", name, "--server", &relay_addr];
+        let mut p = Proc::spawn(name, &args, dir.path());
+        p.expect_line(">>> [Welcome, You are registered.]");
+        p.send("setdir s");
+        p.expect("Successfully set");
+        p
+    };
+    let mut a = spawn("A");
+    let mut b = spawn("B");
+    relay.set_hostile(true);
+    // Real changes during the attack: they must arrive, and nothing else.
+    a.send("offer a1");
+    a.expect_line(">>> [Offer Message Received By Server]");
+    b.send("offer b1");
+    b.expect_line(">>> [Offer Message Received By Server]");
+    a.send("offer a2");
+    a.expect_line(">>> [Offer Message Received By Server]");
+    // Let heartbeats and pushes run under attack for a while.
+    let until = Instant::now() + Duration::from_millis(10 * HEARTBEAT_MS);
+    while Instant::now() < until {
+        for p in [&mut a, &mut b] {
+            let rows = p.list_json_rows();
+            // Whatever a client lists, the server lists too: the observer (direct, no
+            // attack) may get a push later than the client, never a different one.
+            let settle = Instant::now() + Duration::from_secs(2);
+            let mut truth = observer.list_json_rows();
+            while !rows.iter().all(|r| truth.contains(r)) {
+                assert!(
+                    Instant::now() < settle,
+                    "{} lists {rows:?}, the server {truth:?}",
+                    p.name
+                );
+                std::thread::sleep(Duration::from_millis(20));
+                truth = observer.list_json_rows();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(HEARTBEAT_MS));
+    }
+    assert!(
+        relay.injected() > 50,
+        "the attack ran ({} injected)",
+        relay.injected()
+    );
+    relay.set_hostile(false);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let truth = observer.list_json_rows();
+        let same = [&mut a, &mut b]
+            .into_iter()
+            .all(|p| p.list_json_rows() == truth);
+        if same && truth.len() == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tables differ 3 s after the attack"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Both still answer (nothing crashed) and leave cleanly.
+    for mut p in [a, b] {
+        p.close_stdin();
+        assert_eq!(p.wait_exit(Duration::from_secs(10)), 0, "{}", p.name);
     }
 }

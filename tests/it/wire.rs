@@ -161,7 +161,11 @@ impl Session {
         sock.send(&hello).unwrap();
         let mut buf = [0u8; 2048];
         let n = sock.recv(&mut buf).expect("a handshake reply");
-        assert!(n < hello.len(), "a {n} byte reply to a {} byte Hello", hello.len());
+        assert!(
+            n < hello.len(),
+            "a {n} byte reply to a {} byte Hello",
+            hello.len()
+        );
         assert_eq!(link.handle(Instant::now(), &buf[..n]), None);
         let mut s = Session { sock, link };
         s.flush();
@@ -213,7 +217,10 @@ impl Session {
         let mut other = Vec::new();
         let mut buf = [0u8; 2048];
         loop {
-            let n = self.sock.recv(&mut buf).expect("the probe is always answered");
+            let n = self
+                .sock
+                .recv(&mut buf)
+                .expect("the probe is always answered");
             match self.link.handle(Instant::now(), &buf[..n]) {
                 Some(m) if Message::decode(&m).is_ok_and(|m| m.req_id() == Some(PROBE)) => {
                     return other;
@@ -390,7 +397,11 @@ fn in_clear_nothing_is_answered_and_in_a_session_refusals_name_their_reason() {
     for (what, msg, ok) in refused {
         // In clear, the seed's datagrams get nothing back at all.
         let clear = msg.encode().unwrap();
-        assert_eq!(session.raw(&clear), Vec::<Vec<u8>>::new(), "{what} in clear");
+        assert_eq!(
+            session.raw(&clear),
+            Vec::<Vec<u8>>::new(),
+            "{what} in clear"
+        );
         // In the session, the refusal names its request and its reason.
         let decoded = session
             .ask(&msg)
@@ -420,7 +431,11 @@ fn in_clear_nothing_is_answered_and_in_a_session_refusals_name_their_reason() {
         ("random bytes", crate::util::random_bytes(900, 3)),
         ("empty", Vec::new()),
     ] {
-        assert_eq!(session.raw(&bytes), Vec::<Vec<u8>>::new(), "{what}: answered");
+        assert_eq!(
+            session.raw(&bytes),
+            Vec::<Vec<u8>>::new(),
+            "{what}: answered"
+        );
     }
     // The server is still fine.
     let mut c = srv.client("C", dir.path());

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::client::{core, render};
 use crate::channel::ServerPin;
 use crate::client::link::ClientLink;
+use crate::client::{core, render};
 use crate::index::{self, Index, SecureIndex};
 use crate::proto::FileEntry;
 use crate::proto::Message;
@@ -141,9 +141,8 @@ impl Net {
             }
             let _ = self.index.index_mut().take_store_ops();
             while let Some((dst, bytes, plain)) = self.index.poll_transmit_plain() {
-                let table = plain.is_some_and(|p| {
-                    matches!(Message::decode(&p), Ok(Message::Table { .. }))
-                });
+                let table =
+                    plain.is_some_and(|p| matches!(Message::decode(&p), Ok(Message::Table { .. })));
                 if self.drop == Drop::All || (self.drop == Drop::Tables && table) {
                     continue;
                 }

@@ -123,7 +123,13 @@ impl SecureIndex {
         self.handle(now, src, bytes, true)
     }
 
-    fn handle(&mut self, now: Instant, src: SocketAddr, bytes: &[u8], keep: bool) -> Option<Vec<u8>> {
+    fn handle(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        bytes: &[u8],
+        keep: bool,
+    ) -> Option<Vec<u8>> {
         match self.channel.handle(now, src, bytes) {
             Ok(Inbound::Reply(reply)) => {
                 self.replies.push_back((src, reply));
@@ -217,7 +223,8 @@ impl SecureIndex {
     /// The next datagram to send: handshake answers first, then the index's messages,
     /// each sealed for its address's session.
     pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
-        self.poll_transmit_traced().map(|(dst, sealed, _)| (dst, sealed))
+        self.poll_transmit_traced()
+            .map(|(dst, sealed, _)| (dst, sealed))
     }
 
     /// As [`SecureIndex::poll_transmit`], with the index's message before sealing (for
