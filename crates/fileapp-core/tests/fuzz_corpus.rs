@@ -26,6 +26,7 @@ const TARGETS: &[(&str, Check)] = &[
     ("cert", fuzzing::cert),
     ("client", fuzzing::client),
     ("unpack", fuzzing::unpack),
+    ("channel", fuzzing::channel),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -98,6 +99,11 @@ fn client() {
     replay("client");
 }
 
+#[test]
+fn channel() {
+    replay("channel");
+}
+
 /// Its seeds are written by hand (the script is a few bytes per record); see
 /// `fuzzing::unpack` for the layout.
 #[test]
@@ -119,6 +125,7 @@ fn write_seed_corpus() {
         ("record", record_seeds()),
         ("cert", cert_seeds()),
         ("client", client_seeds()),
+        ("channel", channel_seeds()),
     ] {
         let dir = fuzz_dir().join("corpus").join(target);
         std::fs::create_dir_all(&dir).unwrap();
@@ -129,6 +136,39 @@ fn write_seed_corpus() {
 }
 
 type Seeds = Vec<(String, Vec<u8>)>;
+
+/// Steps of the channel script: a selector byte and a 16-bit-length piece.
+fn channel_seeds() -> Seeds {
+    let step = |sel: u8, piece: &[u8]| {
+        let mut v = vec![sel];
+        v.extend_from_slice(&(piece.len() as u16).to_le_bytes());
+        v.extend_from_slice(piece);
+        v
+    };
+    let mut hello = vec![0u8; fileapp_core::channel::HELLO_LEN];
+    hello[0] = fileapp_core::channel::TYPE_HELLO;
+    hello[5..37].copy_from_slice(&[9; 32]);
+    let mut data = vec![fileapp_core::channel::TYPE_DATA];
+    data.extend_from_slice(&[0; 4 + 8 + 20]);
+    let mut reply = vec![fileapp_core::channel::TYPE_HELLO_REPLY];
+    reply.extend_from_slice(&[0; 104]);
+    let mut cookie = vec![fileapp_core::channel::TYPE_COOKIE];
+    cookie.extend_from_slice(&[0; 20]);
+    named(vec![
+        ("hello-from-a-stranger", step(2, &hello)),
+        ("hello-from-the-session", step(0, &hello)),
+        ("data-no-session", [step(0, &data), step(2, &data)].concat()),
+        (
+            "to-the-client",
+            [step(1, &data), step(1, &reply), step(1, &cookie)].concat(),
+        ),
+        (
+            "plaintext-message",
+            step(0, &enc(&Message::Dereg { req: 1, token: 9 })),
+        ),
+        ("empty", step(0, &[])),
+    ])
+}
 
 fn named(list: Vec<(&str, Vec<u8>)>) -> Seeds {
     list.into_iter().map(|(n, b)| (n.to_string(), b)).collect()

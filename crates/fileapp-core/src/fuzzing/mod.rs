@@ -18,9 +18,11 @@ use crate::proto::{MAX_DATAGRAM, Message};
 use crate::transfer::cert::{ED25519_SPKI_PREFIX, ed25519_key_of};
 use crate::transfer::header::{self, Decoded, MAX_REQUEST_LEN, MAX_RESPONSE_LEN};
 
+mod channel;
 mod client;
 mod tls;
 
+pub use channel::channel;
 pub use client::{FUZZ_SEED, FUZZ_TOKEN, client, fuzz_table};
 pub use tls::{record, unpack};
 
