@@ -14,7 +14,11 @@
 //!        key BLOB(32) NULL)
 //! files(owner TEXT, name TEXT, ver INTEGER, size INTEGER, hash BLOB(32),
 //!       PRIMARY KEY(owner, name))
+//! records(owner TEXT PRIMARY KEY, ver INTEGER, seq INTEGER NULL, advertise TEXT NULL,
+//!         sig BLOB(64) NULL)                          -- since version 2
 //! ```
+//!
+//! A version 1 database is upgraded in place on open (the `records` table is added).
 //!
 //! `u64` values (`instance`, `ver`) are stored bit-cast to `i64`, so every value round-trips
 //! exactly. `flowinfo`/`scope_id` are the IPv6 socket-address fields (0 for IPv4), kept so a
@@ -26,7 +30,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{FileRow, OwnerRecord, OwnerRow, Store, StoreError, StoreOp};
+use super::{FileRow, OwnerRecord, OwnerRow, RecordSig, Store, StoreError, StoreOp};
 
 /// What can go wrong inside this backend: SQLite itself, or a row that does not decode.
 /// Converted to the core's [`StoreError`] at the [`Store`] boundary.
@@ -51,7 +55,7 @@ impl From<SqlError> for StoreError {
 type Result<T, E = SqlError> = std::result::Result<T, E>;
 
 /// Schema version this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE owners (
@@ -77,6 +81,24 @@ CREATE TABLE files (
     PRIMARY KEY (owner, name)
 ) WITHOUT ROWID;
 ";
+
+/// Version 1 -> 2: owners' signed records.
+const SCHEMA_V2: &str = "
+CREATE TABLE records (
+    owner     TEXT    NOT NULL PRIMARY KEY,
+    ver       INTEGER NOT NULL,
+    seq       INTEGER,
+    advertise TEXT,
+    sig       BLOB
+) WITHOUT ROWID;
+";
+
+const UPSERT_RECORD: &str = "
+INSERT INTO records (owner, ver, seq, advertise, sig) VALUES (?1, ?2, ?3, ?4, ?5)
+ON CONFLICT (owner) DO UPDATE SET
+    ver = excluded.ver, seq = excluded.seq, advertise = excluded.advertise, sig = excluded.sig";
+const LOAD_RECORDS: &str = "SELECT owner, ver, seq, advertise, sig FROM records";
+const CLEAR_RECORD: &str = "DELETE FROM records WHERE owner = ?1";
 
 const UPSERT_OWNER: &str = "
 INSERT INTO owners (name, ip, udp_port, flowinfo, scope_id, tcp_port, online, token, instance, ver,
@@ -220,6 +242,11 @@ impl SqliteStore {
                     ));
                 }
                 tx.execute_batch(SCHEMA_V1)?;
+                tx.execute_batch(SCHEMA_V2)?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            }
+            1 => {
+                tx.execute_batch(SCHEMA_V2)?;
                 tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             }
             SCHEMA_VERSION => {}
@@ -263,6 +290,28 @@ fn u16_col(row: &rusqlite::Row<'_>, idx: usize, what: &str) -> Result<u16> {
 
 fn bad_type(what: &str) -> impl FnOnce(rusqlite::types::FromSqlError) -> SqlError + '_ {
     move |e| SqlError::Corrupt(format!("{what}: {e}"))
+}
+
+/// A `records` row: `None` when the record is not signed (NULL seq or sig).
+fn record_from_row(owner: &str, row: &rusqlite::Row<'_>) -> Result<Option<RecordSig>> {
+    let seq: Option<i64> = row.get(2)?;
+    let advertise: Option<String> = row.get(3)?;
+    let sig: Option<Vec<u8>> = row.get(4)?;
+    let (Some(seq), Some(sig)) = (seq, sig) else {
+        return Ok(None);
+    };
+    let advertise =
+        match advertise {
+            None => None,
+            Some(a) => Some(a.parse().map_err(|_| {
+                SqlError::Corrupt(format!("record of {owner:?}: bad address {a:?}"))
+            })?),
+        };
+    Ok(Some(RecordSig {
+        seq: u64_from_sql(seq),
+        advertise,
+        sig,
+    }))
 }
 
 fn owner_from_row(row: &rusqlite::Row<'_>) -> Result<OwnerRow> {
@@ -327,6 +376,7 @@ impl SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.prepare_cached(CLEAR_FILES)?.execute([name])?;
+        tx.prepare_cached(CLEAR_RECORD)?.execute([name])?;
         let n = tx
             .prepare_cached("DELETE FROM owners WHERE name = ?1")?
             .execute([name])?;
@@ -358,6 +408,8 @@ impl SqliteStore {
                 out.push(OwnerRecord {
                     row: owner_from_row(row)?,
                     files: Vec::new(),
+                    record: None,
+                    record_ver: 0,
                 });
             }
         }
@@ -393,6 +445,18 @@ impl SqliteStore {
                     // Files of an unknown owner cannot be written by `commit`; skip them.
                     _ => {}
                 }
+            }
+        }
+        {
+            let mut stmt = tx.prepare_cached(LOAD_RECORDS)?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let owner: String = row.get(0)?;
+                let Ok(i) = out.binary_search_by(|r| r.row.name.as_str().cmp(&owner)) else {
+                    continue; // the record of an unknown owner
+                };
+                out[i].record_ver = u64_from_sql(row.get(1)?);
+                out[i].record = record_from_row(&owner, row)?;
             }
         }
         tx.finish()?;
@@ -450,6 +514,18 @@ impl SqliteStore {
                 }
                 StoreOp::ClearFiles { owner } => {
                     tx.prepare_cached(CLEAR_FILES)?.execute([owner])?;
+                }
+                StoreOp::Record { owner, record, ver } => {
+                    tx.prepare_cached(UPSERT_RECORD)?.execute(params![
+                        owner,
+                        u64_to_sql(*ver),
+                        record.as_ref().map(|r| u64_to_sql(r.seq)),
+                        record
+                            .as_ref()
+                            .and_then(|r| r.advertise)
+                            .map(|a| a.to_string()),
+                        record.as_ref().map(|r| &r.sig[..]),
+                    ])?;
                 }
             }
         }

@@ -108,6 +108,19 @@ pub enum Message {
     },
     /// Sign this nonce to register with a key (answer to a `Register` without proof).
     Challenge { req: ReqId, nonce: [u8; 16] },
+
+    // ---- client -> server, appended (variant 10) -------------------------------------
+    /// "My record, as the server now holds it, is signed": the owner's signature over
+    /// its statement (`crate::records`) at sequence number `seq`, with the server's view
+    /// of its name, key, TCP port, advertised address and offered files. The server
+    /// checks it against that view and relays it to every client (`Item::Record`).
+    Record {
+        req: ReqId,
+        token: Token,
+        seq: u64,
+        /// Ed25519 signature, 64 bytes.
+        sig: Vec<u8>,
+    },
 }
 
 /// Why a request was refused.
@@ -155,6 +168,25 @@ pub enum Item {
         size: u64,
         hash: [u8; 32],
     },
+    /// The owner's signature over its record (everything of `Owner` and `File` items but
+    /// the observed address and the online flag), or `None` while its record changed
+    /// and is not yet signed. Clients verify it against the owner's key.
+    Record {
+        owner: String,
+        record: Option<RecordSig>,
+    },
+}
+
+/// An owner's signature over its statement, as the server relays it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct RecordSig {
+    /// Grows with every statement of this owner's key.
+    pub seq: u64,
+    /// The address the owner advertised, as signed (`None`: peers use the address the
+    /// server observed, which is unsigned).
+    pub advertise: Option<IpAddr>,
+    /// Ed25519 signature, 64 bytes.
+    pub sig: Vec<u8>,
 }
 
 /// An offered file: name, size and BLAKE3 hash when it was offered.
@@ -255,7 +287,8 @@ impl Message {
             | Message::Welcome { req, .. }
             | Message::Rejected { req, .. }
             | Message::Ack { req, .. }
-            | Message::Challenge { req, .. } => Some(*req),
+            | Message::Challenge { req, .. }
+            | Message::Record { req, .. } => Some(*req),
             Message::TableAck { .. } | Message::Table { .. } => None,
         }
     }

@@ -86,29 +86,16 @@ impl OwnerStatement {
 
     /// The bytes that are signed.
     pub fn encode(&self) -> Result<Vec<u8>, RecordError> {
-        if self.name.len() > MAX_NAME_LEN
-            || self.files.iter().any(|f| f.name.len() > MAX_FILE_NAME_LEN)
-        {
-            return Err(RecordError::TooLong);
-        }
-        let files: usize = self.files.iter().map(|f| 1 + f.name.len() + 40).sum();
-        let mut m =
-            Vec::with_capacity(CONTEXT.len() + 8 + 1 + self.name.len() + 32 + 2 + 17 + 4 + files);
-        m.extend_from_slice(CONTEXT);
-        m.extend_from_slice(&self.seq.to_le_bytes());
-        m.push(self.name.len() as u8);
-        m.extend_from_slice(self.name.as_bytes());
-        m.extend_from_slice(&self.key);
-        m.extend_from_slice(&self.tcp_port.to_le_bytes());
-        identity::push_addr(&mut m, self.advertise);
-        m.extend_from_slice(&(self.files.len() as u32).to_le_bytes());
-        for f in &self.files {
-            m.push(f.name.len() as u8);
-            m.extend_from_slice(f.name.as_bytes());
-            m.extend_from_slice(&f.size.to_le_bytes());
-            m.extend_from_slice(&f.hash);
-        }
-        Ok(m)
+        statement_bytes(
+            &self.name,
+            &self.key,
+            self.tcp_port,
+            self.advertise,
+            self.seq,
+            self.files
+                .iter()
+                .map(|f| (f.name.as_str(), f.size, &f.hash)),
+        )
     }
 
     /// Signs the statement with `id`, which must hold the statement's key.
@@ -119,6 +106,42 @@ impl OwnerStatement {
             signature,
         })
     }
+}
+
+/// The signed bytes of an owner's statement, from its parts; `files` in name order with
+/// no duplicates (as a `BTreeMap` keeps them), each `(name, size, hash)`. The one
+/// encoder: the owner signs these bytes, the server and every client check them.
+pub fn statement_bytes<'a>(
+    name: &str,
+    key: &PublicKey,
+    tcp_port: u16,
+    advertise: Option<IpAddr>,
+    seq: u64,
+    files: impl ExactSizeIterator<Item = (&'a str, u64, &'a [u8; 32])>,
+) -> Result<Vec<u8>, RecordError> {
+    if name.len() > MAX_NAME_LEN {
+        return Err(RecordError::TooLong);
+    }
+    let mut m =
+        Vec::with_capacity(CONTEXT.len() + 8 + 1 + name.len() + 32 + 2 + 17 + 4 + files.len() * 48);
+    m.extend_from_slice(CONTEXT);
+    m.extend_from_slice(&seq.to_le_bytes());
+    m.push(name.len() as u8);
+    m.extend_from_slice(name.as_bytes());
+    m.extend_from_slice(key);
+    m.extend_from_slice(&tcp_port.to_le_bytes());
+    identity::push_addr(&mut m, advertise);
+    m.extend_from_slice(&(files.len() as u32).to_le_bytes());
+    for (f, size, hash) in files {
+        if f.len() > MAX_FILE_NAME_LEN {
+            return Err(RecordError::TooLong);
+        }
+        m.push(f.len() as u8);
+        m.extend_from_slice(f.as_bytes());
+        m.extend_from_slice(&size.to_le_bytes());
+        m.extend_from_slice(hash);
+    }
+    Ok(m)
 }
 
 impl SignedRecord {

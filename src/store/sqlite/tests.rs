@@ -518,3 +518,56 @@ fn bench_load_100k_owners_10_files() {
         );
     }
 }
+
+#[test]
+fn signed_records_round_trip_and_a_version_1_database_is_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    {
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(SCHEMA_V1).unwrap();
+        c.pragma_update(None, "user_version", 1).unwrap();
+    }
+    let signed = RecordSig {
+        seq: 7,
+        advertise: Some(Ipv6Addr::LOCALHOST.into()),
+        sig: vec![9; 64],
+    };
+    let mut s = SqliteStore::open(&path).unwrap();
+    s.commit(&[
+        StoreOp::Owner(row("a", 1)),
+        StoreOp::Record {
+            owner: "a".into(),
+            record: Some(signed.clone()),
+            ver: 3,
+        },
+        // The record of an owner the store does not know is kept but never loaded.
+        StoreOp::Record {
+            owner: "ghost".into(),
+            record: None,
+            ver: 4,
+        },
+    ])
+    .unwrap();
+    drop(s);
+    let mut s = SqliteStore::open(&path).unwrap();
+    let recs = s.load().unwrap();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(
+        (recs[0].record.clone(), recs[0].record_ver),
+        (Some(signed), 3)
+    );
+    s.commit(&[StoreOp::Record {
+        owner: "a".into(),
+        record: None,
+        ver: 5,
+    }])
+    .unwrap();
+    let recs = s.load().unwrap();
+    assert_eq!((recs[0].record.clone(), recs[0].record_ver), (None, 5));
+    let version: i64 = s
+        .conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+}

@@ -2,10 +2,27 @@
 //! Deltas arrive in parts ([`crate::proto::Message::Table`]) and are applied atomically,
 //! only when complete and only if they move the table forward.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use crate::proto::Item;
+use crate::identity;
+use crate::proto::{Item, RecordSig};
+use crate::records::statement_bytes;
+
+/// Whether an owner's record, as the table shows it, is what the owner signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trust {
+    /// Its signature verifies under its key: port, advertised address and every file
+    /// (size, hash) are the owner's own word.
+    Verified,
+    /// No signature yet (it just changed and is being signed), or no key.
+    #[default]
+    Unsigned,
+    /// The signature does not verify, or it is older than one seen before: someone
+    /// (the server, or the path to it) altered the record. Never used for transfers.
+    Forged,
+}
 
 /// One online owner as the client sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +33,10 @@ pub struct OwnerView {
     pub key: Option<[u8; 32]>,
     /// File name -> (size, BLAKE3 hash) as offered.
     pub files: BTreeMap<String, FileMeta>,
+    /// The owner's signature over all of the above but `ip` (unless advertised).
+    pub record: Option<RecordSig>,
+    /// What checking `record` found.
+    pub trust: Trust,
 }
 
 /// Size and hash of an offered file, as its owner announced them.
@@ -62,6 +83,11 @@ pub struct ClientTable {
     version: u64,
     owners: BTreeMap<String, OwnerView>,
     assembly: Option<Assembly>,
+    /// Highest record number verified per name, kept for the whole process: an older
+    /// record shown later is a replay.
+    seen_seq: HashMap<String, u64>,
+    /// Records that failed verification.
+    forged: u64,
 }
 
 impl ClientTable {
@@ -78,9 +104,17 @@ impl ClientTable {
         self.owners.iter().map(|(n, v)| (n.as_str(), v))
     }
 
-    /// Forgets everything (a new session receives a full snapshot).
+    /// Forgets the table (a new session receives a full snapshot); what was verified
+    /// before is remembered.
     pub fn reset(&mut self) {
-        *self = ClientTable::default();
+        self.version = 0;
+        self.owners.clear();
+        self.assembly = None;
+    }
+
+    /// Records that failed verification since the process started.
+    pub fn forged(&self) -> u64 {
+        self.forged
     }
 
     /// Every (file, owner) row, sorted by file name then owner.
@@ -167,6 +201,14 @@ impl ClientTable {
         let (owners, files): (Vec<Item>, Vec<Item>) = items
             .into_iter()
             .partition(|i| matches!(i, Item::Owner { .. }));
+        let touched: BTreeSet<String> = owners
+            .iter()
+            .chain(&files)
+            .filter_map(|i| match i {
+                Item::Owner { name, .. } => Some(name.clone()),
+                Item::File { owner, .. } | Item::Record { owner, .. } => Some(owner.clone()),
+            })
+            .collect();
         for item in owners {
             if let Item::Owner {
                 name,
@@ -182,6 +224,8 @@ impl ClientTable {
                         tcp_port,
                         key,
                         files: BTreeMap::new(),
+                        record: None,
+                        trust: Trust::Unsigned,
                     });
                     v.ip = ip;
                     v.tcp_port = tcp_port;
@@ -192,16 +236,60 @@ impl ClientTable {
             }
         }
         for item in files {
-            if let Item::File {
-                owner,
-                file,
-                size,
-                hash,
-            } = item
-                && let Some(v) = self.owners.get_mut(&owner)
-            {
-                v.files.insert(file, FileMeta { size, hash });
+            match item {
+                Item::File {
+                    owner,
+                    file,
+                    size,
+                    hash,
+                } => {
+                    if let Some(v) = self.owners.get_mut(&owner) {
+                        v.files.insert(file, FileMeta { size, hash });
+                    }
+                }
+                Item::Record { owner, record } => {
+                    if let Some(v) = self.owners.get_mut(&owner) {
+                        v.record = record;
+                    }
+                }
+                Item::Owner { .. } => {}
             }
+        }
+        for name in touched {
+            self.verify(&name);
+        }
+    }
+
+    /// Checks `name`'s record against everything the table shows of it.
+    fn verify(&mut self, name: &str) {
+        let Some(v) = self.owners.get_mut(name) else {
+            return;
+        };
+        let (Some(key), Some(rec)) = (v.key, &v.record) else {
+            v.trust = Trust::Unsigned;
+            return;
+        };
+        let seen = self.seen_seq.get(name).copied().unwrap_or(0);
+        let good = rec.seq >= seen
+            && statement_bytes(
+                name,
+                &key,
+                v.tcp_port,
+                rec.advertise,
+                rec.seq,
+                v.files.iter().map(|(f, m)| (f.as_str(), m.size, &m.hash)),
+            )
+            .is_ok_and(|m| identity::verify(&key, &m, &rec.sig));
+        if good {
+            v.trust = Trust::Verified;
+            if let Some(ip) = rec.advertise {
+                // The owner's own word for where to reach it.
+                v.ip = ip;
+            }
+            self.seen_seq.insert(name.to_string(), rec.seq);
+        } else {
+            v.trust = Trust::Forged;
+            self.forged += 1;
         }
     }
 }

@@ -35,6 +35,7 @@ mod limits;
 mod liveness;
 mod offers;
 mod push;
+mod record;
 mod register;
 mod secure;
 mod stats;
@@ -45,7 +46,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use crate::identity::PublicKey;
-use crate::proto::{Message, PackError, Reject, ReqId, Token};
+use crate::proto::{Message, PackError, RecordSig, Reject, ReqId, Token};
 use crate::store::{OwnerRecord, StoreOp};
 
 pub use config::{
@@ -102,6 +103,14 @@ struct Owner {
     push: Option<push::Push>,
     /// The public key this name is bound to, once registered with one.
     key: Option<PublicKey>,
+    /// `peer_ip` is the address the owner advertised (signed), not the observed one.
+    advertised: bool,
+    /// The owner's signature over its record as it stands; `None` once it changed.
+    record: Option<RecordSig>,
+    /// Version at which `record` last changed.
+    rec_ver: u64,
+    /// Highest sequence number accepted from this owner: a record must exceed it.
+    seq: u64,
 }
 
 /// The index server's state.
@@ -203,6 +212,11 @@ impl Index {
         self.online.len()
     }
 
+    /// The key `name` is bound to. (For tests and diagnostics.)
+    pub fn owner_key(&self, name: &str) -> Option<PublicKey> {
+        self.owners[*self.by_name.get(name)?].key
+    }
+
     /// Is `name` online, and with which offered files? (For tests and diagnostics.)
     pub fn owner_files(&self, name: &str) -> Option<(bool, Vec<String>)> {
         let o = &self.owners[*self.by_name.get(name)?];
@@ -258,6 +272,12 @@ impl Index {
             msg @ Message::Register { .. } => self.on_register_request(now, src, binding, msg),
             Message::Offer { req, token, files } => self.on_offer(now, src, req, token, files),
             Message::Dereg { req, token } => self.on_dereg(now, src, req, token),
+            Message::Record {
+                req,
+                token,
+                seq,
+                sig,
+            } => self.on_record(now, src, req, token, seq, sig),
             Message::Heartbeat {
                 req,
                 token,

@@ -69,6 +69,7 @@ impl Index {
                 owner: o.name.clone(),
                 files: rows,
             });
+            self.unsign(id, v);
             self.set_latest(id, v);
             self.schedule_push(now);
         }

@@ -31,6 +31,8 @@ struct Registration {
     key: Option<PublicKey>,
     /// May take the name from an online session with the same key.
     evict: bool,
+    /// `peer_ip` came from `advertise`.
+    advertised: bool,
 }
 
 impl Index {
@@ -92,6 +94,7 @@ impl Index {
             peer_ip: advertise.unwrap_or(src.ip()).to_canonical(),
             key,
             evict,
+            advertised: advertise.is_some(),
         };
         self.on_register(now, src, req, reg)
     }
@@ -186,6 +189,7 @@ impl Index {
         o.instance = reg.instance;
         o.key = o.key.or(reg.key);
         o.ver = v;
+        o.advertised = reg.advertised;
         o.last_seen = now;
         o.verified = false;
         o.acked = 0;
@@ -194,6 +198,8 @@ impl Index {
         self.set_online(id, true);
         self.set_latest(id, v);
         self.ops.push(StoreOp::Owner(self.row(id)));
+        // Port and address may have changed: the owner signs its record anew.
+        self.unsign(id, v);
         self.stats.registrations += 1;
         self.welcome(src, req, token);
         self.schedule_push(now);
@@ -244,6 +250,10 @@ impl Index {
             acked: 0,
             push: None,
             key: reg.key,
+            advertised: reg.advertised,
+            record: None,
+            rec_ver: v,
+            seq: 0,
         });
         self.by_name.insert(reg.name.clone(), id);
         self.by_ver.insert(v, id);

@@ -23,6 +23,13 @@ fn file_item(owner: &str, file: &str, st: &FileState) -> Item {
     }
 }
 
+fn record_item(o: &Owner) -> Item {
+    Item::Record {
+        owner: o.name.clone(),
+        record: o.record.clone(),
+    }
+}
+
 impl Index {
     /// Loads what the store holds. Clients that were online stay online, with
     /// `offline_after` from `now` to come back by heartbeat.
@@ -41,7 +48,10 @@ impl Index {
                     (f.name, st)
                 })
                 .collect();
-            let latest = files.values().map(|f| f.ver).fold(row.ver, u64::max);
+            let latest = files
+                .values()
+                .map(|f| f.ver)
+                .fold(row.ver.max(rec.record_ver), u64::max);
             self.version = self.version.max(latest);
             let id = self.owners.len();
             self.by_name.insert(row.name.clone(), id);
@@ -68,6 +78,10 @@ impl Index {
                 acked: 0,
                 push: None,
                 key: row.key,
+                advertised: rec.record.as_ref().is_some_and(|r| r.advertise.is_some()),
+                seq: rec.record.as_ref().map_or(0, |r| r.seq),
+                rec_ver: rec.record_ver.max(row.ver),
+                record: rec.record,
             });
         }
     }
@@ -121,8 +135,9 @@ impl Index {
                 });
                 if o.online {
                     // The header changed (came back, moved): the client may hold none
-                    // of its files, so send them all.
+                    // of its files, so send them all, and the record's signature.
                     items.extend(o.files.iter().map(|(f, st)| file_item(&o.name, f, st)));
+                    items.push(record_item(o));
                 }
             } else if o.online {
                 items.extend(
@@ -131,6 +146,9 @@ impl Index {
                         .filter(|(_, st)| st.ver > from)
                         .map(|(f, st)| file_item(&o.name, f, st)),
                 );
+                if o.rec_ver > from {
+                    items.push(record_item(o));
+                }
             }
         }
         items

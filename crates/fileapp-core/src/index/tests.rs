@@ -393,9 +393,11 @@ fn a_burst_of_changes_costs_one_push_per_client() {
     }
     sim.run_for(200 * MS);
     let sent = sim.index.stats().table_parts_sent - before;
+    // The offers land in one coalescing window, and so do the five signed records that
+    // follow their acks: one push for the files, one for the signatures.
     assert_eq!(
-        sent, 5,
-        "five offers in one coalescing window: one part per client"
+        sent, 10,
+        "five offers and their records: two parts per client, not one per change"
     );
     for i in 0..5 {
         assert_eq!(sim.rows(i).len(), 5);
@@ -554,8 +556,9 @@ fn converges_under_heavy_loss_duplication_and_reordering() {
     for i in 0..6 {
         sim.clients[i].register(sim.now);
     }
-    // Each registration ends within its retry budget (2 s), one way or the other.
-    sim.run_for(2100 * MS);
+    // Each registration ends within two retry budgets (2 s each: the challenge round,
+    // then the proof), one way or the other.
+    sim.run_for(4100 * MS);
     for i in 0..6 {
         assert!(
             sim.events[i]
@@ -1008,6 +1011,8 @@ fn the_store_never_holds_a_live_token_and_a_restored_session_comes_back_with_it(
     let records = vec![OwnerRecord {
         row: rows.last().unwrap().clone(),
         files: Vec::new(),
+        record: None,
+        record_ver: 0,
     }];
     let mut back = Index::new(Config::default(), records.clone(), now, [6; 32]);
     let hb = |token| {

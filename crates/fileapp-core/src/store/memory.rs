@@ -26,6 +26,8 @@ impl Store for MemoryStore {
                         .or_insert_with(|| OwnerRecord {
                             row: row.clone(),
                             files: Vec::new(),
+                            record: None,
+                            record_ver: 0,
                         });
                 }
                 StoreOp::Files { owner, files } => {
@@ -41,6 +43,12 @@ impl Store for MemoryStore {
                 StoreOp::ClearFiles { owner } => {
                     if let Some(rec) = self.owners.get_mut(owner) {
                         rec.files.clear();
+                    }
+                }
+                StoreOp::Record { owner, record, ver } => {
+                    if let Some(rec) = self.owners.get_mut(owner) {
+                        rec.record = record.clone();
+                        rec.record_ver = *ver;
                     }
                 }
             }

@@ -6,6 +6,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+pub use crate::proto::RecordSig;
+
 pub mod memory;
 
 pub use memory::{MemoryStore, NullStore};
@@ -30,11 +32,16 @@ pub struct OwnerRow {
     pub key: Option<[u8; 32]>,
 }
 
-/// An owner with its offered files, as loaded at start-up.
+/// An owner with its offered files and its signed record, as loaded at start-up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnerRecord {
     pub row: OwnerRow,
     pub files: Vec<FileRow>,
+    /// The owner's signature over its record as it stands (see `crate::records`); `None`
+    /// when it changed since it was last signed.
+    pub record: Option<RecordSig>,
+    /// Table version at which `record` last changed (0 if never).
+    pub record_ver: u64,
 }
 
 /// One offered file as persisted.
@@ -56,6 +63,13 @@ pub enum StoreOp {
     Files { owner: String, files: Vec<FileRow> },
     /// Remove every file of `owner`.
     ClearFiles { owner: String },
+    /// Replace `owner`'s signed record (`None`: its record changed, not yet signed).
+    Record {
+        owner: String,
+        record: Option<RecordSig>,
+        /// The table version of the change.
+        ver: u64,
+    },
 }
 
 /// Typed store failure; the server treats any of them as fatal for the batch.

@@ -85,6 +85,8 @@ enum Tag {
     /// Dereg of a session we never wanted: the late welcome of a registration we had
     /// abandoned. Its outcome concerns nobody.
     Bury,
+    /// Our signed record.
+    Record,
 }
 
 /// Where the session stands.
@@ -127,6 +129,10 @@ pub struct ClientCore {
     /// The control channel's handshake hash, which registration proofs are signed over
     /// (see [`ClientCore::set_binding`]).
     binding: [u8; 32],
+    /// Sequence number of our last signed record (see [`ClientCore::set_record_seq`]).
+    record_seq: u64,
+    /// Our record changed on the server: sign and send it at the next step.
+    record_due: bool,
     reqs: Outstanding<Tag>,
     out: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
@@ -173,6 +179,8 @@ impl ClientCore {
             instance: 0,
             seed,
             binding: [0; 32],
+            record_seq: 0,
+            record_due: false,
             out: VecDeque::new(),
             events: VecDeque::new(),
             table: ClientTable::default(),
@@ -194,6 +202,13 @@ impl ClientCore {
 
     pub fn state(&self) -> State {
         self.state
+    }
+
+    /// Our signed records will be numbered from `seq + 1`: a restarted process must
+    /// number above its previous run, so the driver starts it from the wall clock (in
+    /// microseconds); clients keep the highest number they saw.
+    pub fn set_record_seq(&mut self, seq: u64) {
+        self.record_seq = self.record_seq.max(seq);
     }
 
     /// The control channel opened a session with handshake hash `binding`: later
@@ -261,7 +276,7 @@ impl ClientCore {
             Tag::Register { user } => self.on_register_timed_out(now, id, user),
             Tag::Offer(op) => self.offer_part_done(op, Some(OfferFailure::NoAck)),
             Tag::Dereg => self.on_dereg_timed_out(),
-            Tag::Bury => {}
+            Tag::Bury | Tag::Record => {}
             Tag::Heartbeat => self.on_heartbeat_timed_out(),
         }
     }
@@ -269,6 +284,13 @@ impl ClientCore {
     /// A datagram from the server: a reply goes to the job whose request it answers,
     /// a table push to the table sync.
     pub fn handle_datagram(&mut self, now: Instant, bytes: &[u8]) {
+        self.on_datagram(now, bytes);
+        if self.record_due {
+            self.send_record(now);
+        }
+    }
+
+    fn on_datagram(&mut self, now: Instant, bytes: &[u8]) {
         let Ok(msg) = Message::decode(bytes) else {
             return;
         };
@@ -311,6 +333,7 @@ impl ClientCore {
                 }
                 Some(Tag::Dereg) => self.go_offline(),
                 Some(Tag::Heartbeat) => self.on_heartbeat_acked(),
+                Some(Tag::Record) => self.seen_version = self.seen_version.max(version),
                 _ => {}
             },
             Message::Table {
@@ -321,6 +344,7 @@ impl ClientCore {
                 items,
             } => self.on_table_part(from, to, part, parts, items),
             Message::Register { .. }
+            | Message::Record { .. }
             | Message::Offer { .. }
             | Message::Dereg { .. }
             | Message::Heartbeat { .. }
@@ -331,6 +355,13 @@ impl ClientCore {
     /// Time passed: retransmissions go out, requests out of retries go to the job that
     /// sent them, and due heartbeats and re-registrations start.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.on_timeout(now);
+        if self.record_due {
+            self.send_record(now);
+        }
+    }
+
+    fn on_timeout(&mut self, now: Instant) {
         let mut resend = Vec::new();
         let failed = self.reqs.handle_timeout(now, &mut resend);
         self.out.extend(resend);

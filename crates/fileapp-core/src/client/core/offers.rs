@@ -95,6 +95,8 @@ impl ClientCore {
             return;
         }
         let o = self.ops.remove(&op).expect("present");
+        // Our files changed on the server: sign the record as it now stands.
+        self.record_due = true;
         for carried in o.carries {
             self.offer_part_done(carried, o.failed);
         }
@@ -125,4 +127,41 @@ fn chunk_files(files: Vec<FileEntry>) -> Vec<Vec<FileEntry>> {
         chunks.last_mut().expect("never empty").push(f);
     }
     chunks
+}
+
+impl ClientCore {
+    /// Signs our record as the server should now hold it (name, key, port, advertised
+    /// address, every offered file) under the next sequence number, and sends it.
+    pub(super) fn send_record(&mut self, now: Instant) {
+        self.record_due = false;
+        let (Some(id), Some(token)) = (self.cfg.identity.clone(), self.token) else {
+            return;
+        };
+        if self.state != State::Online || self.leaving {
+            return;
+        }
+        self.record_seq += 1;
+        let seq = self.record_seq;
+        let key = id.public_key();
+        let Ok(statement) = crate::records::statement_bytes(
+            &self.cfg.name,
+            &key,
+            self.cfg.tcp_port,
+            self.cfg.advertise,
+            seq,
+            self.offered
+                .values()
+                .map(|f| (f.name.as_str(), f.size, &f.hash)),
+        ) else {
+            return;
+        };
+        let sig = id.sign(&statement).to_vec();
+        self.reqs.cancel_where(|t| *t == Tag::Record);
+        self.request(now, Tag::Record, |req| Message::Record {
+            req,
+            token,
+            seq,
+            sig,
+        });
+    }
 }

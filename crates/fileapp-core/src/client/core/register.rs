@@ -142,6 +142,8 @@ impl ClientCore {
         self.send_heartbeat(now);
         let carries = std::mem::take(&mut self.parked);
         if self.offered.is_empty() {
+            // Port and address are new to the server: sign the record (no files).
+            self.record_due = true;
             for op in carries {
                 self.offer_part_done(op, None);
             }

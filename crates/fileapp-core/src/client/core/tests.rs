@@ -252,7 +252,15 @@ fn registration_answers_the_challenge_with_a_proof_and_goes_online() {
         Some(net.now + RetryPolicy::default().interval),
         "the heartbeat's own retry comes first"
     );
-    net.serve(0, &hb[0]);
+    // And the signed record of the new session, sent with it.
+    assert!(
+        hb[1..]
+            .iter()
+            .any(|d| matches!(decode(d), Message::Record { .. }))
+    );
+    for d in &hb {
+        net.serve(0, d);
+    }
     for d in net.take_down(0) {
         net.hand(0, &d);
     }

@@ -426,3 +426,68 @@ fn idle_sessions_are_closed() {
     assert_eq!(net.server.sessions(), 0);
     assert_eq!(net.server.stats().idle_closed, 1);
 }
+
+fn trust_of(net: &Net, i: usize, owner: &str) -> Option<crate::client::table::Trust> {
+    net.clients[i].core.table().owner(owner).map(|v| v.trust)
+}
+
+#[test]
+fn owners_sign_their_records_and_clients_verify_them() {
+    use crate::client::table::Trust;
+    let mut net = Net::new();
+    let a = net.add("A", net.pin());
+    let b = net.add("B", net.pin());
+    net.register(a);
+    net.register(b);
+    net.clients[a].core.offer(net.now, &[FileEntry::named("f")]);
+    net.pump();
+    net.advance(Duration::from_millis(10));
+    assert_eq!(trust_of(&net, b, "A"), Some(Trust::Verified));
+    assert_eq!(trust_of(&net, a, "B"), Some(Trust::Verified));
+    assert_eq!(net.clients[b].core.table().forged(), 0);
+}
+
+/// The server's database rewritten behind its back: whatever is changed, a client
+/// that reads the table refuses the altered record.
+#[test]
+fn a_rewritten_database_is_caught_by_every_client() {
+    use crate::client::table::Trust;
+    type Rewrite = fn(&mut Vec<crate::store::OwnerRecord>, [u8; 32]);
+    let rewrites: [(&str, Rewrite); 3] = [
+        ("a file's hash", |recs, _| {
+            let a = recs.iter_mut().find(|r| r.row.name == "A").unwrap();
+            a.files[0].hash[0] ^= 1;
+        }),
+        ("an owner's port", |recs, _| {
+            let a = recs.iter_mut().find(|r| r.row.name == "A").unwrap();
+            a.row.tcp_port += 1;
+        }),
+        (
+            "an owner's key, swapped for another client's",
+            |recs, other| {
+                let a = recs.iter_mut().find(|r| r.row.name == "A").unwrap();
+                a.row.key = Some(other);
+            },
+        ),
+    ];
+    for (what, rewrite) in rewrites {
+        let mut net = Net::new();
+        let a = net.add("A", net.pin());
+        let b = net.add("B", net.pin());
+        net.register(a);
+        net.register(b);
+        net.clients[a].core.offer(net.now, &[FileEntry::named("f")]);
+        net.pump();
+        let b_key = net.server.index().owner_key("B").unwrap();
+        let mut records = net.store.load().unwrap();
+        rewrite(&mut records, b_key);
+        net.server = server_at(net.now, records, SECRET);
+        // A newcomer reads the rewritten table.
+        let c = net.add("C", net.pin());
+        net.register(c);
+        net.advance(Duration::from_millis(10));
+        assert_eq!(trust_of(&net, c, "A"), Some(Trust::Forged), "{what}");
+        assert!(net.clients[c].core.table().forged() > 0, "{what}");
+        assert_eq!(trust_of(&net, c, "B"), Some(Trust::Verified), "{what}");
+    }
+}

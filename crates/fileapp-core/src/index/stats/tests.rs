@@ -74,6 +74,8 @@ fn a_delta_that_cannot_be_packed_is_counted_and_reported_not_truncated() {
     let (mut ix, now) = index(vec![OwnerRecord {
         row,
         files: vec![file],
+        record: None,
+        record_ver: 0,
     }]);
     let reg = Message::Register {
         req: 1,
