@@ -255,10 +255,14 @@ async fn start_client(cfg: &ClientConfig) -> Result<(driver::Config, Bound), Cli
             TlsIdentity::new(&identity).map_err(ClientError::Tls)?,
         ))
     };
-    let known_servers = match KnownKeys::default_path("known_servers") {
-        Some(p) => Some(KnownKeys::load(&p).map_err(ClientError::KnownServers)?),
-        None => None,
+    let known = |file| match KnownKeys::default_path(file) {
+        Some(p) => KnownKeys::load(&p)
+            .map(Some)
+            .map_err(ClientError::KnownServers),
+        None => Ok(None),
     };
+    let known_servers = known("known_servers")?;
+    let known_peers = known("known_peers")?;
     let bound = Bound {
         sock,
         listener,
@@ -267,6 +271,7 @@ async fn start_client(cfg: &ClientConfig) -> Result<(driver::Config, Bound), Cli
         key_lock,
         security,
         known_servers,
+        known_peers,
     };
     Ok((client_settings(cfg, download_dir), bound))
 }

@@ -95,6 +95,18 @@ impl KnownKeys {
         self.save()
     }
 
+    /// Pins several keys with one write (see [`KnownKeys::pin`]).
+    pub fn pin_all(&mut self, pins: Vec<(String, PublicKey)>) -> Result<(), KnownError> {
+        if let Ok(now) = KnownKeys::load(&self.path) {
+            self.keys = now.keys;
+            self.other = now.other;
+        }
+        for (what, key) in pins {
+            self.keys.insert(what, key);
+        }
+        self.save()
+    }
+
     fn save(&self) -> Result<(), KnownError> {
         let err = |e| KnownError(self.path.clone(), e);
         if let Some(dir) = self.path.parent() {

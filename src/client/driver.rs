@@ -76,6 +76,8 @@ pub struct Bound {
     /// The server keys pinned so far (`known_servers`); `None` when the user has no
     /// config folder (every run is then a first contact, said each time).
     pub known_servers: Option<KnownKeys>,
+    /// The peers' keys remembered so far (`known_peers`).
+    pub known_peers: Option<KnownKeys>,
 }
 
 /// Runs a client until the user leaves (`Ok`) or it cannot go on.
@@ -108,6 +110,8 @@ struct Driver {
     /// The requests' retry policy: how long [`Driver::settle`] may wait.
     retry: RetryPolicy,
     known_servers: Option<KnownKeys>,
+    /// Every peer's key as first seen (`known_peers`).
+    known_peers: Option<KnownKeys>,
     server: SocketAddr,
 }
 
@@ -126,7 +130,7 @@ impl Driver {
             .and_then(|Saved { dir, offers }| Some((dir?, offers)))
             .filter(|(_, offers)| !offers.is_empty())
             .map(|(dir, offers)| Restore { dir, offers });
-        let core = ClientCore::new(
+        let mut core = ClientCore::new(
             core_sm::Config {
                 name: cfg.name.clone(),
                 tcp_port: tcp_addr.port(),
@@ -138,6 +142,12 @@ impl Driver {
             },
             rand::random(),
         );
+        // Our records are numbered from the wall clock, so a restarted client's are
+        // newer than its last run's (peers keep the highest they saw).
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        core.set_record_seq(micros);
         let pinned = b
             .known_servers
             .as_ref()
@@ -154,6 +164,7 @@ impl Driver {
             flow::Config {
                 server: cfg.server.to_string(),
                 server_pin_given: cfg.server_pin.is_some(),
+                key: Some(b.identity.public_key()),
                 fingerprint: fingerprint(&b.identity.public_key()),
                 download_dir: cfg.download_dir.clone(),
                 exec: cfg.exec,
@@ -194,6 +205,7 @@ impl Driver {
             _key_lock: b.key_lock,
             retry: cfg.retry,
             known_servers: b.known_servers,
+            known_peers: b.known_peers,
             server: cfg.server,
         };
         Ok((driver, (input, reports, notices)))
@@ -245,7 +257,17 @@ impl Driver {
                 Action::Prompt => self.console.ready(),
                 Action::StartServing => self.start_serving(),
                 Action::StopServing => self.stop_serving(),
-                Action::TableChanged => self.update_completion(),
+                Action::TableChanged => {
+                    self.update_completion();
+                    self.check_peer_keys();
+                }
+                Action::TrustPeer { name, key } => {
+                    if let Some(known) = &mut self.known_peers
+                        && let Err(e) = known.pin(&name, key)
+                    {
+                        self.console.print(&msg::known_peers_failed(&e));
+                    }
+                }
                 Action::CheckDir(dir) => {
                     let found = resolve_dir(Path::new(&dir));
                     self.flow.dir_checked(Instant::now(), &dir, found);
@@ -395,6 +417,35 @@ impl Driver {
         }
         if let Ok(mut c) = self.completion.write() {
             c.table = files;
+        }
+    }
+
+    /// Remembers the key of every peer name seen for the first time, and tells the flow
+    /// of any name the table now binds to another key than the one we knew.
+    fn check_peer_keys(&mut self) {
+        let Some(known) = &mut self.known_peers else {
+            return;
+        };
+        let mut new = Vec::new();
+        let mut changed = Vec::new();
+        for (name, o) in self.flow.core().table().owners() {
+            let Some(key) = o.key else { continue };
+            if name == self.name {
+                continue;
+            }
+            match known.check(name, &key) {
+                Pin::New => new.push((name.to_string(), key)),
+                Pin::Same => {}
+                Pin::Changed { pinned } => changed.push((name.to_string(), pinned, key)),
+            }
+        }
+        if !new.is_empty()
+            && let Err(e) = known.pin_all(new)
+        {
+            self.console.print(&msg::known_peers_failed(&e));
+        }
+        for (name, pinned, key) in changed {
+            self.flow.peer_key_changed(&name, pinned, key);
         }
     }
 

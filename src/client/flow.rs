@@ -71,6 +71,11 @@ pub struct Flow {
     actions: VecDeque<Action>,
     /// Left or failed: nothing more happens.
     ended: bool,
+    /// Peers whose key in the table is not the one we knew them by: (known, shown).
+    /// Downloads from them are refused until `trust`.
+    peer_changes: std::collections::BTreeMap<String, ([u8; 32], [u8; 32])>,
+    /// The foreign key we last warned about for our own name.
+    own_warned: Option<[u8; 32]>,
 }
 
 impl Flow {
@@ -89,6 +94,8 @@ impl Flow {
             dir: None,
             actions: VecDeque::new(),
             ended: false,
+            peer_changes: Default::default(),
+            own_warned: None,
         }
     }
 
@@ -141,6 +148,37 @@ impl Flow {
                     }
                 }
             }
+        }
+    }
+
+    /// The driver found that the table binds `name`, whom we knew by key `known`, to
+    /// `shown`: warn once, and refuse downloads from it until the user trusts it.
+    pub fn peer_key_changed(&mut self, name: &str, known: [u8; 32], shown: [u8; 32]) {
+        if self.peer_changes.get(name).is_some_and(|c| c.1 == shown) {
+            return;
+        }
+        self.peer_changes.insert(name.to_string(), (known, shown));
+        let fp = crate::identity::fingerprint;
+        self.say(msg::peer_key_changed(name, &fp(&known), &fp(&shown)));
+    }
+
+    /// A table that binds our own name to another key: someone may pose as us.
+    fn check_own_name(&mut self) {
+        let Some(ours) = self.cfg.key else {
+            return;
+        };
+        let shown = self
+            .core
+            .table()
+            .owner(self.core.name())
+            .and_then(|o| o.key);
+        if let Some(shown) = shown.filter(|k| *k != ours)
+            && self.own_warned != Some(shown)
+        {
+            self.own_warned = Some(shown);
+            let fp = crate::identity::fingerprint;
+            let line = msg::own_name_bound_elsewhere(self.core.name(), &fp(&shown), &fp(&ours));
+            self.say(line);
         }
     }
 
@@ -399,6 +437,7 @@ impl Flow {
             }
             Event::TableUpdated => {
                 self.say(msg::TABLE_UPDATED);
+                self.check_own_name();
                 self.act(Action::TableChanged);
             }
             Event::ServerLost => self.say(msg::SERVER_LOST),

@@ -56,6 +56,57 @@ pub fn server_key_changed(server: &str, pinned: &str, presented: &str) -> String
     )
 }
 
+/// The table binds a peer we knew to another key.
+pub fn peer_key_changed(name: &str, pinned: &str, presented: &str) -> String {
+    format!(
+        "[Warning: the table binds {name} to key {presented}, but you knew {name} by key \
+         {pinned}. Downloads from {name} are refused. If {name} really has a new key \
+         (ask them), type: trust {name}]"
+    )
+}
+
+/// The table binds our own name to a key that is not ours.
+pub fn own_name_bound_elsewhere(name: &str, presented: &str, ours: &str) -> String {
+    format!(
+        "[WARNING: the table binds YOUR name {name} to key {presented}, not to your key \
+         {ours}. Someone may be impersonating you.]"
+    )
+}
+
+/// `request` from an owner whose record is not verified.
+pub fn owner_not_verified(owner: &str, forged: bool) -> String {
+    if forged {
+        format!(
+            "[Not downloading from {owner}: the table's record of {owner} does not match \
+             {owner}'s signature; the server or the path to it altered it]"
+        )
+    } else {
+        format!(
+            "[Not downloading from {owner}: its record is not signed yet (it just changed); \
+             try again in a moment]"
+        )
+    }
+}
+
+/// `request` from a peer whose key changed and was not accepted.
+pub fn peer_key_refused(owner: &str) -> String {
+    format!(
+        "[Not downloading from {owner}: its key changed; see the warning above, or type: trust {owner}]"
+    )
+}
+
+pub fn peer_trusted(name: &str, fingerprint: &str) -> String {
+    format!("[{name} is now known by key {fingerprint}]")
+}
+
+pub fn nothing_to_trust(name: &str) -> String {
+    format!("[{name}'s key has not changed: nothing to accept]")
+}
+
+pub fn known_peers_failed(e: &crate::known::KnownError) -> String {
+    format!("[Cannot save the peers' keys: {e}]")
+}
+
 /// First contact with a server: its key is pinned from now on.
 pub fn server_pinned(server: &str, fingerprint: &str) -> String {
     format!("[Server {server} has key {fingerprint}; pinned for later connections]")

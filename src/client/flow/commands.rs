@@ -9,6 +9,7 @@ use crate::client::command::{self, Command, glob_match};
 use crate::client::core::State;
 use crate::client::messages as msg;
 use crate::client::render;
+use crate::client::table::Trust;
 
 impl Flow {
     pub(super) fn run_line(&mut self, now: Instant, line: &str) {
@@ -98,6 +99,16 @@ impl Flow {
                 let line = msg::whoami(self.core.name(), state, &self.cfg.fingerprint);
                 self.say(line);
             }
+            Command::Trust(name) => match self.peer_changes.remove(&name) {
+                Some((_, key)) => {
+                    self.say(msg::peer_trusted(
+                        &name,
+                        &crate::identity::fingerprint(&key),
+                    ));
+                    self.act(Action::TrustPeer { name, key });
+                }
+                None => self.say(msg::nothing_to_trust(&name)),
+            },
             Command::Quit => self.leave(),
         }
     }
@@ -122,9 +133,16 @@ impl Flow {
         for (file, owner) in pairs {
             let found = (self.core.table().owner(&owner))
                 .filter(|o| o.files.contains_key(&file) && owner != self.core.name())
-                .map(|o| (SocketAddr::new(o.ip, o.tcp_port), o.key));
+                .map(|o| (SocketAddr::new(o.ip, o.tcp_port), o.key, o.trust));
+            if found.is_some() && self.peer_changes.contains_key(&owner) {
+                self.say(msg::peer_key_refused(&owner));
+                continue;
+            }
             match found {
-                Some((peer, key)) => orders.push(Order {
+                Some((_, _, trust)) if trust != Trust::Verified => {
+                    self.say(msg::owner_not_verified(&owner, trust == Trust::Forged));
+                }
+                Some((peer, key, _)) => orders.push(Order {
                     peer,
                     owner,
                     file,

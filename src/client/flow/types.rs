@@ -30,6 +30,8 @@ pub struct Config {
     pub server: String,
     /// The user named the server's key (`--server-key`): pin what matched it.
     pub server_pin_given: bool,
+    /// Our own public key: the table must bind our name to it.
+    pub key: Option<[u8; 32]>,
 }
 
 /// The crash journal's folder and offers: registered with `register_resuming`, and
@@ -45,6 +47,8 @@ pub struct Restore {
 pub enum Action {
     /// Send this datagram to the server.
     Send(Vec<u8>),
+    /// `trust <name>`: remember this key for that peer from now on.
+    TrustPeer { name: String, key: [u8; 32] },
     /// The server proved it holds this key, and it is to be pinned for its address
     /// (first contact, or the key the user named with `--server-key`).
     PinServer([u8; 32]),

@@ -28,6 +28,8 @@ pub enum Command {
     Help(Option<String>),
     /// `whoami`
     WhoAmI,
+    /// `trust <name>`: accept the new key the table shows for a peer you knew.
+    Trust(String),
     /// `quit` / `exit`
     Quit,
     /// An empty line.
@@ -102,6 +104,12 @@ pub const COMMANDS: &[CommandHelp] = &[
         usage: "whoami",
         summary: "show your name, status and key fingerprint",
         details: "Your name is bound to your key: only this key can register it again.\n  Peers check the fingerprint when they download from you.",
+    },
+    CommandHelp {
+        name: "trust",
+        usage: "trust <name>",
+        summary: "accept a peer's new key after a key-change warning",
+        details: "You remember every peer's key from the first time you saw it. When the table\n  binds a name you know to another key, downloads from it are refused until you\n  accept the new key (check its fingerprint with the peer first).\n  Example: trust B",
     },
     CommandHelp {
         name: "quit",
@@ -217,6 +225,10 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
         "whoami" => match args {
             [] => Ok(Command::WhoAmI),
             _ => Err(usage("whoami")),
+        },
+        "trust" => match args {
+            [n] => Ok(Command::Trust(n.clone())),
+            _ => Err(usage("trust")),
         },
         _ => Err(ParseError::Unknown),
     }

@@ -56,6 +56,10 @@ pub struct Row {
     pub size: u64,
     /// BLAKE3 of the file as offered, hex.
     pub hash: String,
+    /// The owner's public key, hex (64 digits), if its name is bound to one.
+    pub key: Option<String>,
+    /// The owner's signed record verified: these are its own port, size and hash.
+    pub verified: bool,
 }
 
 #[derive(Debug)]
@@ -130,6 +134,8 @@ impl ClientTable {
                     tcp_port: v.tcp_port,
                     size: m.size,
                     hash: hex::encode(m.hash),
+                    key: v.key.map(hex::encode),
+                    verified: v.trust == Trust::Verified,
                 })
             })
             .collect();

@@ -20,6 +20,9 @@ pub const DEFAULT_OFFLINE_AFTER: Duration =
 /// Changes within this window are pushed together by default: 5 ms.
 pub const DEFAULT_COALESCE: Duration = Duration::from_millis(5);
 
+/// Longest wait of a push for the signed record of its change by default: 200 ms.
+pub const DEFAULT_SIGN_WAIT: Duration = Duration::from_millis(200);
+
 /// Most files one client may offer by default: 10,000.
 pub const DEFAULT_MAX_FILES_PER_CLIENT: usize = 10_000;
 
@@ -59,6 +62,10 @@ pub struct Config {
     /// the key that proved itself. The server sets it; `false` by default so the
     /// index's own tests can register key-less names.
     pub require_key: bool,
+    /// How long a push waits for the signed record of the change that caused it (a
+    /// duration; it comes one round trip after the change's ack). Default
+    /// [`DEFAULT_SIGN_WAIT`].
+    pub sign_wait: Duration,
 }
 
 impl Default for Config {
@@ -69,6 +76,7 @@ impl Default for Config {
             retry: RetryPolicy::DEFAULT,
             coalesce: DEFAULT_COALESCE,
             require_key: false,
+            sign_wait: DEFAULT_SIGN_WAIT,
             max_files_per_client: DEFAULT_MAX_FILES_PER_CLIENT,
             max_clients_per_ip: DEFAULT_MAX_CLIENTS_PER_IP,
             rate_limit: DEFAULT_RATE_LIMIT,

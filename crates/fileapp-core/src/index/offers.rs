@@ -71,7 +71,8 @@ impl Index {
             });
             self.unsign(id, v);
             self.set_latest(id, v);
-            self.schedule_push(now);
+            let signs = self.owners[id].key.is_some();
+            self.schedule_push_signed_soon(now, signs);
         }
         self.ack(src, req);
     }

@@ -41,6 +41,24 @@ impl Index {
         }
     }
 
+    /// A change that its owner is about to sign (an offer, a registration): the push
+    /// waits for the signed record, up to [`Config::sign_wait`](super::Config), so that
+    /// clients get the change and its signature together, in one push.
+    pub(super) fn schedule_push_signed_soon(&mut self, now: Instant, owner_signs: bool) {
+        if !owner_signs {
+            return self.schedule_push(now);
+        }
+        if self.push_due.is_none() {
+            self.push_due = Some(now + self.cfg.sign_wait.max(self.cfg.coalesce));
+        }
+    }
+
+    /// The signature arrived: push within the coalescing window.
+    pub(super) fn schedule_push_now(&mut self, now: Instant) {
+        let soon = now + self.cfg.coalesce;
+        self.push_due = Some(self.push_due.map_or(soon, |t| t.min(soon)));
+    }
+
     /// The coalesced push, when due: every verified listener behind the table and not
     /// already being pushed to.
     pub(super) fn run_due_pushes(&mut self, now: Instant) {

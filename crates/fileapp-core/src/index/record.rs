@@ -85,7 +85,7 @@ impl Index {
             ver: v,
         });
         self.set_latest(id, v);
-        self.schedule_push(now);
+        self.schedule_push_now(now);
         self.ack(src, req);
     }
 }

@@ -202,7 +202,8 @@ impl Index {
         self.unsign(id, v);
         self.stats.registrations += 1;
         self.welcome(src, req, token);
-        self.schedule_push(now);
+        let signs = self.owners[id].key.is_some();
+        self.schedule_push_signed_soon(now, signs);
     }
 
     /// May `reg` take the name `id` holds? A name belongs to the key that registered it:

@@ -393,11 +393,11 @@ fn a_burst_of_changes_costs_one_push_per_client() {
     }
     sim.run_for(200 * MS);
     let sent = sim.index.stats().table_parts_sent - before;
-    // The offers land in one coalescing window, and so do the five signed records that
-    // follow their acks: one push for the files, one for the signatures.
+    // The push waits for the signed records that follow the offers' acks: the files
+    // and their signatures reach each client together.
     assert_eq!(
-        sent, 10,
-        "five offers and their records: two parts per client, not one per change"
+        sent, 5,
+        "five offers and their records in one push: one part per client"
     );
     for i in 0..5 {
         assert_eq!(sim.rows(i).len(), 5);

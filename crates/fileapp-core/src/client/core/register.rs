@@ -138,12 +138,15 @@ impl ClientCore {
         }
         // A new session gets a full snapshot.
         self.table.reset();
-        // Heartbeat at once: it proves our address and starts the table push.
-        self.send_heartbeat(now);
         let carries = std::mem::take(&mut self.parked);
         if self.offered.is_empty() {
-            // Port and address are new to the server: sign the record (no files).
-            self.record_due = true;
+            // Port and address are new to the server: sign the record (no files), before
+            // the heartbeat, so that the snapshot it starts already carries it.
+            self.send_record(now);
+        }
+        // Heartbeat at once: it proves our address and starts the table push.
+        self.send_heartbeat(now);
+        if self.offered.is_empty() {
             for op in carries {
                 self.offer_part_done(op, None);
             }
