@@ -210,9 +210,9 @@ impl ClientTable {
         let touched: BTreeSet<String> = owners
             .iter()
             .chain(&files)
-            .filter_map(|i| match i {
-                Item::Owner { name, .. } => Some(name.clone()),
-                Item::File { owner, .. } | Item::Record { owner, .. } => Some(owner.clone()),
+            .map(|i| match i {
+                Item::Owner { name, .. } => name.clone(),
+                Item::File { owner, .. } | Item::Record { owner, .. } => owner.clone(),
             })
             .collect();
         for item in owners {
