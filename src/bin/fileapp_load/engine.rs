@@ -34,7 +34,8 @@ const QUIET_MARGIN: Duration = Duration::from_millis(100);
 /// the retry interval, rarely enough not to scan them every turn.
 const TIMEOUT_CHECK: Duration = Duration::from_millis(20);
 /// Clients per loopback address (127.0.0.1, 127.0.0.2, ...): well inside one address's
-/// ephemeral ports, and under the server's default `--max-clients-per-ip` (10,000).
+/// ephemeral ports, and under the server's default `--max-clients-per-ip` (10,000), which
+/// therefore stays as it is.
 pub const CLIENTS_PER_IP: usize = 5_000;
 /// Fresh registrations (new handshake, challenge, proof) one client may start after a
 /// proof the server refused because the session changed under it.
@@ -71,7 +72,9 @@ pub struct Client {
     tcp_port: u16,
     identity: Identity,
     key: PublicKey,
-    udp: UdpSocket,
+    /// The socket it speaks from (its own, or, in the memory phase past the open-files
+    /// limit, one it takes over from an earlier client that is done).
+    sock: u32,
     link: ClientLink,
     /// The handshake hash of the link's session, which registration proofs are signed over.
     binding: Option<[u8; 32]>,
@@ -101,6 +104,9 @@ pub struct PropRound {
 /// All simulated clients and what they are waiting for.
 pub struct Sim {
     pub clients: Vec<Client>,
+    socks: Vec<UdpSocket>,
+    /// The client each socket currently speaks for.
+    owner: Vec<u32>,
     pin: Option<ServerPin>,
     pending: HashMap<ReqId, Pending>,
     next_req: ReqId,
@@ -132,31 +138,42 @@ pub struct Sim {
     pub last_table_at: Instant,
 }
 
-/// The loopback address client `i` sends from.
-fn client_ip(i: usize) -> IpAddr {
-    let k = (i / CLIENTS_PER_IP) as u32 + 1;
+/// The loopback address socket `s` sends from, when each socket serves up to
+/// `per_sock` clients one after the other: at most [`CLIENTS_PER_IP`] clients per address.
+fn sock_ip(s: usize, per_sock: usize) -> IpAddr {
+    let socks_per_ip = (CLIENTS_PER_IP / per_sock.max(1)).max(1);
+    let k = (s / socks_per_ip) as u32 + 1;
     IpAddr::V4(Ipv4Addr::from(0x7f00_0000 | k))
 }
 
 impl Sim {
-    /// `n` clients named `<prefix><i>`, each with a fresh Ed25519 identity and its own
-    /// socket, speaking to `server` whose channel key is `pin` (any, if `None`).
+    /// `n` clients named `<prefix><i>`, each with a fresh Ed25519 identity, speaking to
+    /// `server` whose channel key is `pin` (any, if `None`) over `sockets` sockets: one
+    /// each when `sockets >= n`; else client `i` uses socket `i % sockets`, after the
+    /// clients before it there are done (see [`Sim::may_start`]).
     pub fn new(
         server: SocketAddr,
         n: usize,
+        sockets: usize,
         prefix: &str,
         pin: Option<ServerPin>,
     ) -> anyhow::Result<Sim> {
         let mut epoll = Poller::new()?;
+        let sockets = sockets.clamp(1, n.max(1));
+        let per_sock = n.div_ceil(sockets);
+        let mut socks = Vec::with_capacity(sockets);
+        for s in 0..sockets {
+            let udp = client_socket(sock_ip(s, per_sock), server)
+                .with_context(|| format!("cannot open socket {s}"))?;
+            epoll.add(&udp, s as u64)?;
+            socks.push(udp);
+        }
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64);
         let retry = RetryPolicy::default();
         let mut clients = Vec::with_capacity(n);
         for i in 0..n {
-            let udp = client_socket(client_ip(i), server)
-                .with_context(|| format!("cannot open the socket of client {i}"))?;
-            epoll.add(&udp, i as u64)?;
             let identity = Identity::generate().context("cannot generate an identity")?;
             let key = identity.public_key();
             clients.push(Client {
@@ -165,7 +182,7 @@ impl Sim {
                 tcp_port: 10_000 + (i % 50_000) as u16,
                 identity,
                 key,
-                udp,
+                sock: (i % sockets) as u32,
                 link: ClientLink::new(pin, rand::random(), retry.interval),
                 binding: None,
                 register_attempts: 0,
@@ -179,6 +196,8 @@ impl Sim {
         }
         Ok(Sim {
             clients,
+            owner: (0..sockets as u32).collect(),
+            socks,
             pin,
             pending: HashMap::new(),
             next_req: seed << 16,
@@ -201,12 +220,22 @@ impl Sim {
         })
     }
 
-    /// Sockets actually bound (one per client).
+    /// Sockets actually bound.
     pub fn local_addrs(&self) -> usize {
-        self.clients
-            .iter()
-            .filter(|c| c.udp.local_addr().is_ok())
-            .count()
+        self.socks.iter().filter(|s| s.local_addr().is_ok()).count()
+    }
+
+    /// May `client` start? Always with a socket of its own; on a shared socket, once the
+    /// client before it there is done (registered with nothing outstanding, or given up):
+    /// it then takes the socket over, and its handshake replaces the other's session.
+    pub fn may_start(&mut self, client: u32) -> bool {
+        let s = self.clients[client as usize].sock as usize;
+        let cur = self.owner[s];
+        if cur != client && self.clients[cur as usize].outstanding > 0 {
+            return false;
+        }
+        self.owner[s] = client;
+        true
     }
 
     /// Clients holding a token.
@@ -219,7 +248,7 @@ impl Sim {
     fn pump(&mut self, c: u32) {
         let cl = &mut self.clients[c as usize];
         while let Some(d) = cl.link.poll_transmit() {
-            match cl.udp.send(&d) {
+            match self.socks[cl.sock as usize].send(&d) {
                 Ok(_) => self.c.datagrams_out += 1,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.backlog.push_back((c, d)),
                 // ECONNREFUSED (an earlier datagram met a closed port) and the like: lost,
@@ -250,7 +279,8 @@ impl Sim {
             let Some((c, d)) = self.backlog.pop_front() else {
                 break;
             };
-            match self.clients[c as usize].udp.send(&d) {
+            let s = self.clients[c as usize].sock as usize;
+            match self.socks[s].send(&d) {
                 Ok(_) => self.c.datagrams_out += 1,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.backlog.push_back((c, d)),
                 Err(_) => self.c.send_failed += 1,
@@ -393,7 +423,9 @@ impl Sim {
         self.flush();
         let mut ready = std::mem::take(&mut self.ready);
         self.epoll.wait(timeout_ms, &mut ready);
-        let received = ready.iter().try_for_each(|&c| self.receive(c as u32));
+        let received = ready
+            .iter()
+            .try_for_each(|&s| self.receive(self.owner[s as usize]));
         // The buffer goes back even on error: it is reused every turn.
         self.ready = ready;
         received?;
@@ -420,7 +452,7 @@ impl Sim {
         for _ in 0..4 {
             let now = Instant::now();
             let cl = &mut self.clients[c as usize];
-            let n = self.rb.recv(cl.udp.as_fd());
+            let n = self.rb.recv(self.socks[cl.sock as usize].as_fd());
             for i in 0..n {
                 match cl.link.handle(now, self.rb.get(i)) {
                     Some(m) => opened.push(m),

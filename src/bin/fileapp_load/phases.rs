@@ -274,7 +274,7 @@ impl Sim {
             if Instant::now() >= deadline {
                 break;
             }
-            while self.inflight < window && next < total {
+            while self.inflight < window && next < total && self.may_start(next as u32) {
                 self.register(next as u32)?;
                 next += 1;
             }

@@ -46,6 +46,9 @@ pub struct ServerUse {
 #[derive(Debug, Default, Serialize)]
 pub struct MemReport {
     pub db: String,
+    /// Sockets the clients took turns on (one each if as many as clients): the server
+    /// holds one channel session per socket at most.
+    pub sockets: usize,
     pub load: MemLoadReport,
     pub baseline_rss_kib: u64,
     pub peak_rss_kib: u64,
@@ -371,8 +374,8 @@ fn print_memory(m: Option<&MemReport>) {
     detail(
         "",
         format!(
-            "retransmits {}, gave up {}, server cpu {:.1} s",
-            m.load.retransmits, m.load.gave_up, m.server_cpu_seconds
+            "retransmits {}, gave up {}, server cpu {:.1} s; {} sockets (live sessions <= that)",
+            m.load.retransmits, m.load.gave_up, m.server_cpu_seconds, m.sockets
         ),
     );
 }

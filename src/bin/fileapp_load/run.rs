@@ -17,6 +17,8 @@ use super::server::{self, ServerProc};
 const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one propagation round may take before it counts as not completed.
 const ROUND_TIMEOUT: Duration = Duration::from_secs(2);
+/// Descriptors kept for everything but the clients' sockets.
+const FILES_SPARE: u64 = 256;
 /// Upper bound on the memory phase's load (100,000 clients take a few seconds).
 const MEMORY_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -54,13 +56,19 @@ pub fn run(args: &Args) -> anyhow::Result<Report> {
     };
     anyhow::ensure!(args.clients > 0, "--clients must be at least 1");
     // One socket per simulated client, and a few for the rest.
-    let want = args.clients.max(args.memory_clients) as u64 + 256;
+    let want = args.clients.max(args.memory_clients) as u64 + FILES_SPARE;
     let got = super::sys::raise_nofile(want).context("cannot raise the open-files limit")?;
     anyhow::ensure!(
-        got >= want,
-        "the open-files limit is {got}, the run needs {want} (one socket per client): \
-         raise it (ulimit -n) or simulate fewer clients"
+        got >= args.clients as u64 + FILES_SPARE,
+        "the open-files limit is {got}, {} clients need {} (one socket each): raise it \
+         (ulimit -n) or simulate fewer clients",
+        args.clients,
+        args.clients as u64 + FILES_SPARE
     );
+    // The memory phase takes turns on sockets past the limit.
+    let memory_sockets = args
+        .memory_clients
+        .min(usize::try_from(got - FILES_SPARE).unwrap_or(usize::MAX));
     let tmp = if args.db_file {
         Some(TempDir::new()?)
     } else {
@@ -75,7 +83,13 @@ pub fn run(args: &Args) -> anyhow::Result<Report> {
     };
     run_shared_server(args, &bin, &mut report)?;
     if args.memory_clients > 0 {
-        report.memory = Some(run_memory(args, &bin, db("memory.db"), &mut report)?);
+        report.memory = Some(run_memory(
+            args,
+            &bin,
+            db("memory.db"),
+            memory_sockets,
+            &mut report,
+        )?);
     }
     report.total_seconds = start.elapsed().as_secs_f64();
     Ok(report)
@@ -85,7 +99,7 @@ pub fn run(args: &Args) -> anyhow::Result<Report> {
 fn run_shared_server(args: &Args, bin: &Path, report: &mut Report) -> anyhow::Result<()> {
     let mut srv = ServerProc::start(bin, &report.db, &args.server_args())?;
     args.progress(&format!("server pid {} on {}", srv.pid(), srv.addr));
-    let mut sim = Sim::new(srv.addr, args.clients, "load-", srv.pin())?;
+    let mut sim = Sim::new(srv.addr, args.clients, args.clients, "load-", srv.pin())?;
     report.sockets = sim.local_addrs();
 
     let k0 = UdpCounters::read();
@@ -172,6 +186,7 @@ fn run_memory(
     args: &Args,
     bin: &Path,
     db: String,
+    sockets: usize,
     report: &mut Report,
 ) -> anyhow::Result<MemReport> {
     let mut srv = ServerProc::start(bin, &db, &args.server_args())?;
@@ -182,7 +197,7 @@ fn run_memory(
         args.memory_files
     ));
     let baseline = procfs::vm_kib(srv.pid(), "VmHWM:").unwrap_or(0);
-    let mut sim = Sim::new(srv.addr, args.memory_clients, "m-", srv.pin())?;
+    let mut sim = Sim::new(srv.addr, args.memory_clients, sockets, "m-", srv.pin())?;
     let k0 = UdpCounters::read();
     let load = sim.phase_memory_load(args.memory_files, args.memory_window, MEMORY_TIMEOUT)?;
     let kernel_drops = UdpCounters::read().since(k0);
@@ -200,6 +215,7 @@ fn run_memory(
     report.server_output.extend(srv.output());
     Ok(MemReport {
         db,
+        sockets,
         load,
         baseline_rss_kib: baseline,
         peak_rss_kib: peak,
