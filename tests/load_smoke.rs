@@ -63,9 +63,11 @@ fn load_generator_runs_every_phase_with_few_clients() {
     assert_eq!(reg["rejected"], 0, "{reg}");
     assert_eq!(r["sync"]["in_sync"], true, "{}", r["sync"]);
 
+    // Each client handshook and answered a challenge (more than once only if the
+    // server was slow enough for a retransmission to start a new session).
     let reg_c = &reg["counters"];
-    assert_eq!(reg_c["handshakes"], 50, "{reg}");
-    assert_eq!(reg_c["challenges"], 50, "{reg}");
+    assert!(reg_c["handshakes"].as_u64().unwrap() >= 50, "{reg}");
+    assert!(reg_c["challenges"].as_u64().unwrap() >= 50, "{reg}");
 
     let t = &r["throughput"];
     assert!(t["acked"].as_u64().unwrap() > 0, "{t}");
@@ -94,7 +96,10 @@ fn load_generator_runs_every_phase_with_few_clients() {
     assert_eq!(m["load"]["welcomed"], 500, "{m}");
     assert_eq!(m["load"]["offers_acked"], 500, "{m}");
     assert!(m["peak_rss_kib"].as_u64().unwrap() > 0, "{m}");
-    assert_eq!(m["load"]["counters"]["handshakes"], 500, "{m}");
+    assert!(
+        m["load"]["counters"]["handshakes"].as_u64().unwrap() >= 500,
+        "{m}"
+    );
     assert!(
         r["server_exit"].as_str().unwrap().starts_with("stopped"),
         "{}",
