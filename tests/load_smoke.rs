@@ -12,8 +12,6 @@ fn load_generator_runs_every_phase_with_few_clients() {
         .args([
             "--clients",
             "50",
-            "--sockets",
-            "8",
             "--duration-secs",
             "1",
             "--rounds",
@@ -65,8 +63,27 @@ fn load_generator_runs_every_phase_with_few_clients() {
     assert_eq!(reg["rejected"], 0, "{reg}");
     assert_eq!(r["sync"]["in_sync"], true, "{}", r["sync"]);
 
+    // Each client handshook and answered a challenge (more than once only if the
+    // server was slow enough for a retransmission to start a new session).
+    let reg_c = &reg["counters"];
+    assert!(reg_c["handshakes"].as_u64().unwrap() >= 50, "{reg}");
+    assert!(reg_c["challenges"].as_u64().unwrap() >= 50, "{reg}");
+
     let t = &r["throughput"];
     assert!(t["acked"].as_u64().unwrap() > 0, "{t}");
+    assert_eq!(
+        t["counters"]["heartbeat_acks"], t["counters"]["acks"],
+        "{t}"
+    );
+
+    // The mixed phase registers from scratch (handshake, challenge, proof) and offers.
+    let m = &r["mixed"];
+    let mc = &m["counters"];
+    assert!(mc["heartbeat_acks"].as_u64().unwrap() > 0, "{m}");
+    assert!(mc["offer_acks"].as_u64().unwrap() > 0, "{m}");
+    assert!(mc["welcomes"].as_u64().unwrap() > 0, "{m}");
+    assert!(mc["handshakes"].as_u64().unwrap() > 0, "{m}");
+    assert_eq!(m["rejected"], 0, "{m}");
 
     let p = &r["propagation"];
     assert_eq!(p["clients"], 50, "{p}");
@@ -74,9 +91,15 @@ fn load_generator_runs_every_phase_with_few_clients() {
     assert!(p["all_max_ms"].as_f64().unwrap() > 0.0, "{p}");
 
     let m = &r["memory"];
+    // Every client had its own socket.
+    assert_eq!(r["sockets"], 50);
     assert_eq!(m["load"]["welcomed"], 500, "{m}");
     assert_eq!(m["load"]["offers_acked"], 500, "{m}");
     assert!(m["peak_rss_kib"].as_u64().unwrap() > 0, "{m}");
+    assert!(
+        m["load"]["counters"]["handshakes"].as_u64().unwrap() >= 500,
+        "{m}"
+    );
     assert!(
         r["server_exit"].as_str().unwrap().starts_with("stopped"),
         "{}",

@@ -11,18 +11,21 @@ pub struct Args {
     /// Simulated clients for phases 1-3.
     #[arg(long, default_value_t = 1000)]
     pub clients: usize,
-    /// UDP sockets the clients are spread over (clients share sockets).
-    #[arg(long, default_value_t = 64)]
-    pub sockets: usize,
-    /// Length of the throughput phase, in seconds.
+    /// Length of each throughput phase (heartbeats only, then mixed), in seconds.
     #[arg(long, default_value_t = 5)]
     pub duration_secs: u64,
-    /// Outstanding requests per socket in the throughput phase.
-    #[arg(long, default_value_t = 16)]
+    /// Requests outstanding in the throughput phases, all clients together (at most one
+    /// per client).
+    #[arg(long, default_value_t = 1024)]
     pub window: u32,
-    /// In the throughput phase, one request in this many is an Offer of a new file
-    /// (which makes the server push a table delta to every client). 0: heartbeats only.
-    #[arg(long, default_value_t = 10_000)]
+    /// In the mixed phase, one request in this many is a registration from scratch (new
+    /// handshake, Register, Challenge, proven Register). 0: none.
+    #[arg(long, default_value_t = 100)]
+    pub register_every: u64,
+    /// In the mixed phase, one request in this many (a registration if also a multiple
+    /// of --register-every) is an Offer of a new file (the server pushes a table delta to
+    /// every client). 0: none.
+    #[arg(long, default_value_t = 50)]
     pub offer_every: u64,
     /// Propagation rounds.
     #[arg(long, default_value_t = 50)]
@@ -33,15 +36,17 @@ pub struct Args {
     /// Files each memory-phase client offers.
     #[arg(long, default_value_t = 10)]
     pub memory_files: u32,
-    /// Outstanding requests per socket in the memory phase.
-    #[arg(long, default_value_t = 32)]
+    /// Requests outstanding in the memory phase, all clients together (under the
+    /// server's 1,024 half-open handshakes, above which it asks for cookies).
+    #[arg(long, default_value_t = 512)]
     pub memory_window: u32,
     /// Use a SQLite database in a temporary folder instead of :memory: (both server runs).
     #[arg(long)]
     pub db_file: bool,
-    /// Server-side rate limit per source address (datagrams/s, 0 = off).
-    #[arg(long, default_value_t = 0)]
-    pub rate_limit: u32,
+    /// Server-side rate limit per source address (datagrams/s, 0 = off); default: the
+    /// server's own (each client has its own address, so it is not what is measured).
+    #[arg(long)]
+    pub rate_limit: Option<u32>,
     /// The server binary (default: `fileapp` next to this executable).
     #[arg(long, value_name = "PATH")]
     pub server_bin: Option<PathBuf>,
@@ -51,19 +56,19 @@ pub struct Args {
 }
 
 impl Args {
-    /// Extra `fileapp server` flags for a run with `clients` simulated clients: limits
-    /// raised so that only the server's speed is measured.
-    pub fn server_args(&self, clients: usize) -> Vec<String> {
-        vec![
-            "--rate-limit".into(),
-            self.rate_limit.to_string(),
-            // All simulated clients share 127.0.0.1; a little slack over their number.
-            "--max-clients-per-ip".into(),
-            (clients + 100).to_string(),
+    /// Extra `fileapp server` flags. The server's limits stay its defaults (each client
+    /// has its own address, at most `engine::CLIENTS_PER_IP` per IP address), unless
+    /// `--rate-limit` is given.
+    pub fn server_args(&self) -> Vec<String> {
+        let mut a: Vec<String> = vec![
             // Nobody goes offline during a run: liveness is not what is measured.
             "--heartbeat-ms".into(),
             "600000".into(),
-        ]
+        ];
+        if let Some(r) = self.rate_limit {
+            a.extend(["--rate-limit".into(), r.to_string()]);
+        }
+        a
     }
 
     /// Progress on stderr, unless the report goes out as JSON (stdout stays one object;

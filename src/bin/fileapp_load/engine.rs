@@ -1,22 +1,30 @@
-//! The simulation engine: many simulated clients over a few UDP sockets, speaking the
-//! control protocol directly with [`Message`], and the one-thread loop that sends their
-//! requests, receives and dispatches replies and pushes, and retransmits.
+//! The simulation engine: many simulated clients, each with its own UDP socket, its own
+//! Ed25519 identity and its own encrypted control channel ([`ClientLink`]), and the
+//! one-thread loop that sends their requests, receives and dispatches replies and
+//! pushes, and retransmits.
 //!
-//! Clients share sockets (the server only checks that a token comes from the address that
-//! registered it). Replies to requests are matched by request id; table parts are handed
-//! out by [`super::table`].
+//! The server keeps one channel session per client address, so every client has its own
+//! socket (its own source port). Every message goes through the client's link: sealed on
+//! send, opened on receive; a retransmission is handed to the link again (which starts a
+//! new handshake when the server went silent, as a real client's does). Replies to
+//! requests are matched by request id; table parts go to the socket's one client
+//! ([`super::table`]).
 
-use std::collections::HashMap;
-use std::net::{SocketAddr, UdpSocket};
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use fileapp::proto::{FileEntry, Message, Reject, ReqId, Token};
+use fileapp::channel::ServerPin;
+use fileapp::client::link::{ClientLink, LinkEvent};
+use fileapp::identity::{self, Identity, PublicKey};
+use fileapp::proto::{FileEntry, Message, Proof, Reject, ReqId, Token};
 use fileapp::reliable::RetryPolicy;
 
 use super::counters::Counters;
-use super::net::{OutQueue, Poller, RECV_BATCH, RecvBatch, connected_socket};
+use super::net::{Poller, RECV_BATCH, RecvBatch, client_socket};
 use super::table::{Asm, PartId};
 
 /// How much longer than the server's retransmission interval of table parts a sync
@@ -25,18 +33,28 @@ const QUIET_MARGIN: Duration = Duration::from_millis(100);
 /// How often pending requests are checked for retransmission: often enough next to
 /// the retry interval, rarely enough not to scan them every turn.
 const TIMEOUT_CHECK: Duration = Duration::from_millis(20);
+/// Clients per loopback address (127.0.0.1, 127.0.0.2, ...): well inside one address's
+/// ephemeral ports, and under the server's default `--max-clients-per-ip` (10,000), which
+/// therefore stays as it is.
+pub const CLIENTS_PER_IP: usize = 5_000;
+/// Fresh registrations (new handshake, challenge, proof) one client may start after a
+/// proof the server refused because the session changed under it.
+const REGISTER_ATTEMPTS: u8 = 3;
 
 /// What a pending request is, so its reply is counted under the right head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// A `Register` with the key and no proof: answered by a `Challenge`.
     Register,
+    /// The `Register` with the proof: answered by a `Welcome`.
+    RegisterProof,
     Heartbeat,
     Offer,
     /// The offer of a propagation round.
     PropOffer,
 }
 
-/// A request awaiting its reply, with the bytes to send again.
+/// A request awaiting its reply, with the plaintext to send again.
 struct Pending {
     client: u32,
     kind: Kind,
@@ -46,11 +64,21 @@ struct Pending {
     bytes: Vec<u8>,
 }
 
-/// One simulated client: its registration and the table it holds.
+/// One simulated client: its socket, identity and channel, its registration and the
+/// table it holds.
 pub struct Client {
     pub name: String,
-    sock: u32,
     instance: u64,
+    tcp_port: u16,
+    identity: Identity,
+    key: PublicKey,
+    /// The socket it speaks from (its own, or, in the memory phase past the open-files
+    /// limit, one it takes over from an earlier client that is done).
+    sock: u32,
+    link: ClientLink,
+    /// The handshake hash of the link's session, which registration proofs are signed over.
+    binding: Option<[u8; 32]>,
+    register_attempts: u8,
     pub token: Option<Token>,
     /// Table version held (all parts of a delta up to it received).
     pub version: u64,
@@ -63,18 +91,6 @@ pub struct Client {
     pub heartbeated: bool,
 }
 
-/// One UDP socket, its send queue and the clients sharing it.
-pub struct Sock {
-    udp: UdpSocket,
-    pub out: OutQueue,
-    pub clients: Vec<u32>,
-    pub inflight: u32,
-    pub cursor: usize,
-    /// Duplicate parts (to, part) acknowledged lately, and when: one retransmission
-    /// round brings one copy per client missing it, all acknowledged by the first.
-    pub dup_acked: HashMap<(u64, u16), Instant>,
-}
-
 /// The propagation round under way: who has seen its file, and when.
 pub struct PropRound {
     pub file: String,
@@ -85,16 +101,21 @@ pub struct PropRound {
     pub acked_at: Option<Instant>,
 }
 
-/// All simulated clients, their sockets, and what they are waiting for.
+/// All simulated clients and what they are waiting for.
 pub struct Sim {
-    pub socks: Vec<Sock>,
     pub clients: Vec<Client>,
+    socks: Vec<UdpSocket>,
+    /// The client each socket currently speaks for.
+    owner: Vec<u32>,
+    pin: Option<ServerPin>,
     pending: HashMap<ReqId, Pending>,
     next_req: ReqId,
     epoll: Poller,
     rb: RecvBatch,
     ready: Vec<u64>,
-    msgs: Vec<Message>,
+    opened: Vec<Vec<u8>>,
+    /// Datagrams a socket refused with EAGAIN, sent again on the next flush.
+    backlog: VecDeque<(u32, Vec<u8>)>,
     pub c: Counters,
     /// Retransmission as real clients do it, and as the server pushes table parts: the
     /// crate's default policy.
@@ -107,76 +128,114 @@ pub struct Sim {
     pub record_rtt: bool,
     /// Memory phase: offer this many files right after each welcome.
     pub offer_after_welcome: Option<u32>,
+    /// While a throughput phase runs: clients whose request completed, to be given the
+    /// next one.
+    pub idle_q: Option<VecDeque<u32>>,
+    /// Requests awaiting a reply, all clients together.
+    pub inflight: u32,
     last_timeout_check: Instant,
     /// When the last table part arrived.
     pub last_table_at: Instant,
 }
 
+/// The loopback address socket `s` sends from, when each socket serves up to
+/// `per_sock` clients one after the other: at most [`CLIENTS_PER_IP`] clients per address.
+fn sock_ip(s: usize, per_sock: usize) -> IpAddr {
+    let socks_per_ip = (CLIENTS_PER_IP / per_sock.max(1)).max(1);
+    let k = (s / socks_per_ip) as u32 + 1;
+    IpAddr::V4(Ipv4Addr::from(0x7f00_0000 | k))
+}
+
 impl Sim {
-    /// `n` clients named `<prefix><i>`, spread round-robin over `sockets` sockets.
-    pub fn new(server: SocketAddr, n: usize, sockets: usize, prefix: &str) -> anyhow::Result<Sim> {
-        let sockets = sockets.clamp(1, n.max(1));
+    /// `n` clients named `<prefix><i>`, each with a fresh Ed25519 identity, speaking to
+    /// `server` whose channel key is `pin` (any, if `None`) over `sockets` sockets: one
+    /// each when `sockets >= n`; else client `i` uses socket `i % sockets`, after the
+    /// clients before it there are done (see [`Sim::may_start`]).
+    pub fn new(
+        server: SocketAddr,
+        n: usize,
+        sockets: usize,
+        prefix: &str,
+        pin: Option<ServerPin>,
+    ) -> anyhow::Result<Sim> {
         let mut epoll = Poller::new()?;
+        let sockets = sockets.clamp(1, n.max(1));
+        let per_sock = n.div_ceil(sockets);
         let mut socks = Vec::with_capacity(sockets);
-        for i in 0..sockets {
-            let udp = connected_socket(server)?;
-            epoll.add(&udp, i as u64)?;
-            socks.push(Sock {
-                udp,
-                out: OutQueue::default(),
-                clients: Vec::new(),
-                inflight: 0,
-                cursor: 0,
-                dup_acked: HashMap::new(),
-            });
+        for s in 0..sockets {
+            let udp = client_socket(sock_ip(s, per_sock), server)
+                .with_context(|| format!("cannot open socket {s}"))?;
+            epoll.add(&udp, s as u64)?;
+            socks.push(udp);
         }
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64);
-        let clients = (0..n)
-            .map(|i| {
-                let s = i % sockets;
-                socks[s].clients.push(i as u32);
-                Client {
-                    name: format!("{prefix}{i}"),
-                    sock: s as u32,
-                    instance: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i as u64,
-                    token: None,
-                    version: 0,
-                    asm: None,
-                    prop_seen: 0,
-                    outstanding: 0,
-                    heartbeated: false,
-                }
-            })
-            .collect();
+        let retry = RetryPolicy::default();
+        let mut clients = Vec::with_capacity(n);
+        for i in 0..n {
+            let identity = Identity::generate().context("cannot generate an identity")?;
+            let key = identity.public_key();
+            clients.push(Client {
+                name: format!("{prefix}{i}"),
+                instance: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i as u64,
+                tcp_port: 10_000 + (i % 50_000) as u16,
+                identity,
+                key,
+                sock: (i % sockets) as u32,
+                link: ClientLink::new(pin, rand::random(), retry.interval),
+                binding: None,
+                register_attempts: 0,
+                token: None,
+                version: 0,
+                asm: None,
+                prop_seen: 0,
+                outstanding: 0,
+                heartbeated: false,
+            });
+        }
         Ok(Sim {
-            socks,
             clients,
+            owner: (0..sockets as u32).collect(),
+            socks,
+            pin,
             pending: HashMap::new(),
             next_req: seed << 16,
             epoll,
             rb: RecvBatch::default(),
             ready: Vec::new(),
-            msgs: Vec::new(),
+            opened: Vec::new(),
+            backlog: VecDeque::new(),
             c: Counters::default(),
-            retry: RetryPolicy::default(),
+            retry,
             max_version: 0,
             prop: None,
             rtt_us: Vec::new(),
             record_rtt: false,
             offer_after_welcome: None,
+            idle_q: None,
+            inflight: 0,
             last_timeout_check: Instant::now(),
             last_table_at: Instant::now(),
         })
     }
 
-    /// Sockets actually bound (the socket count in the report).
+    /// Sockets actually bound.
     pub fn local_addrs(&self) -> usize {
-        self.socks
-            .iter()
-            .filter(|s| s.udp.local_addr().is_ok())
-            .count()
+        self.socks.iter().filter(|s| s.local_addr().is_ok()).count()
+    }
+
+    /// May `client` start? Always with a socket of its own; on a shared socket, once the
+    /// client before it there is done (registered with nothing outstanding, or given up):
+    /// it then takes the socket over, and its handshake replaces the other's session.
+    pub fn may_start(&mut self, client: u32) -> bool {
+        let s = self.clients[client as usize].sock as usize;
+        let cur = self.owner[s];
+        if cur != client && self.clients[cur as usize].outstanding > 0 {
+            return false;
+        }
+        self.owner[s] = client;
+        true
     }
 
     /// Clients holding a token.
@@ -184,7 +243,52 @@ impl Sim {
         self.clients.iter().filter(|c| c.token.is_some()).count()
     }
 
-    /// Queues a request of `client` and tracks it until answered or given up. A request
+    /// Sends what client `c`'s link has to send, at once (one socket per client: there is
+    /// nothing to batch across).
+    fn pump(&mut self, c: u32) {
+        let cl = &mut self.clients[c as usize];
+        while let Some(d) = cl.link.poll_transmit() {
+            match self.socks[cl.sock as usize].send(&d) {
+                Ok(_) => self.c.datagrams_out += 1,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.backlog.push_back((c, d)),
+                // ECONNREFUSED (an earlier datagram met a closed port) and the like: lost,
+                // like on the wire.
+                Err(_) => self.c.send_failed += 1,
+            }
+        }
+        while let Some(e) = cl.link.poll_event() {
+            match e {
+                LinkEvent::Ready { binding, .. } => {
+                    cl.binding = Some(binding);
+                    self.c.handshakes += 1;
+                }
+                LinkEvent::Refused(_) => self.c.refused += 1,
+            }
+        }
+    }
+
+    /// Hands one control message of client `c` to its link and sends what comes out.
+    fn send(&mut self, c: u32, now: Instant, bytes: Vec<u8>) {
+        self.clients[c as usize].link.send(now, bytes);
+        self.pump(c);
+    }
+
+    /// Sends again what sockets refused earlier.
+    pub fn flush(&mut self) {
+        for _ in 0..self.backlog.len() {
+            let Some((c, d)) = self.backlog.pop_front() else {
+                break;
+            };
+            let s = self.clients[c as usize].sock as usize;
+            match self.socks[s].send(&d) {
+                Ok(_) => self.c.datagrams_out += 1,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.backlog.push_back((c, d)),
+                Err(_) => self.c.send_failed += 1,
+            }
+        }
+    }
+
+    /// Sends a request of `client` and tracks it until answered or given up. A request
     /// that does not encode is a bug of the generator: it ends the run, since the
     /// figures would not count it.
     fn request(
@@ -200,12 +304,10 @@ impl Sim {
             format!("cannot encode the {kind:?} request of client {name}")
         })?;
         let now = Instant::now();
-        let cl = &mut self.clients[client as usize];
-        cl.outstanding += 1;
-        let sock = &mut self.socks[cl.sock as usize];
-        sock.inflight += 1;
-        sock.out.push_bytes(&bytes);
+        self.clients[client as usize].outstanding += 1;
+        self.inflight += 1;
         self.c.requests += 1;
+        self.send(client, now, bytes.clone());
         self.pending.insert(
             req,
             Pending {
@@ -220,11 +322,12 @@ impl Sim {
         Ok(())
     }
 
-    /// Registers `client` (keyless, a made-up TCP port).
+    /// Registers `client` with its key and no proof (the server answers with a
+    /// challenge). `evict`: the name is taken back from the client's own earlier session.
     pub fn register(&mut self, client: u32) -> anyhow::Result<()> {
-        let cl = &self.clients[client as usize];
-        let (name, instance) = (cl.name.clone(), cl.instance);
-        let tcp_port = 10_000 + (client % 50_000) as u16;
+        let cl = &mut self.clients[client as usize];
+        cl.register_attempts += 1;
+        let (name, instance, tcp_port, key) = (cl.name.clone(), cl.instance, cl.tcp_port, cl.key);
         self.request(client, Kind::Register, |req| Message::Register {
             req,
             name,
@@ -232,10 +335,54 @@ impl Sim {
             tcp_port,
             keep_offers: false,
             advertise: None,
-            // Keyless registrations: the load measures the index, not Ed25519.
-            key: None,
+            key: Some(key),
             proof: None,
-            evict: false,
+            evict: true,
+        })
+    }
+
+    /// Registers `client` again from scratch: a new session (new handshake) on the same
+    /// socket, then the challenge round, as a restarted client does.
+    pub fn reregister(&mut self, client: u32) -> anyhow::Result<()> {
+        let cl = &mut self.clients[client as usize];
+        cl.link = ClientLink::new(self.pin, rand::random(), self.retry.interval);
+        cl.binding = None;
+        cl.register_attempts = 0;
+        self.c.reregistrations += 1;
+        self.register(client)
+    }
+
+    /// Answers a challenge: the same registration with a proof signed over the session's
+    /// binding and the server's nonce.
+    fn prove(&mut self, client: u32, nonce: [u8; 16]) -> anyhow::Result<()> {
+        let cl = &self.clients[client as usize];
+        let Some(binding) = cl.binding else {
+            // A challenge can only come through an open session.
+            self.c.unexpected += 1;
+            return Ok(());
+        };
+        let (name, instance, tcp_port, key) = (cl.name.clone(), cl.instance, cl.tcp_port, cl.key);
+        let sig = cl.identity.sign_registration(&identity::Registration {
+            binding: &binding,
+            nonce: &nonce,
+            name: &name,
+            instance,
+            tcp_port,
+            keep_offers: false,
+            advertise: None,
+            key: &key,
+            evict: true,
+        });
+        self.request(client, Kind::RegisterProof, |req| Message::Register {
+            req,
+            name,
+            instance,
+            tcp_port,
+            keep_offers: false,
+            advertise: None,
+            key: Some(key),
+            proof: Some(Proof { nonce, sig }),
+            evict: true,
         })
     }
 
@@ -262,31 +409,25 @@ impl Sim {
         self.request(client, kind, |req| Message::Offer { req, token, files })
     }
 
-    /// Sends everything queued.
-    pub fn flush(&mut self) {
-        for s in &mut self.socks {
-            if !s.out.is_empty() {
-                let (sent, failed) = s.out.flush(s.udp.as_fd());
-                self.c.datagrams_out += sent;
-                self.c.send_failed += failed;
-            }
-        }
+    /// Sends a message that expects no reply (a `TableAck`) through `client`'s link.
+    pub fn notify(&mut self, client: u32, now: Instant, msg: &Message) -> anyhow::Result<()> {
+        let bytes = msg.encode().context("cannot encode a TableAck")?;
+        self.send(client, now, bytes);
+        Ok(())
     }
 
-    /// One turn of the event loop: send what is queued, wait up to `timeout_ms` for
-    /// datagrams, handle them, retransmit what timed out. Fails only on a message that
-    /// does not encode.
+    /// One turn of the event loop: send what sockets refused before, wait up to
+    /// `timeout_ms` for datagrams, handle them, retransmit what timed out. Fails only on
+    /// a message that does not encode.
     pub fn turn(&mut self, timeout_ms: u16) -> anyhow::Result<()> {
         self.flush();
         let mut ready = std::mem::take(&mut self.ready);
         self.epoll.wait(timeout_ms, &mut ready);
-        let mut msgs = std::mem::take(&mut self.msgs);
         let received = ready
             .iter()
-            .try_for_each(|&s| self.receive(s as usize, &mut msgs));
-        // Buffers go back even on error: they are reused every turn.
+            .try_for_each(|&s| self.receive(self.owner[s as usize]));
+        // The buffer goes back even on error: it is reused every turn.
         self.ready = ready;
-        self.msgs = msgs;
         received?;
         let now = Instant::now();
         if now.duration_since(self.last_timeout_check) >= TIMEOUT_CHECK {
@@ -297,21 +438,36 @@ impl Sim {
         Ok(())
     }
 
-    /// Reads and handles what socket `s` has queued, in batches; `msgs` is scratch.
-    fn receive(&mut self, s: usize, msgs: &mut Vec<Message>) -> anyhow::Result<()> {
-        // Bounded per socket and turn, so sends are not starved.
-        for _ in 0..8 {
-            let n = self.rb.recv(self.socks[s].udp.as_fd());
+    /// Reads and handles what client `c`'s socket has queued, in batches.
+    fn receive(&mut self, c: u32) -> anyhow::Result<()> {
+        let mut opened = std::mem::take(&mut self.opened);
+        let r = self.receive_into(c, &mut opened);
+        opened.clear();
+        self.opened = opened;
+        r
+    }
+
+    fn receive_into(&mut self, c: u32, opened: &mut Vec<Vec<u8>>) -> anyhow::Result<()> {
+        // Bounded per socket and turn, so other sockets are not starved.
+        for _ in 0..4 {
+            let now = Instant::now();
+            let cl = &mut self.clients[c as usize];
+            let n = self.rb.recv(self.socks[cl.sock as usize].as_fd());
             for i in 0..n {
-                match Message::decode(self.rb.get(i)) {
-                    Ok(m) => msgs.push(m),
-                    Err(_) => self.c.malformed += 1,
+                match cl.link.handle(now, self.rb.get(i)) {
+                    Some(m) => opened.push(m),
+                    // Handshake answers, or dropped by the channel.
+                    None => self.c.channel_packets += 1,
                 }
             }
             self.c.datagrams_in += n as u64;
-            let now = Instant::now();
-            for m in msgs.drain(..) {
-                self.handle(s, now, m)?;
+            // The handshake may have finished: what waited for it goes out now.
+            self.pump(c);
+            for m in opened.drain(..) {
+                match Message::decode(&m) {
+                    Ok(m) => self.handle(c, now, m)?,
+                    Err(_) => self.c.malformed += 1,
+                }
             }
             if n < RECV_BATCH {
                 break;
@@ -326,10 +482,7 @@ impl Sim {
             self.c.late_replies += 1;
             return None;
         };
-        let cl = &mut self.clients[p.client as usize];
-        cl.outstanding = cl.outstanding.saturating_sub(1);
-        let s = &mut self.socks[cl.sock as usize];
-        s.inflight = s.inflight.saturating_sub(1);
+        self.done(p.client);
         if self.record_rtt {
             let us = now.saturating_duration_since(p.first).as_micros();
             self.rtt_us.push(us.min(u32::MAX as u128) as u32);
@@ -337,9 +490,31 @@ impl Sim {
         Some(p)
     }
 
-    /// Dispatches one datagram received on socket `s`.
-    fn handle(&mut self, s: usize, now: Instant, msg: Message) -> anyhow::Result<()> {
+    /// A request of `client` is over (answered or given up).
+    fn done(&mut self, client: u32) {
+        let cl = &mut self.clients[client as usize];
+        cl.outstanding = cl.outstanding.saturating_sub(1);
+        self.inflight = self.inflight.saturating_sub(1);
+        if cl.outstanding == 0
+            && let Some(q) = self.idle_q.as_mut()
+        {
+            q.push_back(client);
+        }
+    }
+
+    /// Dispatches one control message that client `c`'s link opened.
+    fn handle(&mut self, c: u32, now: Instant, msg: Message) -> anyhow::Result<()> {
         match msg {
+            Message::Challenge { req, nonce } => {
+                if let Some(p) = self.complete(req, now) {
+                    self.c.challenges += 1;
+                    if p.kind == Kind::Register {
+                        self.prove(p.client, nonce)?;
+                    } else {
+                        self.c.unexpected += 1;
+                    }
+                }
+            }
             Message::Welcome {
                 req,
                 token,
@@ -370,12 +545,12 @@ impl Sim {
                                 r.acked_at = Some(now);
                             }
                         }
-                        Kind::Register => self.c.unexpected += 1,
+                        Kind::Register | Kind::RegisterProof => self.c.unexpected += 1,
                     }
                 }
             }
             Message::Rejected { req, reason } => {
-                if self.complete(req, now).is_some() {
+                if let Some(p) = self.complete(req, now) {
                     self.c.rejected += 1;
                     match reason {
                         Reject::NameInUse => self.c.rejected_name_in_use += 1,
@@ -383,6 +558,15 @@ impl Sim {
                         Reject::NotRegistered => self.c.rejected_not_registered += 1,
                         Reject::LimitExceeded => self.c.rejected_limit += 1,
                         Reject::RateLimited => self.c.rejected_rate_limited += 1,
+                    }
+                    // A proof signed over a session the link has since replaced (it
+                    // handshook again on a retransmission): register again in the new one.
+                    let cl = &self.clients[p.client as usize];
+                    if p.kind == Kind::RegisterProof
+                        && reason == Reject::BadProof
+                        && cl.register_attempts < REGISTER_ATTEMPTS
+                    {
+                        self.register(p.client)?;
                     }
                 }
             }
@@ -399,15 +583,15 @@ impl Sim {
                     part,
                     parts,
                 };
-                self.on_table(s, now, id, &items)?;
+                self.on_table(c, now, id, &items)?;
             }
             _ => self.c.unexpected += 1,
         }
         Ok(())
     }
 
-    /// Retransmits requests unanswered for the retry interval; gives up after the
-    /// policy's retries.
+    /// Retransmits requests unanswered for the retry interval (through the link again);
+    /// gives up after the policy's retries.
     fn check_timeouts(&mut self, now: Instant) {
         let due: Vec<ReqId> = self
             .pending
@@ -423,14 +607,11 @@ impl Sim {
                 p.tries += 1;
                 p.last = now;
                 self.c.retransmits += 1;
-                let s = self.clients[p.client as usize].sock as usize;
-                self.socks[s].out.push_bytes(&p.bytes);
+                let (client, bytes) = (p.client, p.bytes.clone());
+                self.send(client, now, bytes);
             } else if let Some(p) = self.pending.remove(&req) {
                 self.c.gave_up += 1;
-                let cl = &mut self.clients[p.client as usize];
-                cl.outstanding = cl.outstanding.saturating_sub(1);
-                let s = &mut self.socks[cl.sock as usize];
-                s.inflight = s.inflight.saturating_sub(1);
+                self.done(p.client);
             }
         }
     }
@@ -458,10 +639,9 @@ impl Sim {
     pub fn abandon_pending(&mut self) -> u64 {
         let n = self.pending.len() as u64;
         for (_, p) in self.pending.drain() {
-            let cl = &mut self.clients[p.client as usize];
-            cl.outstanding = 0;
-            self.socks[cl.sock as usize].inflight = 0;
+            self.clients[p.client as usize].outstanding = 0;
         }
+        self.inflight = 0;
         n
     }
 

@@ -1,6 +1,7 @@
 //! The four load phases (and the table sync between them), each a loop over the
 //! [`Sim`] engine that returns its figures.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::engine::{Kind, PropRound, Sim};
@@ -10,8 +11,17 @@ use super::report::{MemLoadReport, PropReport, RegReport, SyncReport, TputReport
 /// awaited (they are not counted in the rate).
 pub const DRAIN: Duration = Duration::from_secs(2);
 
+/// The requests of a throughput phase besides heartbeats: one in `register_every` is a
+/// registration from scratch, one in `offer_every` an offer (0: none).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Mix {
+    pub register_every: u64,
+    pub offer_every: u64,
+}
+
 impl Sim {
-    /// Phase 1: every client sends Register at once; retries like a real client.
+    /// Phase 1: every client sends Register at once, each through a handshake of its own
+    /// and the challenge round; retries like a real client.
     pub fn phase_register(&mut self) -> anyhow::Result<RegReport> {
         let before = self.c;
         let t0 = Instant::now();
@@ -37,6 +47,8 @@ impl Sim {
         Ok(RegReport {
             clients: self.clients.len(),
             welcomed,
+            handshakes: c.handshakes,
+            challenges: c.challenges,
             rejected: c.rejected,
             seconds,
             per_sec: if seconds > 0.0 {
@@ -92,50 +104,49 @@ impl Sim {
         })
     }
 
-    /// The next registered client of socket `s` with no request outstanding (a real
-    /// client has at most one heartbeat in flight).
-    fn next_client_on(&mut self, s: usize) -> Option<u32> {
-        let sock = &mut self.socks[s];
-        for _ in 0..sock.clients.len() {
-            let c = sock.clients[sock.cursor % sock.clients.len()];
-            sock.cursor = sock.cursor.wrapping_add(1);
-            let cl = &self.clients[c as usize];
-            if cl.token.is_some() && cl.outstanding == 0 {
-                return Some(c);
-            }
-        }
-        None
-    }
-
-    /// Phase 2: for `duration`, keep `window` requests outstanding per socket (at most one
-    /// per client): heartbeats, and one offer of a new file every `offer_every` requests.
+    /// Phase 2: for `duration`, keep `window` requests outstanding (at most one per
+    /// client: a real client has one heartbeat in flight): heartbeats, with `mix`'s share
+    /// of offers of a new file and of registrations from scratch.
     pub fn phase_throughput(
         &mut self,
         duration: Duration,
         window: u32,
-        offer_every: u64,
+        mix: Mix,
     ) -> anyhow::Result<TputReport> {
         let before = self.c;
         self.rtt_us.clear();
         self.record_rtt = true;
+        let mut q: VecDeque<u32> = (0..self.clients.len() as u32)
+            .filter(|&c| {
+                let cl = &self.clients[c as usize];
+                cl.token.is_some() && cl.outstanding == 0
+            })
+            .collect();
         let t0 = Instant::now();
         let deadline = t0 + duration;
         let mut n: u64 = 0;
         while Instant::now() < deadline {
-            for s in 0..self.socks.len() {
-                while self.socks[s].inflight < window {
-                    let Some(c) = self.next_client_on(s) else {
-                        break;
-                    };
-                    n += 1;
-                    if offer_every > 0 && n.is_multiple_of(offer_every) {
-                        self.offer(c, vec![format!("load-{c}-{n}.dat")], Kind::Offer)?;
-                    } else {
-                        self.heartbeat(c)?;
-                    }
+            while self.inflight < window {
+                let Some(c) = q.pop_front() else {
+                    break;
+                };
+                let cl = &self.clients[c as usize];
+                if cl.outstanding > 0 || cl.token.is_none() {
+                    // Queued twice, or mid-registration: it comes back when done.
+                    continue;
+                }
+                n += 1;
+                if mix.register_every > 0 && n.is_multiple_of(mix.register_every) {
+                    self.reregister(c)?;
+                } else if mix.offer_every > 0 && n.is_multiple_of(mix.offer_every) {
+                    self.offer(c, vec![format!("load-{c}-{n}.dat")], Kind::Offer)?;
+                } else {
+                    self.heartbeat(c)?;
                 }
             }
+            self.idle_q = Some(q);
             self.turn(1)?;
+            q = self.idle_q.take().unwrap_or_default();
         }
         let elapsed = t0.elapsed().as_secs_f64();
         let at_end = self.c.since(&before);
@@ -147,16 +158,24 @@ impl Sim {
         let mut rtt = std::mem::take(&mut self.rtt_us);
         rtt.sort_unstable();
         let rate = |v: u64| v as f64 / elapsed;
+        let acked = at_end.acks + at_end.welcomes;
         Ok(TputReport {
             seconds: elapsed,
-            window_per_socket: window,
-            acked: at_end.acks,
-            acked_per_sec: rate(at_end.acks),
+            window,
+            register_every: mix.register_every,
+            offer_every: mix.offer_every,
+            acked,
+            acked_per_sec: rate(acked),
+            heartbeats_per_sec: rate(at_end.heartbeat_acks),
+            offers_per_sec: rate(at_end.offer_acks),
+            registrations_per_sec: rate(at_end.welcomes),
+            handshakes_per_sec: rate(at_end.handshakes),
             rtt_p50_us: percentile(&rtt, 0.50),
             rtt_p99_us: percentile(&rtt, 0.99),
             rtt_max_us: rtt.last().copied().unwrap_or(0),
             retransmits: c.retransmits,
             gave_up: c.gave_up,
+            rejected: c.rejected,
             table_parts_per_sec: rate(at_end.table_parts),
             table_acks_per_sec: rate(at_end.table_acks_sent),
             datagrams_out_per_sec: rate(at_end.datagrams_out),
@@ -233,8 +252,9 @@ impl Sim {
         })
     }
 
-    /// Phase 4 load: every client registers then offers `files` files, with at most
-    /// `window` requests outstanding per socket; no heartbeats, so no pushes.
+    /// Phase 4 load: every client registers (handshake, challenge, proof) then offers
+    /// `files` files, with at most `window` requests outstanding in all; no heartbeats,
+    /// so no pushes.
     pub fn phase_memory_load(
         &mut self,
         files: u32,
@@ -246,23 +266,17 @@ impl Sim {
         let t0 = Instant::now();
         let deadline = t0 + timeout;
         let total = self.clients.len();
+        let mut next = 0;
         loop {
-            let started_all = self.socks.iter().all(|s| s.cursor >= s.clients.len());
-            if started_all && self.idle() {
+            if next >= total && self.idle() {
                 break;
             }
             if Instant::now() >= deadline {
                 break;
             }
-            for s in 0..self.socks.len() {
-                while self.socks[s].inflight < window
-                    && self.socks[s].cursor < self.socks[s].clients.len()
-                {
-                    let sock = &mut self.socks[s];
-                    let c = sock.clients[sock.cursor];
-                    sock.cursor += 1;
-                    self.register(c)?;
-                }
+            while self.inflight < window && next < total && self.may_start(next as u32) {
+                self.register(next as u32)?;
+                next += 1;
             }
             self.turn(1)?;
         }

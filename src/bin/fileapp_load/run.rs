@@ -4,16 +4,21 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
+
 use super::args::Args;
 use super::engine::Sim;
+use super::phases::Mix;
 use super::procfs::{self, UdpCounters};
-use super::report::{MemReport, Report, ServerUse};
+use super::report::{MemReport, Report, ServerUse, TputReport};
 use super::server::{self, ServerProc};
 
 /// How long the table sync between phases may take before it is reported as failed.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one propagation round may take before it counts as not completed.
 const ROUND_TIMEOUT: Duration = Duration::from_secs(2);
+/// Descriptors kept for everything but the clients' sockets.
+const FILES_SPARE: u64 = 256;
 /// Upper bound on the memory phase's load (100,000 clients take a few seconds).
 const MEMORY_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -50,6 +55,20 @@ pub fn run(args: &Args) -> anyhow::Result<Report> {
         None => server::default_binary()?,
     };
     anyhow::ensure!(args.clients > 0, "--clients must be at least 1");
+    // One socket per simulated client, and a few for the rest.
+    let want = args.clients.max(args.memory_clients) as u64 + FILES_SPARE;
+    let got = super::sys::raise_nofile(want).context("cannot raise the open-files limit")?;
+    anyhow::ensure!(
+        got >= args.clients as u64 + FILES_SPARE,
+        "the open-files limit is {got}, {} clients need {} (one socket each): raise it \
+         (ulimit -n) or simulate fewer clients",
+        args.clients,
+        args.clients as u64 + FILES_SPARE
+    );
+    // The memory phase takes turns on sockets past the limit.
+    let memory_sockets = args
+        .memory_clients
+        .min(usize::try_from(got - FILES_SPARE).unwrap_or(usize::MAX));
     let tmp = if args.db_file {
         Some(TempDir::new()?)
     } else {
@@ -64,7 +83,13 @@ pub fn run(args: &Args) -> anyhow::Result<Report> {
     };
     run_shared_server(args, &bin, &mut report)?;
     if args.memory_clients > 0 {
-        report.memory = Some(run_memory(args, &bin, db("memory.db"), &mut report)?);
+        report.memory = Some(run_memory(
+            args,
+            &bin,
+            db("memory.db"),
+            memory_sockets,
+            &mut report,
+        )?);
     }
     report.total_seconds = start.elapsed().as_secs_f64();
     Ok(report)
@@ -72,9 +97,9 @@ pub fn run(args: &Args) -> anyhow::Result<Report> {
 
 /// Phases 1-3 against one server, with the table sync between them.
 fn run_shared_server(args: &Args, bin: &Path, report: &mut Report) -> anyhow::Result<()> {
-    let mut srv = ServerProc::start(bin, &report.db, &args.server_args(args.clients))?;
+    let mut srv = ServerProc::start(bin, &report.db, &args.server_args())?;
     args.progress(&format!("server pid {} on {}", srv.pid(), srv.addr));
-    let mut sim = Sim::new(srv.addr, args.clients, args.sockets, "load-")?;
+    let mut sim = Sim::new(srv.addr, args.clients, args.clients, "load-", srv.pin())?;
     report.sockets = sim.local_addrs();
 
     let k0 = UdpCounters::read();
@@ -91,7 +116,29 @@ fn run_shared_server(args: &Args, bin: &Path, report: &mut Report) -> anyhow::Re
         report.sync.in_sync, report.sync.version, report.sync.seconds
     ));
 
-    measure_throughput(args, &mut sim, &srv, report)?;
+    let heartbeats = Mix::default();
+    let (t, use_, cores, drops) = measure_throughput(args, &mut sim, &srv, heartbeats)?;
+    args.progress(&format!("heartbeats: {:.0} acked/s", t.acked_per_sec));
+    report.throughput = t;
+    report.throughput_server = use_;
+    report.throughput_client_cpu_cores = cores;
+    report.throughput_kernel_drops = drops;
+
+    let resync = sim.sync(SYNC_TIMEOUT)?;
+    args.progress(&format!(
+        "resync: in_sync={} at version {} in {:.3} s",
+        resync.in_sync, resync.version, resync.seconds
+    ));
+    let mixed = Mix {
+        register_every: args.register_every,
+        offer_every: args.offer_every,
+    };
+    let (t, use_, cores, drops) = measure_throughput(args, &mut sim, &srv, mixed)?;
+    args.progress(&format!("mixed: {:.0} acked/s", t.acked_per_sec));
+    report.mixed = t;
+    report.mixed_server = use_;
+    report.mixed_client_cpu_cores = cores;
+    report.mixed_kernel_drops = drops;
 
     let resync = sim.sync(SYNC_TIMEOUT)?;
     args.progress(&format!(
@@ -111,35 +158,27 @@ fn run_shared_server(args: &Args, bin: &Path, report: &mut Report) -> anyhow::Re
     Ok(())
 }
 
-/// Phase 2, with the CPU both processes used during it.
+/// Phase 2 with `mix`: its figures, the server's CPU, the generator's CPU share and the
+/// kernel's drops during it.
 fn measure_throughput(
     args: &Args,
     sim: &mut Sim,
     srv: &ServerProc,
-    report: &mut Report,
-) -> anyhow::Result<()> {
+    mix: Mix,
+) -> anyhow::Result<(TputReport, ServerUse, f64, UdpCounters)> {
     let me = std::process::id();
     let k0 = UdpCounters::read();
     let (cpu0, me0) = (procfs::cpu_seconds(srv.pid()), procfs::cpu_seconds(me));
     let t0 = Instant::now();
-    report.throughput = sim.phase_throughput(
-        Duration::from_secs(args.duration_secs),
-        args.window,
-        args.offer_every,
-    )?;
+    let t = sim.phase_throughput(Duration::from_secs(args.duration_secs), args.window, mix)?;
     let wall = t0.elapsed().as_secs_f64();
     let cpu = procfs::cpu_seconds(srv.pid()) - cpu0;
-    report.throughput_server = ServerUse {
+    let server = ServerUse {
         cpu_seconds: cpu,
         cpu_cores: cpu / wall.max(1e-9),
     };
-    report.throughput_client_cpu_cores = (procfs::cpu_seconds(me) - me0) / wall.max(1e-9);
-    report.throughput_kernel_drops = UdpCounters::read().since(k0);
-    args.progress(&format!(
-        "throughput: {:.0} acked/s",
-        report.throughput.acked_per_sec
-    ));
-    Ok(())
+    let cores = (procfs::cpu_seconds(me) - me0) / wall.max(1e-9);
+    Ok((t, server, cores, UdpCounters::read().since(k0)))
 }
 
 /// Phase 4 against a fresh server, so its memory holds only this phase's clients.
@@ -147,9 +186,10 @@ fn run_memory(
     args: &Args,
     bin: &Path,
     db: String,
+    sockets: usize,
     report: &mut Report,
 ) -> anyhow::Result<MemReport> {
-    let mut srv = ServerProc::start(bin, &db, &args.server_args(args.memory_clients))?;
+    let mut srv = ServerProc::start(bin, &db, &args.server_args())?;
     args.progress(&format!(
         "memory: server pid {}, {} clients x {} files",
         srv.pid(),
@@ -157,7 +197,7 @@ fn run_memory(
         args.memory_files
     ));
     let baseline = procfs::vm_kib(srv.pid(), "VmHWM:").unwrap_or(0);
-    let mut sim = Sim::new(srv.addr, args.memory_clients, args.sockets, "m-")?;
+    let mut sim = Sim::new(srv.addr, args.memory_clients, sockets, "m-", srv.pin())?;
     let k0 = UdpCounters::read();
     let load = sim.phase_memory_load(args.memory_files, args.memory_window, MEMORY_TIMEOUT)?;
     let kernel_drops = UdpCounters::read().since(k0);
@@ -175,6 +215,7 @@ fn run_memory(
     report.server_output.extend(srv.output());
     Ok(MemReport {
         db,
+        sockets,
         load,
         baseline_rss_kib: baseline,
         peak_rss_kib: peak,

@@ -13,6 +13,9 @@ use anyhow::{Context, bail};
 pub struct ServerProc {
     child: Child,
     pub addr: SocketAddr,
+    /// The channel key's fingerprint the server printed ("Server key: ..."), for the
+    /// clients to pin.
+    pub key: Option<String>,
     /// Lines the server printed (start-up lines, and errors if it dies).
     lines: mpsc::Receiver<String>,
 }
@@ -25,7 +28,7 @@ pub fn default_binary() -> anyhow::Result<PathBuf> {
 
 impl ServerProc {
     /// Starts `bin server --bind 127.0.0.1 --port 0 --db <db> ...extra` and waits for its
-    /// "Listening on UDP port" line (10 s at most).
+    /// "Listening on UDP port" line (10 s at most), noting the key it printed before.
     pub fn start(bin: &Path, db: &str, extra: &[String]) -> anyhow::Result<ServerProc> {
         if !bin.is_file() {
             bail!(
@@ -71,9 +74,14 @@ impl ServerProc {
                     .next()
                     .and_then(|p| p.parse().ok())
                     .with_context(|| format!("unparsable port line {line:?}"))?;
+                let key = seen
+                    .iter()
+                    .find_map(|l: &String| l.strip_prefix("Server key: "))
+                    .map(|k| k.trim().to_string());
                 return Ok(ServerProc {
                     child,
                     addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                    key,
                     lines: rx,
                 });
             }
@@ -123,5 +131,14 @@ impl Drop for ServerProc {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+impl ServerProc {
+    /// The pin for the server's key, if it printed one.
+    pub fn pin(&self) -> Option<fileapp::channel::ServerPin> {
+        self.key
+            .as_deref()
+            .and_then(fileapp::channel::ServerPin::parse)
     }
 }

@@ -1,25 +1,23 @@
 //! The load generator's system calls beyond `std`, one function per operation: batched
-//! UDP send and receive, epoll, a signal, the clock tick rate. Linux only.
+//! UDP receive, epoll, a signal, the clock tick rate, the open-files limit. Linux only.
 //!
 //! Every one goes through `nix`, which holds the `unsafe` and checks the results, so
 //! the generator has no `unsafe` block of its own (the crate root denies it). A call
 //! that some day needs raw `libc` belongs here, behind a safe function, with a
 //! `// SAFETY:` comment on its block.
 
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io::{self, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::signal::{Signal, kill};
-use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, recvmmsg, sendmmsg};
+use nix::sys::socket::{MsgFlags, MultiHeaders, recvmmsg};
 use nix::unistd::{Pid, SysconfVar, sysconf};
 
-/// Message headers for [`send_batch`] and [`recv_batch`], allocated once per queue so
-/// that a batch allocates nothing.
+/// Message headers for [`recv_batch`], allocated once so that a batch allocates nothing.
 pub struct Headers {
     headers: MultiHeaders<()>,
-    /// One "no address" per header: the sockets are connected.
-    no_addrs: Box<[Option<()>]>,
 }
 
 impl Headers {
@@ -27,29 +25,8 @@ impl Headers {
     pub fn new(n: usize) -> Headers {
         Headers {
             headers: MultiHeaders::preallocate(n, None),
-            no_addrs: vec![None; n].into_boxed_slice(),
         }
     }
-}
-
-/// `sendmmsg`: sends the datagrams (one slice each) in one call, as many as the socket
-/// takes; returns how many it took. At most as many as `headers` was made for.
-pub fn send_batch(
-    fd: BorrowedFd<'_>,
-    headers: &mut Headers,
-    datagrams: &[[IoSlice<'_>; 1]],
-) -> io::Result<usize> {
-    let n = datagrams.len().min(headers.no_addrs.len());
-    let no_cmsgs: [ControlMessage<'_>; 0] = [];
-    let sent = sendmmsg(
-        fd.as_raw_fd(),
-        &mut headers.headers,
-        &datagrams[..n],
-        &headers.no_addrs[..n],
-        no_cmsgs,
-        MsgFlags::empty(),
-    )?;
-    Ok(sent.count())
 }
 
 /// `recvmmsg` without blocking: fills `slots` (one buffer each) with queued datagrams
@@ -100,4 +77,19 @@ pub fn terminate(pid: u32) -> io::Result<()> {
 pub fn clock_ticks_per_second() -> Option<u64> {
     let ticks = sysconf(SysconfVar::CLK_TCK).ok()??;
     u64::try_from(ticks).ok().filter(|&t| t > 0)
+}
+
+/// Raises the open-files limit to at least `n` (one socket per simulated client); the
+/// hard limit too where the process may (root). Returns the soft limit now in force.
+pub fn raise_nofile(n: u64) -> io::Result<u64> {
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft >= n {
+        return Ok(soft);
+    }
+    if setrlimit(Resource::RLIMIT_NOFILE, n, hard.max(n)).is_err() {
+        // Not allowed above the hard limit: take what is allowed.
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+        return Ok(hard);
+    }
+    Ok(n)
 }
