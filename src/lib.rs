@@ -35,4 +35,4 @@ pub mod store;
 pub(crate) mod sys;
 pub mod transfer;
 
-pub use fileapp_core::{channel, index, proto, reliable};
+pub use fileapp_core::{channel, index, proto, records, reliable};

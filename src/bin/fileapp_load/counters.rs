@@ -34,6 +34,7 @@ counters!(
     acks,
     heartbeat_acks,
     offer_acks,
+    record_acks,
     rejected,
     rejected_name_in_use,
     rejected_invalid,

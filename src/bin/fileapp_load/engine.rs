@@ -52,6 +52,8 @@ pub enum Kind {
     Offer,
     /// The offer of a propagation round.
     PropOffer,
+    /// The signed record after a welcome or an offer (as real clients send it).
+    Record,
 }
 
 /// A request awaiting its reply, with the plaintext to send again.
@@ -89,6 +91,9 @@ pub struct Client {
     pub outstanding: u16,
     /// Has sent a heartbeat (so the server pushes tables to it).
     pub heartbeated: bool,
+    /// What it offered, for the record it signs.
+    offered: std::collections::BTreeMap<String, FileEntry>,
+    record_seq: u64,
 }
 
 /// The propagation round under way: who has seen its file, and when.
@@ -192,6 +197,8 @@ impl Sim {
                 prop_seen: 0,
                 outstanding: 0,
                 heartbeated: false,
+                offered: Default::default(),
+                record_seq: 0,
             });
         }
         Ok(Sim {
@@ -405,8 +412,39 @@ impl Sim {
         let Some(token) = self.clients[client as usize].token else {
             return Ok(());
         };
-        let files = files.into_iter().map(FileEntry::named).collect();
+        let files: Vec<FileEntry> = files.into_iter().map(FileEntry::named).collect();
+        let cl = &mut self.clients[client as usize];
+        for f in &files {
+            cl.offered.insert(f.name.clone(), f.clone());
+        }
         self.request(client, kind, |req| Message::Offer { req, token, files })
+    }
+
+    /// Signs and sends `client`'s record as the server now holds it, as a real client
+    /// does after its welcome and after each offer (the server's push waits for it).
+    pub fn send_record(&mut self, client: u32) -> anyhow::Result<()> {
+        let cl = &mut self.clients[client as usize];
+        let Some(token) = cl.token else {
+            return Ok(());
+        };
+        cl.record_seq += 1;
+        let seq = cl.record_seq;
+        let statement = fileapp::records::statement_bytes(
+            &cl.name,
+            &cl.key,
+            cl.tcp_port,
+            None,
+            seq,
+            cl.offered.values().map(|f| (f.name.as_str(), f.size, &f.hash)),
+        )
+        .context("a record that does not encode")?;
+        let sig = cl.identity.sign(&statement).to_vec();
+        self.request(client, Kind::Record, |req| Message::Record {
+            req,
+            token,
+            seq,
+            sig,
+        })
     }
 
     /// Sends a message that expects no reply (a `TableAck`) through `client`'s link.
@@ -525,6 +563,7 @@ impl Sim {
                 if let Some(p) = self.complete(req, now) {
                     self.c.welcomes += 1;
                     self.clients[p.client as usize].token = Some(token);
+                    self.send_record(p.client)?;
                     if let Some(k) = self.offer_after_welcome {
                         let c = p.client;
                         let files = (0..k).map(|k| format!("file-{c}-{k}.dat")).collect();
@@ -538,13 +577,18 @@ impl Sim {
                     self.c.acks += 1;
                     match p.kind {
                         Kind::Heartbeat => self.c.heartbeat_acks += 1,
-                        Kind::Offer => self.c.offer_acks += 1,
+                        Kind::Offer => {
+                            self.c.offer_acks += 1;
+                            self.send_record(p.client)?;
+                        }
                         Kind::PropOffer => {
                             self.c.offer_acks += 1;
                             if let Some(r) = self.prop.as_mut() {
                                 r.acked_at = Some(now);
                             }
+                            self.send_record(p.client)?;
                         }
+                        Kind::Record => self.c.record_acks += 1,
                         Kind::Register | Kind::RegisterProof => self.c.unexpected += 1,
                     }
                 }
