@@ -369,8 +369,12 @@ fn owner_from_row(row: &rusqlite::Row<'_>) -> Result<OwnerRow> {
 }
 
 impl SqliteStore {
-    /// Forgets `name` entirely (its key, session and offers), so anyone may register it
-    /// again. For operators, with the server stopped. Returns whether it existed.
+    /// Forgets `name`'s key, session and offers, so anyone may register it again. For
+    /// operators, with the server stopped. Returns whether it existed.
+    ///
+    /// The row itself stays (offline, with no key, no files): it holds the table
+    /// version of its last change, and deleting it could take the server's version
+    /// back below what clients hold, so that they would ignore the next changes.
     pub fn release_name(&mut self, name: &str) -> Result<bool> {
         let tx = self
             .conn
@@ -378,7 +382,7 @@ impl SqliteStore {
         tx.prepare_cached(CLEAR_FILES)?.execute([name])?;
         tx.prepare_cached(CLEAR_RECORD)?.execute([name])?;
         let n = tx
-            .prepare_cached("DELETE FROM owners WHERE name = ?1")?
+            .prepare_cached("UPDATE owners SET key = NULL, online = 0 WHERE name = ?1")?
             .execute([name])?;
         tx.commit()?;
         Ok(n > 0)

@@ -24,10 +24,13 @@ fn a_crashed_client_takes_its_name_back_at_once_with_its_offers() {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         c.send("request a B");
+        // Until the new process has signed its record again, C refuses to download
+        // (the record changed); then it downloads from the new port.
         let (ok, _) = c.expect_any(
             &[
                 "< a downloaded successfully! >",
                 "< Download of a from B failed",
+                "[Not downloading from B: its record is not signed yet",
             ],
             Duration::from_secs(10),
         );
@@ -203,4 +206,140 @@ fn a_server_that_comes_back_with_another_key_is_refused_until_the_user_accepts_i
     let mut b = srv.client_raw("B", other.path(), &["--server-key", &first]);
     assert_eq!(b.wait_exit(Duration::from_secs(10)), 1);
     assert!(b.transcript.join("\n").contains(&second));
+}
+
+/// Waits until `c`'s table (`list --json`) has `file` offered by `owner` and the row
+/// satisfies `ok`; returns the row.
+fn wait_row(
+    c: &mut Proc,
+    file: &str,
+    owner: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + crate::util::WAIT;
+    loop {
+        let rows = c.list_json_rows();
+        if let Some(r) = rows
+            .into_iter()
+            .find(|r| r["file"] == file && r["owner"] == owner && ok(r))
+        {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: no such row of {file} by {owner}",
+            c.name
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Stops `srv` cleanly (SIGTERM) and returns its folder and port.
+fn stop(srv: Server) -> (tempfile::TempDir, u16) {
+    let Server {
+        mut proc,
+        dir,
+        port,
+    } = srv;
+    proc.signal(libc::SIGTERM);
+    assert_eq!(proc.wait_exit(Duration::from_secs(5)), 0);
+    (dir, port)
+}
+
+#[test]
+fn list_json_gives_each_owners_key_and_whether_its_record_verified() {
+    let srv = Server::start(&["--db", ":memory:"]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = srv.sharing("B", dir.path(), &[("f", b"signed by B")]);
+    b.send("whoami");
+    let me = b.expect(">>> [You are B (online), key fingerprint ");
+    let mut c = srv.client("C", dir.path());
+    let row = wait_row(&mut c, "f", "B", |r| r["verified"] == true);
+    let key = row["key"].as_str().expect("the owner's key, hex");
+    assert_eq!(key.len(), 64);
+    let bytes: [u8; 32] = hex::decode(key).unwrap().try_into().unwrap();
+    assert!(
+        me.contains(&fileapp::identity::fingerprint(&bytes)),
+        "{me} vs {key}"
+    );
+}
+
+#[test]
+fn a_peer_that_comes_back_with_another_key_is_refused_until_trusted() {
+    // Frequent heartbeats: C finds the restarted server quickly.
+    let hb = ["--heartbeat-ms", "300"];
+    let srv = Server::start(&hb);
+    let (bdir, cdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut b = srv.sharing("B", bdir.path(), &[("f", b"from B")]);
+    let mut c = srv.client("C", cdir.path());
+    wait_row(&mut c, "f", "B", |r| r["verified"] == true);
+    b.send("quit");
+    assert_eq!(b.wait_exit(Duration::from_secs(5)), 0);
+    // The operator frees B's name; someone registers it with another key.
+    let (sdir, port) = stop(srv);
+    let db = sdir.path().join("fileapp-server.db");
+    let mut rel = Proc::spawn(
+        "release",
+        &["release-name", "--db", db.to_str().unwrap(), "B"],
+        bdir.path(),
+    );
+    assert_eq!(rel.wait_exit(Duration::from_secs(5)), 0);
+    let srv = Server::start_in(sdir, port, &hb);
+    let other = bdir.path().join("other.pk8");
+    std::fs::create_dir_all(bdir.path().join("s")).unwrap();
+    let mut b2 = srv.client_raw("B", bdir.path(), &["--identity", other.to_str().unwrap()]);
+    b2.expect_line(">>> [Welcome, You are registered.]");
+    b2.send("setdir s");
+    b2.expect("Successfully set");
+    b2.send("offer f");
+    b2.expect_line(">>> [Offer Message Received By Server]");
+    // C, still running, knew B by the first key: warned, with both fingerprints.
+    let warning = c.expect_within(
+        "[Warning: the table binds B to key",
+        Duration::from_secs(15),
+    );
+    assert!(warning.contains("trust B"), "{warning}");
+    wait_row(&mut c, "f", "B", |r| r["verified"] == true);
+    c.send("request f B");
+    c.expect_line(
+        "[Not downloading from B: its key changed; see the warning above, or type: trust B]",
+    );
+    assert!(!cdir.path().join("f").exists());
+    c.send("trust B");
+    c.expect("[B is now known by key ");
+    c.send("request f B");
+    c.expect("< f downloaded successfully! >");
+    assert_eq!(std::fs::read(cdir.path().join("f")).unwrap(), b"from B");
+    // And the new key is remembered: a new run of C is not warned again.
+    c.close_stdin();
+    assert_eq!(c.wait_exit(Duration::from_secs(10)), 0);
+    let mut c2 = srv.client("C", cdir.path());
+    wait_row(&mut c2, "f", "B", |r| r["verified"] == true);
+    c2.expect_none("[Warning: the table binds B", Duration::from_millis(300));
+}
+
+#[test]
+fn a_database_rewritten_behind_the_servers_back_is_caught_by_clients() {
+    let srv = Server::start(&[]);
+    let (bdir, cdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let _b = srv.sharing("B", bdir.path(), &[("f", b"the real f")]);
+    let (sdir, port) = stop(srv);
+    // Someone with write access to the database changes f's hash.
+    let db = sdir.path().join("fileapp-server.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let n = conn
+        .execute(
+            "UPDATE files SET hash = ?1 WHERE owner = 'B'",
+            [vec![7u8; 32]],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    drop(conn);
+    let srv = Server::start_in(sdir, port, &[]);
+    let mut c = srv.client("C", cdir.path());
+    let row = wait_row(&mut c, "f", "B", |_| true);
+    assert_eq!(row["verified"], false, "{row}");
+    c.send("request f B");
+    c.expect("[Not downloading from B: the table's record of B does not match B's signature");
+    assert!(!cdir.path().join("f").exists());
 }

@@ -435,7 +435,9 @@ impl Sim {
             cl.tcp_port,
             None,
             seq,
-            cl.offered.values().map(|f| (f.name.as_str(), f.size, &f.hash)),
+            cl.offered
+                .values()
+                .map(|f| (f.name.as_str(), f.size, &f.hash)),
         )
         .context("a record that does not encode")?;
         let sig = cl.identity.sign(&statement).to_vec();

@@ -571,3 +571,33 @@ fn signed_records_round_trip_and_a_version_1_database_is_upgraded() {
         .unwrap();
     assert_eq!(version, SCHEMA_VERSION);
 }
+
+#[test]
+fn a_released_name_loses_key_files_and_record_but_keeps_its_version() {
+    let mut s = SqliteStore::open_in_memory().unwrap();
+    s.commit(&[
+        StoreOp::Owner(row("a", 10)),
+        StoreOp::Files {
+            owner: "a".into(),
+            files: vec![fr("f", 10)],
+        },
+        StoreOp::Record {
+            owner: "a".into(),
+            record: Some(RecordSig {
+                seq: 1,
+                advertise: None,
+                sig: vec![1; 64],
+            }),
+            ver: 10,
+        },
+    ])
+    .unwrap();
+    assert!(s.release_name("a").unwrap());
+    assert!(!s.release_name("nobody").unwrap());
+    let recs = s.load().unwrap();
+    assert_eq!(recs.len(), 1);
+    let a = &recs[0];
+    assert_eq!((a.row.key, a.row.online, a.row.ver), (None, false, 10));
+    assert!(a.files.is_empty());
+    assert_eq!(a.record, None);
+}
