@@ -120,13 +120,22 @@ impl Flow {
     fn request(&mut self, pairs: Vec<(String, String)>, force: bool) {
         let mut orders = Vec::new();
         for (file, owner) in pairs {
+            // `photos/` and `photos/a/b.jpg` are looked up as the folder `photos/`.
+            let listed = match fileapp_core::tree::split_request(&file) {
+                Some((folder, _)) => folder.to_string(),
+                None => file.clone(),
+            };
             let found = (self.core.table().owner(&owner))
-                .filter(|o| o.files.contains_key(&file) && owner != self.core.name())
-                .map(|o| (SocketAddr::new(o.ip, o.tcp_port), o.key));
+                .filter(|_| owner != self.core.name())
+                .and_then(|o| {
+                    let meta = o.files.get(&listed)?;
+                    Some((SocketAddr::new(o.ip, o.tcp_port), o.key, meta.hash))
+                });
             match found {
-                Some((peer, key)) => orders.push(Order {
+                Some((peer, key, hash)) => orders.push(Order {
                     peer,
                     owner,
+                    hash: (listed == file && file.ends_with('/')).then_some(hash),
                     file,
                     key,
                     force,

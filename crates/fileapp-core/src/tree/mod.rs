@@ -36,7 +36,8 @@ pub fn valid_tree_path(path: &str) -> bool {
 
 /// Is `name` an offered folder's name: a plain file name followed by one `/`?
 pub fn valid_folder_offer(name: &str) -> bool {
-    name.strip_suffix('/').is_some_and(valid_file_name)
+    name.len() <= crate::proto::MAX_FILE_NAME_LEN
+        && name.strip_suffix('/').is_some_and(valid_file_name)
 }
 
 /// Is `name` acceptable as an offered entry: a plain file name, or a folder's name with

@@ -170,6 +170,11 @@ impl TreeReader {
         }
     }
 
+    /// How many entries were read: the index of the next one.
+    pub fn position(&self) -> u64 {
+        self.index
+    }
+
     /// Whether the end (or an abort) was read.
     pub fn done(&self) -> bool {
         self.state == State::Done
