@@ -128,3 +128,136 @@ fn an_odd_tree_arrives_identical_and_a_second_request_is_a_no_op() {
     let one = std::fs::read(dir.path().join("down/--leading")).unwrap();
     assert!(one == random_bytes(70_000, 3));
 }
+
+#[test]
+fn a_file_changed_or_deleted_after_the_offer_stops_the_folder_clearly() {
+    let srv = Server::start(&["--db", ":memory:"]);
+    let dir = tempfile::tempdir().unwrap();
+    setup_dirs(dir.path());
+    let tree = dir.path().join("share/tree");
+    odd_tree(&tree);
+    let (mut b, mut c) = owner_and_requester(&srv, dir.path());
+    std::fs::write(tree.join("a b c"), b"another content").unwrap();
+    c.send("request tree/ B");
+    c.expect_line(
+        "< Download of tree/ from B failed: B stopped sending the folder: 'a b c' changed after the folder was offered (offer it again) >",
+    );
+    assert!(
+        !dir.path().join("down/tree").exists(),
+        "nothing under the final name"
+    );
+    // Offered again, then an empty file deleted.
+    b.send("offer tree");
+    b.expect_line(">>> [Offer Message Received By Server]");
+    std::fs::remove_file(tree.join("zero")).unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        c.send("request tree/ B");
+        let (i, line) = c.expect_any(
+            &[
+                "was deleted after the folder was offered",
+                "changed after the folder",
+            ],
+            WAIT,
+        );
+        if i == 0 {
+            assert!(line.contains("'zero' was deleted"), "{line}");
+            break;
+        }
+        // C's table still had the old hash; its next request sees the new one.
+        assert!(Instant::now() < deadline, "{line}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!dir.path().join("down/tree").exists());
+}
+
+/// A tree of three 4 MiB files among small ones, in `<dir>/bshare/tree`.
+fn resumable_tree(root: &Path) {
+    std::fs::create_dir_all(root.join("x/y")).unwrap();
+    for i in 0..3u64 {
+        std::fs::write(
+            root.join(format!("x/big{i}")),
+            random_bytes(4 << 20, 10 + i),
+        )
+        .unwrap();
+    }
+    for i in 0..40u64 {
+        std::fs::write(
+            root.join(format!("x/y/s{i:02}")),
+            random_bytes(1000 + i as usize, i),
+        )
+        .unwrap();
+    }
+}
+
+/// Bytes of regular files below `root`.
+fn bytes_below(root: &Path) -> u64 {
+    if !root.exists() {
+        return 0;
+    }
+    snapshot(root).values().map(|v| v.2).sum()
+}
+
+#[test]
+fn a_requester_killed_mid_tree_resumes_where_it_stopped() {
+    let srv = Server::start(&["--db", ":memory:"]);
+    let dir = tempfile::tempdir().unwrap();
+    resumable_tree(&dir.path().join("bshare/tree"));
+    let (b, proxy) = owner_behind_proxy(&srv, dir.path(), &["tree"], &[]);
+    let down = dir.path().join("down");
+    std::fs::create_dir(&down).unwrap();
+    let mut c = requester(&srv, "C", &down, &[], "B");
+    proxy.pause_after(6 << 20);
+    c.send("request tree/ B");
+    let staging = down.join(".tree.fileapp-partial");
+    let deadline = Instant::now() + WAIT;
+    while bytes_below(&staging) < 5 << 20 {
+        assert!(Instant::now() < deadline, "nothing arrived");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    c.kill9();
+    assert!(!down.join("tree").exists(), "nothing under the final name");
+    proxy.release();
+    let mut c = requester(&srv, "C", &down, &[], "B");
+    c.send("request tree/ B");
+    let stats = c.expect("< tree/: ");
+    assert!(
+        stats.contains("43 files") && stats.contains("resumed"),
+        "{stats}"
+    );
+    // Less than the whole tree came the second time.
+    let moved: u64 = stats
+        .split("resumed (")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(moved < 12 << 20, "{stats}");
+    c.expect_line("< tree/ downloaded successfully! >");
+    assert!(snapshot(&down.join("tree")) == snapshot(&dir.path().join("bshare/tree")));
+    assert!(!staging.exists());
+    drop((b, proxy));
+}
+
+#[test]
+fn a_second_folder_downloads_while_the_first_is_held() {
+    let srv = Server::start(&["--db", ":memory:"]);
+    let dir = tempfile::tempdir().unwrap();
+    resumable_tree(&dir.path().join("bshare/tree"));
+    let small = dir.path().join("bshare/small/in");
+    std::fs::create_dir_all(&small).unwrap();
+    std::fs::write(small.join("f"), random_bytes(50_000, 9)).unwrap();
+    let (b, proxy) = owner_behind_proxy(&srv, dir.path(), &["tree", "small"], &[]);
+    let down = dir.path().join("down");
+    std::fs::create_dir(&down).unwrap();
+    let mut c = requester(&srv, "C", &down, &[], "B");
+    proxy.pause_after(2 << 20);
+    c.send("request tree/ B small/ B");
+    c.expect_line("< small/ downloaded successfully! >");
+    assert!(!down.join("tree").exists());
+    proxy.release();
+    c.expect_line("< tree/ downloaded successfully! >");
+    assert!(snapshot(&down.join("tree")) == snapshot(&dir.path().join("bshare/tree")));
+    assert!(snapshot(&down.join("small")) == snapshot(&dir.path().join("bshare/small")));
+    drop((b, proxy));
+}

@@ -59,7 +59,8 @@ pub fn produce(
         if e.is_file() {
             let start = start_of(resume, i as u64, e.size);
             let len = e.size - start;
-            if len > 0 {
+            // An empty file is checked too: it may have been deleted.
+            if len > 0 || e.size == 0 {
                 let opened = open_checked(&root, &e.path, folder.stamps[i]);
                 let file = match opened {
                     Ok(f) => f,
