@@ -38,6 +38,8 @@ use write::{Counters, Writer};
 
 /// Bytes asked of one read of the connection.
 const READ_SIZE: usize = 256 << 10;
+/// A reader hands a buffer over once it holds this much (or nothing more is there).
+const READ_STEP: usize = READ_SIZE - (32 << 10);
 /// Buffers in flight between the reader and the writer thread.
 const IN_FLIGHT: usize = 8;
 
@@ -145,7 +147,7 @@ pub async fn fetch_tree(
     on_event(TreeEvent::Started { bytes: resp.size });
     let writer = Writer::new(stage, resume, resp.hash, printable(&spec.owner));
     let counters = writer.counters.clone();
-    let (tx, rx) = mpsc::channel::<Vec<u8>>(IN_FLIGHT);
+    let (tx, rx) = mpsc::channel::<(Vec<u8>, usize)>(IN_FLIGHT);
     let (back, recycle) = std::sync::mpsc::channel::<Vec<u8>>();
     let writing = tokio::task::spawn_blocking(move || run_writer(writer, rx, back));
     let read = {
@@ -216,11 +218,11 @@ fn prepare(
 /// writing failed (then it stops taking buffers, which stops the reader).
 fn run_writer(
     mut w: Writer,
-    mut rx: mpsc::Receiver<Vec<u8>>,
+    mut rx: mpsc::Receiver<(Vec<u8>, usize)>,
     back: std::sync::mpsc::Sender<Vec<u8>>,
 ) -> (Writer, Result<(), FetchError>) {
-    while let Some(buf) = rx.blocking_recv() {
-        if let Err(e) = w.feed(&buf) {
+    while let Some((buf, len)) = rx.blocking_recv() {
+        if let Err(e) = w.feed(&buf[..len]) {
             return (w, Err(e));
         }
         let _ = back.send(buf);
@@ -232,7 +234,9 @@ fn run_writer(
 
 /// The connection side: reads into buffers and hands them to the writer.
 struct Pump {
-    tx: mpsc::Sender<Vec<u8>>,
+    /// Buffers (always [`READ_SIZE`] long, so never zeroed again) and how much of each
+    /// holds data.
+    tx: mpsc::Sender<(Vec<u8>, usize)>,
     recycle: std::sync::mpsc::Receiver<Vec<u8>>,
     counters: Arc<Counters>,
     stall: Duration,
@@ -246,25 +250,43 @@ impl Pump {
         on_event: &mut (impl FnMut(TreeEvent) + Send),
         cancel: &mut watch::Receiver<bool>,
     ) -> Result<(), FetchError> {
-        if !leftover.is_empty() && self.tx.send(leftover).await.is_err() {
+        let n = leftover.len();
+        if n > 0 && self.tx.send((leftover, n)).await.is_err() {
             return Ok(());
         }
         let mut last = Instant::now();
         loop {
             let mut buf = self.recycle.try_recv().unwrap_or_default();
-            buf.resize(READ_SIZE, 0);
-            let n = tokio::select! {
-                r = timeout(self.stall, r.read(&mut buf)) => match r {
-                    Err(_) => return Err(FetchError::Timeout("waiting for the owner's data")),
-                    Ok(r) => r?,
-                },
-                _ = cancelled(cancel) => return Err(FetchError::Cancelled),
-            };
+            if buf.len() != READ_SIZE {
+                buf.resize(READ_SIZE, 0);
+            }
+            // One read gives one TLS record at most: take what is there at once, up to
+            // a step, so the writer gets large pieces.
+            let mut n = 0;
+            while n < READ_STEP {
+                let got = if n == 0 {
+                    tokio::select! {
+                        r = timeout(self.stall, r.read(&mut buf[n..])) => match r {
+                            Err(_) => return Err(FetchError::Timeout("waiting for the owner's data")),
+                            Ok(r) => r?,
+                        },
+                        _ = cancelled(cancel) => return Err(FetchError::Cancelled),
+                    }
+                } else {
+                    match ready_now(r.read(&mut buf[n..])) {
+                        Some(r) => r?,
+                        None => break,
+                    }
+                };
+                if got == 0 {
+                    break;
+                }
+                n += got;
+            }
             if n == 0 {
                 return Ok(());
             }
-            buf.truncate(n);
-            if self.tx.send(buf).await.is_err() {
+            if self.tx.send((buf, n)).await.is_err() {
                 // The writer stopped: its error is the one that counts.
                 return Ok(());
             }
@@ -278,5 +300,15 @@ impl Pump {
                 });
             }
         }
+    }
+}
+
+/// The result of `fut` if it is ready without waiting.
+fn ready_now<F: std::future::Future>(fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
     }
 }
