@@ -85,7 +85,7 @@ pub fn produce(
             }
         }
         if buf.len() >= FLUSH_AT {
-            send(Chunk::Bytes(std::mem::replace(&mut buf, Vec::new())))?;
+            send(Chunk::Bytes(std::mem::take(&mut buf)))?;
             buf = recycle.try_recv().unwrap_or_else(|_| fresh());
             buf.clear();
         }

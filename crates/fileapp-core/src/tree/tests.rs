@@ -52,12 +52,11 @@ fn stream(entries: &[Entry], data: &[Vec<u8>], resume: Option<TreeStart>) -> Vec
     out
 }
 
+/// Entries, the data per entry and the end's hash.
+type Read = (Vec<Entry>, Vec<Vec<u8>>, Option<[u8; 32]>);
+
 /// Feeds `bytes` in pieces of `chunk`, collecting (entries, data per entry, end hash).
-fn read(
-    bytes: &[u8],
-    chunk: usize,
-    resume: Option<TreeStart>,
-) -> Result<(Vec<Entry>, Vec<Vec<u8>>, Option<[u8; 32]>), TreeError> {
+fn read(bytes: &[u8], chunk: usize, resume: Option<TreeStart>) -> Result<Read, TreeError> {
     let mut r = TreeReader::new(resume);
     let (mut entries, mut data, mut end) = (Vec::new(), Vec::new(), None);
     for piece in bytes.chunks(chunk.max(1)) {
