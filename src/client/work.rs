@@ -48,7 +48,8 @@ pub fn check_offer(
         for f in files {
             // `photos` and `photos/` both offer the folder.
             let bare = f.strip_suffix('/').unwrap_or(&f).to_string();
-            if std::fs::symlink_metadata(dir.join(&bare)).is_ok_and(|m| m.is_dir()) {
+            let is_dir = std::fs::symlink_metadata(dir.join(&bare)).is_ok_and(|m| m.is_dir());
+            if proto::valid_file_name(&bare) && is_dir {
                 if let Some(entry) = offer_folder(&lib, &console, &dir, &bare, restoring) {
                     ok.push(entry);
                 }

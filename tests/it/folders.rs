@@ -261,3 +261,31 @@ fn a_second_folder_downloads_while_the_first_is_held() {
     assert!(snapshot(&down.join("small")) == snapshot(&dir.path().join("bshare/small")));
     drop((b, proxy));
 }
+
+#[test]
+fn in_plaintext_a_different_local_tree_is_kept_unless_forced() {
+    let srv = Server::start(&["--db", ":memory:"]);
+    let dir = tempfile::tempdir().unwrap();
+    resumable_tree(&dir.path().join("share/tree"));
+    std::fs::create_dir_all(dir.path().join("down")).unwrap();
+    let mut b = srv.client_raw("B", dir.path(), &["--plaintext"]);
+    b.expect_line(">>> [Welcome, You are registered.]");
+    b.send("setdir share");
+    b.expect("Successfully set");
+    b.send("offer tree/");
+    b.expect_line(">>> [Offer Message Received By Server]");
+    let mut c = requester(&srv, "C", &dir.path().join("down"), &["--plaintext"], "B");
+    // `tree` means the folder `tree/` when only the folder is offered.
+    c.send("request tree B");
+    c.expect_line("< tree/ downloaded successfully! >");
+    let (src, got) = (dir.path().join("share/tree"), dir.path().join("down/tree"));
+    assert!(snapshot(&got) == snapshot(&src));
+    std::fs::write(got.join("x/y/s00"), b"mine").unwrap();
+    c.send("request tree/ B");
+    let line = c.expect("< Download of tree/ from B failed: ");
+    assert!(line.contains("already exists and differs"), "{line}");
+    assert_eq!(std::fs::read(got.join("x/y/s00")).unwrap(), b"mine");
+    c.send("request --force tree/ B");
+    c.expect_line("< tree/ downloaded successfully! >");
+    assert!(snapshot(&got) == snapshot(&src));
+}

@@ -121,6 +121,17 @@ impl Flow {
         let mut orders = Vec::new();
         for (file, owner) in pairs {
             // `photos/` and `photos/a/b.jpg` are looked up as the folder `photos/`.
+            let mut file = file;
+            let table = self.core.table();
+            let has = |name: &str| {
+                table
+                    .owner(&owner)
+                    .is_some_and(|o| o.files.contains_key(name))
+            };
+            // `photos` means the folder `photos/` when only the folder is offered.
+            if !has(&file) && has(&format!("{file}/")) {
+                file.push('/');
+            }
             let listed = match fileapp_core::tree::split_request(&file) {
                 Some((folder, _)) => folder.to_string(),
                 None => file.clone(),
