@@ -143,7 +143,8 @@ pub async fn fetch_tree(
     // The owner continues only within the version the staging folder holds.
     let honoured = stage.held == Some(resp.hash);
     let resume = if honoured { resume } else { None };
-    let stage = blocking(move || prepare(stage, honoured, resp.hash, resume)).await?;
+    let size = resp.size;
+    let stage = blocking(move || prepare(stage, honoured, resp.hash, resume, size)).await?;
     on_event(TreeEvent::Started { bytes: resp.size });
     let writer = Writer::new(stage, resume, resp.hash, printable(&spec.owner));
     let counters = writer.counters.clone();
@@ -203,10 +204,17 @@ fn prepare(
     honoured: bool,
     hash: [u8; 32],
     resume: Option<TreeStart>,
+    size: u64,
 ) -> Result<Stage, FetchError> {
-    let disk = |e| FetchError::Disk(PathBuf::new(), e);
+    let dir = stage.dir.clone();
+    let disk = |e| FetchError::Disk(dir.clone(), e);
     if !honoured && stage.held.is_some() {
         stage.reset().map_err(disk)?;
+    }
+    // A folder that clearly does not fit fails before any byte moves.
+    if resume.is_none() {
+        let d = std::fs::File::open(&stage.dir).map_err(disk)?;
+        super::space::check_space(&d, 0, size).map_err(disk)?;
     }
     let next = resume.map_or(0, |r| r.index);
     stage.checkpoint(&hash, next, None).map_err(disk)?;
