@@ -57,7 +57,7 @@ pub(super) struct Writer {
     /// Folders whose mode lacks the owner's `rwx`: set at the end.
     late_modes: Vec<(String, u32)>,
     pub counters: Arc<Counters>,
-    /// The manifest hash at the end, once seen.
+    /// The end was read and the manifest hash matched.
     pub ended: bool,
 }
 
@@ -277,12 +277,10 @@ impl Writer {
         c.file.set_modified(mtime).map_err(disk)?;
         self.counters.files.fetch_add(1, Ordering::Relaxed);
         self.batch_bytes += c.entry.size;
-        if let Some((parent, _)) = c.entry.path.rsplit_once('/') {
-            if !self.dirs.contains(parent) {
-                self.dirs.insert(parent.to_string());
-            }
-        } else if self.dirs.is_empty() {
-            self.dirs.insert(String::new());
+        // The folder the file is in (the staging folder itself for "").
+        let parent = c.entry.path.rsplit_once('/').map_or("", |(p, _)| p);
+        if !self.dirs.contains(parent) {
+            self.dirs.insert(parent.to_string());
         }
         self.batch.push(c.file);
         if self.batch.len() >= BATCH_FILES || self.batch_bytes >= BATCH_BYTES {
