@@ -13,6 +13,8 @@
 //! Memory does not grow with the tree: one entry at a time, a few buffers in flight.
 
 mod stage;
+#[cfg(test)]
+mod tests;
 mod write;
 
 use std::path::PathBuf;

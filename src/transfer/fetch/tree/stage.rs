@@ -111,7 +111,7 @@ pub(super) fn plan(
     })
 }
 
-fn parse(text: &str) -> Option<([u8; 32], u64, Option<String>)> {
+pub(super) fn parse(text: &str) -> Option<([u8; 32], u64, Option<String>)> {
     let mut lines = text.lines();
     if lines.next()? != MAGIC {
         return None;
