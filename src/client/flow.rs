@@ -271,6 +271,22 @@ impl Flow {
                 self.say(msg::download_stats(file, size, &hash, elapsed, moved));
                 self.say(msg::downloaded(file));
             }
+            DownloadOutcome::TreeDone {
+                files,
+                size,
+                elapsed,
+                moved,
+                path,
+            } => {
+                self.say(msg::tree_download_stats(
+                    file, files, size, elapsed, moved, &path,
+                ));
+                self.say(msg::downloaded(file));
+            }
+            DownloadOutcome::TreeAlreadyPresent => {
+                self.say(msg::tree_already_present(file, &self.cfg.download_dir));
+                self.say(msg::downloaded(file));
+            }
             DownloadOutcome::Failed(why) => self.say(msg::download_failed(file, &d.owner, why)),
         }
         if d.connected {

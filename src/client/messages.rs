@@ -224,6 +224,56 @@ pub fn resuming(file: &str, offset: u64, size: u64) -> String {
     )
 }
 
+/// What a folder offer covers; `skipped` entries (symlinks, devices, sockets, FIFOs)
+/// were left out.
+pub fn folder_offered(folder: &str, files: u64, bytes: u64, skipped: u64) -> String {
+    let left = if skipped > 0 {
+        format!("; left out {skipped} symlink(s), device(s), socket(s) or FIFO(s)")
+    } else {
+        String::new()
+    };
+    format!(">>> [Offering {folder}: {files} files, {bytes} bytes{left}]")
+}
+
+/// The label of the bar while a folder is hashed for an offer.
+pub fn hashing_label(folder: &str) -> String {
+    format!("hashing {folder}")
+}
+
+/// The label of a folder download's bar: files done of all.
+pub fn tree_label(folder: &str, done: u64, files: u64) -> String {
+    format!("{folder} {done}/{files} files")
+}
+
+pub fn tree_already_present(folder: &str, dir: &Path) -> String {
+    format!(
+        "< {folder} is already in {}, identical; nothing to transfer >",
+        dir.display()
+    )
+}
+
+/// The one summary line of a finished folder download.
+pub fn tree_download_stats(
+    folder: &str,
+    files: u64,
+    bytes: u64,
+    elapsed: Duration,
+    moved: u64,
+    path: &Path,
+) -> String {
+    let resumed = if moved < bytes {
+        format!(", resumed ({moved} bytes this time)")
+    } else {
+        String::new()
+    };
+    format!(
+        "< {folder}: {files} files, {bytes} bytes, {:.2} s, {}{resumed}, into {} >",
+        elapsed.as_secs_f64(),
+        human_rate(moved, elapsed),
+        path.display()
+    )
+}
+
 pub fn downloading(file: &str) -> String {
     format!("< Downloading {file}... >")
 }
@@ -402,6 +452,15 @@ pub fn sent_stats(file: &str, sent: u64, start: u64, elapsed: Duration) -> Strin
         "< {file}: {sent} bytes in {:.3} s ({}){from} >",
         elapsed.as_secs_f64(),
         human_rate(sent, elapsed)
+    )
+}
+
+/// The owner's summary of a folder sent: `files` files, `bytes` bytes in `elapsed`.
+pub fn tree_sent_stats(folder: &str, files: u64, bytes: u64, elapsed: Duration) -> String {
+    format!(
+        "< {folder}: {files} files, {bytes} bytes in {:.3} s ({}) >",
+        elapsed.as_secs_f64(),
+        human_rate(bytes, elapsed)
     )
 }
 

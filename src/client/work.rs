@@ -10,10 +10,12 @@ use tokio::sync::{mpsc, watch};
 
 use crate::console::Console;
 use crate::proto::{self, FileEntry};
+use crate::transfer::fetch::tree::{TreeEvent, fetch_tree};
 use crate::transfer::fetch::{FetchError, FetchEvent, FetchSpec, fetch};
 use crate::transfer::printable;
 use crate::transfer::provider::{Library, SharedLibrary};
 use crate::transfer::secure::{Security, owner_refused_our_key};
+use crate::transfer::tree::offer::{HashProgress, prepare_folder};
 
 use super::flow::{DownloadDone, DownloadOutcome, OfferChecked, Order};
 use super::messages as msg;
@@ -35,14 +37,24 @@ pub fn check_offer(
     restoring: bool,
 ) {
     let given = files.len();
+    let shown = console.clone();
     let say = move |line: String| {
         if !restoring {
-            console.print(&line);
+            shown.print(&line);
         }
     };
     tokio::task::spawn_blocking(move || {
         let mut ok = Vec::new();
         for f in files {
+            // `photos` and `photos/` both offer the folder.
+            let bare = f.strip_suffix('/').unwrap_or(&f).to_string();
+            let is_dir = std::fs::symlink_metadata(dir.join(&bare)).is_ok_and(|m| m.is_dir());
+            if proto::valid_file_name(&bare) && is_dir {
+                if let Some(entry) = offer_folder(&lib, &console, &dir, &bare, restoring) {
+                    ok.push(entry);
+                }
+                continue;
+            }
             if !proto::valid_file_name(&f) {
                 say(msg::not_a_file_name(&f));
                 continue;
@@ -75,6 +87,51 @@ pub fn check_offer(
     });
 }
 
+/// Walks and hashes the folder `name` in `dir` on all cores, with a bar counting files,
+/// and adds it to `lib`. Blocking. `None` (with the reason shown) if it cannot be offered.
+fn offer_folder(
+    lib: &SharedLibrary,
+    console: &Console,
+    dir: &std::path::Path,
+    name: &str,
+    quiet: bool,
+) -> Option<FileEntry> {
+    let label = msg::hashing_label(&format!("{name}/"));
+    let bar = std::sync::Mutex::new(None::<crate::console::Progress>);
+    let progress = |p: HashProgress| {
+        if quiet {
+            return;
+        }
+        if let Ok(mut b) = bar.lock() {
+            b.get_or_insert_with(|| console.progress_files(&label, p.files))
+                .set(p.files_done);
+        }
+    };
+    let prepared = prepare_folder(dir, name, &progress);
+    drop(bar.into_inner());
+    match prepared {
+        Ok(folder) => {
+            let (h, skipped) = (folder.header, folder.skipped);
+            let entry = FileEntry {
+                name: folder.name.clone(),
+                size: h.bytes,
+                hash: folder.hash,
+            };
+            if !quiet {
+                console.print(&msg::folder_offered(&entry.name, h.files, h.bytes, skipped));
+            }
+            lib.write().ok()?.add_folder(folder);
+            Some(entry)
+        }
+        Err(e) => {
+            if !quiet {
+                console.print(&msg::cannot_offer(&format!("{name}/"), e));
+            }
+            None
+        }
+    }
+}
+
 /// What a download needs besides its [`Order`].
 pub struct Fetcher {
     pub console: Console,
@@ -94,6 +151,9 @@ const KEY_REFUSED_POLL: Duration = Duration::from_millis(200);
 
 /// Runs one download as a task, with its lines and progress bar.
 pub fn download(order: Order, f: Fetcher) {
+    if order.file.ends_with('/') {
+        return download_tree(order, f);
+    }
     let mut spec = FetchSpec::new(order.peer, &order.owner, &order.file, f.requester, f.dest);
     spec.force = order.force;
     spec.peer_key = order.key;
@@ -150,6 +210,76 @@ pub fn download(order: Order, f: Fetcher) {
                 hash: r.hash,
                 elapsed: r.elapsed,
                 moved: r.size - r.resumed_from,
+            },
+            Err(e) => DownloadOutcome::Failed(failure_text(&e, &owner)),
+        };
+        let _ = f.tx.send(Report::DownloadDone(DownloadDone {
+            file,
+            owner,
+            connected: connected.load(Ordering::SeqCst),
+            outcome,
+        }));
+    });
+}
+
+/// Runs one folder download as a task: one bar (bytes, files, rate, ETA), one summary.
+fn download_tree(order: Order, f: Fetcher) {
+    let mut spec = FetchSpec::new(order.peer, &order.owner, &order.file, f.requester, f.dest);
+    spec.force = order.force;
+    spec.peer_key = order.key;
+    let connected = Arc::new(AtomicBool::new(false));
+    let conn = connected.clone();
+    let console = f.console;
+    let (file, owner) = (order.file, order.owner);
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + KEY_REFUSED_RETRY_FOR;
+        let result = loop {
+            let mut bar = None;
+            let (name, o) = (file.clone(), owner.clone());
+            let (conn, console) = (conn.clone(), console.clone());
+            let on_event = move |ev: TreeEvent| match ev {
+                TreeEvent::Connected => {
+                    if !conn.swap(true, Ordering::SeqCst) {
+                        console.print(&msg::connection_established(&o));
+                    }
+                }
+                TreeEvent::Started { bytes } => {
+                    console.print(&msg::downloading(&name));
+                    bar = Some(console.progress(&name, bytes));
+                }
+                TreeEvent::Progress {
+                    files_done,
+                    files,
+                    bytes,
+                } => {
+                    if let Some(b) = &bar {
+                        b.set(bytes);
+                        b.set_label(&msg::tree_label(&name, files_done, files));
+                    }
+                }
+            };
+            let (sec, cancel) = (f.security.clone(), f.cancel.clone());
+            let r = fetch_tree(spec.clone(), order.hash, sec, on_event, cancel).await;
+            let cancelled = *f.cancel.borrow();
+            match r {
+                Err(FetchError::Io(e))
+                    if owner_refused_our_key(&e)
+                        && !cancelled
+                        && tokio::time::Instant::now() + KEY_REFUSED_POLL < deadline =>
+                {
+                    tokio::time::sleep(KEY_REFUSED_POLL).await;
+                }
+                r => break r,
+            }
+        };
+        let outcome = match result {
+            Ok(r) if r.already_present => DownloadOutcome::TreeAlreadyPresent,
+            Ok(r) => DownloadOutcome::TreeDone {
+                files: r.files,
+                size: r.bytes,
+                elapsed: r.elapsed,
+                moved: r.moved,
+                path: r.path,
             },
             Err(e) => DownloadOutcome::Failed(failure_text(&e, &owner)),
         };

@@ -90,6 +90,13 @@ impl Progress {
         }
     }
 
+    /// Replaces the bar's label (a folder's count of files done).
+    pub fn set_label(&self, label: &str) {
+        if let Some(b) = &self.bar {
+            b.set_label(label);
+        }
+    }
+
     /// Removes the bar (the driver prints its own result line).
     pub fn finish(self) {}
 }
@@ -139,7 +146,20 @@ impl Console {
     /// A progress bar for a download of `total` bytes.
     pub fn progress(&self, label: &str, total: u64) -> Progress {
         Progress {
-            bar: self.term.as_ref().and_then(|t| t.progress(label, total)),
+            bar: self
+                .term
+                .as_ref()
+                .and_then(|t| t.progress(label, total, false)),
+        }
+    }
+
+    /// A progress bar that counts files (hashing a folder for an offer).
+    pub fn progress_files(&self, label: &str, total: u64) -> Progress {
+        Progress {
+            bar: self
+                .term
+                .as_ref()
+                .and_then(|t| t.progress(label, total, true)),
         }
     }
 }

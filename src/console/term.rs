@@ -143,17 +143,22 @@ impl Term {
         self.sync.permit_cv.notify_all();
     }
 
-    pub(crate) fn progress(&self, label: &str, total: u64) -> Option<Bar> {
+    pub(crate) fn progress(&self, label: &str, total: u64, counting: bool) -> Option<Bar> {
         let mut st = self.sync.lock();
         // Bars and the prompt must never draw over each other; a download started while
         // the prompt is up (not expected from the driver) simply gets no bar.
         if st.reading {
             return None;
         }
-        let template = if self.colour {
-            "{msg:24!} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}"
-        } else {
-            "{msg:24!} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}"
+        let template = match (self.colour, counting) {
+            (true, false) => {
+                "{msg:24!} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}"
+            }
+            (false, false) => {
+                "{msg:24!} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}"
+            }
+            (true, true) => "{msg:24!} [{bar:30.cyan/blue}] {pos}/{len} files {per_sec} ETA {eta}",
+            (false, true) => "{msg:24!} [{bar:30}] {pos}/{len} files {per_sec} ETA {eta}",
         };
         let style = ProgressStyle::with_template(template)
             .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -183,6 +188,10 @@ pub(crate) struct Bar {
 impl Bar {
     pub(crate) fn set(&self, done: u64) {
         self.pb.set_position(done);
+    }
+
+    pub(crate) fn set_label(&self, label: &str) {
+        self.pb.set_message(label.to_string());
     }
 }
 

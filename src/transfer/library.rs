@@ -21,6 +21,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use super::tree::Folder;
 use crate::proto::valid_file_name;
 
 /// Why a file cannot be offered (or served).
@@ -38,20 +39,26 @@ pub enum OfferError {
     Unstable(String),
     #[error("cannot read {0}: {1}")]
     Io(String, io::Error),
+    #[error(
+        "{0}/ holds '{1}', a name not every receiver can hold (not UTF-8, or a '\\' or control character)"
+    )]
+    TreeName(String, String),
+    #[error("{0}/ has more than {1} entries")]
+    TooManyEntries(String, u64),
 }
 
 /// Identity and version of a file as seen by `fstat`. If any of these change, the cached
 /// hash is no longer trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Stamp {
-    pub(super) size: u64,
+pub(crate) struct Stamp {
+    pub(crate) size: u64,
     mtime: (i64, i64),
     dev: u64,
     ino: u64,
 }
 
 impl Stamp {
-    fn of(m: &std::fs::Metadata) -> Stamp {
+    pub(crate) fn of(m: &std::fs::Metadata) -> Stamp {
         Stamp {
             size: m.len(),
             mtime: (m.mtime(), m.mtime_nsec()),
@@ -95,6 +102,8 @@ pub struct Library {
     dir: Option<PathBuf>,
     offered: BTreeSet<String>,
     hashes: HashMap<String, Cached>,
+    /// Offered folders by their name (with its trailing `/`).
+    folders: HashMap<String, Arc<Folder>>,
 }
 
 pub type SharedLibrary = Arc<RwLock<Library>>;
@@ -121,6 +130,12 @@ impl Library {
     pub fn file_info(&self, name: &str) -> Option<FileInfo> {
         if !self.offered.contains(name) {
             return None;
+        }
+        if let Some(f) = self.folders.get(name) {
+            return Some(FileInfo {
+                size: f.header.bytes,
+                hash: f.hash,
+            });
         }
         self.hashes.get(name).map(|(s, h)| FileInfo {
             size: s.size,
@@ -158,8 +173,26 @@ impl Library {
         self.hashes.insert(p.name, (p.stamp, p.hash));
     }
 
+    /// Adds a folder checked and hashed by
+    /// [`crate::transfer::tree::offer::prepare_folder`], replacing an earlier version.
+    pub fn add_folder(&mut self, f: Folder) -> Arc<Folder> {
+        let f = Arc::new(f);
+        self.offered.insert(f.name.clone());
+        self.folders.insert(f.name.clone(), f.clone());
+        f
+    }
+
+    /// The offered folder `name` (with its `/`).
+    pub fn folder(&self, name: &str) -> Option<Arc<Folder>> {
+        if !self.offered.contains(name) {
+            return None;
+        }
+        self.folders.get(name).cloned()
+    }
+
     /// Stops offering `name`. Returns whether it was offered.
     pub fn unoffer(&mut self, name: &str) -> bool {
+        self.folders.remove(name);
         self.hashes.remove(name);
         self.offered.remove(name)
     }

@@ -17,6 +17,7 @@ pub mod provider;
 pub mod secure;
 pub mod serve;
 pub mod tls;
+pub mod tree;
 
 pub use fileapp_core::transfer::{header, record};
 

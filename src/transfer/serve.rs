@@ -9,6 +9,7 @@
 mod refuse;
 mod request;
 mod send;
+mod tree;
 
 use crate::client::messages as msg;
 use std::collections::HashMap;
@@ -289,8 +290,9 @@ impl Conn {
                 }
                 return;
             }
-            Ok(Ok((req, _))) => req,
+            Ok(Ok(x)) => x,
         };
+        let (req, rest) = req;
         let who = if req.requester.is_empty() {
             self.ip().to_string()
         } else {
@@ -305,7 +307,11 @@ impl Conn {
                 self.refuse(&mut stream, &printable(&req.file), &who, r)
                     .await
             }
-            _ => self.serve_request(&mut stream, &req, &who).await,
+            _ => {
+                if !self.serve_tree_request(&mut stream, &req, rest, &who).await {
+                    self.serve_request(&mut stream, &req, &who).await
+                }
+            }
         }
         let _ = stream.shutdown().await;
         self.notice(msg::connection_closed(&who));

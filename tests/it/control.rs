@@ -123,12 +123,16 @@ fn offer_refuses_bad_names_and_offers_the_rest() {
     let mut b = srv.client("B", dir.path());
     b.send("setdir share");
     b.expect("Successfully set");
-    b.send("offer ../secret sub missing ok");
+    b.send("offer ../secret . .. missing sub ok");
     b.expect("Cannot offer");
     b.expect_line(">>> [Offer Message Received By Server]");
+    // A folder is offered as one entry, `sub/`; `.` and `..` are not folders to offer.
     let rows = b.list();
-    assert_eq!(rows.len(), 1, "{rows:?}");
-    assert!(rows[0].starts_with("ok "));
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(
+        rows[0].starts_with("ok ") && rows[1].starts_with("sub/ "),
+        "{rows:?}"
+    );
     b.send("offer ../secret");
     b.expect("Cannot offer");
     b.expect_line(">>> [Nothing offered.]");

@@ -4,6 +4,7 @@
 mod cli;
 mod control;
 mod faults;
+mod folders;
 mod identity;
 mod proxy;
 mod relay;

@@ -255,7 +255,7 @@ fn proxied_owner(
 
 /// Starts `B` offering `names` (already in `<dir>/bshare`) behind a new proxy, as
 /// [`proxied_owner`] does.
-fn owner_behind_proxy(
+pub(crate) fn owner_behind_proxy(
     srv: &Server,
     dir: &std::path::Path,
     names: &[&str],
@@ -296,7 +296,13 @@ fn wait_for_bytes(path: &std::path::Path) -> u64 {
 }
 
 /// A client that sees `owner`'s offers in its table.
-fn requester(srv: &Server, name: &str, cwd: &std::path::Path, extra: &[&str], owner: &str) -> Proc {
+pub(crate) fn requester(
+    srv: &Server,
+    name: &str,
+    cwd: &std::path::Path,
+    extra: &[&str],
+    owner: &str,
+) -> Proc {
     let mut c = srv.client_raw(name, cwd, extra);
     c.expect_line(">>> [Welcome, You are registered.]");
     let deadline = Instant::now() + WAIT;

@@ -18,6 +18,8 @@
 //!   language.
 //! - [`transfer`]: the peer protocol's codecs: request/response headers and the TLS 1.3
 //!   record layer.
+//! - [`tree`]: shared folders: the manifest (format and hash) and the tree stream that
+//!   carries a folder over one transfer connection.
 //! - [`identity`]: Ed25519 key pairs, registration statements and fingerprints.
 //! - [`records`]: owner records signed by their owners (the server relays, cannot forge).
 //! - `fuzzing` (feature `fuzzing`): the checks the fuzz targets in `fuzz/` run.
@@ -35,6 +37,7 @@ pub mod records;
 pub mod reliable;
 pub mod store;
 pub mod transfer;
+pub mod tree;
 
 #[cfg(test)]
 mod boundary {

@@ -27,6 +27,7 @@ const TARGETS: &[(&str, Check)] = &[
     ("client", fuzzing::client),
     ("unpack", fuzzing::unpack),
     ("channel", fuzzing::channel),
+    ("tree_stream", fuzzing::tree_stream),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -111,6 +112,12 @@ fn unpack() {
     replay("unpack");
 }
 
+/// Its seeds are written by `write_seed_corpus` (`tree_seeds`).
+#[test]
+fn tree_stream() {
+    replay("tree_stream");
+}
+
 // ---- the seed corpus -------------------------------------------------------------------
 
 /// Writes the seed corpus of every target into `fuzz/corpus/` (replacing files of the
@@ -126,6 +133,7 @@ fn write_seed_corpus() {
         ("cert", cert_seeds()),
         ("client", client_seeds()),
         ("channel", channel_seeds()),
+        ("tree_stream", tree_seeds()),
     ] {
         let dir = fuzz_dir().join("corpus").join(target);
         std::fs::create_dir_all(&dir).unwrap();
@@ -880,5 +888,64 @@ fn client_seeds() -> Seeds {
             ),
         ),
         ("empty", vec![]),
+    ])
+}
+
+/// A folder of two folders and three files, as an owner streams it: fresh (piece size
+/// 1 and 64), resumed at entry 1 byte 3, and an owner's abort.
+fn tree_seeds() -> Seeds {
+    use fileapp_core::tree::manifest::summarize;
+    use fileapp_core::tree::stream::{put_abort, put_end, put_entry, start_of};
+    use fileapp_core::tree::{Entry, TreeStart};
+    let data: [&[u8]; 3] = [b"", b"hello, folder", b"x"];
+    let entries = vec![
+        Entry::dir("a", 0o755),
+        Entry::file(
+            "a/f",
+            0o644,
+            13,
+            (1_700_000_000, 1),
+            *blake3::hash(data[1]).as_bytes(),
+        ),
+        Entry::dir("a/g h", 0o700),
+        Entry::file("empty", 0o600, 0, (0, 0), *blake3::hash(data[0]).as_bytes()),
+        Entry::file("-z", 0o644, 1, (5, 0), *blake3::hash(data[2]).as_bytes()),
+    ];
+    let mut entries = entries;
+    entries.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
+    let body = |e: &Entry| match e.path.as_str() {
+        "a/f" => data[1],
+        "-z" => data[2],
+        _ => data[0],
+    };
+    let make = |first: u8, resume: Option<TreeStart>| {
+        let mut out = vec![first];
+        out.extend_from_slice(&summarize(&entries).0.encode());
+        for (i, e) in entries.iter().enumerate() {
+            put_entry(e, &mut out);
+            if e.is_file() {
+                out.extend_from_slice(&body(e)[start_of(resume, i as u64, e.size) as usize..]);
+            }
+        }
+        put_end(&mut out);
+        out
+    };
+    let mut abort = vec![63u8];
+    abort.extend_from_slice(&summarize(&entries).0.encode());
+    put_abort("'a/f' changed since it was offered", &mut abort);
+    named(vec![
+        ("fresh_by_1", make(0, None)),
+        ("fresh_by_64", make(63, None)),
+        (
+            "resumed",
+            make(
+                0x80 | 10,
+                Some(TreeStart {
+                    index: 1,
+                    offset: 3,
+                }),
+            ),
+        ),
+        ("abort", abort),
     ])
 }

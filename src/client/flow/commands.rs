@@ -131,20 +131,40 @@ impl Flow {
     fn request(&mut self, pairs: Vec<(String, String)>, force: bool) {
         let mut orders = Vec::new();
         for (file, owner) in pairs {
+            // `photos/` and `photos/a/b.jpg` are looked up as the folder `photos/`.
+            let mut file = file;
+            let table = self.core.table();
+            let has = |name: &str| {
+                table
+                    .owner(&owner)
+                    .is_some_and(|o| o.files.contains_key(name))
+            };
+            // `photos` means the folder `photos/` when only the folder is offered.
+            if !has(&file) && has(&format!("{file}/")) {
+                file.push('/');
+            }
+            let listed = match fileapp_core::tree::split_request(&file) {
+                Some((folder, _)) => folder.to_string(),
+                None => file.clone(),
+            };
             let found = (self.core.table().owner(&owner))
-                .filter(|o| o.files.contains_key(&file) && owner != self.core.name())
-                .map(|o| (SocketAddr::new(o.ip, o.tcp_port), o.key, o.trust));
+                .filter(|_| owner != self.core.name())
+                .and_then(|o| {
+                    let meta = o.files.get(&listed)?;
+                    Some((SocketAddr::new(o.ip, o.tcp_port), o.key, meta.hash, o.trust))
+                });
             if found.is_some() && self.peer_changes.contains_key(&owner) {
                 self.say(msg::peer_key_refused(&owner));
                 continue;
             }
             match found {
-                Some((_, _, trust)) if trust != Trust::Verified => {
+                Some((_, _, _, trust)) if trust != Trust::Verified => {
                     self.say(msg::owner_not_verified(&owner, trust == Trust::Forged));
                 }
-                Some((peer, key, _)) => orders.push(Order {
+                Some((peer, key, hash, _)) => orders.push(Order {
                     peer,
                     owner,
+                    hash: (listed == file && file.ends_with('/')).then_some(hash),
                     file,
                     key,
                     force,

@@ -97,6 +97,8 @@ pub struct Order {
     pub file: String,
     pub key: Option<[u8; 32]>,
     pub force: bool,
+    /// For a folder (`file` ends in `/`): the hash the table lists for it.
+    pub hash: Option<[u8; 32]>,
 }
 
 /// The result of [`Action::CheckOffer`].
@@ -122,6 +124,16 @@ pub enum DownloadOutcome {
         /// Bytes that came over the network (not resumed).
         moved: u64,
     },
+    /// A folder: verified and in place at `path`.
+    TreeDone {
+        files: u64,
+        size: u64,
+        elapsed: Duration,
+        moved: u64,
+        path: std::path::PathBuf,
+    },
+    /// The destination already was this folder.
+    TreeAlreadyPresent,
     Failed(String),
 }
 

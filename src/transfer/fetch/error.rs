@@ -57,6 +57,18 @@ pub enum FetchError {
     },
     #[error("TLS handshake with {0} failed: {1}")]
     Tls(String, String),
+    /// The owner gave up on a folder midway (a file changed or vanished since the offer).
+    #[error("{owner} stopped sending the folder: {why}")]
+    OwnerAborted { owner: String, why: String },
+    /// A folder holds a name this side's file system cannot hold; nothing is written
+    /// anywhere else instead.
+    #[error("cannot hold '{0}' here: {1}")]
+    CannotHold(String, String),
+    /// A file of a folder does not match its manifest entry.
+    #[error(
+        "'{0}' does not match the owner's hash (it changed on the owner's side, or was corrupted)"
+    )]
+    TreeFileMismatch(String),
 }
 
 /// A request the owner turned down.
@@ -125,6 +137,9 @@ pub enum ProtocolError {
     /// It would start the data at an offset we did not ask for.
     #[error("the owner wants to start at byte {0} which we did not ask for")]
     UnaskedStart(u64),
+    /// The folder stream broke its rules.
+    #[error("bad folder stream: {0}")]
+    Tree(fileapp_core::tree::TreeError),
     /// It sent more data than its header announced.
     #[error("the owner sent more data than it announced")]
     TooMuchData,

@@ -36,6 +36,7 @@ mod receive;
 mod space;
 #[cfg(test)]
 mod tests;
+pub mod tree;
 
 use std::io;
 use std::net::SocketAddr;
@@ -170,15 +171,19 @@ pub async fn fetch(
     mut cancel: watch::Receiver<bool>,
 ) -> Result<FetchReport, FetchError> {
     let t0 = Instant::now();
-    if !valid_file_name(&spec.file) {
-        return Err(FetchError::BadName(super::printable(&spec.file)));
-    }
+    // A plain name, or one file of an offered folder (`photos/a/b.jpg`), saved under its
+    // own name (`b.jpg`).
+    let local = match fileapp_core::tree::split_request(&spec.file) {
+        Some((_, Some(path))) => path.rsplit('/').next().unwrap_or(path).to_string(),
+        _ if valid_file_name(&spec.file) => spec.file.clone(),
+        _ => return Err(FetchError::BadName(super::printable(&spec.file))),
+    };
     if *cancel.borrow() {
         return Err(FetchError::Cancelled);
     }
     let tls = TlsSetup::new(&security, &spec)?;
-    let final_path = spec.dest_dir.join(&spec.file);
-    let (part, meta) = partial_paths(&spec.dest_dir, &spec.file);
+    let final_path = spec.dest_dir.join(&local);
+    let (part, meta) = partial_paths(&spec.dest_dir, &local);
     let plan = {
         let (spec, f, p, m) = (spec.clone(), final_path.clone(), part.clone(), meta.clone());
         blocking(move || make_plan(&spec, &f, &p, &m)).await?

@@ -171,7 +171,7 @@ impl Plan {
 
 /// A refusing answer as the error the user sees: the owner's words, or the status name
 /// when it sent none.
-fn refusal(resp: &Response, owner: &str) -> Refusal {
+pub(super) fn refusal(resp: &Response, owner: &str) -> Refusal {
     let detail = if resp.message.is_empty() {
         format!("{:?}", resp.status)
     } else {

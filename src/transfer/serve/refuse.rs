@@ -100,7 +100,10 @@ pub(super) fn refusal_for(name: &str, e: OfferError) -> Refusal {
             format!("'{shown}' is no longer available"),
             "the file no longer exists".to_string(),
         ),
-        OfferError::NotAFile(_) | OfferError::BadName(_) => (
+        OfferError::NotAFile(_)
+        | OfferError::BadName(_)
+        | OfferError::TreeName(..)
+        | OfferError::TooManyEntries(..) => (
             Status::NotOffered,
             format!("'{shown}' is not offered"),
             "not a regular file inside the shared folder".to_string(),

@@ -67,7 +67,7 @@ pub const COMMANDS: &[CommandHelp] = &[
         name: "offer",
         usage: "offer <file>...",
         summary: "offer files from the folder to everyone",
-        details: "Each name must be a regular file directly inside the folder set with setdir.\n  Example: offer foo bar",
+        details: "Each name must be a regular file or a folder directly inside the folder set\n  with setdir. A folder is offered as one entry, name/, with all its files.\n  Example: offer foo bar photos",
     },
     CommandHelp {
         name: "list",
@@ -79,7 +79,7 @@ pub const COMMANDS: &[CommandHelp] = &[
         name: "request",
         usage: "request [--force] <file> <owner> [<file> <owner>...]",
         summary: "download files directly from their owners",
-        details: "Several pairs download at once, each verified by its BLAKE3 hash.\n  An interrupted download resumes when requested again. An existing file is\n  kept unless --force is given (an identical one counts as done).\n  Examples: request foo B, request foo B bar C",
+        details: "Several pairs download at once, each verified by its BLAKE3 hash.\n  An interrupted download resumes when requested again. An existing file is\n  kept unless --force is given (an identical one counts as done).\n  name/ downloads a whole folder; name/path/in/it one file of it.\n  Examples: request foo B, request foo B bar C, request photos/ B",
     },
     CommandHelp {
         name: "dereg",

@@ -171,3 +171,52 @@ pub fn cert(data: &[u8]) {
     longer.push(0);
     assert_eq!(ed25519_key_of(&CertificateDer::from(&longer[..])), None);
 }
+
+// ---- folders ---------------------------------------------------------------------------
+
+/// `tree::TreeReader` on arbitrary bytes: the first byte picks the piece size the
+/// stream is fed in (1..=256) and whether a resume point (entry 1, byte 3) is honoured;
+/// the rest is the stream. It must not panic, every entry it yields re-encodes to bytes
+/// that decode to the same entry, the data it yields never exceeds the entry's size,
+/// and once it is done it accepts nothing more.
+pub fn tree_stream(data: &[u8]) {
+    use crate::tree::manifest::Decoded as D;
+    use crate::tree::{Entry, Event, TreeReader, TreeStart};
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let chunk = (first & 0x7f) as usize + 1;
+    let resume = (first & 0x80 != 0).then_some(TreeStart {
+        index: 1,
+        offset: 3,
+    });
+    let mut r = TreeReader::new(resume);
+    let mut left = 0u64;
+    for piece in rest.chunks(chunk) {
+        let mut buf = piece;
+        loop {
+            let Ok((n, ev)) = r.step(buf) else { return };
+            assert!(n <= buf.len());
+            buf = &buf[n..];
+            match ev {
+                None if n == 0 => break,
+                Some(Event::Entry { entry, start, .. }) => {
+                    let mut b = Vec::new();
+                    entry.encode_into(&mut b);
+                    assert_eq!(Entry::decode(&b), Ok(D::Done(entry.clone(), b.len())));
+                    assert!(start <= entry.size);
+                    left = entry.size - start;
+                }
+                Some(Event::Data(d)) => {
+                    assert!(d.len() as u64 <= left);
+                    left -= d.len() as u64;
+                }
+                Some(Event::FileEnd) => assert_eq!(left, 0),
+                _ => {}
+            }
+        }
+    }
+    if r.done() {
+        assert!(r.step(b"x").is_err());
+    }
+}

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use crate::proto::{self, FileEntry, Reject, ReqId, Token};
+use crate::proto::{FileEntry, Reject, ReqId, Token};
 use crate::store::{FileRow, StoreOp};
 
 use super::{FileState, Index};
@@ -26,7 +26,7 @@ impl Index {
         else {
             return self.reject(src, req, Reject::NotRegistered);
         };
-        if !files.iter().all(|f| proto::valid_file_name(&f.name)) {
+        if !files.iter().all(|f| crate::tree::valid_offer_name(&f.name)) {
             return self.reject(src, req, Reject::InvalidName);
         }
         let o = &mut self.owners[id];
