@@ -31,6 +31,8 @@ pub mod identity;
 pub mod known;
 pub mod server;
 pub mod store;
+#[doc(hidden)]
+pub mod testkit;
 #[allow(unsafe_code)]
 pub(crate) mod sys;
 pub mod transfer;

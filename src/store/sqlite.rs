@@ -459,4 +459,4 @@ impl SqliteStore {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

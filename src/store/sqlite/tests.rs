@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::store::MemoryStore;
 
-fn fr(name: impl Into<String>, ver: u64) -> FileRow {
+pub(crate) fn fr(name: impl Into<String>, ver: u64) -> FileRow {
     FileRow {
         name: name.into(),
         ver,
@@ -19,7 +19,7 @@ fn fr(name: impl Into<String>, ver: u64) -> FileRow {
     }
 }
 
-fn row(name: &str, ver: u64) -> OwnerRow {
+pub(crate) fn row(name: &str, ver: u64) -> OwnerRow {
     OwnerRow {
         name: name.into(),
         addr: SocketAddr::new(Ipv4Addr::new(127, 0, 0, 1).into(), 4000),
@@ -34,7 +34,7 @@ fn row(name: &str, ver: u64) -> OwnerRow {
 }
 
 /// `load()` with each owner's files sorted: file order is not part of the contract.
-fn loaded(store: &mut dyn Store) -> Vec<OwnerRecord> {
+pub(crate) fn loaded(store: &mut dyn Store) -> Vec<OwnerRecord> {
     let mut recs = store.load().unwrap();
     for r in &mut recs {
         r.files.sort();
@@ -73,7 +73,7 @@ fn arb_file() -> impl Strategy<Value = String> {
     ]
 }
 
-fn arb_op() -> impl Strategy<Value = StoreOp> {
+pub(crate) fn arb_op() -> impl Strategy<Value = StoreOp> {
     prop_oneof![
         3 => (
             arb_owner(),
