@@ -29,6 +29,7 @@
 //! - `push`: table pushes, their retransmission and coalescing.
 //! - `liveness`: heartbeats and the offline sweep.
 //! - `limits`: rate limiting, clients per IP, files per client.
+//! - `remote`: owners whose sessions live on another server of a shared database.
 
 mod config;
 mod limits;
@@ -36,6 +37,7 @@ mod liveness;
 mod offers;
 mod push;
 mod register;
+mod remote;
 mod stats;
 mod table;
 
@@ -107,6 +109,8 @@ pub struct Index {
     /// Each owner once, under its `latest` version: the delta since v is a range scan.
     by_ver: BTreeMap<u64, OwnerId>,
     online: BTreeSet<OwnerId>,
+    /// Owners whose sessions live on another server, with that server's id.
+    remote: HashMap<OwnerId, std::sync::Arc<str>>,
     /// Online sessions that heartbeated: the ones tables are pushed to.
     listeners: BTreeSet<OwnerId>,
     /// Packed deltas by `from`, valid while the version is `packed_at`: clients at the
@@ -146,6 +150,7 @@ impl Index {
             by_token: HashMap::new(),
             by_ver: BTreeMap::new(),
             online: BTreeSet::new(),
+            remote: HashMap::new(),
             listeners: BTreeSet::new(),
             packed: HashMap::new(),
             packed_at: 0,

@@ -6,6 +6,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+pub mod follow;
 pub mod memory;
 
 pub use memory::{MemoryStore, NullStore};
