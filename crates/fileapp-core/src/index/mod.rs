@@ -55,7 +55,7 @@ pub use config::{
     OFFLINE_AFTER_HEARTBEATS,
 };
 pub use limits::RATE_BURST_SECONDS;
-pub use stats::{MAX_QUEUED_ERRORS, SendError, Stats};
+pub use stats::{MAX_QUEUED_ERRORS, RequestCounts, SendError, Stats};
 
 #[cfg(test)]
 use crate::reliable::RetryPolicy;
@@ -232,6 +232,15 @@ impl Index {
         if !self.allow(now, src) {
             self.stats.rate_limited += 1;
             return;
+        }
+        let kinds = &mut self.stats.requests;
+        match &msg {
+            Message::Register { .. } => kinds.register += 1,
+            Message::Offer { .. } => kinds.offer += 1,
+            Message::Dereg { .. } => kinds.dereg += 1,
+            Message::Heartbeat { .. } => kinds.heartbeat += 1,
+            Message::TableAck { .. } => kinds.table_ack += 1,
+            _ => {}
         }
         match msg {
             msg @ Message::Register { .. } => self.on_register_request(now, src, msg),
