@@ -31,10 +31,10 @@ pub mod identity;
 pub mod known;
 pub mod server;
 pub mod store;
-#[doc(hidden)]
-pub mod testkit;
 #[allow(unsafe_code)]
 pub(crate) mod sys;
+#[doc(hidden)]
+pub mod testkit;
 pub mod transfer;
 
 pub use fileapp_core::{index, proto, reliable};

@@ -62,7 +62,11 @@ pub fn pg_cluster() -> Option<&'static PgCluster> {
 pub fn pg_database() -> Option<String> {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let c = pg_cluster()?;
-    let name = format!("t{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    let name = format!(
+        "t{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
     let bin = pg_bin_dir()?;
     let psql = bin.join("psql");
     let psql = if psql.is_file() {
@@ -71,15 +75,25 @@ pub fn pg_database() -> Option<String> {
         PathBuf::from("psql")
     };
     let out = Command::new(psql)
-        .args(["-h", "127.0.0.1", "-p", &c.port.to_string(), "-U", "fileapp"])
-        .args(["-d", "postgres", "-q", "-c", &format!("CREATE DATABASE {name}")])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &c.port.to_string(),
+            "-U",
+            "fileapp",
+        ])
+        .args([
+            "-d",
+            "postgres",
+            "-q",
+            "-c",
+            &format!("CREATE DATABASE {name}"),
+        ])
         .output()
         .expect("run psql");
     assert!(out.status.success(), "CREATE DATABASE: {out:?}");
-    Some(format!(
-        "postgres://fileapp@127.0.0.1:{}/{name}",
-        c.port
-    ))
+    Some(format!("postgres://fileapp@127.0.0.1:{}/{name}", c.port))
 }
 
 fn free_port() -> Result<u16, String> {
@@ -127,13 +141,25 @@ fn start_cluster() -> Result<PgCluster, String> {
     }
     let data = dir.join("data");
     let out = command(&user, &bin.join("initdb"))
-        .args(["-A", "trust", "-U", "fileapp", "-E", "UTF8", "--no-locale", "--no-sync"])
+        .args([
+            "-A",
+            "trust",
+            "-U",
+            "fileapp",
+            "-E",
+            "UTF8",
+            "--no-locale",
+            "--no-sync",
+        ])
         .arg("-D")
         .arg(&data)
         .output()
         .map_err(|e| format!("initdb: {e}"))?;
     if !out.status.success() {
-        return Err(format!("initdb failed: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     let port = free_port()?;
     // The watchdog: postgres runs as its child and is stopped (fast shutdown) when the

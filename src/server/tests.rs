@@ -27,6 +27,7 @@ async fn driver(store: Box<dyn Store>) -> Driver {
         index: Index::new(Config::default(), Vec::new(), now, [1; 32]),
         store,
         stats: DriverStats::default(),
+        services: Services::default(),
     }
 }
 

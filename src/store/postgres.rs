@@ -21,6 +21,8 @@
 
 mod rows;
 
+pub(crate) use rows::read_owners;
+
 use std::time::Duration;
 
 use tokio_postgres::{Client, NoTls};
@@ -262,8 +264,7 @@ impl Worker {
             }
             Job::Commit(ops, reply) => {
                 let mut r = rows::commit(&mut self.client, &self.me, &ops).await;
-                if matches!(&r, Err(PgError::Db(e)) if e.is_closed()) || self.client.is_closed()
-                {
+                if matches!(&r, Err(PgError::Db(e)) if e.is_closed()) || self.client.is_closed() {
                     // Reopen once and replay the batch (idempotent upserts).
                     r = match connect(&self.url).await {
                         Ok(c) => {

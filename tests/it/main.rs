@@ -7,6 +7,7 @@ mod faults;
 mod identity;
 mod proxy;
 mod relay;
+mod shared;
 mod terminal;
 mod transfer;
 mod util;

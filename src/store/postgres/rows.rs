@@ -154,7 +154,10 @@ pub(super) async fn load(client: &mut Client) -> Result<Vec<(OwnerRecord, String
         .start()
         .await?;
     let owners = tx
-        .query(&format!("SELECT {OWNER_COLUMNS} FROM owners ORDER BY name"), &[])
+        .query(
+            &format!("SELECT {OWNER_COLUMNS} FROM owners ORDER BY name"),
+            &[],
+        )
         .await?;
     let files = tx
         .query(
@@ -240,7 +243,7 @@ pub(super) async fn commit(client: &mut Client, me: &str, ops: &[StoreOp]) -> Re
             });
         }
     }
-    let file_params: Vec<(&[u8], &[u8], i64, i64, &[u8])> = ops
+    let file_params: Vec<FileParams<'_>> = ops
         .iter()
         .filter_map(|op| match op {
             StoreOp::Files { owner, files } => Some((owner, files)),
@@ -275,8 +278,19 @@ pub(super) async fn commit(client: &mut Client, me: &str, ops: &[StoreOp]) -> Re
                     touched.insert(&row.name);
                     let p = o.next().ok_or_else(|| corrupt("owner parameters"))?;
                     let params: Vec<&(dyn ToSql + Sync)> = vec![
-                        &p.name, &p.ip, &p.udp, &p.flow, &p.scope, &p.tcp, &p.online, &p.token,
-                        &p.instance, &p.ver, &p.peer, &p.key, &me,
+                        &p.name,
+                        &p.ip,
+                        &p.udp,
+                        &p.flow,
+                        &p.scope,
+                        &p.tcp,
+                        &p.online,
+                        &p.token,
+                        &p.instance,
+                        &p.ver,
+                        &p.peer,
+                        &p.key,
+                        &me,
                     ];
                     pending.push(Box::pin(tx.execute_raw(&upsert_owner, params)) as Pending<'_>);
                 }
@@ -303,6 +317,9 @@ pub(super) async fn commit(client: &mut Client, me: &str, ops: &[StoreOp]) -> Re
     tx.commit().await?;
     Ok(())
 }
+
+/// One file row's parameters: owner, name, ver, size, hash.
+type FileParams<'a> = (&'a [u8], &'a [u8], i64, i64, &'a [u8]);
 
 type Pending<'a> = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a>,

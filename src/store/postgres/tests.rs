@@ -86,12 +86,15 @@ fn migrations_are_recorded_once_and_newer_schemas_refused() {
         .unwrap();
     let versions: Vec<i32> = rt.block_on(async {
         let c = connect(&url).await.unwrap();
-        c.query("SELECT version FROM fileapp_migrations ORDER BY version", &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
+        c.query(
+            "SELECT version FROM fileapp_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
     });
     let want: Vec<i32> = MIGRATIONS.iter().map(|m| m.0).collect();
     assert_eq!(versions, want);
@@ -138,7 +141,10 @@ fn corrupt_values_are_typed_errors() {
     pg.commit(&[StoreOp::Owner(row("a", 1))]).unwrap();
     sql(&url, "UPDATE owners SET token = '\\x00'");
     assert!(matches!(pg.load(), Err(StoreError::Corrupt(_))));
-    sql(&url, "UPDATE owners SET token = '\\x00000000000000000000000000000000', udp_port = 70000");
+    sql(
+        &url,
+        "UPDATE owners SET token = '\\x00000000000000000000000000000000', udp_port = 70000",
+    );
     assert!(matches!(pg.load(), Err(StoreError::Corrupt(_))));
     sql(&url, "UPDATE owners SET udp_port = 1, ip = 'nope'");
     assert!(matches!(pg.load(), Err(StoreError::Corrupt(_))));

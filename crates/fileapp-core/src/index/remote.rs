@@ -136,7 +136,10 @@ impl Index {
 
     /// Number of offered files of online owners.
     pub fn online_files(&self) -> usize {
-        self.online.iter().map(|&id| self.owners[id].files.len()).sum()
+        self.online
+            .iter()
+            .map(|&id| self.owners[id].files.len())
+            .sum()
     }
 
     /// Is `name` a remote owner, and whose? (For tests and diagnostics.)

@@ -126,7 +126,10 @@ fn a_remote_owner_is_shown_and_never_expired_by_local_timers() {
     assert_eq!(view(&b), ["X:true", "X/f"]);
     assert!(b.take_store_ops().is_empty(), "B persists nothing of X");
     // X's token means nothing at B.
-    assert_eq!(heartbeat(&mut b, later, addr(1), tok), Some(Reject::NotRegistered));
+    assert_eq!(
+        heartbeat(&mut b, later, addr(1), tok),
+        Some(Reject::NotRegistered)
+    );
     a.handle_timeout(later);
     replicate(&mut a, &mut db, &mut b, later, "A");
     assert_eq!(view(&b), Vec::<String>::new());
@@ -164,7 +167,10 @@ fn a_client_that_moved_ends_its_old_session_and_a_stale_row_is_answered() {
     let new = register(&mut b, t0 + MS, addr(2), "X");
     replicate(&mut b, &mut db, &mut a, t0 + MS, "B");
     assert_eq!(a.home_of("X"), Some("B"));
-    assert_eq!(heartbeat(&mut a, t0 + MS, addr(1), old), Some(Reject::NotRegistered));
+    assert_eq!(
+        heartbeat(&mut a, t0 + MS, addr(1), old),
+        Some(Reject::NotRegistered)
+    );
     assert_eq!(heartbeat(&mut b, t0 + MS, addr(2), new), None);
     // A stale offline row from A (a sweep that raced the move) does not take X down at
     // B: B writes its own row again.
@@ -227,8 +233,15 @@ fn operators_release_names_and_drop_clients_while_running() {
     replicate(&mut a, &mut db, &mut b, t0, "A");
     assert!(!b.drop_client(t0, "X"), "not B's session");
     assert!(a.drop_client(t0, "X"));
-    assert_eq!(heartbeat(&mut a, t0, addr(1), tx), Some(Reject::NotRegistered));
-    assert_eq!(a.owner_files("X"), Some((false, vec!["f".into()])), "offers kept");
+    assert_eq!(
+        heartbeat(&mut a, t0, addr(1), tx),
+        Some(Reject::NotRegistered)
+    );
+    assert_eq!(
+        a.owner_files("X"),
+        Some((false, vec!["f".into()])),
+        "offers kept"
+    );
     assert!(a.release_name(t0, "Y"));
     assert!(!a.release_name(t0, "nobody"));
     replicate(&mut a, &mut db, &mut b, t0, "A");
