@@ -146,7 +146,15 @@ async fn answer(mut stream: TcpStream, site: &Site) -> std::io::Result<()> {
             let n = site.renders.fetch_add(1, Ordering::Relaxed) + 1;
             let snap = site.snapshot.lock().ok().map(|s| s.clone());
             let body = match snap {
-                Some(s) => page::render(&s, n),
+                Some(s) => {
+                    let refresh = req
+                        .query
+                        .as_deref()
+                        .and_then(|q| query_value(q, "refresh"))
+                        .and_then(|r| r.parse().ok())
+                        .map_or(page::REFRESH_SECS, |r: u32| r.clamp(1, 3600));
+                    page::render(&s, n, refresh)
+                }
                 None => "status unavailable".into(),
             };
             reply(&mut stream, "200 OK", "text/html; charset=utf-8", &body).await

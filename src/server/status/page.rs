@@ -40,21 +40,22 @@ fn clock(t: SystemTime) -> String {
     format!("{:02}:{:02}:{:02}", s / 3600, (s % 3600) / 60, s % 60)
 }
 
-/// The page for `snap`; `render` numbers the pages served.
-pub fn render(snap: &Snapshot, render: u64) -> String {
+/// The page for `snap`; `render` numbers the pages served; it reloads every `refresh`
+/// seconds ([`REFRESH_SECS`] unless the URL asks for another, `/?refresh=N`).
+pub fn render(snap: &Snapshot, render: u64, refresh: u32) -> String {
     let mut h = String::with_capacity(4096);
     let id = escape(&snap.server_id);
     let _ = write!(
         h,
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta http-equiv=\"refresh\" content=\"{REFRESH_SECS}\">\
+         <meta http-equiv=\"refresh\" content=\"{refresh}\">\
          <title>fileapp {id}</title>\
          <style>body{{font:14px system-ui,sans-serif;margin:2em;color:#222}}\
          table{{border-collapse:collapse}}td,th{{padding:2px 12px;text-align:left}}\
          th{{border-bottom:1px solid #999}}.down{{color:#b00}}</style></head><body>\
          <h1>fileapp index server <span id=\"server-id\">{id}</span></h1>\
          <p>Up <span id=\"uptime\">{}</span>; page <span id=\"render\">{render}</span>, \
-         refreshed every {REFRESH_SECS} s.</p>\
+         refreshed every {refresh} s.</p>\
          <table><tbody>\
          <tr><th>online clients (all servers)</th><td id=\"online\">{}</td></tr>\
          <tr><th>online clients (this server)</th><td id=\"local-online\">{}</td></tr>\
@@ -135,7 +136,7 @@ mod tests {
             .into_iter()
             .collect(),
         };
-        let page = render(&snap, 3);
+        let page = render(&snap, 3, REFRESH_SECS);
         for want in [
             "<td id=\"online\">7</td>",
             "<td id=\"local-online\">3</td>",
