@@ -14,7 +14,8 @@
 //! - A server that stops beating is down ([`crate::store::follow::Peers`]); the driver
 //!   calls [`Index::home_down`] and its clients are marked offline here, and persisted,
 //!   unless they reappear through another server first.
-//! - A name whose row was deleted elsewhere (an operator released it) is released here.
+//! - A name whose row was deleted elsewhere, or written offline without its key (an
+//!   operator released it), is released here.
 //!
 //! Remote changes take local table versions like any other change: each server numbers
 //! its own table, and a client only ever follows one server's numbers.
@@ -37,6 +38,10 @@ impl Index {
         if self.is_local_session(id) {
             if rec.row.online && rec.row.token != self.owners[id].token {
                 self.end_local_session(id);
+            } else if !rec.row.online && rec.row.key.is_none() && self.owners[id].key.is_some() {
+                // An operator released the name through another server.
+                self.end_local_session(id);
+                return self.unbind(now, id);
             } else {
                 return self.reassert(id);
             }
