@@ -46,6 +46,9 @@ use clap::Parser;
 
 fn main() {
     let args = args::Args::parse();
+    if args.compare {
+        return compare(&args);
+    }
     let report = match run::run(&args) {
         Ok(r) => r,
         Err(e) => fail(&format!("{e:#}")),
@@ -57,6 +60,36 @@ fn main() {
         }
     } else {
         report::print(&report);
+    }
+}
+
+/// `--compare`: one server on SQLite, then several on one PostgreSQL, in one run.
+fn compare(args: &args::Args) {
+    let single = args::Args {
+        servers: 1,
+        pg: None,
+        db_file: true,
+        memory_clients: 0,
+        ..args.clone()
+    };
+    let shared = args::Args {
+        servers: if args.servers > 1 { args.servers } else { 3 },
+        memory_clients: 0,
+        ..args.clone()
+    };
+    let run = |a: &args::Args| run::run(a).unwrap_or_else(|e| fail(&format!("{e:#}")));
+    let (a, b) = (run(&single), run(&shared));
+    if args.json {
+        let v = serde_json::json!({
+            "sqlite_one_server": a,
+            "postgres_servers": b,
+            "acked_ratio": b.throughput.acked_per_sec / a.throughput.acked_per_sec.max(1e-9),
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        report::print(&a);
+        report::print(&b);
+        report::print_comparison(&a, &b);
     }
 }
 

@@ -39,6 +39,18 @@ pub struct Args {
     /// Use a SQLite database in a temporary folder instead of :memory: (both server runs).
     #[arg(long)]
     pub db_file: bool,
+    /// Servers sharing one PostgreSQL database for phases 1-3 (clients spread over them);
+    /// more than one needs PostgreSQL (`--pg`, or a throwaway cluster started here).
+    #[arg(long, default_value_t = 1)]
+    pub servers: usize,
+    /// PostgreSQL database for the servers (default with --servers > 1: a throwaway
+    /// cluster from /usr/lib/postgresql/*/bin, removed after the run).
+    #[arg(long, value_name = "URL")]
+    pub pg: Option<String>,
+    /// Phases 1-3 twice in one run: one server on SQLite, then --servers (default 3 if
+    /// 1) on one PostgreSQL; prints both and their ratios.
+    #[arg(long)]
+    pub compare: bool,
     /// Server-side rate limit per source address (datagrams/s, 0 = off).
     #[arg(long, default_value_t = 0)]
     pub rate_limit: u32,

@@ -49,7 +49,7 @@ struct Pending {
 /// One simulated client: its registration and the table it holds.
 pub struct Client {
     pub name: String,
-    sock: u32,
+    pub sock: u32,
     instance: u64,
     pub token: Option<Token>,
     /// Table version held (all parts of a delta up to it received).
@@ -100,7 +100,7 @@ pub struct Sim {
     /// crate's default policy.
     pub retry: RetryPolicy,
     /// Highest table version any reply or part named.
-    pub max_version: u64,
+    pub max_version: Vec<u64>,
     pub prop: Option<PropRound>,
     /// Round-trip times of acknowledged requests, in µs, while recording.
     pub rtt_us: Vec<u32>,
@@ -113,13 +113,20 @@ pub struct Sim {
 }
 
 impl Sim {
-    /// `n` clients named `<prefix><i>`, spread round-robin over `sockets` sockets.
-    pub fn new(server: SocketAddr, n: usize, sockets: usize, prefix: &str) -> anyhow::Result<Sim> {
-        let sockets = sockets.clamp(1, n.max(1));
+    /// `n` clients named `<prefix><i>`, spread round-robin over `sockets` sockets, the
+    /// sockets round-robin over `servers` (several servers on one database).
+    pub fn new(
+        servers: &[SocketAddr],
+        n: usize,
+        sockets: usize,
+        prefix: &str,
+    ) -> anyhow::Result<Sim> {
+        anyhow::ensure!(!servers.is_empty(), "no server to talk to");
+        let sockets = sockets.clamp(servers.len(), n.max(servers.len()));
         let mut epoll = Poller::new()?;
         let mut socks = Vec::with_capacity(sockets);
         for i in 0..sockets {
-            let udp = connected_socket(server)?;
+            let udp = connected_socket(servers[i % servers.len()])?;
             epoll.add(&udp, i as u64)?;
             socks.push(Sock {
                 udp,
@@ -161,7 +168,7 @@ impl Sim {
             msgs: Vec::new(),
             c: Counters::default(),
             retry: RetryPolicy::default(),
-            max_version: 0,
+            max_version: vec![0; servers.len()],
             prop: None,
             rtt_us: Vec::new(),
             record_rtt: false,
@@ -346,7 +353,7 @@ impl Sim {
                 version,
                 ..
             } => {
-                self.max_version = self.max_version.max(version);
+                self.note_version(s, version);
                 if let Some(p) = self.complete(req, now) {
                     self.c.welcomes += 1;
                     self.clients[p.client as usize].token = Some(token);
@@ -358,7 +365,7 @@ impl Sim {
                 }
             }
             Message::Ack { req, version } => {
-                self.max_version = self.max_version.max(version);
+                self.note_version(s, version);
                 if let Some(p) = self.complete(req, now) {
                     self.c.acks += 1;
                     match p.kind {
@@ -476,11 +483,24 @@ impl Sim {
         self.pending.is_empty()
     }
 
-    /// Every registered client holds the newest table version seen, none mid-delta.
+    /// Every registered client holds the newest table version seen from its server,
+    /// none mid-delta.
     pub fn in_sync(&self) -> bool {
-        self.clients
-            .iter()
-            .all(|c| c.token.is_none() || (c.version >= self.max_version && c.asm.is_none()))
+        self.clients.iter().all(|c| {
+            c.token.is_none() || (c.version >= self.newest(c.sock as usize) && c.asm.is_none())
+        })
+    }
+
+    /// Each server numbers its own table: versions are kept per server.
+    pub fn note_version(&mut self, sock: usize, v: u64) {
+        let n = self.max_version.len();
+        let m = &mut self.max_version[sock % n];
+        *m = (*m).max(v);
+    }
+
+    /// The newest version seen from the server of socket `sock`.
+    pub fn newest(&self, sock: usize) -> u64 {
+        self.max_version[sock % self.max_version.len()]
     }
 }
 

@@ -64,9 +64,9 @@ impl Sim {
             let now = Instant::now();
             if now >= next_nudge {
                 next_nudge = now + Duration::from_secs(1);
-                let max = self.max_version;
                 for c in 0..self.clients.len() as u32 {
                     let cl = &self.clients[c as usize];
+                    let max = self.newest(cl.sock as usize);
                     if cl.token.is_some()
                         && cl.outstanding == 0
                         && (!cl.heartbeated || cl.version < max || cl.asm.is_some())
@@ -87,7 +87,7 @@ impl Sim {
         Ok(SyncReport {
             in_sync: ok,
             seconds: t0.elapsed().as_secs_f64(),
-            version: self.max_version,
+            version: self.max_version.iter().copied().max().unwrap_or(0),
             counters: self.c.since(&before),
         })
     }

@@ -12,6 +12,8 @@ pub struct Report {
     /// 1-minute load average before the run: other work on the 2 cores skews results.
     pub loadavg_before: f64,
     pub clients: usize,
+    /// Servers the clients were spread over (on one database when more than one).
+    pub servers: usize,
     pub sockets: usize,
     pub db: String,
     pub registration: RegReport,
@@ -175,8 +177,8 @@ pub fn print(r: &Report) {
 fn print_header(r: &Report) {
     println!();
     println!(
-        "fileapp-load: {} clients over {} sockets, server db {}, {} s total",
-        r.clients, r.sockets, r.db, r.total_seconds as u64
+        "fileapp-load: {} clients over {} sockets and {} server(s), db {}, {} s total",
+        r.clients, r.sockets, r.servers, r.db, r.total_seconds as u64
     );
     if r.loadavg_before >= 0.5 {
         println!(
@@ -358,4 +360,29 @@ fn print_footer(r: &Report) {
     for line in &r.server_output {
         println!("server said: {line}");
     }
+}
+
+/// `--compare`: the two runs' headline figures side by side, with their ratios.
+pub fn print_comparison(single: &Report, shared: &Report) {
+    println!();
+    println!(
+        "comparison: 1 server on SQLite vs {} servers on one PostgreSQL, same run",
+        shared.servers
+    );
+    let (a, b) = (single.throughput.acked_per_sec, shared.throughput.acked_per_sec);
+    println!(
+        "  acknowledged requests/s: {a:.0} vs {b:.0}, ratio {:.2} (target >= 0.5)",
+        b / a.max(1e-9)
+    );
+    println!(
+        "  one change to all clients, p99: {:.2} ms vs {:.2} ms (target <= 250 ms)",
+        single.propagation.all_p99_ms, shared.propagation.all_p99_ms
+    );
+    println!(
+        "  registration storm: {}/{} vs {}/{} welcomed",
+        single.registration.welcomed,
+        single.registration.clients,
+        shared.registration.welcomed,
+        shared.registration.clients
+    );
 }

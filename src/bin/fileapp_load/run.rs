@@ -2,6 +2,8 @@
 //! CPU, memory and the kernel's UDP drops around them, and fills in the [`Report`].
 
 use std::path::{Path, PathBuf};
+
+use anyhow::Context;
 use std::time::{Duration, Instant};
 
 use super::args::Args;
@@ -56,10 +58,20 @@ pub fn run(args: &Args) -> anyhow::Result<Report> {
         None
     };
     let db = |name: &str| tmp.as_ref().map_or(":memory:".to_string(), |t| t.db(name));
+    let shared_db = if args.servers > 1 || args.pg.is_some() {
+        match &args.pg {
+            Some(url) => url.clone(),
+            None => fileapp::testkit::pg_database()
+                .context("--servers > 1 needs PostgreSQL: pass --pg URL or install postgresql")?,
+        }
+    } else {
+        db("load.db")
+    };
     let mut report = Report {
         loadavg_before: procfs::loadavg(),
         clients: args.clients,
-        db: db("load.db"),
+        servers: args.servers.max(1),
+        db: shared_db,
         ..Report::default()
     };
     run_shared_server(args, &bin, &mut report)?;
@@ -70,11 +82,21 @@ pub fn run(args: &Args) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// Phases 1-3 against one server, with the table sync between them.
+/// Phases 1-3 against the servers (one, or several on one database), with the table
+/// sync between them.
 fn run_shared_server(args: &Args, bin: &Path, report: &mut Report) -> anyhow::Result<()> {
-    let mut srv = ServerProc::start(bin, &report.db, &args.server_args(args.clients))?;
-    args.progress(&format!("server pid {} on {}", srv.pid(), srv.addr));
-    let mut sim = Sim::new(srv.addr, args.clients, args.sockets, "load-")?;
+    let mut srvs = Vec::new();
+    for i in 0..args.servers.max(1) {
+        let mut extra = args.server_args(args.clients);
+        if args.servers > 1 || args.pg.is_some() {
+            extra.extend(["--server-id".to_string(), format!("load-{i}")]);
+        }
+        let srv = ServerProc::start(bin, &report.db, &extra)?;
+        args.progress(&format!("server pid {} on {}", srv.pid(), srv.addr));
+        srvs.push(srv);
+    }
+    let addrs: Vec<_> = srvs.iter().map(|s| s.addr).collect();
+    let mut sim = Sim::new(&addrs, args.clients, args.sockets, "load-")?;
     report.sockets = sim.local_addrs();
 
     let k0 = UdpCounters::read();
@@ -91,7 +113,7 @@ fn run_shared_server(args: &Args, bin: &Path, report: &mut Report) -> anyhow::Re
         report.sync.in_sync, report.sync.version, report.sync.seconds
     ));
 
-    measure_throughput(args, &mut sim, &srv, report)?;
+    measure_throughput(args, &mut sim, &srvs, report)?;
 
     let resync = sim.sync(SYNC_TIMEOUT)?;
     args.progress(&format!(
@@ -106,8 +128,14 @@ fn run_shared_server(args: &Args, bin: &Path, report: &mut Report) -> anyhow::Re
         report.propagation.completed, report.propagation.rounds, report.propagation.all_p99_ms
     ));
     drop(sim);
-    report.server_output = srv.output();
-    report.server_exit = srv.stop();
+    for srv in &mut srvs {
+        report.server_output.extend(srv.output());
+        let exit = srv.stop();
+        if !report.server_exit.is_empty() {
+            report.server_exit.push_str("; ");
+        }
+        report.server_exit.push_str(&exit);
+    }
     Ok(())
 }
 
@@ -115,12 +143,13 @@ fn run_shared_server(args: &Args, bin: &Path, report: &mut Report) -> anyhow::Re
 fn measure_throughput(
     args: &Args,
     sim: &mut Sim,
-    srv: &ServerProc,
+    srvs: &[ServerProc],
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let me = std::process::id();
     let k0 = UdpCounters::read();
-    let (cpu0, me0) = (procfs::cpu_seconds(srv.pid()), procfs::cpu_seconds(me));
+    let servers_cpu = || srvs.iter().map(|s| procfs::cpu_seconds(s.pid())).sum::<f64>();
+    let (cpu0, me0) = (servers_cpu(), procfs::cpu_seconds(me));
     let t0 = Instant::now();
     report.throughput = sim.phase_throughput(
         Duration::from_secs(args.duration_secs),
@@ -128,7 +157,7 @@ fn measure_throughput(
         args.offer_every,
     )?;
     let wall = t0.elapsed().as_secs_f64();
-    let cpu = procfs::cpu_seconds(srv.pid()) - cpu0;
+    let cpu = servers_cpu() - cpu0;
     report.throughput_server = ServerUse {
         cpu_seconds: cpu,
         cpu_cores: cpu / wall.max(1e-9),
@@ -157,7 +186,7 @@ fn run_memory(
         args.memory_files
     ));
     let baseline = procfs::vm_kib(srv.pid(), "VmHWM:").unwrap_or(0);
-    let mut sim = Sim::new(srv.addr, args.memory_clients, args.sockets, "m-")?;
+    let mut sim = Sim::new(&[srv.addr], args.memory_clients, args.sockets, "m-")?;
     let k0 = UdpCounters::read();
     let load = sim.phase_memory_load(args.memory_files, args.memory_window, MEMORY_TIMEOUT)?;
     let kernel_drops = UdpCounters::read().since(k0);

@@ -83,7 +83,7 @@ impl Sim {
             self.c.table_parts_ignored += 1;
             return Ok(());
         }
-        self.max_version = self.max_version.max(id.to);
+        self.note_version(s, id.to);
         match self.taker(s, id) {
             Some(c) => self.take_part(s, c, now, id, items),
             // A copy nobody is missing: a retransmission (or a push that crossed a
