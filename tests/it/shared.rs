@@ -70,7 +70,13 @@ fn two_servers_on_one_postgres_share_their_clients_and_survive_one_dying() {
         |r| !has(r, "foo", "P"),
     );
     eprintln!("P offline at B {:?} after A was killed", t.elapsed());
-    drop(p);
+    // A comes back on its port and database: P's acknowledged offer was durable in
+    // PostgreSQL, P registers again by itself, and B's client sees foo again.
+    let a = a.crash_and_restart(&["--db", &url, "--server-id", "A", "--heartbeat-ms", "200"]);
+    until_list(&mut q, WAIT, "P's foo back after A restarted", |r| {
+        has(r, "foo", "P")
+    });
+    drop((a, p));
 }
 
 #[test]

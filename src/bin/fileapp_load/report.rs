@@ -369,7 +369,10 @@ pub fn print_comparison(single: &Report, shared: &Report) {
         "comparison: 1 server on SQLite vs {} servers on one PostgreSQL, same run",
         shared.servers
     );
-    let (a, b) = (single.throughput.acked_per_sec, shared.throughput.acked_per_sec);
+    let (a, b) = (
+        single.throughput.acked_per_sec,
+        shared.throughput.acked_per_sec,
+    );
     println!(
         "  acknowledged requests/s: {a:.0} vs {b:.0}, ratio {:.2} (target >= 0.5)",
         b / a.max(1e-9)

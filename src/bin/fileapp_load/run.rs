@@ -148,7 +148,11 @@ fn measure_throughput(
 ) -> anyhow::Result<()> {
     let me = std::process::id();
     let k0 = UdpCounters::read();
-    let servers_cpu = || srvs.iter().map(|s| procfs::cpu_seconds(s.pid())).sum::<f64>();
+    let servers_cpu = || {
+        srvs.iter()
+            .map(|s| procfs::cpu_seconds(s.pid()))
+            .sum::<f64>()
+    };
     let (cpu0, me0) = (servers_cpu(), procfs::cpu_seconds(me));
     let t0 = Instant::now();
     report.throughput = sim.phase_throughput(
