@@ -26,6 +26,9 @@ use crate::store::postgres::{self, CHANNEL, PgError, PgStore};
 /// Log rows older than this are deleted (a server that lags more reloads on restart).
 pub const LOG_RETENTION: &str = "1 hour";
 
+/// How far before the log's end a starting server reads (see [`Shared::start`]).
+const START_BACK: i64 = 2_048;
+
 /// Most log rows read by one query; a catch-up repeats until it reads fewer.
 const READ_LIMIT: i64 = 10_000;
 
@@ -114,14 +117,23 @@ impl Shared {
             let r = async {
                 let c = postgres::connect(&u).await?;
                 let row = c
-                    .query_one("SELECT coalesce(max(seq), 0) FROM changes", &[])
+                    .query_one(
+                        "SELECT coalesce(max(seq), 0), coalesce(min(seq), 1) FROM changes",
+                        &[],
+                    )
                     .await?;
-                Ok::<i64, PgError>(row.get(0))
+                let (max, min): (i64, i64) = (row.get(0), row.get(1));
+                // Transactions still open now hold lower numbers (one commit takes one
+                // per owner it touched, up to a batch): read back a little; re-reading
+                // an owner's row changes nothing. Never below the oldest row kept.
+                Ok::<u64, PgError>(
+                    (max.saturating_sub(START_BACK) as u64).max(min.saturating_sub(1) as u64),
+                )
             }
             .await;
             let _ = ptx.send(r);
         });
-        let max = prx.recv().map_err(|_| PgError::Gone)??;
+        let cursor = prx.recv().map_err(|_| PgError::Gone)??;
         let (tx, events) = mpsc::unbounded_channel();
         Ok(Shared {
             events,
@@ -129,9 +141,7 @@ impl Shared {
             start: Some(Start {
                 url,
                 me: pg.server_id().to_string(),
-                // Transactions still open at that moment hold lower numbers: read back a
-                // little (re-reading an owner's row changes nothing).
-                cursor: (max as u64).saturating_sub(1_000),
+                cursor,
                 handle: pg.runtime().clone(),
                 tx,
             }),
