@@ -239,6 +239,9 @@ impl Driver {
 
     /// Refreshes the status page's numbers and the metrics' gauges.
     fn publish_status(&mut self) {
+        if self.services.shared.is_none() && self.services.status.is_none() {
+            return;
+        }
         let local = self.index.local_online() as u64;
         if let Some(sh) = &self.services.shared {
             sh.state
