@@ -126,9 +126,7 @@ impl Shared {
                 // Transactions still open now hold lower numbers (one commit takes one
                 // per owner it touched, up to a batch): read back a little; re-reading
                 // an owner's row changes nothing. Never below the oldest row kept.
-                Ok::<u64, PgError>(
-                    (max.saturating_sub(START_BACK) as u64).max(min.saturating_sub(1) as u64),
-                )
+                Ok::<u64, PgError>((max - START_BACK).max(min - 1).max(0) as u64)
             }
             .await;
             let _ = ptx.send(r);
@@ -372,3 +370,6 @@ impl Follower {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
