@@ -167,8 +167,11 @@ fn dump_dom(chrome: &str, url: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Keeps `url` open in Chromium for `d` (it reloads itself meanwhile).
-fn keep_open(chrome: &str, url: &str, d: Duration) {
+/// Keeps `url` open in Chromium until it has loaded the page `loads` times (it reloads
+/// itself), counted by the server's render number; fails after `WAIT`.
+fn loads_in_chromium(chrome: &str, addr: &str, url: &str, loads: u64) {
+    let page = || render_number(&http(addr, "GET / HTTP/1.1\r\n\r\n").1);
+    let before = page();
     let profile = tempfile::tempdir().unwrap();
     let mut child = chromium_command(chrome, profile.path())
         .arg("--remote-debugging-port=0")
@@ -176,9 +179,22 @@ fn keep_open(chrome: &str, url: &str, d: Duration) {
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("run chromium");
-    std::thread::sleep(d);
+    let deadline = Instant::now() + WAIT;
+    let mut ours = 0; // our own reads are renders too
+    let seen = loop {
+        std::thread::sleep(Duration::from_millis(200));
+        ours += 1;
+        let seen = page() - before - ours;
+        if seen >= loads || Instant::now() > deadline {
+            break seen;
+        }
+    };
     let _ = child.kill();
     let _ = child.wait();
+    assert!(
+        seen >= loads,
+        "Chromium loaded the page {seen} times, not {loads}"
+    );
 }
 
 fn render_number(dom: &str) -> u64 {
@@ -240,19 +256,9 @@ fn metrics_status_page_and_admin_while_running() {
         assert!(dom.contains("<td id=\"online\">1</td>"), "{dom}");
         assert!(dom.contains("<td id=\"files\">2</td>"), "{dom}");
         assert!(dom.contains("B offers 2 file(s)"), "{dom}");
-        // Open for 2.5 s with a 1 s refresh: the server renders it at least twice more
-        // (the first load and a reload) between two of our own reads.
-        let before = render_number(&http(&addr, "GET / HTTP/1.1\r\n\r\n").1);
-        keep_open(
-            chrome,
-            &format!("{url}?refresh=1"),
-            Duration::from_millis(2500),
-        );
-        let after = render_number(&http(&addr, "GET / HTTP/1.1\r\n\r\n").1);
-        assert!(
-            after >= before + 3,
-            "the page did not reload: {before} then {after}"
-        );
+        // With a 1 s refresh the browser loads it again by itself: a first load and two
+        // reloads.
+        loads_in_chromium(chrome, &addr, &format!("{url}?refresh=1"), 3);
     }
     // Admin: wrong token refused; drop ends B's session (its client registers again by
     // itself); release frees the name.
