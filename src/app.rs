@@ -4,18 +4,20 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio::net::{TcpListener, UdpSocket};
 
-use crate::cli::{ClientConfig, ServerConfig, defaults, exit};
+mod server;
+
+pub use server::run_server;
+
+use crate::cli::{ClientConfig, defaults, exit};
 use crate::client::driver::{self, Bound};
 use crate::client::{ClientError, flow};
 use crate::identity::{self, Identity, KeyLock};
-use crate::index::{Index, SecureIndex};
 use crate::known::KnownKeys;
 use crate::reliable::RetryPolicy;
-use crate::store::{NullStore, SqliteStore, Store};
+use crate::store::SqliteStore;
 use crate::transfer::secure::{Security, TlsIdentity};
 
 /// The client's runtime: two workers (hashing and transfers run on blocking threads).
@@ -24,123 +26,6 @@ fn client_runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .worker_threads(2)
         .enable_all()
         .build()
-}
-
-/// Runs the index server until SIGINT, SIGTERM or SIGHUP.
-pub fn run_server(cfg: ServerConfig) -> i32 {
-    init_server_logging();
-    let db = cfg
-        .opts
-        .db
-        .clone()
-        .unwrap_or_else(|| defaults::SERVER_DB.to_string());
-    let mut store: Box<dyn Store> = if db == ":memory:" {
-        Box::new(NullStore)
-    } else {
-        match SqliteStore::open(Path::new(&db)) {
-            Ok(s) => Box::new(s),
-            Err(e) => {
-                println!("[Cannot open database {db}: {e}]");
-                return exit::FAILURE;
-            }
-        }
-    };
-    let records = match store.load() {
-        Ok(r) => r,
-        Err(e) => {
-            println!("[Cannot read database {db}: {e}]");
-            return exit::FAILURE;
-        }
-    };
-    let socket = match crate::server::bind(cfg.bind, cfg.port) {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            println!(
-                "[Cannot use server port {}: it is already in use]",
-                cfg.port
-            );
-            return exit::FAILURE;
-        }
-        Err(e) => {
-            println!("[Cannot use server port {}: {e}]", cfg.port);
-            return exit::FAILURE;
-        }
-    };
-    let server_key = match server_identity(cfg.opts.key.as_deref(), &db) {
-        Ok(k) => k,
-        Err(e) => {
-            println!("[Cannot use the server key: {e}]");
-            return exit::FAILURE;
-        }
-    };
-    let local = socket.local_addr().ok();
-    let host = hostname::get()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| "unknown".into());
-    let ip = match cfg.bind {
-        Some(ip) if !ip.is_unspecified() => Some(ip),
-        _ => crate::server::primary_ip(),
-    };
-    let ip = ip.map_or_else(|| "127.0.0.1".to_string(), |ip| ip.to_string());
-    let now = Instant::now();
-    let index = SecureIndex::new(
-        Index::new(
-            crate::server::index_config(&cfg.opts),
-            records,
-            now,
-            rand::random(),
-        ),
-        server_key.channel_secret(),
-        rand::random(),
-        now,
-        crate::channel::ServerConfig::default(),
-    );
-    println!("Server host name: {host} IP address: {ip}");
-    println!("Server key: {}", identity::fingerprint(&index.public_key()));
-    if let Some(l) = local {
-        println!("Listening on UDP port {} (table in {db})", l.port());
-    }
-    let _ = std::io::Write::flush(&mut std::io::stdout());
-    // One thread: the index is one state machine, and a second thread would only hand
-    // socket readiness across cores.
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            println!("[Cannot start the async runtime: {e}]");
-            return exit::FAILURE;
-        }
-    };
-    rt.block_on(async move {
-        let socket = match tokio::net::UdpSocket::from_std(socket) {
-            Ok(s) => s,
-            Err(e) => {
-                println!("[Cannot start server: {e}]");
-                return exit::FAILURE;
-            }
-        };
-        match crate::server::run(socket, index, store, shutdown_signal()).await {
-            Ok(()) => exit::OK,
-            Err(e) => {
-                println!("[Server stopped: {e}]");
-                exit::FAILURE
-            }
-        }
-    })
-}
-
-/// The server's key pair: `--key`, else the file beside the database (`x.db` ->
-/// `x.key`), created on first start; with an in-memory database and no `--key`, a key
-/// for this run only.
-fn server_identity(key: Option<&Path>, db: &str) -> Result<Identity, identity::KeyFileError> {
-    let path = match key {
-        Some(p) => p.to_path_buf(),
-        None if db == ":memory:" => return Ok(Identity::generate()?),
-        None => Path::new(db).with_extension("key"),
-    };
-    identity::load_or_create(&path)
 }
 
 /// Completes on SIGINT, SIGTERM or SIGHUP.
@@ -379,6 +264,26 @@ pub fn completions(shell: &str) -> i32 {
 
 /// `fileapp release-name`: frees a name whose key was lost.
 pub fn release_name(db: &Path, name: &str) -> i32 {
+    let url = db.to_string_lossy();
+    if crate::store::postgres::is_postgres_url(&url) {
+        let shown = server::display_db(&url);
+        let r =
+            crate::store::PgStore::open(&url, "release-name").and_then(|s| s.release_name(name));
+        return match r {
+            Ok(true) => {
+                println!("[Released {name}: anyone may register it again.]");
+                exit::OK
+            }
+            Ok(false) => {
+                println!("[No client named {name} in {shown}]");
+                exit::FAILURE
+            }
+            Err(e) => {
+                println!("[Cannot release {name}: {e}]");
+                exit::FAILURE
+            }
+        };
+    }
     if !db.exists() {
         println!("[No database at {}]", db.display());
         return exit::FAILURE;
@@ -394,6 +299,25 @@ pub fn release_name(db: &Path, name: &str) -> i32 {
         }
         Err(e) => {
             println!("[Cannot release {name}: {e}]");
+            exit::FAILURE
+        }
+    }
+}
+
+/// `fileapp admin`: one request to a running server's metrics address.
+pub fn admin(addr: SocketAddr, token: &str, action: &str, name: &str) -> i32 {
+    let path = if action == "drop" { "drop" } else { "release" };
+    match server::admin_request(addr, token, path, name) {
+        Ok((200, body)) => {
+            println!("[{}]", body.trim());
+            exit::OK
+        }
+        Ok((_, body)) => {
+            println!("[{}]", body.trim());
+            exit::FAILURE
+        }
+        Err(e) => {
+            println!("[Cannot reach the server at {addr}: {e}]");
             exit::FAILURE
         }
     }

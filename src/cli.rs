@@ -127,7 +127,24 @@ pub enum Sub {
     },
     /// Print a shell completion script (bash, zsh, fish).
     Completions { shell: String },
-    /// Free a name bound to a lost key (run with the server stopped).
+    /// Ask a running server (its --metrics address, with --admin-token) to release a
+    /// name or drop a client.
+    Admin {
+        /// The server's --metrics address.
+        #[arg(long, value_name = "ADDR")]
+        metrics: std::net::SocketAddr,
+        /// The server's --admin-token.
+        #[arg(long, value_name = "TOKEN", env = "FILEAPP_ADMIN_TOKEN")]
+        token: String,
+        /// release-name: free the name (offline, no key, no offers); drop: end the
+        /// client's session on that server.
+        #[arg(value_parser = ["release-name", "drop"])]
+        action: String,
+        /// The client name.
+        name: String,
+    },
+    /// Free a name bound to a lost key (SQLite: with the server stopped; PostgreSQL: the
+    /// running servers follow).
     ReleaseName {
         /// The server's database.
         #[arg(long, value_name = "PATH", default_value = defaults::SERVER_DB)]
@@ -143,14 +160,30 @@ pub struct ServerOpts {
     /// Address to bind (default: all interfaces, IPv4 and IPv6).
     #[arg(long, value_name = "IP")]
     pub bind: Option<IpAddr>,
-    /// SQLite database file of the table (":memory:" keeps nothing).
-    #[arg(long, value_name = "PATH")]
+    /// SQLite database file of the table (":memory:" keeps nothing), or a PostgreSQL
+    /// connection string (postgres://user@host:port/db) shared by several servers.
+    #[arg(long, value_name = "PATH|URL", env = "FILEAPP_DB")]
     pub db: Option<String>,
     /// The server's key file, created on first start (default: beside the database,
     /// named like it with `.key`; a key for this run only with `--db :memory:`).
     /// Clients pin this key: keep it, and copy it to every server of one deployment.
     #[arg(long, value_name = "PATH")]
     pub key: Option<PathBuf>,
+    /// This server's name among the servers of one PostgreSQL database (default:
+    /// host name and UDP port). Keep it across restarts.
+    #[arg(long, value_name = "NAME")]
+    pub server_id: Option<String>,
+    /// Serve Prometheus metrics (/metrics) and a status page (/) on this address.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// With --metrics: enables the admin requests (POST /admin/...) for this bearer token.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "FILEAPP_ADMIN_TOKEN",
+        requires = "metrics"
+    )]
+    pub admin_token: Option<String>,
     #[arg(long, value_name = "MS", help = defaults::heartbeat_help())]
     pub heartbeat_ms: Option<u64>,
     #[arg(long, value_name = "MS", help = defaults::offline_after_help())]
@@ -208,7 +241,16 @@ pub enum Mode {
     Server(ServerConfig),
     Client(ClientConfig),
     Completions(String),
-    ReleaseName { db: PathBuf, name: String },
+    ReleaseName {
+        db: PathBuf,
+        name: String,
+    },
+    Admin {
+        metrics: std::net::SocketAddr,
+        token: String,
+        action: String,
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -320,6 +362,17 @@ impl Cli {
             }
             Some(Sub::Completions { shell }) => Ok(Mode::Completions(shell)),
             Some(Sub::ReleaseName { db, name }) => Ok(Mode::ReleaseName { db, name }),
+            Some(Sub::Admin {
+                metrics,
+                token,
+                action,
+                name,
+            }) => Ok(Mode::Admin {
+                metrics,
+                token,
+                action,
+                name,
+            }),
             None => Err(UsageError(usage_line())),
         }
     }

@@ -33,6 +33,8 @@ pub mod server;
 pub mod store;
 #[allow(unsafe_code)]
 pub(crate) mod sys;
+#[doc(hidden)]
+pub mod testkit;
 pub mod transfer;
 
 pub use fileapp_core::{channel, index, proto, records, reliable};

@@ -40,5 +40,11 @@ fn run(mode: Mode) -> i32 {
         Mode::Server(cfg) => fileapp::app::run_server(cfg),
         Mode::Client(cfg) => fileapp::app::run_client(cfg),
         Mode::ReleaseName { db, name } => fileapp::app::release_name(&db, &name),
+        Mode::Admin {
+            metrics,
+            token,
+            action,
+            name,
+        } => fileapp::app::admin(metrics, &token, &action, &name),
     }
 }

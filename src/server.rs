@@ -20,6 +20,11 @@ use crate::channel::MAX_DATAGRAM;
 use crate::index::{Config, OFFLINE_AFTER_HEARTBEATS, SecureIndex};
 use crate::store::Store;
 
+pub mod shared;
+pub mod status;
+
+pub use shared::{Remote, Shared};
+
 /// Datagrams read before one commit: the group-commit batch size.
 const BATCH: usize = 1024;
 
@@ -82,6 +87,8 @@ pub struct DriverStats {
     pub send_failed: u64,
     /// Receive errors caused by earlier sends (ICMP port unreachable) and interrupts.
     pub recv_transient: u64,
+    /// The index's `table_parts_sent` at the last flush: more means a push round went out.
+    pub parts_flushed: u64,
 }
 
 /// The socket, the index and the store, moved together by [`run`].
@@ -90,7 +97,19 @@ struct Driver {
     index: SecureIndex,
     store: Box<dyn Store>,
     stats: DriverStats,
+    services: Services,
 }
+
+/// What a server may run beside its socket, all optional: the follower of a shared
+/// database and the metrics, status and admin address.
+#[derive(Debug, Default)]
+pub struct Services {
+    pub shared: Option<Shared>,
+    pub status: Option<status::Status>,
+}
+
+/// How often the status page and the metrics' gauges are refreshed.
+const STATUS_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Runs the index on the pre-bound `socket`, persisting to `store`, until `shutdown`
 /// completes.
@@ -100,17 +119,45 @@ pub async fn run(
     store: Box<dyn Store>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
+    run_with(socket, index, store, Services::default(), shutdown).await
+}
+
+/// [`run`] with services: the shared database's follower (its rows are applied as
+/// remote changes), and the metrics and status address with its admin requests.
+pub async fn run_with(
+    socket: UdpSocket,
+    mut index: SecureIndex,
+    store: Box<dyn Store>,
+    mut services: Services,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    if let Some(sh) = services.shared.as_mut() {
+        // Versions handed out before a restart were partly never persisted (remote
+        // changes): start above them. Microseconds since 1970 only grow.
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        index.raise_version(micros);
+        let addr = socket
+            .local_addr()
+            .map_or_else(|_| "?".into(), |a| a.to_string());
+        sh.follow(
+            shared::FollowConfig::for_offline_after(index.config().offline_after),
+            addr,
+        );
+    }
     let mut d = Driver {
         socket,
         index,
         store,
         stats: DriverStats::default(),
+        services,
     };
     let r = d.serve(shutdown).await;
     tracing::info!(
         index = ?d.index.index().stats(),
         channel = ?d.index.channel_stats(),
-        gate = ?d.index.stats(),
+        gate = ?d.index.gate_stats(),
         driver = ?d.stats,
         "index server stopped"
     );
@@ -121,10 +168,21 @@ impl Driver {
     async fn serve(&mut self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
         tokio::pin!(shutdown);
+        let mut status_tick = tokio::time::interval(STATUS_EVERY);
         loop {
             let deadline = self.index.poll_timeout();
             tokio::select! {
                 _ = &mut shutdown => return Ok(()),
+                Some(ev) = recv_remote(&mut self.services.shared) => {
+                    self.remote(Instant::now(), ev);
+                }
+                Some(cmd) = status::recv_admin(&mut self.services.status) => {
+                    let now = Instant::now();
+                    let reply = cmd.apply(&mut self.index, now);
+                    self.flush().await?; // durable before the operator hears "done"
+                    cmd.answer(reply);
+                }
+                _ = status_tick.tick() => self.publish_status(),
                 r = self.socket.recv_from(&mut buf) => {
                     let now = Instant::now();
                     self.received(now, r, &buf)?;
@@ -167,14 +225,55 @@ impl Driver {
         Ok(())
     }
 
+    /// Applies what the follower read from the shared database.
+    fn remote(&mut self, now: Instant, ev: Remote) {
+        match ev {
+            Remote::Rows { rows, gone } => {
+                for (rec, home) in rows {
+                    status::note_remote(&mut self.services.status, &rec, &home);
+                    self.index.apply_remote(now, rec, &home);
+                }
+                for name in gone {
+                    self.index.released_elsewhere(now, &name);
+                }
+            }
+            Remote::Down(home) => {
+                let n = self.index.home_down(now, &home);
+                tracing::warn!("server {home} is down: {n} of its clients marked offline");
+            }
+        }
+    }
+
+    /// Refreshes the status page's numbers and the metrics' gauges.
+    fn publish_status(&mut self) {
+        if self.services.shared.is_none() && self.services.status.is_none() {
+            return;
+        }
+        let local = self.index.local_online() as u64;
+        if let Some(sh) = &self.services.shared {
+            sh.state
+                .local_online
+                .store(local, std::sync::atomic::Ordering::Relaxed);
+        }
+        let shared = self.services.shared.as_ref().map(|s| s.state.clone());
+        if let Some(st) = self.services.status.as_mut() {
+            st.publish(&self.index, &self.stats, shared.as_deref());
+        }
+    }
+
     /// Ends a batch: persists its changes, then sends its datagrams (never the other way
     /// round: a failed commit sends nothing), and logs what could not be sent.
     async fn flush(&mut self) -> Result<(), ServerError> {
         let ops = self.index.index_mut().take_store_ops();
         if !ops.is_empty() {
             // Durable before any reply of this batch leaves.
+            let t = Instant::now();
             self.store.commit(&ops)?;
+            metrics::histogram!("fileapp_store_commit_seconds").record(t.elapsed().as_secs_f64());
+            status::note_ops(&mut self.services.status, &ops);
         }
+        let parts = self.index.stats().table_parts_sent;
+        let fan_out = Instant::now();
         while let Some((dst, bytes)) = self.index.poll_transmit() {
             if let Err(e) = send(&self.socket, dst, &bytes).await {
                 self.stats.send_failed += 1;
@@ -187,10 +286,22 @@ impl Driver {
                 }
             }
         }
+        if parts != self.stats.parts_flushed {
+            self.stats.parts_flushed = parts;
+            metrics::histogram!("fileapp_push_fanout_seconds")
+                .record(fan_out.elapsed().as_secs_f64());
+        }
         while let Some(e) = self.index.index_mut().poll_error() {
             tracing::warn!("{e}");
         }
         Ok(())
+    }
+}
+
+async fn recv_remote(shared: &mut Option<Shared>) -> Option<Remote> {
+    match shared {
+        Some(s) => s.events.recv().await,
+        None => std::future::pending().await,
     }
 }
 

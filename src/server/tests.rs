@@ -35,6 +35,7 @@ async fn driver(store: Box<dyn Store>) -> Driver {
         ),
         store,
         stats: DriverStats::default(),
+        services: Services::default(),
     }
 }
 

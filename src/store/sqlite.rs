@@ -94,7 +94,8 @@ CREATE TABLE records (
 ";
 
 const UPSERT_RECORD: &str = "
-INSERT INTO records (owner, ver, seq, advertise, sig) VALUES (?1, ?2, ?3, ?4, ?5)
+INSERT INTO records (owner, ver, seq, advertise, sig)
+SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM owners WHERE name = ?1)
 ON CONFLICT (owner) DO UPDATE SET
     ver = excluded.ver, seq = excluded.seq, advertise = excluded.advertise, sig = excluded.sig";
 const LOAD_RECORDS: &str = "SELECT owner, ver, seq, advertise, sig FROM records";
@@ -539,4 +540,4 @@ impl SqliteStore {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

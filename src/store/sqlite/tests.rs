@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::store::MemoryStore;
 
-fn fr(name: impl Into<String>, ver: u64) -> FileRow {
+pub(crate) fn fr(name: impl Into<String>, ver: u64) -> FileRow {
     FileRow {
         name: name.into(),
         ver,
@@ -19,7 +19,7 @@ fn fr(name: impl Into<String>, ver: u64) -> FileRow {
     }
 }
 
-fn row(name: &str, ver: u64) -> OwnerRow {
+pub(crate) fn row(name: &str, ver: u64) -> OwnerRow {
     OwnerRow {
         name: name.into(),
         addr: SocketAddr::new(Ipv4Addr::new(127, 0, 0, 1).into(), 4000),
@@ -34,7 +34,7 @@ fn row(name: &str, ver: u64) -> OwnerRow {
 }
 
 /// `load()` with each owner's files sorted: file order is not part of the contract.
-fn loaded(store: &mut dyn Store) -> Vec<OwnerRecord> {
+pub(crate) fn loaded(store: &mut dyn Store) -> Vec<OwnerRecord> {
     let mut recs = store.load().unwrap();
     for r in &mut recs {
         r.files.sort();
@@ -73,7 +73,7 @@ fn arb_file() -> impl Strategy<Value = String> {
     ]
 }
 
-fn arb_op() -> impl Strategy<Value = StoreOp> {
+pub(crate) fn arb_op() -> impl Strategy<Value = StoreOp> {
     prop_oneof![
         3 => (
             arb_owner(),
@@ -117,6 +117,20 @@ fn arb_op() -> impl Strategy<Value = StoreOp> {
                     .collect()
             }),
         1 => arb_owner().prop_map(|owner| StoreOp::ClearFiles { owner }),
+        2 => (
+            arb_owner(),
+            any::<u64>(),
+            prop::option::of((any::<u64>(), prop::option::of(arb_addr()), any::<[u8; 32]>()))
+        )
+            .prop_map(|(owner, ver, record)| StoreOp::Record {
+                owner,
+                ver,
+                record: record.map(|(seq, adv, sig)| RecordSig {
+                    seq,
+                    advertise: adv.map(|a| a.ip()),
+                    sig: sig.to_vec(),
+                }),
+            }),
     ]
 }
 
@@ -541,7 +555,7 @@ fn signed_records_round_trip_and_a_version_1_database_is_upgraded() {
             record: Some(signed.clone()),
             ver: 3,
         },
-        // The record of an owner the store does not know is kept but never loaded.
+        // The record of an owner the store does not know is not kept (as MemoryStore).
         StoreOp::Record {
             owner: "ghost".into(),
             record: None,

@@ -429,4 +429,63 @@ mod tests {
         assert_eq!(t.handle_part(0, 1, 0, 0, vec![]).0, PartOutcome::Ignored);
         assert_eq!(t.handle_part(5, 5, 0, 1, vec![]).0, PartOutcome::Ignored);
     }
+
+    /// The budget: a client joining a table of 10,000 owners with 10 files each
+    /// verifies every record within 1 s of one core. Ignored in the suite (a timing);
+    /// run with `cargo test --release -p fileapp-core --lib ten_thousand -- --ignored
+    /// --nocapture`.
+    #[test]
+    #[ignore]
+    fn ten_thousand_owners_with_ten_files_verify_within_a_second() {
+        use crate::identity::Identity;
+        let id = Identity::generate().unwrap();
+        let key = id.public_key();
+        let mut items = Vec::new();
+        for i in 0..10_000u32 {
+            let name = format!("owner-{i}");
+            items.push(Item::Owner {
+                name: name.clone(),
+                ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                tcp_port: 1401,
+                online: true,
+                key: Some(key),
+            });
+            let files: Vec<(String, u64, [u8; 32])> = (0..10u8)
+                .map(|f| (format!("file-{f:02}"), f as u64 * 1000, [f; 32]))
+                .collect();
+            let m = statement_bytes(
+                &name,
+                &key,
+                1401,
+                None,
+                7,
+                files.iter().map(|(n, s, h)| (n.as_str(), *s, h)),
+            )
+            .unwrap();
+            for (file, size, hash) in files {
+                items.push(Item::File {
+                    owner: name.clone(),
+                    file,
+                    size,
+                    hash,
+                });
+            }
+            items.push(Item::Record {
+                owner: name,
+                record: Some(RecordSig {
+                    seq: 7,
+                    advertise: None,
+                    sig: id.sign(&m).to_vec(),
+                }),
+            });
+        }
+        let mut t = ClientTable::default();
+        let t0 = std::time::Instant::now();
+        assert_eq!(t.handle_part(0, 1, 0, 1, items).0, PartOutcome::Applied);
+        let took = t0.elapsed();
+        println!("10,000 owners x 10 files applied and verified in {took:?}");
+        assert!(t.owners().all(|(_, o)| o.trust == Trust::Verified));
+        assert_eq!(t.rows().len(), 100_000);
+        assert!(took < std::time::Duration::from_secs(1), "{took:?}");
+    }
 }

@@ -56,6 +56,8 @@ impl Index {
             .online
             .iter()
             .copied()
+            // A remote owner's liveness is its home server's to judge.
+            .filter(|id| !self.remote.contains_key(id))
             .filter(|&id| {
                 now.saturating_duration_since(self.owners[id].last_seen) >= self.cfg.offline_after
             })
@@ -84,7 +86,12 @@ impl Index {
 
     /// Moves `id` in or out of the online set, its IP's count and (going offline) the
     /// listeners, dropping its push.
+    /// Going online makes a session local (a registration here); `apply_remote` marks
+    /// a remote one again afterwards.
     pub(super) fn set_online(&mut self, id: OwnerId, online: bool) {
+        if online {
+            self.remote.remove(&id);
+        }
         let o = &mut self.owners[id];
         if o.online == online {
             return;

@@ -29,6 +29,7 @@
 //! - `push`: table pushes, their retransmission and coalescing.
 //! - `liveness`: heartbeats and the offline sweep.
 //! - `limits`: rate limiting, clients per IP, files per client.
+//! - `remote`: owners whose sessions live on another server of a shared database.
 
 mod config;
 mod limits;
@@ -37,6 +38,7 @@ mod offers;
 mod push;
 mod record;
 mod register;
+mod remote;
 mod secure;
 mod stats;
 mod table;
@@ -57,7 +59,7 @@ pub use config::{
 pub use limits::RATE_BURST_SECONDS;
 pub use register::token_at_rest;
 pub use secure::{GateStats, SecureIndex};
-pub use stats::{MAX_QUEUED_ERRORS, SendError, Stats};
+pub use stats::{MAX_QUEUED_ERRORS, RequestCounts, SendError, Stats};
 
 #[cfg(test)]
 use crate::reliable::RetryPolicy;
@@ -126,6 +128,8 @@ pub struct Index {
     /// Each owner once, under its `latest` version: the delta since v is a range scan.
     by_ver: BTreeMap<u64, OwnerId>,
     online: BTreeSet<OwnerId>,
+    /// Owners whose sessions live on another server, with that server's id.
+    remote: HashMap<OwnerId, std::sync::Arc<str>>,
     /// Online sessions that heartbeated: the ones tables are pushed to.
     listeners: BTreeSet<OwnerId>,
     /// Packed deltas by `from`, valid while the version is `packed_at`: clients at the
@@ -166,6 +170,7 @@ impl Index {
             restored: HashMap::new(),
             by_ver: BTreeMap::new(),
             online: BTreeSet::new(),
+            remote: HashMap::new(),
             listeners: BTreeSet::new(),
             packed: HashMap::new(),
             packed_at: 0,
@@ -267,6 +272,15 @@ impl Index {
         if !self.allow(now, src) {
             self.stats.rate_limited += 1;
             return;
+        }
+        let kinds = &mut self.stats.requests;
+        match &msg {
+            Message::Register { .. } => kinds.register += 1,
+            Message::Offer { .. } => kinds.offer += 1,
+            Message::Dereg { .. } => kinds.dereg += 1,
+            Message::Heartbeat { .. } => kinds.heartbeat += 1,
+            Message::TableAck { .. } => kinds.table_ack += 1,
+            _ => {}
         }
         match msg {
             msg @ Message::Register { .. } => self.on_register_request(now, src, binding, msg),

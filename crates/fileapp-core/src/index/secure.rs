@@ -88,6 +88,11 @@ impl SecureIndex {
         &mut self.index
     }
 
+    /// The static public key of the channel secret `secret` (what clients pin).
+    pub fn public_key_of(secret: &[u8; 32]) -> [u8; 32] {
+        crate::channel::crypto::static_public(secret)
+    }
+
     /// The static public key clients pin.
     pub fn public_key(&self) -> [u8; 32] {
         self.channel.public_key()
@@ -97,7 +102,7 @@ impl SecureIndex {
         self.channel.stats()
     }
 
-    pub fn stats(&self) -> &GateStats {
+    pub fn gate_stats(&self) -> &GateStats {
         &self.stats
     }
 
@@ -250,6 +255,22 @@ impl SecureIndex {
                 Err(_) => self.stats.unsealed += 1,
             }
         }
+    }
+}
+
+/// The index's own reads and operator calls (`stats`, `apply_remote`, ...) pass
+/// through. Datagrams do not: [`SecureIndex::handle_datagram`],
+/// [`SecureIndex::poll_transmit`] and the timers are this type's own.
+impl std::ops::Deref for SecureIndex {
+    type Target = Index;
+    fn deref(&self) -> &Index {
+        &self.index
+    }
+}
+
+impl std::ops::DerefMut for SecureIndex {
+    fn deref_mut(&mut self) -> &mut Index {
+        &mut self.index
     }
 }
 

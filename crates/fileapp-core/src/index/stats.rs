@@ -25,6 +25,8 @@ pub struct Stats {
     pub refused: u64,
     /// Registrations applied (retransmissions answered again are not counted).
     pub registrations: u64,
+    /// Requests that decoded, by kind (before any check of their token).
+    pub requests: RequestCounts,
     /// Table parts sent, retransmissions included.
     pub table_parts_sent: u64,
     /// Replies that could not be encoded, so were not sent ([`SendError::Encode`]).
@@ -33,6 +35,16 @@ pub struct Stats {
     pub pack_errors: u64,
     /// Errors counted above but not queued for [`Index::poll_error`] (queue full).
     pub errors_unqueued: u64,
+}
+
+/// Decoded requests by kind.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RequestCounts {
+    pub register: u64,
+    pub offer: u64,
+    pub dereg: u64,
+    pub heartbeat: u64,
+    pub table_ack: u64,
 }
 
 /// Something the index meant to send and could not. Nothing is sent in its place; the

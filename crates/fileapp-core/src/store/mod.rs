@@ -6,6 +6,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+pub mod follow;
+
 pub use crate::proto::RecordSig;
 
 pub mod memory;

@@ -296,7 +296,7 @@ fn one_clients_datagrams_injected_into_anothers_address_change_nothing() {
         assert_ne!(d[0], crate::channel::TYPE_DATA);
     }
     assert_eq!(net.server.index().version(), ver);
-    assert!(net.server.stats().address_conflicts > 0);
+    assert!(net.server.gate_stats().address_conflicts > 0);
     // And A's session still works.
     net.clients[a]
         .core
@@ -424,7 +424,7 @@ fn idle_sessions_are_closed() {
     net.clients.clear();
     net.advance(Duration::from_secs(90));
     assert_eq!(net.server.sessions(), 0);
-    assert_eq!(net.server.stats().idle_closed, 1);
+    assert_eq!(net.server.gate_stats().idle_closed, 1);
 }
 
 fn trust_of(net: &Net, i: usize, owner: &str) -> Option<crate::client::table::Trust> {
