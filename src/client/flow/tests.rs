@@ -43,6 +43,9 @@ struct Net {
     drop: Drop,
 }
 
+/// In a test's `Config::key`: "the client's own key" (see `Net::client`).
+const OWN_KEY: [u8; 32] = [0xaa; 32];
+
 fn config() -> Config {
     Config {
         fingerprint: "fp:1234".into(),
@@ -82,9 +85,14 @@ impl Net {
         }
     }
 
-    /// Adds and starts client `name`; returns its number.
-    fn client(&mut self, name: &str, cfg: Config) -> usize {
+    /// Adds and starts client `name`; returns its number. A `cfg.key` of [`OWN_KEY`]
+    /// becomes the client's real key.
+    fn client(&mut self, name: &str, mut cfg: Config) -> usize {
         let i = self.clients.len();
+        let identity = std::sync::Arc::new(crate::identity::Identity::generate().unwrap());
+        if cfg.key == Some(OWN_KEY) {
+            cfg.key = Some(identity.public_key());
+        }
         let core = ClientCore::new(
             core::Config {
                 name: name.into(),
@@ -92,9 +100,7 @@ impl Net {
                 retry: RetryPolicy::default(),
                 heartbeat: index::Config::default().heartbeat,
                 advertise: None,
-                identity: Some(std::sync::Arc::new(
-                    crate::identity::Identity::generate().unwrap(),
-                )),
+                identity: Some(identity),
                 evict: false,
             },
             i as u64 + 1,
@@ -799,4 +805,38 @@ fn help_lists_every_command() {
     assert_eq!(net.said(b), render::help_all());
     net.line(b, "help nope");
     assert_eq!(net.said(b), [">>> [No such command: nope]"]);
+}
+
+#[test]
+fn a_table_that_binds_our_own_name_to_another_key_is_warned_about_once() {
+    let mut net = Net::new();
+    // B believes its key is another one than the table shows for B: as if someone
+    // else had registered the name B.
+    let b = net.client(
+        "B",
+        Config {
+            key: Some([9; 32]),
+            ..config()
+        },
+    );
+    let ours = crate::identity::fingerprint(&[9; 32]);
+    let warned = |lines: &[String]| {
+        lines
+            .iter()
+            .filter(|l| l.contains("WARNING: the table binds YOUR name B") && l.contains(&ours))
+            .count()
+    };
+    assert_eq!(warned(&net.said(b)), 1);
+    // More table updates (another client comes): not said again.
+    let c = net.client(
+        "C",
+        Config {
+            key: Some(OWN_KEY),
+            ..config()
+        },
+    );
+    net.advance(Duration::from_millis(50));
+    assert_eq!(warned(&net.said(b)), 0);
+    // A client whose own key the table shows is not warned.
+    assert!(!net.said(c).iter().any(|l| l.contains("WARNING")));
 }
