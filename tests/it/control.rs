@@ -39,7 +39,7 @@ fn seed_scenario_with_three_clients() {
     for p in [&mut a, &mut b, &mut c] {
         p.expect_line(">>> [Client table updated.]");
     }
-    let rows = c.list();
+    let rows = c.list_until(2);
     assert_eq!(rows.len(), 2, "{rows:?}");
     assert!(rows[0].starts_with("bar "));
     assert!(rows[1].starts_with("foo "));
@@ -68,13 +68,13 @@ fn seed_scenario_with_three_clients() {
     b.send("dereg B");
     b.expect_line(">>> [You are Offline. Bye.]");
     c.expect_line(">>> [Client table updated.]");
-    assert!(c.list().is_empty());
+    assert!(c.list_until(0).is_empty());
     b.send("list");
     b.expect("You are offline");
     b.send("reg");
     b.expect_line(">>> [Welcome, You are registered.]");
     c.expect_line(">>> [Client table updated.]");
-    assert_eq!(c.list().len(), 2, "offers restored after reg");
+    assert_eq!(c.list_until(2).len(), 2, "offers restored after reg");
 }
 
 #[test]
@@ -108,7 +108,7 @@ fn seed_command_line_registers_with_fixed_ports() {
     b.send("offer x");
     b.expect_line(">>> [Offer Message Received By Server]");
     c.expect_line(">>> [Client table updated.]");
-    let rows = c.list();
+    let rows = c.list_until(1);
     assert_eq!(rows.len(), 1);
     assert!(rows[0].ends_with(&t), "TCP port column: {rows:?}");
 }
@@ -181,7 +181,7 @@ fn large_table_of_300_long_names_reaches_a_newcomer() {
     b.send(&format!("offer {}", names.join(" ")));
     b.expect_line(">>> [Offer Message Received By Server]");
     let mut c = srv.client("C", dir.path());
-    let rows = c.list();
+    let rows = c.list_until(300);
     assert_eq!(rows.len(), 300);
 }
 

@@ -188,6 +188,19 @@ impl Proc {
         self.list_args("")
     }
 
+    /// `list` until it shows `n` rows (a table update the client printed may be an
+    /// earlier change's, so the one awaited can still be on its way), within [`WAIT`].
+    pub fn list_until(&mut self, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let rows = self.list();
+            if rows.len() == n || Instant::now() >= deadline {
+                return rows;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends `list <args>` and returns the rows printed (header excluded), or empty.
     ///
     /// The end of the output is known from the output itself, not from a silence:
