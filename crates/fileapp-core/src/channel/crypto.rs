@@ -8,7 +8,7 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use snow::params::{CipherChoice, DHChoice, HashChoice, NoiseParams};
-use snow::resolvers::{CryptoResolver, DefaultResolver};
+use snow::resolvers::{CryptoResolver, DefaultResolver, RingResolver};
 use snow::types::{Cipher, Dh, Hash, Random};
 
 /// The one protocol: the responder (server) sends its static key, encrypted, and proves
@@ -66,7 +66,10 @@ impl CryptoResolver for SeededResolver {
     }
 
     fn resolve_cipher(&self, choice: &CipherChoice) -> Option<Box<dyn Cipher>> {
-        DefaultResolver.resolve_cipher(choice)
+        // ring's ChaCha20-Poly1305 (hand-tuned assembly) seals and opens our small
+        // datagrams at about twice the rate of the portable implementation; the
+        // cipher is the same (Noise's ChaChaPoly, nonce = 4 zero bytes || counter LE).
+        RingResolver.resolve_cipher(choice)
     }
 }
 

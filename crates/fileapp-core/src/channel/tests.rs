@@ -324,3 +324,30 @@ fn a_session_follows_its_client_to_a_new_address_only_when_authenticated() {
     assert!(s.handle(now, addr("203.0.113.66:6"), &bad).is_err());
     assert_eq!(s.peer(session), Some(new));
 }
+
+/// The channel seals with ring's ChaCha20-Poly1305; a peer built on the portable one
+/// (snow's default) must read it, and the other way round.
+#[test]
+fn the_ring_cipher_is_the_portable_one_on_the_wire() {
+    use snow::params::CipherChoice;
+    use snow::resolvers::{CryptoResolver, DefaultResolver, RingResolver};
+    let mut portable = DefaultResolver
+        .resolve_cipher(&CipherChoice::ChaChaPoly)
+        .unwrap();
+    let mut ring = RingResolver
+        .resolve_cipher(&CipherChoice::ChaChaPoly)
+        .unwrap();
+    portable.set(&[7; 32]);
+    ring.set(&[7; 32]);
+    for (nonce, len) in [(0u64, 0usize), (1, 1), (12_345, 64), (u64::MAX - 1, 1171)] {
+        let plain: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        let mut a = vec![0u8; len + 16];
+        let mut b = vec![0u8; len + 16];
+        portable.encrypt(nonce, &[], &plain, &mut a);
+        ring.encrypt(nonce, &[], &plain, &mut b);
+        assert_eq!(a, b, "nonce {nonce}, {len} bytes");
+        let mut out = vec![0u8; len];
+        assert_eq!(ring.decrypt(nonce, &[], &a, &mut out).unwrap(), len);
+        assert_eq!(out, plain);
+    }
+}
