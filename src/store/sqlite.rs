@@ -295,24 +295,8 @@ fn bad_type(what: &str) -> impl FnOnce(rusqlite::types::FromSqlError) -> SqlErro
 
 /// A `records` row: `None` when the record is not signed (NULL seq or sig).
 fn record_from_row(owner: &str, row: &rusqlite::Row<'_>) -> Result<Option<RecordSig>> {
-    let seq: Option<i64> = row.get(2)?;
-    let advertise: Option<String> = row.get(3)?;
-    let sig: Option<Vec<u8>> = row.get(4)?;
-    let (Some(seq), Some(sig)) = (seq, sig) else {
-        return Ok(None);
-    };
-    let advertise =
-        match advertise {
-            None => None,
-            Some(a) => Some(a.parse().map_err(|_| {
-                SqlError::Corrupt(format!("record of {owner:?}: bad address {a:?}"))
-            })?),
-        };
-    Ok(Some(RecordSig {
-        seq: u64_from_sql(seq),
-        advertise,
-        sig,
-    }))
+    super::record_from_columns(row.get(2)?, row.get(3)?, row.get(4)?)
+        .map_err(|e| SqlError::Corrupt(format!("record of {owner:?}: {e}")))
 }
 
 fn owner_from_row(row: &rusqlite::Row<'_>) -> Result<OwnerRow> {
@@ -521,15 +505,13 @@ impl SqliteStore {
                     tx.prepare_cached(CLEAR_FILES)?.execute([owner])?;
                 }
                 StoreOp::Record { owner, record, ver } => {
+                    let (seq, advertise, sig) = super::record_columns(record);
                     tx.prepare_cached(UPSERT_RECORD)?.execute(params![
                         owner,
                         u64_to_sql(*ver),
-                        record.as_ref().map(|r| u64_to_sql(r.seq)),
-                        record
-                            .as_ref()
-                            .and_then(|r| r.advertise)
-                            .map(|a| a.to_string()),
-                        record.as_ref().map(|r| &r.sig[..]),
+                        seq,
+                        advertise,
+                        sig
                     ])?;
                 }
             }

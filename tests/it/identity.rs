@@ -130,6 +130,19 @@ fn server_key(srv: &Server) -> String {
         .to_string()
 }
 
+/// A client that registers, says nothing about the server's key (it is the pinned one),
+/// and leaves cleanly.
+fn connects_silently(srv: &Server, name: &str, dir: &std::path::Path) {
+    let mut a = srv.client(name, dir);
+    assert!(
+        a.transcript.iter().all(|l| !l.contains("key")),
+        "{:?}",
+        a.transcript
+    );
+    a.close_stdin();
+    assert_eq!(a.wait_exit(Duration::from_secs(10)), 0);
+}
+
 /// Kills `srv`, optionally with its key file gone, and starts it again on the same port
 /// and database.
 fn restart(srv: Server, new_key: bool) -> Server {
@@ -166,14 +179,7 @@ fn a_server_that_comes_back_with_another_key_is_refused_until_the_user_accepts_i
     // nothing is said about it.
     let srv = restart(srv, false);
     assert_eq!(server_key(&srv), first);
-    let mut a = srv.client("A", dir.path());
-    assert!(
-        a.transcript.iter().all(|l| !l.contains("key")),
-        "{:?}",
-        a.transcript
-    );
-    a.close_stdin();
-    assert_eq!(a.wait_exit(Duration::from_secs(10)), 0);
+    connects_silently(&srv, "A", dir.path());
 
     // Another key on the same address: refused, both fingerprints and the way out said.
     let srv = restart(srv, true);
@@ -193,13 +199,7 @@ fn a_server_that_comes_back_with_another_key_is_refused_until_the_user_accepts_i
     assert!(a.transcript[0].contains(&format!("now pinned to key {second}")));
     a.close_stdin();
     assert_eq!(a.wait_exit(Duration::from_secs(10)), 0);
-    let mut a = srv.client("A", dir.path());
-    assert!(
-        a.transcript.iter().all(|l| !l.contains("key")),
-        "{:?}",
-        a.transcript
-    );
-    a.close_stdin();
+    connects_silently(&srv, "A", dir.path());
 
     // A wrong --server-key is refused like a changed key, first contact included.
     let other = tempfile::tempdir().unwrap();

@@ -161,24 +161,8 @@ fn join(
 
 /// A `records` row: `None` when not signed (NULL seq or sig).
 fn record_from_row(r: &Row) -> Result<Option<RecordSig>> {
-    let seq: Option<i64> = r.try_get(2)?;
-    let advertise: Option<String> = r.try_get(3)?;
-    let sig: Option<Vec<u8>> = r.try_get(4)?;
-    let (Some(seq), Some(sig)) = (seq, sig) else {
-        return Ok(None);
-    };
-    let advertise = match advertise {
-        None => None,
-        Some(a) => Some(
-            a.parse()
-                .map_err(|_| corrupt(format!("record: bad address {a:?}")))?,
-        ),
-    };
-    Ok(Some(RecordSig {
-        seq: u64_from_sql(seq),
-        advertise,
-        sig,
-    }))
+    crate::store::record_from_columns(r.try_get(2)?, r.try_get(3)?, r.try_get(4)?)
+        .map_err(|e| corrupt(format!("record: {e}")))
 }
 
 const LOAD_RECORDS: &str = "SELECT owner, ver, seq, advertise, sig FROM records";
@@ -316,16 +300,10 @@ pub(super) async fn commit(client: &mut Client, me: &str, ops: &[StoreOp]) -> Re
     let record_params: Vec<RecordParams<'_>> = ops
         .iter()
         .filter_map(|op| match op {
-            StoreOp::Record { owner, record, ver } => Some((
-                owner.as_bytes(),
-                u64_to_sql(*ver),
-                record.as_ref().map(|r| u64_to_sql(r.seq)),
-                record
-                    .as_ref()
-                    .and_then(|r| r.advertise)
-                    .map(|a| a.to_string()),
-                record.as_ref().map(|r| &r.sig[..]),
-            )),
+            StoreOp::Record { owner, record, ver } => {
+                let (seq, advertise, sig) = crate::store::record_columns(record);
+                Some((owner.as_bytes(), u64_to_sql(*ver), seq, advertise, sig))
+            }
             _ => None,
         })
         .collect();
