@@ -68,6 +68,15 @@ pub fn examples() -> Vec<(&'static str, Message)> {
             },
         ),
         (
+            "Record{req 2, token 5, seq 9, sig 22×64}",
+            Message::Record {
+                req: 2,
+                token: 5,
+                seq: 9,
+                sig: vec![0x22; 64],
+            },
+        ),
+        (
             r#"Register{req 1, "B", instance 300, tcp 1401, keep true, advertise 10.0.0.1, key aa×32, proof, evict true}"#,
             Message::Register {
                 req: 1,
