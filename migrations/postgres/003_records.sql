@@ -8,3 +8,7 @@ CREATE TABLE records (
     advertise text,
     sig       bytea
 );
+
+-- A folder's file count (its manifest's), 0 for a file: shown by `list`, signed by its
+-- owner with the rest of the record.
+ALTER TABLE files ADD COLUMN files bigint NOT NULL DEFAULT 0;

@@ -235,6 +235,11 @@ pub fn folder_offered(folder: &str, files: u64, bytes: u64, skipped: u64) -> Str
     format!(">>> [Offering {folder}: {files} files, {bytes} bytes{left}]")
 }
 
+/// A folder's cell in `list`: its name (with the trailing `/`), file count and size.
+pub fn folder_cell(folder: &str, files: u64, bytes: u64) -> String {
+    format!("{folder} ({files} files, {bytes} bytes)")
+}
+
 /// The label of the bar while a folder is hashed for an offer.
 pub fn hashing_label(folder: &str) -> String {
     format!("hashing {folder}")

@@ -24,7 +24,7 @@ pub fn list(table: &ClientTable, rows: &[Row], long: bool, json: bool) -> Vec<St
                 .and_then(|o| o.key)
                 .map_or_else(|| messages::NO_KEY.to_string(), |k| fingerprint(&k));
             [
-                r.file.clone(),
+                name_cell(r),
                 r.owner.clone(),
                 r.ip.to_string(),
                 r.tcp_port.to_string(),
@@ -38,13 +38,22 @@ pub fn list(table: &ClientTable, rows: &[Row], long: bool, json: bool) -> Vec<St
         let mut out: Vec<[String; 4]> = vec![messages::LIST_HEADER.map(String::from)];
         out.extend(rows.iter().map(|r| {
             [
-                r.file.clone(),
+                name_cell(r),
                 r.owner.clone(),
                 r.ip.to_string(),
                 r.tcp_port.to_string(),
             ]
         }));
         format_columns(&out)
+    }
+}
+
+/// A row's FILENAME: a file's name, or a folder's with its file count and size.
+fn name_cell(r: &Row) -> String {
+    if r.file.ends_with('/') {
+        messages::folder_cell(&r.file, r.files, r.size)
+    } else {
+        r.file.clone()
     }
 }
 

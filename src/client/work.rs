@@ -69,6 +69,7 @@ pub fn check_offer(
                             name: f,
                             size: info.size,
                             hash: info.hash,
+                            files: 0,
                         });
                     }
                 }
@@ -116,6 +117,7 @@ fn offer_folder(
                 name: folder.name.clone(),
                 size: h.bytes,
                 hash: folder.hash,
+                files: h.files,
             };
             if !quiet {
                 console.print(&msg::folder_offered(&entry.name, h.files, h.bytes, skipped));

@@ -16,6 +16,7 @@
 //!       PRIMARY KEY(owner, name))
 //! records(owner TEXT PRIMARY KEY, ver INTEGER, seq INTEGER NULL, advertise TEXT NULL,
 //!         sig BLOB(64) NULL)                          -- since version 2
+//! files.files INTEGER (a folder's file count, 0 for a file) -- since version 2
 //! ```
 //!
 //! A version 1 database is upgraded in place on open (the `records` table is added).
@@ -82,8 +83,9 @@ CREATE TABLE files (
 ) WITHOUT ROWID;
 ";
 
-/// Version 1 -> 2: owners' signed records.
+/// Version 1 -> 2: owners' signed records, and a folder's file count.
 const SCHEMA_V2: &str = "
+ALTER TABLE files ADD COLUMN files INTEGER NOT NULL DEFAULT 0;
 CREATE TABLE records (
     owner     TEXT    NOT NULL PRIMARY KEY,
     ver       INTEGER NOT NULL,
@@ -112,15 +114,16 @@ ON CONFLICT (name) DO UPDATE SET
     peer_ip = excluded.peer_ip, key = excluded.key";
 const OWNER_EXISTS: &str = "SELECT 1 FROM owners WHERE name = ?1";
 const UPSERT_FILE: &str = "
-INSERT INTO files (owner, name, ver, size, hash) VALUES (?1, ?2, ?3, ?4, ?5)
+INSERT INTO files (owner, name, ver, size, hash, files) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
 ON CONFLICT (owner, name) DO UPDATE SET
-    ver = excluded.ver, size = excluded.size, hash = excluded.hash";
+    ver = excluded.ver, size = excluded.size, hash = excluded.hash, files = excluded.files";
 const CLEAR_FILES: &str = "DELETE FROM files WHERE owner = ?1";
 const LOAD_OWNERS: &str = "
 SELECT name, ip, udp_port, flowinfo, scope_id, tcp_port, online, token, instance, ver,
     peer_ip, key
 FROM owners ORDER BY name";
-const LOAD_FILES: &str = "SELECT owner, name, ver, size, hash FROM files ORDER BY owner, name";
+const LOAD_FILES: &str =
+    "SELECT owner, name, ver, size, hash, files FROM files ORDER BY owner, name";
 
 /// How hard SQLite syncs on commit (`PRAGMA synchronous`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -429,6 +432,7 @@ impl SqliteStore {
                             ver: u64_from_sql(row.get(2)?),
                             size: u64_from_sql(row.get(3)?),
                             hash,
+                            files: u64_from_sql(row.get(5)?),
                         });
                     }
                     // Files of an unknown owner cannot be written by `commit`; skip them.
@@ -497,7 +501,8 @@ impl SqliteStore {
                             f.name,
                             u64_to_sql(f.ver),
                             u64_to_sql(f.size),
-                            &f.hash[..]
+                            &f.hash[..],
+                            u64_to_sql(f.files)
                         ])?;
                     }
                 }

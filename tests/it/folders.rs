@@ -96,6 +96,19 @@ fn an_odd_tree_arrives_identical_and_a_second_request_is_a_no_op() {
     let (mut b, mut c) = owner_and_requester(&srv, dir.path());
     let rows = c.list_args("-l");
     assert!(rows.iter().any(|r| r.starts_with("tree/ ")), "{rows:?}");
+    // `list` shows a folder with its file count and total size.
+    let rows = c.list();
+    let row = rows
+        .iter()
+        .find(|r| r.starts_with("tree/ "))
+        .expect("the folder");
+    assert!(row.starts_with("tree/ (6 files, "), "{row}");
+    let json = c.list_json_rows();
+    let tree = json
+        .iter()
+        .find(|r| r["file"] == "tree/")
+        .expect("in --json");
+    assert_eq!(tree["files"], 6, "{tree}");
     c.send("request tree/ B");
     c.expect_line("< Downloading tree/... >");
     let stats = c.expect("< tree/: ");

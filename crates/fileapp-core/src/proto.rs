@@ -161,12 +161,14 @@ pub enum Item {
         /// The public key the name is bound to (peers pin it for TLS).
         key: Option<[u8; 32]>,
     },
-    /// `owner` offers `file`, of this size and BLAKE3 hash (as of its offer).
+    /// `owner` offers `file`, of this size and BLAKE3 hash (as of its offer); a folder
+    /// (`name/`) also says how many files it holds.
     File {
         owner: String,
         file: String,
         size: u64,
         hash: [u8; 32],
+        files: u64,
     },
     /// The owner's signature over its record (everything of `Owner` and `File` items but
     /// the observed address and the online flag), or `None` while its record changed
@@ -195,6 +197,9 @@ pub struct FileEntry {
     pub name: String,
     pub size: u64,
     pub hash: [u8; 32],
+    /// For a folder (`name/`): how many files it holds (its manifest's count); 0 for a
+    /// file.
+    pub files: u64,
 }
 
 impl FileEntry {
@@ -204,6 +209,7 @@ impl FileEntry {
             name: name.into(),
             size: 0,
             hash: [0; 32],
+            files: 0,
         }
     }
 }

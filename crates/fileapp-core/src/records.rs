@@ -15,6 +15,7 @@
 //! "fileapp record v1\0" | seq u64 | name_len u8 | name | key [32] | tcp_port u16
 //!   | advertise: 0 | 4 [4] | 6 [16]
 //!   | file_count u32 | per file, sorted by name: name_len u8 | name | size u64 | hash [32]
+//!     | files u64 (a folder's file count, 0 for a file)
 //! ```
 
 use std::net::IpAddr;
@@ -94,7 +95,7 @@ impl OwnerStatement {
             self.seq,
             self.files
                 .iter()
-                .map(|f| (f.name.as_str(), f.size, &f.hash)),
+                .map(|f| (f.name.as_str(), f.size, &f.hash, f.files)),
         )
     }
 
@@ -109,7 +110,7 @@ impl OwnerStatement {
 }
 
 /// The signed bytes of an owner's statement, from its parts; `files` in name order with
-/// no duplicates (as a `BTreeMap` keeps them), each `(name, size, hash)`. The one
+/// no duplicates (as a `BTreeMap` keeps them), each `(name, size, hash, files)`. The one
 /// encoder: the owner signs these bytes, the server and every client check them.
 pub fn statement_bytes<'a>(
     name: &str,
@@ -117,7 +118,7 @@ pub fn statement_bytes<'a>(
     tcp_port: u16,
     advertise: Option<IpAddr>,
     seq: u64,
-    files: impl ExactSizeIterator<Item = (&'a str, u64, &'a [u8; 32])>,
+    files: impl ExactSizeIterator<Item = (&'a str, u64, &'a [u8; 32], u64)>,
 ) -> Result<Vec<u8>, RecordError> {
     if name.len() > MAX_NAME_LEN {
         return Err(RecordError::TooLong);
@@ -132,7 +133,7 @@ pub fn statement_bytes<'a>(
     m.extend_from_slice(&tcp_port.to_le_bytes());
     identity::push_addr(&mut m, advertise);
     m.extend_from_slice(&(files.len() as u32).to_le_bytes());
-    for (f, size, hash) in files {
+    for (f, size, hash, count) in files {
         if f.len() > MAX_FILE_NAME_LEN {
             return Err(RecordError::TooLong);
         }
@@ -140,6 +141,7 @@ pub fn statement_bytes<'a>(
         m.extend_from_slice(f.as_bytes());
         m.extend_from_slice(&size.to_le_bytes());
         m.extend_from_slice(hash);
+        m.extend_from_slice(&count.to_le_bytes());
     }
     Ok(m)
 }
@@ -180,6 +182,7 @@ mod tests {
             name: name.into(),
             size: n as u64 * 1000,
             hash: [n; 32],
+            files: 0,
         }
     }
 
@@ -208,6 +211,7 @@ mod tests {
             Box::new(|s| s.seq = 2),
             Box::new(|s| s.files[0].hash[0] ^= 1),
             Box::new(|s| s.files[1].size += 1),
+            Box::new(|s| s.files[0].files += 1),
             Box::new(|s| s.files[0].name = "baz".into()),
             Box::new(|s| {
                 s.files.pop();

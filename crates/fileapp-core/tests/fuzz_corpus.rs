@@ -210,6 +210,7 @@ fn datagram_seeds() -> Seeds {
                 name: format!("file-{i}.bin"),
                 size: i as u64 * 1000,
                 hash: [i as u8; 32],
+                files: 0,
             })
             .collect()
     };
@@ -758,6 +759,7 @@ fn client_seeds() -> Seeds {
                 file: "new.txt".into(),
                 size: 1,
                 hash: [8; 32],
+                files: 0,
             },
         ],
     )
@@ -773,6 +775,7 @@ fn client_seeds() -> Seeds {
                 file: format!("part{part}"),
                 size: 2,
                 hash: [part as u8; 32],
+                files: 0,
             }],
         })
     };

@@ -65,6 +65,7 @@ fn entry(name: &str) -> FileEntry {
         name: name.into(),
         size: 3,
         hash: [9; 32],
+        files: 0,
     }
 }
 

@@ -21,10 +21,10 @@ ON CONFLICT (name) DO UPDATE SET
     peer_ip = excluded.peer_ip, key = excluded.key, home = excluded.home";
 // As the other stores: files of an unknown owner are ignored.
 const UPSERT_FILE: &str = "
-INSERT INTO files (owner, name, ver, size, hash)
-SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM owners WHERE name = $1)
+INSERT INTO files (owner, name, ver, size, hash, files)
+SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM owners WHERE name = $1)
 ON CONFLICT (owner, name) DO UPDATE SET
-    ver = excluded.ver, size = excluded.size, hash = excluded.hash";
+    ver = excluded.ver, size = excluded.size, hash = excluded.hash, files = excluded.files";
 const CLEAR_FILES: &str = "DELETE FROM files WHERE owner = $1";
 const LOG: &str = "
 WITH ins AS (
@@ -112,6 +112,7 @@ fn file_from_row(row: &Row) -> Result<(Vec<u8>, FileRow)> {
         ver: u64_from_sql(row.try_get(2)?),
         size: u64_from_sql(row.try_get(3)?),
         hash,
+        files: u64_from_sql(row.try_get(5)?),
     };
     Ok((owner, file))
 }
@@ -188,7 +189,7 @@ pub(super) async fn load(client: &mut Client) -> Result<Vec<(OwnerRecord, String
         .await?;
     let files = tx
         .query(
-            "SELECT owner, name, ver, size, hash FROM files ORDER BY owner, name",
+            "SELECT owner, name, ver, size, hash, files FROM files ORDER BY owner, name",
             &[],
         )
         .await?;
@@ -216,7 +217,7 @@ pub(crate) async fn read_owners(
         .await?;
     let files = tx
         .query(
-            "SELECT owner, name, ver, size, hash FROM files WHERE owner = ANY($1) \
+            "SELECT owner, name, ver, size, hash, files FROM files WHERE owner = ANY($1) \
              ORDER BY owner, name",
             &[&names],
         )
@@ -292,6 +293,7 @@ pub(super) async fn commit(client: &mut Client, me: &str, ops: &[StoreOp]) -> Re
                     u64_to_sql(f.ver),
                     u64_to_sql(f.size),
                     &f.hash[..],
+                    u64_to_sql(f.files),
                 )
             })
         })
@@ -345,7 +347,8 @@ pub(super) async fn commit(client: &mut Client, me: &str, ops: &[StoreOp]) -> Re
                     touched.insert(owner);
                     for _ in files {
                         let p = f.next().ok_or_else(|| corrupt("file parameters"))?;
-                        let params: Vec<&(dyn ToSql + Sync)> = vec![&p.0, &p.1, &p.2, &p.3, &p.4];
+                        let params: Vec<&(dyn ToSql + Sync)> =
+                            vec![&p.0, &p.1, &p.2, &p.3, &p.4, &p.5];
                         pending.push(Box::pin(tx.execute_raw(&upsert_file, params)));
                     }
                 }
@@ -372,7 +375,7 @@ pub(super) async fn commit(client: &mut Client, me: &str, ops: &[StoreOp]) -> Re
 }
 
 /// One file row's parameters: owner, name, ver, size, hash.
-type FileParams<'a> = (&'a [u8], &'a [u8], i64, i64, &'a [u8]);
+type FileParams<'a> = (&'a [u8], &'a [u8], i64, i64, &'a [u8], i64);
 
 type Pending<'a> = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a>,

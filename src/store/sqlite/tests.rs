@@ -16,6 +16,7 @@ pub(crate) fn fr(name: impl Into<String>, ver: u64) -> FileRow {
         ver,
         size: ver.wrapping_mul(3),
         hash: [ver as u8; 32],
+        files: 0,
     }
 }
 
@@ -112,7 +113,8 @@ pub(crate) fn arb_op() -> impl Strategy<Value = StoreOp> {
                         name,
                         ver,
                         size,
-                        hash
+                        hash,
+                        files: 0,
                     })
                     .collect()
             }),

@@ -44,6 +44,8 @@ pub struct OwnerView {
 pub struct FileMeta {
     pub size: u64,
     pub hash: [u8; 32],
+    /// Files in a folder; 0 for a file.
+    pub files: u64,
 }
 
 /// One row of `list`: a file and an online owner that offers it.
@@ -60,6 +62,8 @@ pub struct Row {
     pub key: Option<String>,
     /// The owner's signed record verified: these are its own port, size and hash.
     pub verified: bool,
+    /// A folder's file count (`file` ends with `/`); 0 for a file.
+    pub files: u64,
 }
 
 #[derive(Debug)]
@@ -136,6 +140,7 @@ impl ClientTable {
                     hash: hex::encode(m.hash),
                     key: v.key.map(hex::encode),
                     verified: v.trust == Trust::Verified,
+                    files: m.files,
                 })
             })
             .collect();
@@ -248,9 +253,10 @@ impl ClientTable {
                     file,
                     size,
                     hash,
+                    files,
                 } => {
                     if let Some(v) = self.owners.get_mut(&owner) {
-                        v.files.insert(file, FileMeta { size, hash });
+                        v.files.insert(file, FileMeta { size, hash, files });
                     }
                 }
                 Item::Record { owner, record } => {
@@ -283,7 +289,9 @@ impl ClientTable {
                 v.tcp_port,
                 rec.advertise,
                 rec.seq,
-                v.files.iter().map(|(f, m)| (f.as_str(), m.size, &m.hash)),
+                v.files
+                    .iter()
+                    .map(|(f, m)| (f.as_str(), m.size, &m.hash, m.files)),
             )
             .is_ok_and(|m| identity::verify(&key, &m, &rec.sig));
         if good {
@@ -320,6 +328,7 @@ mod tests {
             file: f.into(),
             size: 1,
             hash: [0; 32],
+            files: 0,
         }
     }
 
@@ -459,7 +468,7 @@ mod tests {
                 1401,
                 None,
                 7,
-                files.iter().map(|(n, s, h)| (n.as_str(), *s, h)),
+                files.iter().map(|(n, s, h)| (n.as_str(), *s, h, 0)),
             )
             .unwrap();
             for (file, size, hash) in files {
@@ -468,6 +477,7 @@ mod tests {
                     file,
                     size,
                     hash,
+                    files: 0,
                 });
             }
             items.push(Item::Record {

@@ -79,12 +79,14 @@ pub fn fuzz_table() -> Vec<Item> {
             file: "a.txt".into(),
             size: 12,
             hash: [2; 32],
+            files: 0,
         },
         Item::File {
             owner: "bob".into(),
             file: "b.iso".into(),
             size: 5 << 30,
             hash: [3; 32],
+            files: 0,
         },
     ]
 }

@@ -74,6 +74,8 @@ struct FileState {
     ver: u64,
     size: u64,
     hash: [u8; 32],
+    /// Files in a folder; 0 for a file.
+    files: u64,
 }
 
 #[derive(Debug)]

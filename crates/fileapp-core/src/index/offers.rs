@@ -38,7 +38,7 @@ impl Index {
             let same = o
                 .files
                 .get(&f.name)
-                .is_some_and(|s| s.size == f.size && s.hash == f.hash);
+                .is_some_and(|s| s.size == f.size && s.hash == f.hash && s.files == f.files);
             if !same {
                 changed.insert(f.name.clone(), f);
             }
@@ -56,12 +56,14 @@ impl Index {
                     ver: v,
                     size: f.size,
                     hash: f.hash,
+                    files: f.files,
                 };
                 rows.push(FileRow {
                     name: name.clone(),
                     ver: v,
                     size: f.size,
                     hash: f.hash,
+                    files: f.files,
                 });
                 o.files.insert(name, st);
             }

@@ -61,7 +61,9 @@ impl Index {
                     o.tcp_port,
                     advertise,
                     seq,
-                    o.files.iter().map(|(n, f)| (n.as_str(), f.size, &f.hash)),
+                    o.files
+                        .iter()
+                        .map(|(n, f)| (n.as_str(), f.size, &f.hash, f.files)),
                 )
                 .is_ok_and(|m| identity::verify(&key, &m, &sig))
         });

@@ -177,6 +177,7 @@ impl Index {
                 ver: f.ver,
                 size: f.size,
                 hash: f.hash,
+                files: f.files,
             })
             .collect();
         let owner = o.name.clone();
@@ -224,10 +225,10 @@ impl Index {
     /// Makes `id` look as `rec` says, at a new version if anything a client sees changed.
     fn set_remote_state(&mut self, now: Instant, id: OwnerId, rec: OwnerRecord) {
         let row = rec.row;
-        let files: BTreeMap<String, (u64, [u8; 32])> = rec
+        let files: BTreeMap<String, (u64, [u8; 32], u64)> = rec
             .files
             .into_iter()
-            .map(|f| (f.name, (f.size, f.hash)))
+            .map(|f| (f.name, (f.size, f.hash, f.files)))
             .collect();
         let o = &mut self.owners[id];
         o.token_at_rest = row.token;
@@ -240,10 +241,10 @@ impl Index {
         let removed = o.files.keys().any(|k| !files.contains_key(k));
         let changed: Vec<String> = files
             .iter()
-            .filter(|(k, (size, hash))| {
+            .filter(|(k, (size, hash, count))| {
                 o.files
                     .get(*k)
-                    .is_none_or(|f| f.size != *size || f.hash != *hash)
+                    .is_none_or(|f| f.size != *size || f.hash != *hash || f.files != *count)
             })
             .map(|(k, _)| k.clone())
             .collect();
@@ -266,8 +267,14 @@ impl Index {
             o.files.retain(|k, _| files.contains_key(k));
         }
         for name in changed {
-            let (size, hash) = files[&name];
-            o.files.insert(name, FileState { ver: v, size, hash });
+            let (size, hash, count) = files[&name];
+            let st = FileState {
+                ver: v,
+                size,
+                hash,
+                files: count,
+            };
+            o.files.insert(name, st);
         }
         // The owner's signature as its home server holds it (clients check it).
         o.advertised = rec.record.as_ref().is_some_and(|r| r.advertise.is_some());

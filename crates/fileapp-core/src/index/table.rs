@@ -20,6 +20,7 @@ fn file_item(owner: &str, file: &str, st: &FileState) -> Item {
         file: file.to_string(),
         size: st.size,
         hash: st.hash,
+        files: st.files,
     }
 }
 
@@ -44,6 +45,7 @@ impl Index {
                         ver: f.ver,
                         size: f.size,
                         hash: f.hash,
+                        files: f.files,
                     };
                     (f.name, st)
                 })

@@ -28,7 +28,8 @@ fn arb_item() -> impl Strategy<Value = Item> {
                 owner,
                 file,
                 size,
-                hash
+                hash,
+                files: 0,
             }),
     ]
 }
@@ -175,6 +176,7 @@ fn three_hundred_long_names_pack_into_limit() {
             file: format!("{i:0>100}"),
             size: u64::MAX,
             hash: [0xff; 32],
+            files: 0,
         })
         .collect();
     let parts = pack_table(0, 1, items).unwrap();
@@ -189,6 +191,7 @@ fn file_of(i: usize, len: usize) -> Item {
         file: format!("{i:0>len$}"),
         size: 0,
         hash: [0; 32],
+        files: 0,
     }
 }
 

@@ -54,6 +54,8 @@ pub struct FileRow {
     pub ver: u64,
     pub size: u64,
     pub hash: [u8; 32],
+    /// Files in a folder (`name/`); 0 for a file.
+    pub files: u64,
 }
 
 /// One change to persist. Applied in order within a batch.

@@ -120,7 +120,7 @@ impl Sim {
             seq,
             cl.offered
                 .values()
-                .map(|f| (f.name.as_str(), f.size, &f.hash)),
+                .map(|f| (f.name.as_str(), f.size, &f.hash, f.files)),
         )
         .context("a record that does not encode")?;
         let sig = cl.identity.sign(&statement).to_vec();

@@ -151,7 +151,7 @@ impl ClientCore {
             seq,
             self.offered
                 .values()
-                .map(|f| (f.name.as_str(), f.size, &f.hash)),
+                .map(|f| (f.name.as_str(), f.size, &f.hash, f.files)),
         ) else {
             return;
         };

@@ -70,6 +70,7 @@ fn offer(ix: &mut Index, now: Instant, src: SocketAddr, token: u128, file: &str)
             name: file.into(),
             size: 3,
             hash: [1; 32],
+            files: 0,
         }],
     };
     ix.handle_datagram(now, src, &m.encode().unwrap());

@@ -70,6 +70,7 @@ fn a_delta_that_cannot_be_packed_is_counted_and_reported_not_truncated() {
         ver: 2,
         size: 1,
         hash: [0; 32],
+        files: 0,
     };
     let (mut ix, now) = index(vec![OwnerRecord {
         row,
