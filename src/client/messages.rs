@@ -209,6 +209,16 @@ pub const LIST_LONG_HEADER: [&str; 7] = [
 /// `list -l` for an owner without a key.
 pub const NO_KEY: &str = "-";
 
+/// `list -l`: the owner's key, marked when its record did not verify (downloads from it
+/// are refused).
+pub fn key_cell(fingerprint: &str, verified: bool) -> String {
+    if verified {
+        fingerprint.to_string()
+    } else {
+        format!("{fingerprint} (record not verified)")
+    }
+}
+
 pub fn connection_established(owner: &str) -> String {
     format!("< Connection with client {owner} established. >")
 }

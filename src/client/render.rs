@@ -19,10 +19,10 @@ pub fn list(table: &ClientTable, rows: &[Row], long: bool, json: bool) -> Vec<St
     if long {
         let mut out: Vec<[String; 7]> = vec![messages::LIST_LONG_HEADER.map(String::from)];
         out.extend(rows.iter().map(|r| {
-            let key = table
-                .owner(&r.owner)
-                .and_then(|o| o.key)
-                .map_or_else(|| messages::NO_KEY.to_string(), |k| fingerprint(&k));
+            let key = table.owner(&r.owner).and_then(|o| o.key).map_or_else(
+                || messages::NO_KEY.to_string(),
+                |k| messages::key_cell(&fingerprint(&k), r.verified),
+            );
             [
                 name_cell(r),
                 r.owner.clone(),
@@ -126,6 +126,34 @@ mod tests {
         let out = format_columns(&rows);
         assert_eq!(out[0], "FILENAME            OWNER  IP ADDRESS  TCP PORT");
         assert_eq!(out[1], "a-much-longer-name  B      127.0.0.1   1401");
+    }
+
+    #[test]
+    fn list_long_marks_an_owner_whose_record_did_not_verify() {
+        use crate::proto::Item;
+        let mut t = ClientTable::default();
+        let owner = Item::Owner {
+            name: "B".into(),
+            ip: "127.0.0.1".parse().unwrap(),
+            tcp_port: 1401,
+            online: true,
+            key: Some([3; 32]),
+        };
+        let file = Item::File {
+            owner: "B".into(),
+            file: "f".into(),
+            size: 1,
+            hash: [0; 32],
+            files: 0,
+        };
+        // No signature: not verified, and `list -l` says so next to the key.
+        t.handle_part(0, 1, 0, 1, vec![owner, file]);
+        let rows = t.rows();
+        assert!(!rows[0].verified);
+        let out = list(&t, &rows, true, false);
+        assert!(out[1].ends_with("(record not verified)"), "{out:?}");
+        let fp = fingerprint(&[3; 32]);
+        assert_eq!(messages::key_cell(&fp, true), fp);
     }
 
     #[test]
