@@ -193,15 +193,20 @@ impl Net {
         self.clients[i].core.register(self.now);
         self.pump();
     }
+
+    /// Adds `name`, pinned to the real server key, and registers it.
+    fn online(&mut self, name: &str) -> usize {
+        let i = self.add(name, self.pin());
+        self.register(i);
+        i
+    }
 }
 
 #[test]
 fn a_client_registers_offers_and_syncs_through_the_channel_only() {
     let mut net = Net::new();
-    let a = net.add("A", net.pin());
-    let b = net.add("B", net.pin());
-    net.register(a);
-    net.register(b);
+    let a = net.online("A");
+    let b = net.online("B");
     for c in &net.clients {
         assert_eq!(c.core.state(), State::Online, "{:?}", c.events);
     }
@@ -223,8 +228,7 @@ fn a_client_registers_offers_and_syncs_through_the_channel_only() {
 #[test]
 fn every_altered_datagram_is_dropped_and_never_answered() {
     let mut net = Net::new();
-    let a = net.add("A", net.pin());
-    net.register(a);
+    let a = net.online("A");
     let src = net.clients[a].addr;
     let sent: Vec<Vec<u8>> = net.to_server.iter().map(|(_, d)| d.clone()).collect();
     let (before_out, before_ver) = (net.from_server.len(), net.server.index().version());
@@ -251,8 +255,7 @@ fn every_altered_datagram_is_dropped_and_never_answered() {
 #[test]
 fn no_answer_to_an_unauthenticated_datagram_is_larger_than_it() {
     let mut net = Net::new();
-    let a = net.add("A", net.pin());
-    net.register(a);
+    net.online("A");
     for (dst, d) in &net.from_server {
         if d[0] != crate::channel::TYPE_DATA {
             assert!(d.len() < HELLO_LEN, "{} bytes to {dst}", d.len());
@@ -268,10 +271,8 @@ fn no_answer_to_an_unauthenticated_datagram_is_larger_than_it() {
 #[test]
 fn one_clients_datagrams_injected_into_anothers_address_change_nothing() {
     let mut net = Net::new();
-    let a = net.add("A", net.pin());
-    let b = net.add("B", net.pin());
-    net.register(a);
-    net.register(b);
+    let a = net.online("A");
+    let b = net.online("B");
     let (a_addr, b_addr) = (net.clients[a].addr, net.clients[b].addr);
     let ver = net.server.index().version();
     // B's own, authentic datagrams, made to look as if they came from A's address.
@@ -335,8 +336,7 @@ fn a_server_with_another_key_is_refused_and_told_nothing() {
 #[test]
 fn after_a_server_restart_clients_handshake_again_and_keep_their_session() {
     let mut net = Net::new();
-    let a = net.add("A", net.pin());
-    net.register(a);
+    let a = net.online("A");
     net.clients[a]
         .core
         .offer(net.now, &[FileEntry::named("kept")]);
@@ -359,8 +359,7 @@ fn after_a_server_restart_clients_handshake_again_and_keep_their_session() {
 #[test]
 fn a_registration_proof_from_one_session_is_refused_in_another() {
     let mut net = Net::new();
-    let a = net.add("A", net.pin());
-    net.register(a);
+    let a = net.online("A");
     // Someone who learnt A's proof-carrying Register (its plaintext) replays it in a
     // session of their own, from A's very address and within the nonce's lifetime:
     // only the handshake hash differs, and the proof names A's.
@@ -418,8 +417,7 @@ fn a_registration_proof_from_one_session_is_refused_in_another() {
 #[test]
 fn idle_sessions_are_closed() {
     let mut net = Net::new();
-    let a = net.add("A", net.pin());
-    net.register(a);
+    net.online("A");
     assert_eq!(net.server.sessions(), 1);
     net.clients.clear();
     net.advance(Duration::from_secs(90));
@@ -435,10 +433,8 @@ fn trust_of(net: &Net, i: usize, owner: &str) -> Option<crate::client::table::Tr
 fn owners_sign_their_records_and_clients_verify_them() {
     use crate::client::table::Trust;
     let mut net = Net::new();
-    let a = net.add("A", net.pin());
-    let b = net.add("B", net.pin());
-    net.register(a);
-    net.register(b);
+    let a = net.online("A");
+    let b = net.online("B");
     net.clients[a].core.offer(net.now, &[FileEntry::named("f")]);
     net.pump();
     net.advance(Duration::from_millis(10));
@@ -472,10 +468,8 @@ fn a_rewritten_database_is_caught_by_every_client() {
     ];
     for (what, rewrite) in rewrites {
         let mut net = Net::new();
-        let a = net.add("A", net.pin());
-        let b = net.add("B", net.pin());
-        net.register(a);
-        net.register(b);
+        let a = net.online("A");
+        net.online("B");
         net.clients[a].core.offer(net.now, &[FileEntry::named("f")]);
         net.pump();
         let b_key = net.server.index().owner_key("B").unwrap();
@@ -483,8 +477,7 @@ fn a_rewritten_database_is_caught_by_every_client() {
         rewrite(&mut records, b_key);
         net.server = server_at(net.now, records, SECRET);
         // A newcomer reads the rewritten table.
-        let c = net.add("C", net.pin());
-        net.register(c);
+        let c = net.online("C");
         net.advance(Duration::from_millis(10));
         assert_eq!(trust_of(&net, c, "A"), Some(Trust::Forged), "{what}");
         assert!(net.clients[c].core.table().forged() > 0, "{what}");
