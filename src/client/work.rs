@@ -164,10 +164,8 @@ pub fn download(order: Order, f: Fetcher) {
     let console = f.console;
     let (file, owner) = (order.file, order.owner);
     tokio::spawn(async move {
-        // An owner that does not list our key yet (we registered just now and its copy
-        // of the table is behind) aborts the handshake: try again for a little while.
-        let deadline = tokio::time::Instant::now() + KEY_REFUSED_RETRY_FOR;
-        let result = loop {
+        let cancel = f.cancel.clone();
+        let result = retry_while_key_refused(&cancel, || {
             let mut bar = None;
             let (name, o) = (file.clone(), owner.clone());
             let (conn, console) = (conn.clone(), console.clone());
@@ -192,19 +190,9 @@ pub fn download(order: Order, f: Fetcher) {
                     }
                 }
             };
-            let r = fetch(spec.clone(), f.security.clone(), on_event, f.cancel.clone()).await;
-            let cancelled = *f.cancel.borrow();
-            match r {
-                Err(FetchError::Io(e))
-                    if owner_refused_our_key(&e)
-                        && !cancelled
-                        && tokio::time::Instant::now() + KEY_REFUSED_POLL < deadline =>
-                {
-                    tokio::time::sleep(KEY_REFUSED_POLL).await;
-                }
-                r => break r,
-            }
-        };
+            fetch(spec.clone(), f.security.clone(), on_event, f.cancel.clone())
+        })
+        .await;
         let outcome = match result {
             Ok(r) if r.already_present => DownloadOutcome::AlreadyPresent { hash: r.hash },
             Ok(r) => DownloadOutcome::Done {
@@ -224,6 +212,32 @@ pub fn download(order: Order, f: Fetcher) {
     });
 }
 
+/// Runs `attempt` until it succeeds or fails otherwise than by the owner refusing our
+/// key. An owner that does not list our key yet (we registered just now and its copy of
+/// the table is behind) aborts the handshake: try again for a little while, unless the
+/// download was cancelled.
+async fn retry_while_key_refused<T, Fut>(
+    cancel: &watch::Receiver<bool>,
+    mut attempt: impl FnMut() -> Fut,
+) -> Result<T, FetchError>
+where
+    Fut: std::future::Future<Output = Result<T, FetchError>>,
+{
+    let deadline = tokio::time::Instant::now() + KEY_REFUSED_RETRY_FOR;
+    loop {
+        match attempt().await {
+            Err(FetchError::Io(e))
+                if owner_refused_our_key(&e)
+                    && !*cancel.borrow()
+                    && tokio::time::Instant::now() + KEY_REFUSED_POLL < deadline =>
+            {
+                tokio::time::sleep(KEY_REFUSED_POLL).await;
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Runs one folder download as a task: one bar (bytes, files, rate, ETA), one summary.
 fn download_tree(order: Order, f: Fetcher) {
     let mut spec = FetchSpec::new(order.peer, &order.owner, &order.file, f.requester, f.dest);
@@ -234,8 +248,8 @@ fn download_tree(order: Order, f: Fetcher) {
     let console = f.console;
     let (file, owner) = (order.file, order.owner);
     tokio::spawn(async move {
-        let deadline = tokio::time::Instant::now() + KEY_REFUSED_RETRY_FOR;
-        let result = loop {
+        let cancel = f.cancel.clone();
+        let result = retry_while_key_refused(&cancel, || {
             let mut bar = None;
             let (name, o) = (file.clone(), owner.clone());
             let (conn, console) = (conn.clone(), console.clone());
@@ -261,19 +275,9 @@ fn download_tree(order: Order, f: Fetcher) {
                 }
             };
             let (sec, cancel) = (f.security.clone(), f.cancel.clone());
-            let r = fetch_tree(spec.clone(), order.hash, sec, on_event, cancel).await;
-            let cancelled = *f.cancel.borrow();
-            match r {
-                Err(FetchError::Io(e))
-                    if owner_refused_our_key(&e)
-                        && !cancelled
-                        && tokio::time::Instant::now() + KEY_REFUSED_POLL < deadline =>
-                {
-                    tokio::time::sleep(KEY_REFUSED_POLL).await;
-                }
-                r => break r,
-            }
-        };
+            fetch_tree(spec.clone(), order.hash, sec, on_event, cancel)
+        })
+        .await;
         let outcome = match result {
             Ok(r) if r.already_present => DownloadOutcome::TreeAlreadyPresent,
             Ok(r) => DownloadOutcome::TreeDone {
