@@ -52,6 +52,11 @@ enum Busy {
     Sync {
         until: Instant,
     },
+    /// `request` from an owner whose latest change is not signed yet: wait (briefly)
+    /// for its signed record; the request is in [`Flow::verifying`].
+    Verify {
+        until: Instant,
+    },
 }
 
 /// The command flow. See the module docs.
@@ -76,6 +81,9 @@ pub struct Flow {
     peer_changes: std::collections::BTreeMap<String, ([u8; 32], [u8; 32])>,
     /// The foreign key we last warned about for our own name.
     own_warned: Option<[u8; 32]>,
+    /// A `request` waiting for owners' signed records: its (file, owner) pairs and
+    /// whether it was forced.
+    verifying: Option<(Vec<(String, String)>, bool)>,
 }
 
 impl Flow {
@@ -96,6 +104,7 @@ impl Flow {
             ended: false,
             peer_changes: Default::default(),
             own_warned: None,
+            verifying: None,
         }
     }
 
@@ -309,7 +318,7 @@ impl Flow {
     /// When [`Flow::handle_timeout`] is due.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let sync = match self.busy {
-            Some(Busy::Sync { until }) => Some(until),
+            Some(Busy::Sync { until } | Busy::Verify { until }) => Some(until),
             _ => None,
         };
         [self.core.poll_timeout(), sync].into_iter().flatten().min()
@@ -380,6 +389,13 @@ impl Flow {
                 && (!self.core.behind_own_writes() || now >= until)
             {
                 self.finish_command();
+            }
+            if let Some(Busy::Verify { until }) = self.busy
+                && (now >= until || !self.awaits_signature(&self.verifying))
+                && let Some((pairs, force)) = self.verifying.take()
+            {
+                self.busy = None;
+                self.request(now, pairs, force, false);
             }
             if self.busy.is_some() {
                 return;

@@ -65,7 +65,7 @@ impl Flow {
                     self.say(line);
                 }
             }
-            Command::Request { pairs, force } => self.request(pairs, force),
+            Command::Request { pairs, force } => self.request(now, pairs, force, true),
             Command::Dereg(name) => {
                 if let Some(n) = name.filter(|n| n != self.core.name()) {
                     return self.say(msg::dereg_not_you(&n, self.core.name()));
@@ -128,45 +128,88 @@ impl Flow {
         });
     }
 
-    fn request(&mut self, pairs: Vec<(String, String)>, force: bool) {
+    /// What `request <file> <owner>` names in the table: the file as it is asked for
+    /// (`photos` becomes the folder `photos/` when only the folder is offered), the
+    /// table entry it lives under, and where and from whom it would come.
+    fn lookup(&self, file: &str, owner: &str) -> (String, String, Option<Source>) {
+        let table = self.core.table();
+        let has = |name: &str| {
+            table
+                .owner(owner)
+                .is_some_and(|o| o.files.contains_key(name))
+        };
+        let mut file = file.to_string();
+        if !has(&file) && has(&format!("{file}/")) {
+            file.push('/');
+        }
+        // `photos/` and `photos/a/b.jpg` are looked up as the folder `photos/`.
+        let listed = match fileapp_core::tree::split_request(&file) {
+            Some((folder, _)) => folder.to_string(),
+            None => file.clone(),
+        };
+        let found = (table.owner(owner))
+            .filter(|_| owner != self.core.name())
+            .and_then(|o| {
+                let meta = o.files.get(&listed)?;
+                Some(Source {
+                    peer: SocketAddr::new(o.ip, o.tcp_port),
+                    key: o.key,
+                    hash: meta.hash,
+                    trust: o.trust,
+                })
+            });
+        (file, listed, found)
+    }
+
+    /// Some owner of a waiting request is in the table with a change it has not signed
+    /// yet.
+    pub(super) fn awaits_signature(&self, waiting: &Option<(Vec<(String, String)>, bool)>) -> bool {
+        let Some((pairs, _)) = waiting else {
+            return false;
+        };
+        pairs.iter().any(|(file, owner)| {
+            matches!(self.lookup(file, owner).2, Some(s) if s.trust == Trust::Unsigned)
+        })
+    }
+
+    /// `request`: downloads from verified owners. When an owner's latest change is not
+    /// signed yet (its signed record follows within moments) and `may_wait`, the whole
+    /// request waits for it first, up to the read-your-writes wait.
+    pub(super) fn request(
+        &mut self,
+        now: Instant,
+        pairs: Vec<(String, String)>,
+        force: bool,
+        may_wait: bool,
+    ) {
+        let waiting = Some((pairs, force));
+        if may_wait && self.awaits_signature(&waiting) {
+            self.verifying = waiting;
+            self.busy = Some(Busy::Verify {
+                until: now + self.cfg.sync_wait,
+            });
+            return;
+        }
+        let Some((pairs, force)) = waiting else {
+            return;
+        };
         let mut orders = Vec::new();
         for (file, owner) in pairs {
-            // `photos/` and `photos/a/b.jpg` are looked up as the folder `photos/`.
-            let mut file = file;
-            let table = self.core.table();
-            let has = |name: &str| {
-                table
-                    .owner(&owner)
-                    .is_some_and(|o| o.files.contains_key(name))
-            };
-            // `photos` means the folder `photos/` when only the folder is offered.
-            if !has(&file) && has(&format!("{file}/")) {
-                file.push('/');
-            }
-            let listed = match fileapp_core::tree::split_request(&file) {
-                Some((folder, _)) => folder.to_string(),
-                None => file.clone(),
-            };
-            let found = (self.core.table().owner(&owner))
-                .filter(|_| owner != self.core.name())
-                .and_then(|o| {
-                    let meta = o.files.get(&listed)?;
-                    Some((SocketAddr::new(o.ip, o.tcp_port), o.key, meta.hash, o.trust))
-                });
+            let (file, listed, found) = self.lookup(&file, &owner);
             if found.is_some() && self.peer_changes.contains_key(&owner) {
                 self.say(msg::peer_key_refused(&owner));
                 continue;
             }
             match found {
-                Some((_, _, _, trust)) if trust != Trust::Verified => {
-                    self.say(msg::owner_not_verified(&owner, trust == Trust::Forged));
+                Some(s) if s.trust != Trust::Verified => {
+                    self.say(msg::owner_not_verified(&owner, s.trust == Trust::Forged));
                 }
-                Some((peer, key, hash, _)) => orders.push(Order {
-                    peer,
+                Some(s) => orders.push(Order {
+                    peer: s.peer,
                     owner,
-                    hash: (listed == file && file.ends_with('/')).then_some(hash),
+                    hash: (listed == file && file.ends_with('/')).then_some(s.hash),
                     file,
-                    key,
+                    key: s.key,
                     force,
                 }),
                 None => self.say(msg::INVALID_REQUEST),
@@ -178,4 +221,13 @@ impl Flow {
         self.busy = Some(Busy::Downloads { left: orders.len() });
         self.act(Action::Download(orders));
     }
+}
+
+/// Where a requested file would come from.
+#[derive(Clone, Copy)]
+struct Source {
+    peer: SocketAddr,
+    key: Option<[u8; 32]>,
+    hash: [u8; 32],
+    trust: Trust,
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::channel::ServerPin;
 use crate::client::link::ClientLink;
+use crate::client::table::Trust;
 use crate::client::{core, render};
 use crate::index::{self, Index, SecureIndex};
 use crate::proto::FileEntry;
@@ -41,6 +42,9 @@ struct Net {
     index: SecureIndex,
     clients: Vec<Client>,
     drop: Drop,
+    /// This client's datagrams wait in `held` instead of reaching the server.
+    hold: Option<usize>,
+    held: Vec<Vec<u8>>,
 }
 
 /// In a test's `Config::key`: "the client's own key" (see `Net::client`).
@@ -83,6 +87,8 @@ impl Net {
             ),
             clients: Vec::new(),
             drop: Drop::Nothing,
+            hold: None,
+            held: Vec::new(),
         }
     }
 
@@ -130,9 +136,10 @@ impl Net {
     fn pump(&mut self) {
         for _ in 0..1000 {
             let mut moved = false;
-            for c in &mut self.clients {
+            for (i, c) in self.clients.iter_mut().enumerate() {
                 while let Some(a) = c.flow.poll_action() {
                     match a {
+                        Action::Send(d) if self.hold == Some(i) => self.held.push(d),
                         Action::Send(d) => {
                             moved = true;
                             if self.drop != Drop::All
@@ -166,6 +173,19 @@ impl Net {
             }
         }
         panic!("the network never went quiet");
+    }
+
+    /// Delivers the first `n` held datagrams (all when `n` is larger), in order.
+    fn release(&mut self, n: usize) {
+        let i = self.hold.expect("nobody is held");
+        let n = n.min(self.held.len());
+        for d in self.held.drain(..n).collect::<Vec<_>>() {
+            let addr = self.clients[i].addr;
+            if let Some(m) = self.index.handle_datagram_opened(self.now, addr, &d) {
+                self.clients[i].sent.push(m);
+            }
+        }
+        self.pump();
     }
 
     /// Lets `d` pass, waking each machine at its deadlines.
@@ -840,4 +860,88 @@ fn a_table_that_binds_our_own_name_to_another_key_is_warned_about_once() {
     assert_eq!(warned(&net.said(b)), 0);
     // A client whose own key the table shows is not warned.
     assert!(!net.said(c).iter().any(|l| l.contains("WARNING")));
+}
+
+/// B offers `b` and its signed record of that change is held back: C's table shows `b`
+/// with B's record unsigned. Returns (net, b, c).
+fn unsigned_change() -> (Net, usize, usize) {
+    let mut net = Net::new();
+    let b = net.client("B", config());
+    let c = net.client("C", config());
+    net.share(b, &["a"]);
+    net.hold = Some(b);
+    net.line(b, "offer b");
+    let now = net.now;
+    net.flow(b).offer_checked(
+        now,
+        OfferChecked {
+            ok: vec![entry("b")],
+            send: true,
+            restoring: false,
+        },
+    );
+    net.pump();
+    // The offer reaches the server; the record B signs on its ack is held.
+    net.release(1);
+    assert!(!net.held.is_empty(), "B signed no record after its offer");
+    // Past the server's wait for a signature, the change is pushed unsigned.
+    net.advance(index::Config::default().sign_wait * 2);
+    let trust = net.flow(c).core().table().owner("B").map(|o| o.trust);
+    assert_eq!(trust, Some(Trust::Unsigned));
+    net.take(c);
+    (net, b, c)
+}
+
+#[test]
+fn a_request_waits_for_the_owners_signed_record_then_downloads() {
+    let (mut net, _, c) = unsigned_change();
+    net.line(c, "request b B");
+    let log = net.take(c);
+    assert!(
+        !log.iter()
+            .any(|a| matches!(a, Action::Download(_) | Action::Say(_))),
+        "{log:?}"
+    );
+    assert!(!net.flow(c).reading(), "the request is still running");
+    // Waking early changes nothing.
+    net.advance(Duration::from_millis(10));
+    assert!(!net.take(c).iter().any(|a| matches!(a, Action::Download(_))));
+    // B's record arrives: the table verifies it and the download starts at once.
+    let waited = net.now;
+    net.release(usize::MAX);
+    net.advance(index::Config::default().coalesce * 2);
+    let log = net.take(c);
+    let Some(Action::Download(orders)) = log.iter().find(|a| matches!(a, Action::Download(_)))
+    else {
+        panic!("{log:?}")
+    };
+    assert_eq!(orders[0].file, "b");
+    assert!(net.now - waited < READ_YOUR_WRITES_WAIT);
+    assert!(!said(log).iter().any(|l| l.contains("Not downloading")));
+}
+
+#[test]
+fn a_request_whose_owner_never_signs_is_refused_after_the_wait() {
+    let (mut net, _, c) = unsigned_change();
+    let asked = net.now;
+    net.line(c, "request b B a B");
+    net.advance(READ_YOUR_WRITES_WAIT - Duration::from_millis(1));
+    let early = said(net.take(c));
+    assert!(
+        !early.iter().any(|l| l.contains("Not downloading")),
+        "{early:?}"
+    );
+    assert!(!net.flow(c).reading());
+    net.advance(Duration::from_millis(1));
+    assert_eq!(net.now - asked, READ_YOUR_WRITES_WAIT);
+    let log = net.take(c);
+    assert_eq!(prompts(&log), 1, "{log:?}");
+    assert_eq!(
+        said(log),
+        [
+            msg::owner_not_verified("B", false),
+            msg::owner_not_verified("B", false)
+        ]
+    );
+    assert!(net.flow(c).reading());
 }

@@ -7,8 +7,9 @@ use std::time::Duration;
 use crate::client::error::ClientError;
 use crate::proto::FileEntry;
 
-/// Longest wait for our own change to appear in our table before the next command runs
-/// anyway.
+/// Longest wait for the table to catch up before a command goes on anyway: for our own
+/// change to appear in it, or for the signed record of an owner we `request` from when
+/// the table shows a change the owner has not signed yet.
 pub const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(2);
 
 /// What the flow needs besides the core.
