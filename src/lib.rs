@@ -29,6 +29,7 @@ pub mod client;
 pub mod console;
 pub mod identity;
 pub mod known;
+pub mod reach;
 pub mod server;
 pub mod store;
 #[allow(unsafe_code)]

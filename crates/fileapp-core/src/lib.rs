@@ -21,6 +21,8 @@
 //! - [`tree`]: shared folders: the manifest (format and hash) and the tree stream that
 //!   carries a folder over one transfer connection.
 //! - [`identity`]: Ed25519 key pairs, registration statements and fingerprints.
+//! - [`reach`]: the paths a transfer takes through NAT (direct, reverse, punched,
+//!   relayed), relay tickets and pairing, hole-punch timing.
 //! - [`records`]: owner records signed by their owners (the server relays, cannot forge).
 //! - `fuzzing` (feature `fuzzing`): the checks the fuzz targets in `fuzz/` run.
 
@@ -33,6 +35,7 @@ pub mod fuzzing;
 pub mod identity;
 pub mod index;
 pub mod proto;
+pub mod reach;
 pub mod records;
 pub mod reliable;
 pub mod store;
