@@ -20,6 +20,7 @@ use crate::channel::MAX_DATAGRAM;
 use crate::index::{Config, OFFLINE_AFTER_HEARTBEATS, SecureIndex};
 use crate::store::Store;
 
+pub mod reach;
 pub mod shared;
 pub mod status;
 
@@ -106,6 +107,8 @@ struct Driver {
 pub struct Services {
     pub shared: Option<Shared>,
     pub status: Option<status::Status>,
+    /// The probe port and the reachability tests.
+    pub reach: Option<reach::ReachService>,
 }
 
 /// How often the status page and the metrics' gauges are refreshed.
@@ -183,6 +186,17 @@ impl Driver {
                     cmd.answer(reply);
                 }
                 _ = status_tick.tick() => self.publish_status(),
+                Some(ev) = reach::recv(&mut self.services.reach) => {
+                    let now = Instant::now();
+                    match ev {
+                        reach::ReachEvent::Probe(src, bytes) => {
+                            self.index.handle_probe_port(now, src, &bytes)
+                        }
+                        reach::ReachEvent::Tested(t, ok) => {
+                            self.index.index_mut().reach_tested(now, &t, ok)
+                        }
+                    }
+                }
                 r = self.socket.recv_from(&mut buf) => {
                     let now = Instant::now();
                     self.received(now, r, &buf)?;
@@ -293,6 +307,11 @@ impl Driver {
         }
         while let Some(e) = self.index.index_mut().poll_error() {
             tracing::warn!("{e}");
+        }
+        while let Some(t) = self.index.index_mut().poll_reach_test() {
+            if let Some(r) = &self.services.reach {
+                r.start_test(t);
+            }
         }
         Ok(())
     }

@@ -166,9 +166,30 @@ pub fn run_server(cfg: ServerConfig) -> i32 {
     for (rec, home) in opened.remote {
         index.apply_remote(now, rec, &home);
     }
+    let channel_secret = server_key.channel_secret();
+    let signer = std::sync::Arc::new(server_key);
+    let unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    index.set_relay(crate::index::RelaySetup {
+        signer: signer.clone(),
+        addr: None,
+        unix_ms_at_epoch: unix_ms,
+    });
+    // The probe port, for clients' NAT tests: the UDP port + 1 on the same address.
+    let probe = local.and_then(|l| {
+        let at = std::net::SocketAddr::new(l.ip(), l.port().wrapping_add(1));
+        match std::net::UdpSocket::bind(at).and_then(|s| s.set_nonblocking(true).map(|()| s)) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!("no NAT tests: cannot bind the probe port {at}: {e}");
+                None
+            }
+        }
+    });
     let index = SecureIndex::new(
         index,
-        server_key.channel_secret(),
+        channel_secret,
         rand::random(),
         now,
         crate::channel::ServerConfig::default(),
@@ -197,8 +218,10 @@ pub fn run_server(cfg: ServerConfig) -> i32 {
                 return exit::FAILURE;
             }
         };
+        let probe = probe.and_then(|p| tokio::net::UdpSocket::from_std(p).ok());
         let mut services = crate::server::Services {
             shared,
+            reach: Some(crate::server::reach::ReachService::new(probe)),
             ..Default::default()
         };
         if let Some(addr) = metrics {

@@ -22,13 +22,14 @@ use crate::console::{CompletionData, Console, ConsoleOptions, InputEvent, Shared
 use crate::identity::{Identity, KeyLock, fingerprint};
 use crate::known::{KnownKeys, Pin};
 use crate::reliable::RetryPolicy;
-use crate::transfer::provider::{SharedLibrary, serve};
+use crate::transfer::provider::{ServeConfig, SharedLibrary, serve_stream, serve_with};
 use crate::transfer::secure::{KeyLookup, PeerAuth, Security};
 
 use super::core::{self as core_sm, ClientCore};
 use super::error::ClientError;
 use super::flow::{self, Action, Flow, Restore};
 use super::messages as msg;
+use super::reach::{self, Ask, Hub, Reach};
 use super::render;
 use super::session::{Journal, Saved};
 use super::work::{self, Fetcher, Report};
@@ -113,12 +114,16 @@ struct Driver {
     /// Every peer's key as first seen (`known_peers`).
     known_peers: Option<KnownKeys>,
     server: SocketAddr,
+    /// What downloads' dialers share, and the meetings they wait for.
+    reach: Reach,
+    hub: Hub,
 }
 
 type Channels = (
     mpsc::UnboundedReceiver<InputEvent>,
     mpsc::UnboundedReceiver<Report>,
     mpsc::UnboundedReceiver<String>,
+    mpsc::UnboundedReceiver<Ask>,
 );
 
 impl Driver {
@@ -185,7 +190,15 @@ impl Driver {
         });
         let (notices_tx, notices) = mpsc::unbounded_channel();
         let (reports_tx, reports) = mpsc::unbounded_channel();
+        let (asks_tx, asks) = mpsc::unbounded_channel();
+        let reach = Reach {
+            asks: asks_tx,
+            meetings: Default::default(),
+            server: cfg.server,
+        };
         let driver = Driver {
+            reach,
+            hub: Hub::default(),
             flow,
             sock: b.sock,
             console,
@@ -208,11 +221,11 @@ impl Driver {
             known_peers: b.known_peers,
             server: cfg.server,
         };
-        Ok((driver, (input, reports, notices)))
+        Ok((driver, (input, reports, notices, asks)))
     }
 
     async fn main_loop(mut self, channels: Channels) -> Result<(), ClientError> {
-        let (mut input, mut reports, mut notices) = channels;
+        let (mut input, mut reports, mut notices, mut asks) = channels;
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
         let mut signals = Signals::new();
         self.flow.start(Instant::now());
@@ -234,6 +247,14 @@ impl Driver {
                     Some(InputEvent::Interrupt) | Some(InputEvent::Eof) | None => self.flow.quit(),
                 },
                 Some(r) = reports.recv() => self.on_report(r),
+                Some(ask) = asks.recv() => {
+                    let (id, reply) = (ask.id, ask.reply);
+                    if self.flow.connect(Instant::now(), &ask.owner, ask.via, id) {
+                        self.hub.pending.insert(id, reply);
+                    } else {
+                        let _ = reply.send(Err(None));
+                    }
+                }
                 Some(n) = notices.recv() => self.console.print(&n),
                 sig = signals.next() => match sig {
                     Sig::Interrupt if self.flow.downloading() && self.console.is_terminal() => {
@@ -299,6 +320,14 @@ impl Driver {
                     self.settle().await;
                     return Some(Ok(()));
                 }
+                Action::SendProbe(p) => {
+                    let probe_port =
+                        SocketAddr::new(self.server.ip(), self.server.port().wrapping_add(1));
+                    let _ = self.sock.send_to(&p, probe_port).await;
+                }
+                Action::Met { id, result } => self.hub.met(id, result),
+                Action::PunchPeer { id, peer } => self.hub.punch_peer(id, peer),
+                Action::Dial { from, meeting, .. } => self.dial_out(from, meeting),
                 Action::Fail(e) => {
                     // What the core sent along with the failure still goes out.
                     while let Some(Action::Send(d)) = self.flow.poll_action() {
@@ -379,6 +408,7 @@ impl Driver {
                 security: self.security.clone(),
                 requester: self.name.clone(),
                 dest: self.download_dir.clone(),
+                reach: self.reach.clone(),
             };
             work::download(order, f);
         }
@@ -450,6 +480,44 @@ impl Driver {
     }
 
     /// Starts the provider's accept loop if it is not running.
+    /// How requesters are checked: TLS against the table's keys, or plaintext.
+    fn peer_auth(&self) -> PeerAuth {
+        match &self.security {
+            Security::Tls(id) => {
+                let lookup: KeyLookup = self.peer_keys.clone();
+                PeerAuth::tls(id.clone(), lookup)
+            }
+            Security::Plaintext => PeerAuth::plaintext(),
+        }
+    }
+
+    /// The server arranged a meeting with requester `from`: connect out and serve it,
+    /// unless we stopped serving (`dereg`).
+    fn dial_out(&self, from: String, meeting: flow::Meeting) {
+        if !self.accepting.as_ref().is_some_and(|a| *a.borrow()) {
+            return;
+        }
+        let (lib, notices, auth) = (self.lib.clone(), self.notices_tx.clone(), self.peer_auth());
+        let say = self.notices_tx.clone();
+        let server = self.server;
+        tokio::spawn(reach::dial_out(
+            meeting,
+            from,
+            server,
+            move |stream, at| {
+                tokio::spawn(serve_stream(
+                    stream,
+                    at,
+                    lib,
+                    notices,
+                    auth,
+                    ServeConfig::default(),
+                ));
+            },
+            move |line| drop(say.send(line)),
+        ));
+    }
+
     fn start_serving(&mut self) {
         if self.accepting.as_ref().is_some_and(|a| *a.borrow()) {
             return;
@@ -467,19 +535,17 @@ impl Driver {
         };
         let (tx, rx) = watch::channel(true);
         self.accepting = Some(tx);
-        let auth = match &self.security {
-            Security::Tls(id) => {
-                let lookup: KeyLookup = self.peer_keys.clone();
-                PeerAuth::tls(id.clone(), lookup)
-            }
-            Security::Plaintext => PeerAuth::plaintext(),
+        let cfg = ServeConfig {
+            meetings: Some(self.reach.meetings.clone()),
+            ..ServeConfig::default()
         };
-        tokio::spawn(serve(
+        tokio::spawn(serve_with(
             listener,
             self.lib.clone(),
             self.notices_tx.clone(),
             rx,
-            auth,
+            self.peer_auth(),
+            cfg,
         ));
     }
 

@@ -21,15 +21,17 @@ use super::core::{ClientCore, Event, OfferFailure, OpId};
 use super::error::ClientError;
 use super::link::{ClientLink, LinkEvent};
 use super::messages as msg;
+use fileapp_core::reach::Via;
 
 mod commands;
+mod reach;
 #[cfg(test)]
 mod tests;
 mod types;
 
 pub use types::{
-    Action, Config, DownloadDone, DownloadOutcome, OfferChecked, Order, READ_YOUR_WRITES_WAIT,
-    Restore,
+    Action, Config, DownloadDone, DownloadOutcome, Meeting, OfferChecked, Order,
+    READ_YOUR_WRITES_WAIT, Restore,
 };
 
 /// The command in progress; input is not read while one runs.
@@ -277,7 +279,8 @@ impl Flow {
                 elapsed,
                 moved,
             } => {
-                self.say(msg::download_stats(file, size, &hash, elapsed, moved));
+                let via = d.via.unwrap_or(Via::Direct);
+                self.say(msg::download_stats(file, size, &hash, elapsed, moved, via));
                 self.say(msg::downloaded(file));
             }
             DownloadOutcome::TreeDone {
@@ -287,8 +290,9 @@ impl Flow {
                 moved,
                 path,
             } => {
+                let via = d.via.unwrap_or(Via::Direct);
                 self.say(msg::tree_download_stats(
-                    file, files, size, elapsed, moved, &path,
+                    file, files, size, elapsed, moved, &path, via,
                 ));
                 self.say(msg::downloaded(file));
             }
@@ -367,6 +371,9 @@ impl Flow {
     fn take_transmits(&mut self, now: Instant) {
         while let Some(m) = self.core.poll_transmit() {
             self.link.send(now, m);
+        }
+        while let Some(p) = self.core.poll_probe() {
+            self.act(Action::SendProbe(p));
         }
         while let Some(d) = self.link.poll_transmit() {
             self.act(Action::Send(d));
@@ -467,6 +474,10 @@ impl Flow {
                 self.say(msg::EXITING);
                 self.fail(ClientError::ServerNotResponding);
             }
+            Event::Connected(_)
+            | Event::ConnectFailed { .. }
+            | Event::Dial { .. }
+            | Event::PunchPeer { .. } => self.on_reach_event(ev),
             Event::TableUpdated => {
                 self.say(msg::TABLE_UPDATED);
                 self.check_own_name();

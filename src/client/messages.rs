@@ -9,6 +9,7 @@
 //! Lines printed at the prompt start with `>>> `; lines about a download are wrapped in
 //! `< ... >`; start-up failures (printed before the console runs) are bare `[...]`.
 
+use fileapp_core::reach::Via;
 use std::fmt::Display;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -130,6 +131,7 @@ pub fn reject_text(r: Reject) -> &'static str {
         Reject::LimitExceeded => "limit exceeded",
         Reject::RateLimited => "too many requests",
         Reject::BadProof => "the proof of identity was not accepted",
+        Reject::Unreachable => "the server cannot arrange that path",
     }
 }
 
@@ -275,6 +277,7 @@ pub fn tree_download_stats(
     elapsed: Duration,
     moved: u64,
     path: &Path,
+    via: Via,
 ) -> String {
     let resumed = if moved < bytes {
         format!(", resumed ({moved} bytes this time)")
@@ -282,7 +285,7 @@ pub fn tree_download_stats(
         String::new()
     };
     format!(
-        "< {folder}: {files} files, {bytes} bytes, {:.2} s, {}{resumed}, into {} >",
+        "< {folder}: {files} files, {bytes} bytes, {:.2} s, {}{resumed}, into {}, {via} >",
         elapsed.as_secs_f64(),
         human_rate(moved, elapsed),
         path.display()
@@ -301,16 +304,18 @@ pub fn already_present(file: &str, dir: &Path, hash: &[u8; 32]) -> String {
     )
 }
 
-/// What a finished download moved: `moved` of its `size` bytes came over the network.
+/// What a finished download moved: `moved` of its `size` bytes came over the network,
+/// along path `via` (`direct`, `reverse`, `punched` or `relayed`).
 pub fn download_stats(
     file: &str,
     size: u64,
     hash: &[u8; 32],
     elapsed: Duration,
     moved: u64,
+    via: Via,
 ) -> String {
     format!(
-        "< {file}: {size} bytes, BLAKE3 {}, {:.2} s, {} >",
+        "< {file}: {size} bytes, BLAKE3 {}, {:.2} s, {}, {via} >",
         hex::encode(hash),
         elapsed.as_secs_f64(),
         human_rate(moved, elapsed)
@@ -327,6 +332,11 @@ pub fn owner_refused_our_key(owner: &str) -> String {
     format!(
         "TLS handshake with {owner} failed: {owner} refused our key (it is not in {owner}'s table; if we registered just now, try again shortly)"
     )
+}
+
+/// The owner could not connect out for a requester as the server arranged.
+pub fn dial_out_failed(requester: &str, via: fileapp_core::reach::Via, why: &str) -> String {
+    format!("< Could not reach {requester} ({via}): {why} >")
 }
 
 pub fn download_failed(file: &str, owner: &str, why: impl Display) -> String {

@@ -9,6 +9,7 @@ pub mod driver;
 pub mod error;
 pub mod flow;
 pub mod messages;
+pub mod reach;
 pub mod render;
 pub mod session;
 pub mod work;

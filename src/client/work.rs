@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use crate::console::Console;
 use crate::proto::{self, FileEntry};
 use crate::transfer::fetch::tree::{TreeEvent, fetch_tree};
-use crate::transfer::fetch::{FetchError, FetchEvent, FetchSpec, fetch};
+use crate::transfer::fetch::{Dialer, FetchError, FetchEvent, FetchSpec, fetch};
 use crate::transfer::printable;
 use crate::transfer::provider::{Library, SharedLibrary};
 use crate::transfer::secure::{Security, owner_refused_our_key};
@@ -19,6 +19,7 @@ use crate::transfer::tree::offer::{HashProgress, prepare_folder};
 
 use super::flow::{DownloadDone, DownloadOutcome, OfferChecked, Order};
 use super::messages as msg;
+use super::reach::PathDialer;
 
 /// What the helper tasks report to the driver.
 pub enum Report {
@@ -143,6 +144,8 @@ pub struct Fetcher {
     /// Our name, sent to the owner.
     pub requester: String,
     pub dest: PathBuf,
+    /// What the dialer needs to try the paths through NAT.
+    pub reach: super::reach::Reach,
 }
 
 /// How long a download is tried again while the owner refuses our key in the handshake
@@ -159,6 +162,8 @@ pub fn download(order: Order, f: Fetcher) {
     let mut spec = FetchSpec::new(order.peer, &order.owner, &order.file, f.requester, f.dest);
     spec.force = order.force;
     spec.peer_key = order.key;
+    let dialer = Arc::new(PathDialer::new(f.reach.clone(), &order.owner, order.plan));
+    spec.dial = Some(Dialer(dialer.clone()));
     let connected = Arc::new(AtomicBool::new(false));
     let conn = connected.clone();
     let console = f.console;
@@ -207,6 +212,7 @@ pub fn download(order: Order, f: Fetcher) {
             file,
             owner,
             connected: connected.load(Ordering::SeqCst),
+            via: dialer.used(),
             outcome,
         }));
     });
@@ -243,6 +249,8 @@ fn download_tree(order: Order, f: Fetcher) {
     let mut spec = FetchSpec::new(order.peer, &order.owner, &order.file, f.requester, f.dest);
     spec.force = order.force;
     spec.peer_key = order.key;
+    let dialer = Arc::new(PathDialer::new(f.reach.clone(), &order.owner, order.plan));
+    spec.dial = Some(Dialer(dialer.clone()));
     let connected = Arc::new(AtomicBool::new(false));
     let conn = connected.clone();
     let console = f.console;
@@ -293,6 +301,7 @@ fn download_tree(order: Order, f: Fetcher) {
             file,
             owner,
             connected: connected.load(Ordering::SeqCst),
+            via: dialer.used(),
             outcome,
         }));
     });

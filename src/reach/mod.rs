@@ -2,5 +2,6 @@
 //! hole-punched QUIC path ([`quic`]). The decisions (which path, when to punch, which
 //! tickets pair) are in the core's `fileapp_core::reach`.
 
+pub mod meet;
 pub mod quic;
 pub mod relay;

@@ -38,6 +38,11 @@ pub const MODE_TLS: u8 = 0xF1;
 pub const MODE_PLAIN: u8 = 0xF0;
 /// Sent by a provider instead of its mode when it has no free slot; it then closes.
 pub const MODE_BUSY: u8 = 0xFB;
+/// First byte of an owner's reverse connection to a requester (then the 16-byte
+/// meeting id); the requester confirms with the same byte (`crate::reach::meet`).
+pub const MODE_REVERSE: u8 = 0xF2;
+/// The index server's reachability test: it connects, sends this byte and closes.
+pub const MODE_PROBE: u8 = 0xF5;
 
 /// The local table's keys, as the provider consults them.
 pub trait PeerKeys: Send + Sync {

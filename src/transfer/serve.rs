@@ -28,7 +28,9 @@ pub use send::{PeerStream, copy_file_buffered};
 
 use super::header::{MAX_REQUEST_LEN, Request};
 use super::library::SharedLibrary;
-use super::secure::{MODE_BUSY, MODE_PLAIN, MODE_TLS, PeerAuth, Security, ed25519_key_of};
+use super::secure::{
+    MODE_BUSY, MODE_PLAIN, MODE_PROBE, MODE_REVERSE, MODE_TLS, PeerAuth, Security, ed25519_key_of,
+};
 use super::tls;
 use super::{Notice, ReadHeaderError, printable, read_header};
 use crate::identity::PublicKey;
@@ -45,7 +47,15 @@ pub struct ServeConfig {
     /// Connections handled at once from one source IP address; more from it are
     /// answered `Busy` (before any TLS), so one host cannot take every slot.
     pub max_per_ip: usize,
+    /// Our downloads waiting for reverse connections: an opening of
+    /// [`MODE_REVERSE`] is handed to them instead of served.
+    pub meetings: Option<crate::reach::meet::Meetings>,
 }
+
+/// How long a new connection's first byte is awaited before we speak: a requester
+/// sends its mode byte at once; an owner's reverse connection or the index server's
+/// reachability test open with theirs.
+const OPENING_WAIT: Duration = Duration::from_millis(300);
 
 impl Default for ServeConfig {
     fn default() -> Self {
@@ -54,6 +64,7 @@ impl Default for ServeConfig {
             stall_timeout: Duration::from_secs(60),
             max_connections: 64,
             max_per_ip: 8,
+            meetings: None,
         }
     }
 }
@@ -148,7 +159,6 @@ pub async fn serve_with(
                 continue;
             }
         };
-        let _ = notices.send(msg::accepting(peer.ip()));
         let _ = stream.set_nodelay(true);
         let Some(ip_slot) = PerIp::take(&per_ip, peer.ip(), cfg.max_per_ip) else {
             let _ = notices.send(msg::too_many_from(peer.ip()));
@@ -176,6 +186,28 @@ pub async fn serve_with(
             }
         }
     }
+}
+
+/// Serves one connection that did not come through our listener: an owner's own
+/// connection out to a requester (reverse), to a relay, or over a punched path. It is
+/// served as an accepted one; `peer` names the requester's side in notices.
+pub async fn serve_stream(
+    stream: TcpStream,
+    peer: SocketAddr,
+    lib: SharedLibrary,
+    notices: mpsc::UnboundedSender<Notice>,
+    auth: PeerAuth,
+    cfg: ServeConfig,
+) {
+    let conn = Conn {
+        peer,
+        lib,
+        notices,
+        cfg: Arc::new(cfg),
+        auth,
+    };
+    conn.notice(msg::accepting(peer.ip()));
+    conn.converse(stream).await
 }
 
 /// Answers `Busy` before any handshake: being busy must stay cheap.
@@ -207,8 +239,29 @@ impl Conn {
         self.notice(msg::no_request_within(self.ip(), self.cfg.header_timeout));
     }
 
+    /// The opening: the index server's reachability test is closed in silence, an
+    /// owner's reverse connection goes to the download waiting for it; anything else
+    /// is a requester.
+    async fn handle(&self, tcp: TcpStream) {
+        let mut first = [0u8; 1];
+        if let Ok(Ok(1)) = timeout(OPENING_WAIT, tcp.peek(&mut first)).await {
+            match first[0] {
+                MODE_PROBE => return,
+                MODE_REVERSE => {
+                    if let Some(m) = &self.cfg.meetings {
+                        crate::reach::meet::accept_reverse(tcp, m, self.cfg.header_timeout).await;
+                    }
+                    return;
+                }
+                _ => {}
+            }
+        }
+        self.notice(msg::accepting(self.ip()));
+        self.converse(tcp).await
+    }
+
     /// Mode exchange, then (TLS) the handshake, then the request.
-    async fn handle(&self, mut tcp: TcpStream) {
+    async fn converse(&self, mut tcp: TcpStream) {
         let Some(theirs) = self.exchange_modes(&mut tcp).await else {
             return;
         };

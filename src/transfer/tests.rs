@@ -59,6 +59,7 @@ impl Provider {
             max_connections: 64,
             // The hostile-request tests open many connections at once from 127.0.0.1.
             max_per_ip: 64,
+            meetings: None,
         };
         tokio::spawn(serve_with(
             listener,

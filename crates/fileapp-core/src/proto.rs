@@ -12,9 +12,11 @@
 //! A datagram is never longer than [`MAX_DATAGRAM`] bytes; large tables travel as
 //! several [`Message::Table`] parts.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
+
+use crate::reach::{Nat, Via};
 
 /// First two bytes of every datagram.
 pub const MAGIC: [u8; 2] = *b"FA";
@@ -121,6 +123,46 @@ pub enum Message {
         /// Ed25519 signature, 64 bytes.
         sig: Vec<u8>,
     },
+
+    // ---- reach (variants 11-14): a path through NAT ---------------------------------
+    /// Requester -> server: "have `owner` meet me `via` this path" (reverse, punched or
+    /// relayed; never direct). `id` is random per attempt; a retransmission carries the
+    /// same one and is answered the same way.
+    Connect {
+        req: ReqId,
+        token: Token,
+        owner: String,
+        via: Via,
+        id: [u8; 16],
+    },
+    /// Server -> owner: requester `from` wants a transfer connection `via` this path.
+    /// Reverse: connect to `addr` (the requester's TCP address). Relayed: connect to the
+    /// relay at `addr` (`None`: the server's own address, TCP, same port) with `ticket`.
+    /// Punched: probe the server with `secret` from a fresh UDP socket.
+    Dial {
+        id: [u8; 16],
+        from: String,
+        via: Via,
+        addr: Option<SocketAddr>,
+        ticket: Option<Vec<u8>>,
+        secret: Option<[u8; 16]>,
+    },
+    /// Server -> requester: the answer to `Connect`. Relayed: the relay (`addr` as in
+    /// `Dial`) and the requester's `ticket`; punched: the requester's probe `secret`;
+    /// reverse: nothing more (the owner connects).
+    Connected {
+        req: ReqId,
+        via: Via,
+        addr: Option<SocketAddr>,
+        ticket: Option<Vec<u8>>,
+        secret: Option<[u8; 16]>,
+    },
+    /// Server -> both sides of a punch: the other side's public UDP endpoint, learned
+    /// from its probes (`None`: a side's NAT maps per destination; punching cannot work).
+    PunchPeer {
+        id: [u8; 16],
+        peer: Option<SocketAddr>,
+    },
 }
 
 /// Why a request was refused.
@@ -138,6 +180,9 @@ pub enum Reject {
     RateLimited,
     /// The registration's proof of key possession is invalid or its nonce expired.
     BadProof,
+    /// `Connect`: the owner is not online, or the server cannot arrange that path (no
+    /// relay, the owner's or the requester's NAT rules it out).
+    Unreachable,
 }
 
 /// A signature over the registration statement (see `crate::identity`).
@@ -176,6 +221,13 @@ pub enum Item {
     Record {
         owner: String,
         record: Option<RecordSig>,
+    },
+    /// What the server judged of the owner's reachability: does its TCP port accept
+    /// connections from outside (`None`: not tested yet), and how its NAT maps UDP.
+    Reach {
+        owner: String,
+        tcp: Option<bool>,
+        nat: Nat,
     },
 }
 
@@ -294,8 +346,13 @@ impl Message {
             | Message::Rejected { req, .. }
             | Message::Ack { req, .. }
             | Message::Challenge { req, .. }
-            | Message::Record { req, .. } => Some(*req),
-            Message::TableAck { .. } | Message::Table { .. } => None,
+            | Message::Record { req, .. }
+            | Message::Connect { req, .. }
+            | Message::Connected { req, .. } => Some(*req),
+            Message::TableAck { .. }
+            | Message::Table { .. }
+            | Message::Dial { .. }
+            | Message::PunchPeer { .. } => None,
         }
     }
 }

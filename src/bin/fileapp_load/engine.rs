@@ -473,7 +473,9 @@ impl Sim {
                     self.c.rejected += 1;
                     match reason {
                         Reject::NameInUse => self.c.rejected_name_in_use += 1,
-                        Reject::InvalidName | Reject::BadProof => self.c.rejected_invalid += 1,
+                        Reject::InvalidName | Reject::BadProof | Reject::Unreachable => {
+                            self.c.rejected_invalid += 1
+                        }
                         Reject::NotRegistered => self.c.rejected_not_registered += 1,
                         Reject::LimitExceeded => self.c.rejected_limit += 1,
                         Reject::RateLimited => self.c.rejected_rate_limited += 1,

@@ -205,6 +205,7 @@ impl Flow {
                     self.say(msg::owner_not_verified(&owner, s.trust == Trust::Forged));
                 }
                 Some(s) => orders.push(Order {
+                    plan: self.plan_to(&owner),
                     peer: s.peer,
                     owner,
                     hash: (listed == file && file.ends_with('/')).then_some(s.hash),

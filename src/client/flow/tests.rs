@@ -140,6 +140,8 @@ impl Net {
                 while let Some(a) = c.flow.poll_action() {
                     match a {
                         Action::Send(d) if self.hold == Some(i) => self.held.push(d),
+                        // The NAT test reaches the probe port from the client's address.
+                        Action::SendProbe(p) => self.index.handle_probe_port(self.now, c.addr, &p),
                         Action::Send(d) => {
                             moved = true;
                             if self.drop != Drop::All
@@ -596,6 +598,7 @@ fn downloads_keep_input_closed_until_the_last_ends() {
             file: "a".into(),
             owner: "B".into(),
             connected: true,
+            via: None,
             outcome: DownloadOutcome::Failed("refused".into()),
         },
     );
@@ -614,6 +617,7 @@ fn downloads_keep_input_closed_until_the_last_ends() {
             file: "b".into(),
             owner: "B".into(),
             connected: false,
+            via: None,
             outcome: DownloadOutcome::AlreadyPresent { hash: [0; 32] },
         },
     );

@@ -88,7 +88,30 @@ pub enum Action {
     Leave { goodbye: Option<Vec<u8>> },
     /// Stop with this error (its line was already said).
     Fail(ClientError),
+    /// Send this NAT test datagram, in clear, from the control socket to the server's
+    /// probe port (its port + 1).
+    SendProbe(Vec<u8>),
+    /// The server's answer to the meeting we asked for with [`Flow::connect`](super::Flow::connect):
+    /// its details, or why not (`None`: no answer).
+    Met {
+        id: [u8; 16],
+        result: Result<Meeting, Option<crate::proto::Reject>>,
+    },
+    /// Requester `from` (in our table with a verified record and key `key`) wants a
+    /// transfer connection along `meeting`: connect out and serve it.
+    Dial {
+        from: String,
+        key: Option<[u8; 32]>,
+        meeting: Meeting,
+    },
+    /// A punch can start: the peer's public UDP endpoint (`None`: it cannot).
+    PunchPeer {
+        id: [u8; 16],
+        peer: Option<SocketAddr>,
+    },
 }
+
+pub use crate::client::core::Meeting;
 
 /// One download to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +123,8 @@ pub struct Order {
     pub force: bool,
     /// For a folder (`file` ends in `/`): the hash the table lists for it.
     pub hash: Option<[u8; 32]>,
+    /// The paths to try, in order (from what the server judged of both sides).
+    pub plan: Vec<fileapp_core::reach::Via>,
 }
 
 /// The result of [`Action::CheckOffer`].
@@ -145,5 +170,7 @@ pub struct DownloadDone {
     pub owner: String,
     /// A connection to the owner was made (its close is announced).
     pub connected: bool,
+    /// The path the connection took.
+    pub via: Option<fileapp_core::reach::Via>,
     pub outcome: DownloadOutcome,
 }

@@ -68,15 +68,9 @@ pub(super) async fn connect(
     request: &[u8],
     on_event: &mut (impl FnMut(FetchEvent) + Send),
 ) -> Result<Answered, FetchError> {
-    let mut stream = match timeout(spec.timeout, TcpStream::connect(spec.peer)).await {
-        Err(_) => {
-            return Err(FetchError::Connect(
-                spec.peer.to_string(),
-                io::Error::new(io::ErrorKind::TimedOut, "timed out"),
-            ));
-        }
-        Ok(Err(e)) => return Err(FetchError::Connect(spec.peer.to_string(), e)),
-        Ok(Ok(s)) => s,
+    let mut stream = match &spec.dial {
+        Some(d) => d.0.dial(spec.peer, spec.timeout).await?,
+        None => direct(spec.peer, spec.timeout).await?,
     };
     let _ = stream.set_nodelay(true);
     on_event(FetchEvent::Connected);
@@ -102,6 +96,18 @@ pub(super) async fn connect(
             })
         }
         (theirs, tls) => Err(mode_error(theirs, tls.is_some(), owner)),
+    }
+}
+
+/// A TCP connection to `peer` within `limit`.
+pub async fn direct(peer: std::net::SocketAddr, limit: Duration) -> Result<TcpStream, FetchError> {
+    match timeout(limit, TcpStream::connect(peer)).await {
+        Err(_) => Err(FetchError::Connect(
+            peer.to_string(),
+            io::Error::new(io::ErrorKind::TimedOut, "timed out"),
+        )),
+        Ok(Err(e)) => Err(FetchError::Connect(peer.to_string(), e)),
+        Ok(Ok(s)) => Ok(s),
     }
 }
 

@@ -11,6 +11,9 @@ use crate::transfer::header::HeaderError;
 pub enum FetchError {
     #[error("cannot connect to {0}: {1}")]
     Connect(String, io::Error),
+    /// No path to the owner worked: each one tried and why it failed.
+    #[error("no path to {0} worked ({1})")]
+    NoPath(String, String),
     /// The owner answered, but refused: see [`Refusal::kind`] for why.
     #[error("{0}")]
     Refused(Refusal),

@@ -54,6 +54,7 @@ use partial::{Plan, Start, make_plan, open_partial};
 use receive::receive;
 
 pub use config::{BUFFER_SIZE, BUFFERS};
+pub use connect::direct;
 pub use error::{Closed, FetchError, Mode, ProtocolError, Refusal, RefusalKind};
 pub use partial::partial_paths;
 pub(crate) use receive::Landing;
@@ -81,6 +82,33 @@ pub struct FetchSpec {
     /// The key the owner's name is bound to (from the index table). Over TLS the owner
     /// must present exactly this key; without one, an encrypted fetch is refused.
     pub peer_key: Option<[u8; 32]>,
+    /// How the connection to the owner is made (`None`: TCP to `peer`). The client's
+    /// dialer tries the paths through NAT (`crate::client::reach`).
+    pub dial: Option<Dialer>,
+}
+
+/// Makes the connection to the owner, whatever path it takes; the connection is then
+/// used as a direct one would be.
+pub trait Dial: Send + Sync {
+    fn dial(
+        &self,
+        direct: SocketAddr,
+        limit: Duration,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<tokio::net::TcpStream, FetchError>> + Send + '_,
+        >,
+    >;
+}
+
+/// A shared [`Dial`].
+#[derive(Clone)]
+pub struct Dialer(pub std::sync::Arc<dyn Dial>);
+
+impl std::fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Dialer")
+    }
 }
 
 impl FetchSpec {
@@ -101,6 +129,7 @@ impl FetchSpec {
             force: false,
             timeout: DEFAULT_TIMEOUT,
             peer_key: None,
+            dial: None,
         }
     }
 }

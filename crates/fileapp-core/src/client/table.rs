@@ -37,6 +37,8 @@ pub struct OwnerView {
     pub record: Option<RecordSig>,
     /// What checking `record` found.
     pub trust: Trust,
+    /// What the server judged of its reachability (unsigned: the server's word).
+    pub reach: crate::reach::Reach,
 }
 
 /// Size and hash of an offered file, as its owner announced them.
@@ -217,7 +219,9 @@ impl ClientTable {
             .chain(&files)
             .map(|i| match i {
                 Item::Owner { name, .. } => name.clone(),
-                Item::File { owner, .. } | Item::Record { owner, .. } => owner.clone(),
+                Item::File { owner, .. }
+                | Item::Record { owner, .. }
+                | Item::Reach { owner, .. } => owner.clone(),
             })
             .collect();
         for item in owners {
@@ -237,6 +241,7 @@ impl ClientTable {
                         files: BTreeMap::new(),
                         record: None,
                         trust: Trust::Unsigned,
+                        reach: Default::default(),
                     });
                     v.ip = ip;
                     v.tcp_port = tcp_port;
@@ -262,6 +267,11 @@ impl ClientTable {
                 Item::Record { owner, record } => {
                     if let Some(v) = self.owners.get_mut(&owner) {
                         v.record = record;
+                    }
+                }
+                Item::Reach { owner, tcp, nat } => {
+                    if let Some(v) = self.owners.get_mut(&owner) {
+                        v.reach = crate::reach::Reach { tcp, nat };
                     }
                 }
                 Item::Owner { .. } => {}

@@ -36,6 +36,7 @@ mod limits;
 mod liveness;
 mod offers;
 mod push;
+mod reach;
 mod record;
 mod register;
 mod remote;
@@ -57,6 +58,7 @@ pub use config::{
     OFFLINE_AFTER_HEARTBEATS,
 };
 pub use limits::RATE_BURST_SECONDS;
+pub use reach::{NAT_MAGIC, PROBE_LEN, ReachTest, RelaySetup, nat_key};
 pub use register::token_at_rest;
 pub use secure::{GateStats, SecureIndex};
 pub use stats::{MAX_QUEUED_ERRORS, RequestCounts, SendError, Stats};
@@ -115,6 +117,11 @@ struct Owner {
     rec_ver: u64,
     /// Highest sequence number accepted from this owner: a record must exceed it.
     seq: u64,
+    /// What the server judged of its reachability (not persisted: tested anew at
+    /// each registration).
+    reach: crate::reach::Reach,
+    /// Version at which `reach` last changed.
+    reach_ver: u64,
 }
 
 /// The index server's state.
@@ -154,6 +161,8 @@ pub struct Index {
     secret: [u8; 32],
     /// Start of nonce periods.
     epoch: Instant,
+    /// Reachability tests and the meetings arranged through NAT.
+    reach: reach::ReachState,
     stats: Stats,
 }
 
@@ -186,6 +195,7 @@ impl Index {
             rng: rand::SeedableRng::from_seed(seed),
             secret: blake3::derive_key("fileapp nonce secret v1", &seed),
             epoch: now,
+            reach: Default::default(),
             stats: Stats::default(),
         };
         ix.restore(records, now);
@@ -294,6 +304,13 @@ impl Index {
                 seq,
                 sig,
             } => self.on_record(now, src, req, token, seq, sig),
+            Message::Connect {
+                req,
+                token,
+                owner,
+                via,
+                id,
+            } => self.on_connect(now, src, req, token, owner, via, id),
             Message::Heartbeat {
                 req,
                 token,
@@ -305,7 +322,10 @@ impl Index {
             | Message::Challenge { .. }
             | Message::Rejected { .. }
             | Message::Ack { .. }
-            | Message::Table { .. } => self.stats.malformed += 1,
+            | Message::Table { .. }
+            | Message::Dial { .. }
+            | Message::Connected { .. }
+            | Message::PunchPeer { .. } => self.stats.malformed += 1,
         }
     }
 

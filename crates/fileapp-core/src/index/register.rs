@@ -163,6 +163,7 @@ impl Index {
         }
         let token = self.random_token();
         let v = self.bump();
+        let old = existing.map_or(0, |id| self.owners[id].token);
         let id = match existing {
             Some(id) => {
                 let old = self.owners[id].token;
@@ -200,6 +201,7 @@ impl Index {
         self.ops.push(StoreOp::Owner(self.row(id)));
         // Port and address may have changed: the owner signs its record anew.
         self.unsign(id, v);
+        self.reach_registered(id, token, old, v);
         self.stats.registrations += 1;
         self.welcome(src, req, token);
         let signs = self.owners[id].key.is_some();
@@ -255,6 +257,8 @@ impl Index {
             record: None,
             rec_ver: v,
             seq: 0,
+            reach: Default::default(),
+            reach_ver: v,
         });
         self.by_name.insert(reg.name.clone(), id);
         self.by_ver.insert(v, id);

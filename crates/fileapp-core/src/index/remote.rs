@@ -215,6 +215,8 @@ impl Index {
             record: None,
             rec_ver: v,
             seq: 0,
+            reach: Default::default(),
+            reach_ver: v,
         });
         self.by_name.insert(row.name.clone(), id);
         self.by_ver.insert(v, id);

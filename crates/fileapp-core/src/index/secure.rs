@@ -135,6 +135,12 @@ impl SecureIndex {
         bytes: &[u8],
         keep: bool,
     ) -> Option<Vec<u8>> {
+        if bytes.first() == Some(&0) {
+            // A punch probe, in clear (no channel packet starts with 0): the index
+            // records where it came from; nothing is answered.
+            self.index.handle_probe(now, src, bytes, false);
+            return None;
+        }
         match self.channel.handle(now, src, bytes) {
             Ok(Inbound::Reply(reply)) => {
                 self.replies.push_back((src, reply));
@@ -188,6 +194,11 @@ impl SecureIndex {
         {
             self.by_addr.remove(&addr);
         }
+    }
+
+    /// A datagram on the probe port (the main port + 1): a client's NAT test.
+    pub fn handle_probe_port(&mut self, now: Instant, src: SocketAddr, bytes: &[u8]) {
+        self.index.handle_probe(now, src, bytes, true);
     }
 
     /// Runs whatever is due at `now`.

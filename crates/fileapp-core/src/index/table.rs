@@ -84,6 +84,8 @@ impl Index {
                 seq: rec.record.as_ref().map_or(0, |r| r.seq),
                 rec_ver: rec.record_ver.max(row.ver),
                 record: rec.record,
+                reach: Default::default(),
+                reach_ver: 0,
             });
         }
     }
@@ -140,6 +142,7 @@ impl Index {
                     // of its files, so send them all, and the record's signature.
                     items.extend(o.files.iter().map(|(f, st)| file_item(&o.name, f, st)));
                     items.push(record_item(o));
+                    items.push(o.reach_item());
                 }
             } else if o.online {
                 items.extend(
@@ -150,6 +153,9 @@ impl Index {
                 );
                 if o.rec_ver > from {
                     items.push(record_item(o));
+                }
+                if o.reach_ver > from {
+                    items.push(o.reach_item());
                 }
             }
         }

@@ -34,10 +34,12 @@ use super::table::ClientTable;
 mod leave;
 mod liveness;
 mod offers;
+mod reach;
 mod register;
 mod sync;
 
 use offers::OfferOp;
+pub use reach::Meeting;
 
 /// Identifies one user-level operation (an `offer` may take several datagrams).
 pub type OpId = u64;
@@ -64,6 +66,23 @@ pub enum Event {
     /// A request could not be encoded, so it was never sent; it fails as if unanswered.
     /// (Nothing the core builds should hit this: names are validated and offers chunked.)
     Unsendable(EncodeError),
+    /// The server arranged the meeting we asked for ([`ClientCore::connect`]).
+    Connected(Meeting),
+    /// The server refused the meeting (`Some`), or never answered (`None`).
+    ConnectFailed {
+        id: [u8; 16],
+        reason: Option<Reject>,
+    },
+    /// Requester `from` wants a transfer connection to us along `meeting`.
+    Dial {
+        from: String,
+        meeting: Meeting,
+    },
+    /// A punch can start: the peer's public UDP endpoint (`None`: it cannot work).
+    PunchPeer {
+        id: [u8; 16],
+        peer: Option<std::net::SocketAddr>,
+    },
 }
 
 /// Why an offer failed.
@@ -87,6 +106,8 @@ enum Tag {
     Bury,
     /// Our signed record.
     Record,
+    /// A meeting we asked for.
+    Connect([u8; 16]),
 }
 
 /// Where the session stands.
@@ -135,6 +156,10 @@ pub struct ClientCore {
     record_due: bool,
     reqs: Outstanding<Tag>,
     out: VecDeque<Vec<u8>>,
+    /// NAT test datagrams (clear, to the server's probe port).
+    probes: VecDeque<Vec<u8>>,
+    /// Recent `Dial` ids (see `reach.rs`).
+    dials: VecDeque<[u8; 16]>,
     events: VecDeque<Event>,
     table: ClientTable,
     offered: BTreeMap<String, FileEntry>,
@@ -182,6 +207,8 @@ impl ClientCore {
             record_seq: 0,
             record_due: false,
             out: VecDeque::new(),
+            probes: VecDeque::new(),
+            dials: VecDeque::new(),
             events: VecDeque::new(),
             table: ClientTable::default(),
             offered: BTreeMap::new(),
@@ -278,6 +305,7 @@ impl ClientCore {
             Tag::Dereg => self.on_dereg_timed_out(),
             Tag::Bury | Tag::Record => {}
             Tag::Heartbeat => self.on_heartbeat_timed_out(),
+            Tag::Connect(m) => self.on_connect_failed(m, None),
         }
     }
 
@@ -324,6 +352,7 @@ impl ClientCore {
                     // The server no longer knows this session: we are offline either way.
                     self.go_offline();
                 }
+                Some(Tag::Connect(m)) => self.on_connect_failed(m, Some(reason)),
                 _ => {}
             },
             Message::Ack { req, version } => match self.reqs.complete(req) {
@@ -343,7 +372,48 @@ impl ClientCore {
                 parts,
                 items,
             } => self.on_table_part(from, to, part, parts, items),
-            Message::Register { .. }
+            Message::Connected {
+                req,
+                via,
+                addr,
+                ticket,
+                secret,
+            } => {
+                if let Some(Tag::Connect(id)) = self.reqs.complete(req) {
+                    let m = Meeting {
+                        id,
+                        via,
+                        addr,
+                        ticket,
+                        secret,
+                    };
+                    self.on_connected(id, m);
+                }
+            }
+            Message::Dial {
+                id,
+                from,
+                via,
+                addr,
+                ticket,
+                secret,
+            } => {
+                let m = Meeting {
+                    id,
+                    via,
+                    addr,
+                    ticket,
+                    secret,
+                };
+                self.on_dial(from, m);
+            }
+            Message::PunchPeer { id, peer } => {
+                if self.state == State::Online {
+                    self.events.push_back(Event::PunchPeer { id, peer });
+                }
+            }
+            Message::Connect { .. }
+            | Message::Register { .. }
             | Message::Record { .. }
             | Message::Offer { .. }
             | Message::Dereg { .. }

@@ -146,6 +146,7 @@ impl ClientCore {
         }
         // Heartbeat at once: it proves our address and starts the table push.
         self.send_heartbeat(now);
+        self.queue_nat_test();
         if self.offered.is_empty() {
             for op in carries {
                 self.offer_part_done(op, None);

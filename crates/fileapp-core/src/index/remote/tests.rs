@@ -105,7 +105,7 @@ fn view(ix: &Index) -> Vec<String> {
         .filter_map(|i| match i {
             Item::Owner { name, online, .. } => Some(format!("{name}:{online}")),
             Item::File { owner, file, .. } => Some(format!("{owner}/{file}")),
-            Item::Record { .. } => None,
+            Item::Record { .. } | Item::Reach { .. } => None,
         })
         .collect()
 }

@@ -1,0 +1,69 @@
+//! Reach in the command flow: meetings the driver asks for on a download's behalf, and
+//! the server's requests that we connect out to a requester.
+
+use std::time::Instant;
+
+use fileapp_core::reach::{Reach, Via};
+
+use super::{Action, Flow};
+use crate::client::core::Event;
+use crate::client::table::Trust;
+
+impl Flow {
+    /// A download asks the server for meeting `id` with `owner` via `via`; the answer
+    /// comes as [`Action::Met`]. `false`: we are not online (nothing was sent).
+    pub fn connect(&mut self, now: Instant, owner: &str, via: Via, id: [u8; 16]) -> bool {
+        let sent = self.core.connect(now, owner, via, id);
+        self.step(now);
+        sent
+    }
+
+    /// What the server judged of us (from our own entry in the table).
+    pub fn own_reach(&self) -> Reach {
+        let table = self.core.table();
+        table
+            .owner(self.core.name())
+            .map(|o| o.reach)
+            .unwrap_or_default()
+    }
+
+    /// The paths to `owner`, in the order to try them.
+    pub(super) fn plan_to(&self, owner: &str) -> Vec<Via> {
+        let theirs = (self.core.table().owner(owner))
+            .map(|o| o.reach)
+            .unwrap_or_default();
+        fileapp_core::reach::plan(self.own_reach(), theirs)
+    }
+
+    pub(super) fn on_reach_event(&mut self, ev: Event) {
+        match ev {
+            Event::Connected(m) => self.act(Action::Met {
+                id: m.id,
+                result: Ok(m),
+            }),
+            Event::ConnectFailed { id, reason } => self.act(Action::Met {
+                id,
+                result: Err(reason),
+            }),
+            Event::Dial { from, meeting } => {
+                // Only for a requester our table vouches for, and a reverse connection
+                // only to the address its own signed record gives: the server cannot
+                // aim our connections elsewhere.
+                let Some(o) = self.core.table().owner(&from) else {
+                    return;
+                };
+                if o.trust != Trust::Verified || self.peer_changes.contains_key(&from) {
+                    return;
+                }
+                let theirs = std::net::SocketAddr::new(o.ip, o.tcp_port);
+                if meeting.via == Via::Reverse && meeting.addr != Some(theirs) {
+                    return;
+                }
+                let key = o.key;
+                self.act(Action::Dial { from, key, meeting });
+            }
+            Event::PunchPeer { id, peer } => self.act(Action::PunchPeer { id, peer }),
+            _ => {}
+        }
+    }
+}
