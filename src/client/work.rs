@@ -143,6 +143,8 @@ pub struct Fetcher {
     /// Our name, sent to the owner.
     pub requester: String,
     pub dest: PathBuf,
+    /// Overrides the fetcher's limit for connecting, answers and pauses.
+    pub timeout: Option<Duration>,
 }
 
 /// How long a download is tried again while the owner refuses our key in the handshake
@@ -159,6 +161,9 @@ pub fn download(order: Order, f: Fetcher) {
     let mut spec = FetchSpec::new(order.peer, &order.owner, &order.file, f.requester, f.dest);
     spec.force = order.force;
     spec.peer_key = order.key;
+    if let Some(t) = f.timeout {
+        spec.timeout = t;
+    }
     let connected = Arc::new(AtomicBool::new(false));
     let conn = connected.clone();
     let console = f.console;
@@ -243,6 +248,9 @@ fn download_tree(order: Order, f: Fetcher) {
     let mut spec = FetchSpec::new(order.peer, &order.owner, &order.file, f.requester, f.dest);
     spec.force = order.force;
     spec.peer_key = order.key;
+    if let Some(t) = f.timeout {
+        spec.timeout = t;
+    }
     let connected = Arc::new(AtomicBool::new(false));
     let conn = connected.clone();
     let console = f.console;
