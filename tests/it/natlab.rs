@@ -107,6 +107,20 @@ fn the_lab_nats_as_specified() {
             let (n, from) = sock.recv_from(&mut buf).expect("a reply through the NAT");
             assert_eq!((&buf[..n], from), (&b"reply"[..], r.local_addr().unwrap()));
         }
+        // Filtering depends on address and port (conntrack): a datagram to the mapping
+        // from a port it never sent to is dropped. Sent first, it would be received
+        // first; the next datagram is the real reply that follows it.
+        let stranger = p2.run(|| UdpSocket::bind((p2.ip, 0)).unwrap());
+        stranger.send_to(b"stranger", seen[0]).unwrap();
+        receivers[0].send_to(b"reply", seen[0]).unwrap();
+        let mut buf = [0u8; 16];
+        let (n, from) = sock
+            .recv_from(&mut buf)
+            .expect("the reply after the stranger");
+        assert_eq!(
+            (&buf[..n], from),
+            (&b"reply"[..], receivers[0].local_addr().unwrap())
+        );
     }
     // TCP: out of a home works; into a home does not, neither at the router's public
     // address (no forwarding, dropped unanswered: a timeout, not a refusal) nor at the
@@ -136,6 +150,34 @@ fn the_lab_nats_as_specified() {
         );
     }
     eprintln!("the_lab_nats_as_specified took {:?}", started.elapsed());
+}
+
+/// A lab's namespaces are gone once it is dropped, also when its test panics.
+#[test]
+fn the_lab_is_torn_down_even_when_its_test_panics() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let outcome = std::thread::spawn(move || {
+        let mut lab = lab!("the_lab_is_torn_down_even_when_its_test_panics");
+        let (home, public) = (lab.home(Nat::Cone), lab.public_host());
+        let server = lab.server_host().ns.clone();
+        tx.send([home.ns, home.router.unwrap(), public.ns, server])
+            .unwrap();
+        panic!("a failing lab test (expected)");
+    })
+    .join();
+    let Ok(made) = rx.recv() else {
+        // No lab here: skipped, or (CI=true) failed in Lab::new.
+        if let Err(p) = outcome {
+            std::panic::resume_unwind(p);
+        }
+        return;
+    };
+    assert!(outcome.is_err());
+    let left: Vec<_> = made
+        .iter()
+        .filter(|n| std::path::Path::new("/var/run/netns").join(n).exists())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 /// Two clients on the public net: a direct download works as it does on loopback.
