@@ -4,13 +4,15 @@
 //! have no link to the host's own network, and every address is a documentation one.
 //!
 //! ```text
-//!                  public net 203.0.113.0/24 (a bridge in namespace <lab>-p)
-//!   ┌──────────────┬──────────────┬─────────────────────┬─────────────────────┐
-//!  server host   public host   public host      router .101 (Cone)    router .102 (Symmetric)
-//!  203.0.113.1   .10           .11              NAT │ only replies in  NAT │ only replies in
-//!                                                   │ 192.0.2.0/24        │ 198.51.100.0/24
-//!                                               home host 192.0.2.2   home host 198.51.100.2
+//! public net 203.0.113.0/24: a bridge in namespace <lab>-p
+//!  ├── server host 203.0.113.1 (<lab>-s)
+//!  ├── public hosts 203.0.113.10, .11, ... (<lab>-q0, <lab>-q1, ...)
+//!  ├── router 203.0.113.101 (<lab>-r0), NAT ── 192.0.2.0/24 ── host 192.0.2.2 (<lab>-h0)
+//!  └── router 203.0.113.102 (<lab>-r1), NAT ── 198.51.100.0/24 ── host 198.51.100.2 (<lab>-h1)
 //! ```
+//!
+//! The routers let in only what answers a flow that went out (no port forwarding);
+//! [`Nat`] says how they map ports.
 //!
 //! Start a server with [`Lab::start_server`] and clients with
 //! `srv.client_in(&host.ns, name, dir)` (`crate::util::NetnsServer`); run socket code in
