@@ -187,6 +187,10 @@ fn client_settings(cfg: &ClientConfig, download_dir: PathBuf) -> driver::Config 
         exec,
         exit_when_done: cfg.opts.exit && cfg.opts.exec.is_some(),
         download_dir,
+        peer_timeout: cfg
+            .opts
+            .peer_timeout_ms
+            .map(std::time::Duration::from_millis),
         sync_wait: flow::READ_YOUR_WRITES_WAIT,
         server: cfg.server,
         server_pin: cfg.opts.server_key,

@@ -230,6 +230,10 @@ pub struct ClientOpts {
     /// Retry interval for requests to the server, in milliseconds.
     #[arg(long, value_name = "MS", hide = true, default_value_t = defaults::retry_ms())]
     pub retry_ms: u64,
+    /// Limit for connecting to a peer, for its answer and for any pause in the data, in
+    /// milliseconds (default: the fetcher's own; tests shorten it).
+    #[arg(long, value_name = "MS", hide = true)]
+    pub peer_timeout_ms: Option<u64>,
     /// More log detail (written to the log file, never under the prompt).
     #[arg(short = 'v', long, action = clap::ArgAction::Count)]
     pub verbose: u8,

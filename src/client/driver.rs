@@ -52,6 +52,9 @@ pub struct Config {
     pub exit_when_done: bool,
     /// Where downloads are saved (an existing folder).
     pub download_dir: PathBuf,
+    /// A download's limit for connecting, the owner's answer and any pause in the data
+    /// (`None`: the fetcher's default).
+    pub peer_timeout: Option<Duration>,
     /// See [`flow::READ_YOUR_WRITES_WAIT`].
     pub sync_wait: Duration,
     /// The server's address: what its key is pinned under.
@@ -103,6 +106,7 @@ struct Driver {
     journal: Journal,
     name: String,
     download_dir: PathBuf,
+    peer_timeout: Option<Duration>,
     security: Security,
     /// Each online owner's key, from the table; the provider checks requesters with it.
     peer_keys: Arc<RwLock<HashMap<String, [u8; 32]>>>,
@@ -213,6 +217,7 @@ impl Driver {
             journal,
             name: cfg.name,
             download_dir: cfg.download_dir,
+            peer_timeout: cfg.peer_timeout,
             security: b.security,
             peer_keys: Arc::default(),
             _key_lock: b.key_lock,
@@ -409,6 +414,7 @@ impl Driver {
                 requester: self.name.clone(),
                 dest: self.download_dir.clone(),
                 reach: self.reach.clone(),
+                timeout: self.peer_timeout,
             };
             work::download(order, f);
         }

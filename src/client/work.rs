@@ -146,6 +146,8 @@ pub struct Fetcher {
     pub dest: PathBuf,
     /// What the dialer needs to try the paths through NAT.
     pub reach: super::reach::Reach,
+    /// Overrides the fetcher's limit for connecting, answers and pauses.
+    pub timeout: Option<Duration>,
 }
 
 /// How long a download is tried again while the owner refuses our key in the handshake
@@ -164,6 +166,9 @@ pub fn download(order: Order, f: Fetcher) {
     spec.peer_key = order.key;
     let dialer = Arc::new(PathDialer::new(f.reach.clone(), &order.owner, order.plan));
     spec.dial = Some(Dialer(dialer.clone()));
+    if let Some(t) = f.timeout {
+        spec.timeout = t;
+    }
     let connected = Arc::new(AtomicBool::new(false));
     let conn = connected.clone();
     let console = f.console;
@@ -251,6 +256,9 @@ fn download_tree(order: Order, f: Fetcher) {
     spec.peer_key = order.key;
     let dialer = Arc::new(PathDialer::new(f.reach.clone(), &order.owner, order.plan));
     spec.dial = Some(Dialer(dialer.clone()));
+    if let Some(t) = f.timeout {
+        spec.timeout = t;
+    }
     let connected = Arc::new(AtomicBool::new(false));
     let conn = connected.clone();
     let console = f.console;

@@ -6,6 +6,7 @@ mod control;
 mod faults;
 mod folders;
 mod identity;
+mod natlab;
 mod proxy;
 mod relay;
 mod shared;

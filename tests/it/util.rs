@@ -6,6 +6,9 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
+mod netns;
+pub use netns::NetnsServer;
+
 /// How long any single expected line may take to appear.
 pub const WAIT: Duration = Duration::from_secs(15);
 
@@ -27,7 +30,19 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, args: &[&str], cwd: &Path) -> Proc {
-        let mut child = Command::new(bin())
+        Proc::spawn_cmd(name, Command::new(bin()), args, cwd)
+    }
+
+    /// [`Proc::spawn`] inside the network namespace `netns` (`ip netns exec`, which
+    /// execs the binary: the child is `fileapp` itself, so signals reach it).
+    pub fn spawn_in(netns: &str, name: &str, args: &[&str], cwd: &Path) -> Proc {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", netns]).arg(bin());
+        Proc::spawn_cmd(name, cmd, args, cwd)
+    }
+
+    fn spawn_cmd(name: &str, mut cmd: Command, args: &[&str], cwd: &Path) -> Proc {
+        let mut child = cmd
             .args(args)
             .current_dir(cwd)
             .stdin(Stdio::piped())
@@ -332,26 +347,12 @@ impl Server {
 
     /// Starts a client named `name` in folder `cwd`; waits for its welcome and first table.
     pub fn client(&self, name: &str, cwd: &Path) -> Proc {
-        let mut c = self.client_raw(name, cwd, &[]);
-        c.expect_line(">>> [Welcome, You are registered.]");
-        // The initial snapshot (it holds at least our own registration).
-        c.expect_line(">>> [Client table updated.]");
-        c
+        registered(self.client_raw(name, cwd, &[]))
     }
 
     /// A client sharing `files` (name, content) from `<cwd>/s`, offered and acknowledged.
     pub fn sharing(&self, name: &str, cwd: &Path, files: &[(&str, &[u8])]) -> Proc {
-        std::fs::create_dir_all(cwd.join("s")).unwrap();
-        for (f, data) in files {
-            std::fs::write(cwd.join("s").join(f), data).unwrap();
-        }
-        let mut p = self.client(name, cwd);
-        p.send("setdir s");
-        p.expect("Successfully set");
-        let names: Vec<&str> = files.iter().map(|f| f.0).collect();
-        p.send(&format!("offer {}", names.join(" ")));
-        p.expect_line(">>> [Offer Message Received By Server]");
-        p
+        offering(cwd, files, |cwd| self.client(name, cwd))
     }
 
     /// Kills the server with SIGKILL and starts it again on the same port and folder
@@ -368,19 +369,60 @@ impl Server {
 
     pub fn client_raw(&self, name: &str, cwd: &Path, extra: &[&str]) -> Proc {
         let addr = self.addr();
-        let mut args = vec!["client", "--name", name, "--server", &addr];
-        args.extend_from_slice(extra);
-        Proc::spawn(name, &args, cwd)
+        Proc::spawn(name, &client_args(name, &addr, extra), cwd)
     }
+}
+
+fn client_args<'a>(name: &'a str, server: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["client", "--name", name, "--server", server];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// Waits for a new client's welcome and first table.
+fn registered(mut c: Proc) -> Proc {
+    c.expect_line(">>> [Welcome, You are registered.]");
+    // The initial snapshot (it holds at least our own registration).
+    c.expect_line(">>> [Client table updated.]");
+    c
+}
+
+/// Writes `files` into `<cwd>/s`, starts a client with `start`, and offers them.
+fn offering(cwd: &Path, files: &[(&str, &[u8])], start: impl FnOnce(&Path) -> Proc) -> Proc {
+    std::fs::create_dir_all(cwd.join("s")).unwrap();
+    for (f, data) in files {
+        std::fs::write(cwd.join("s").join(f), data).unwrap();
+    }
+    let mut p = start(cwd);
+    p.send("setdir s");
+    p.expect("Successfully set");
+    let names: Vec<&str> = files.iter().map(|f| f.0).collect();
+    p.send(&format!("offer {}", names.join(" ")));
+    p.expect_line(">>> [Offer Message Received By Server]");
+    p
 }
 
 /// Starts `fileapp server --bind <bind> --port <port>` in `dir`; returns it and the port
 /// it listens on (read from its start-up line).
 pub fn spawn_server(bind: &str, dir: &Path, port: u16, extra: &[&str]) -> (Proc, u16) {
+    spawn_server_in(None, bind, dir, port, extra)
+}
+
+/// [`spawn_server`] in the network namespace `netns` (`None`: the test's own).
+fn spawn_server_in(
+    netns: Option<&str>,
+    bind: &str,
+    dir: &Path,
+    port: u16,
+    extra: &[&str],
+) -> (Proc, u16) {
     let port_s = port.to_string();
     let mut args = vec!["server", "--bind", bind, "--port", &port_s];
     args.extend_from_slice(extra);
-    let mut proc = Proc::spawn("server", &args, dir);
+    let mut proc = match netns {
+        None => Proc::spawn("server", &args, dir),
+        Some(ns) => Proc::spawn_in(ns, "server", &args, dir),
+    };
     proc.expect("Server host name:");
     let l = proc.expect("Listening on UDP port");
     let port = l
@@ -400,12 +442,22 @@ pub fn tool_available(tool: &str, test: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{test}: {tool} not found, and CI=true: install {tool} (.ci/run does)");
-        }
-        eprintln!("note: {tool} not found, so {test} did not run (with CI=true this fails)");
+        cannot_run(
+            test,
+            &format!("{tool} not found"),
+            &format!("install {tool} (.ci/run does)"),
+        );
     }
     ok
+}
+
+/// `test` cannot run because of `why`: under `CI=true` it fails with `fix`; elsewhere
+/// it says it is skipped (the caller then returns).
+pub fn cannot_run(test: &str, why: &str, fix: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: {why}, and CI=true: {fix}");
+    }
+    eprintln!("note: {why}, so {test} did not run (with CI=true this fails)");
 }
 
 /// A free port number >= 1024 (bound then released; good enough for a test).
