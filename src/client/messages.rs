@@ -199,13 +199,14 @@ pub const INVALID_REQUEST: &str = ">>> [Invalid Request]";
 /// Column titles of `list`.
 pub const LIST_HEADER: [&str; 4] = ["FILENAME", "OWNER", "IP ADDRESS", "TCP PORT"];
 /// Column titles of `list -l`.
-pub const LIST_LONG_HEADER: [&str; 7] = [
+pub const LIST_LONG_HEADER: [&str; 8] = [
     "FILENAME",
     "OWNER",
     "IP ADDRESS",
     "TCP PORT",
     "SIZE",
     "BLAKE3",
+    "REACH",
     "OWNER KEY",
 ];
 /// `list -l` for an owner without a key.

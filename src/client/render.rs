@@ -17,7 +17,7 @@ pub fn list(table: &ClientTable, rows: &[Row], long: bool, json: bool) -> Vec<St
         return vec![messages::NO_FILES.to_string()];
     }
     if long {
-        let mut out: Vec<[String; 7]> = vec![messages::LIST_LONG_HEADER.map(String::from)];
+        let mut out: Vec<[String; 8]> = vec![messages::LIST_LONG_HEADER.map(String::from)];
         out.extend(rows.iter().map(|r| {
             let key = table.owner(&r.owner).and_then(|o| o.key).map_or_else(
                 || messages::NO_KEY.to_string(),
@@ -30,6 +30,7 @@ pub fn list(table: &ClientTable, rows: &[Row], long: bool, json: bool) -> Vec<St
                 r.tcp_port.to_string(),
                 r.size.to_string(),
                 r.hash.chars().take(16).collect(),
+                r.reach.to_string(),
                 key,
             ]
         }));

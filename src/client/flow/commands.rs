@@ -96,7 +96,11 @@ impl Flow {
                     State::Reconnecting => msg::STATE_RECONNECTING,
                     _ => msg::STATE_OFFLINE,
                 };
-                let line = msg::whoami(self.core.name(), state, &self.cfg.fingerprint);
+                let state = match state {
+                    msg::STATE_ONLINE => format!("{state}, {}", self.own_reach().describe()),
+                    other => other.to_string(),
+                };
+                let line = msg::whoami(self.core.name(), &state, &self.cfg.fingerprint);
                 self.say(line);
             }
             Command::Trust(name) => match self.peer_changes.remove(&name) {

@@ -66,6 +66,9 @@ pub struct Row {
     pub verified: bool,
     /// A folder's file count (`file` ends with `/`); 0 for a file.
     pub files: u64,
+    /// The owner's reachability as the server judged it (`reachable`, `nat-cone`,
+    /// `nat-symmetric`, `nat`, `untested`).
+    pub reach: &'static str,
 }
 
 #[derive(Debug)]
@@ -143,6 +146,7 @@ impl ClientTable {
                     key: v.key.map(hex::encode),
                     verified: v.trust == Trust::Verified,
                     files: m.files,
+                    reach: v.reach.token(),
                 })
             })
             .collect();

@@ -76,6 +76,17 @@ impl Reach {
             (None, _) => "not tested yet",
         }
     }
+
+    /// One word for `list -l` and `list --json`.
+    pub fn token(&self) -> &'static str {
+        match (self.tcp, self.nat) {
+            (Some(true), _) => "reachable",
+            (Some(false), Nat::Independent) => "nat-cone",
+            (Some(false), Nat::Dependent) => "nat-symmetric",
+            (Some(false), Nat::Unknown) => "nat",
+            (None, _) => "untested",
+        }
+    }
 }
 
 /// The paths a requester tries, in order, to reach an owner, from what the server
