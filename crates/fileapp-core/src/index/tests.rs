@@ -1062,3 +1062,5 @@ fn rate_limit_state_of_idle_sources_is_forgotten() {
     ix.handle_timeout(now + Duration::from_secs(20));
     assert_eq!(ix.rate_limited_sources(), 0);
 }
+
+mod reach;
