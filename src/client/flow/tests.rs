@@ -949,3 +949,57 @@ fn a_request_whose_owner_never_signs_is_refused_after_the_wait() {
     );
     assert!(net.flow(c).reading());
 }
+
+#[test]
+fn a_dial_is_followed_only_for_a_verified_requester_at_its_own_address() {
+    use fileapp_core::reach::Via;
+    let mut net = Net::new();
+    let b = net.client("B", config());
+    let c = net.client("C", config());
+    net.share(b, &["a"]);
+    net.advance(Duration::from_millis(300));
+    net.take(b);
+    net.take(c);
+    let id = [1; 16];
+    let now = net.now;
+    assert!(net.flow(c).connect(now, "B", Via::Reverse, id));
+    net.pump();
+    let log = net.take(c);
+    assert!(
+        log.iter()
+            .any(|a| matches!(a, Action::Met { id: i, result: Ok(_) } if *i == id)),
+        "{log:?}"
+    );
+    let log = net.take(b);
+    let Some(Action::Dial { from, meeting, .. }) =
+        log.iter().find(|a| matches!(a, Action::Dial { .. }))
+    else {
+        panic!("{log:?}")
+    };
+    assert_eq!(from, "C");
+    let theirs = SocketAddr::from(([127, 0, 0, 1], 1402));
+    assert_eq!(meeting.addr, Some(theirs));
+    // A dial that names another address, or a requester we do not know, is not
+    // followed: the server cannot aim our connections elsewhere.
+    let elsewhere = Meeting {
+        id: [2; 16],
+        via: Via::Reverse,
+        addr: Some(SocketAddr::from(([192, 0, 2, 1], 80))),
+        ticket: None,
+        secret: None,
+    };
+    let unknown = Meeting {
+        id: [3; 16],
+        addr: Some(theirs),
+        ..elsewhere.clone()
+    };
+    net.flow(b).on_reach_event(core::Event::Dial {
+        from: "C".into(),
+        meeting: elsewhere,
+    });
+    net.flow(b).on_reach_event(core::Event::Dial {
+        from: "Z".into(),
+        meeting: unknown,
+    });
+    assert!(!net.take(b).iter().any(|a| matches!(a, Action::Dial { .. })));
+}
