@@ -281,3 +281,6 @@ fn owner_behind_nat_serves_over_a_reverse_connection() {
     assert!(std::fs::read(down.join("f")).unwrap() == data);
     o.expect_line("< f transferred successfully! >");
 }
+
+// After `lab!`: the macro is in scope only below its definition.
+mod bench;
