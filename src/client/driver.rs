@@ -34,6 +34,8 @@ use super::render;
 use super::session::{Journal, Saved};
 use super::work::{self, Fetcher, Report};
 
+mod serving;
+
 /// The client's settings, independent of how they were given.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -121,6 +123,8 @@ struct Driver {
     /// What downloads' dialers share, and the meetings they wait for.
     reach: Reach,
     hub: Hub,
+    /// Connections out for requesters (reverse, relayed, punched) at once.
+    dial_slots: Arc<tokio::sync::Semaphore>,
 }
 
 type Channels = (
@@ -203,6 +207,7 @@ impl Driver {
         let driver = Driver {
             reach,
             hub: Hub::default(),
+            dial_slots: Arc::new(tokio::sync::Semaphore::new(reach::DIALS_AT_ONCE)),
             flow,
             sock: b.sock,
             console,
@@ -370,27 +375,6 @@ impl Driver {
         }
     }
 
-    /// Pins the server's key for its address (first contact, or the key the user
-    /// named), saying so once. A pin that cannot be saved is said too: this session is
-    /// safe (the key is held for it), only the next run is a first contact again.
-    fn pin_server(&mut self, key: [u8; 32]) {
-        let server = self.server.to_string();
-        let fp = fingerprint(&key);
-        let Some(known) = &mut self.known_servers else {
-            self.console.print(&msg::server_pinned(&server, &fp));
-            return;
-        };
-        let line = match known.check(&server, &key) {
-            Pin::Same => return,
-            Pin::New => msg::server_pinned(&server, &fp),
-            Pin::Changed { .. } => msg::server_pin_replaced(&server, &fp),
-        };
-        self.console.print(&line);
-        if let Err(e) = known.pin(&server, key) {
-            self.console.print(&msg::known_servers_failed(&e));
-        }
-    }
-
     fn on_report(&mut self, r: Report) {
         match r {
             Report::OfferChecked(c) => self.flow.offer_checked(Instant::now(), c),
@@ -436,128 +420,6 @@ impl Driver {
         }
         if let Ok(mut lib) = self.lib.write() {
             lib.set_dir(dir);
-        }
-    }
-
-    /// Called on every table change: refreshes completion and the requesters' keys.
-    fn update_completion(&self) {
-        let table = self.flow.core().table();
-        let keys: HashMap<String, [u8; 32]> = table
-            .owners()
-            .filter_map(|(name, o)| o.key.map(|k| (name.to_string(), k)))
-            .collect();
-        *self.peer_keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
-        let mut files = BTreeMap::<String, Vec<String>>::new();
-        for r in table.rows() {
-            files.entry(r.file).or_default().push(r.owner);
-        }
-        if let Ok(mut c) = self.completion.write() {
-            c.table = files;
-        }
-    }
-
-    /// Remembers the key of every peer name seen for the first time, and tells the flow
-    /// of any name the table now binds to another key than the one we knew.
-    fn check_peer_keys(&mut self) {
-        let Some(known) = &mut self.known_peers else {
-            return;
-        };
-        let mut new = Vec::new();
-        let mut changed = Vec::new();
-        for (name, o) in self.flow.core().table().owners() {
-            let Some(key) = o.key else { continue };
-            if name == self.name {
-                continue;
-            }
-            match known.check(name, &key) {
-                Pin::New => new.push((name.to_string(), key)),
-                Pin::Same => {}
-                Pin::Changed { pinned } => changed.push((name.to_string(), pinned, key)),
-            }
-        }
-        if !new.is_empty()
-            && let Err(e) = known.pin_all(new)
-        {
-            self.console.print(&msg::known_peers_failed(&e));
-        }
-        for (name, pinned, key) in changed {
-            self.flow.peer_key_changed(&name, pinned, key);
-        }
-    }
-
-    /// Starts the provider's accept loop if it is not running.
-    /// How requesters are checked: TLS against the table's keys, or plaintext.
-    fn peer_auth(&self) -> PeerAuth {
-        match &self.security {
-            Security::Tls(id) => {
-                let lookup: KeyLookup = self.peer_keys.clone();
-                PeerAuth::tls(id.clone(), lookup)
-            }
-            Security::Plaintext => PeerAuth::plaintext(),
-        }
-    }
-
-    /// The server arranged a meeting with requester `from`: connect out and serve it,
-    /// unless we stopped serving (`dereg`).
-    fn dial_out(&self, from: String, meeting: flow::Meeting) {
-        if !self.accepting.as_ref().is_some_and(|a| *a.borrow()) {
-            return;
-        }
-        let (lib, notices, auth) = (self.lib.clone(), self.notices_tx.clone(), self.peer_auth());
-        let say = self.notices_tx.clone();
-        let server = self.server;
-        tokio::spawn(reach::dial_out(
-            meeting,
-            from,
-            server,
-            move |stream, at| {
-                tokio::spawn(serve_stream(
-                    stream,
-                    at,
-                    lib,
-                    notices,
-                    auth,
-                    ServeConfig::default(),
-                ));
-            },
-            move |line| drop(say.send(line)),
-        ));
-    }
-
-    fn start_serving(&mut self) {
-        if self.accepting.as_ref().is_some_and(|a| *a.borrow()) {
-            return;
-        }
-        let listener = match self.listener.take() {
-            Some(l) => l,
-            None => match rebind(self.tcp_addr) {
-                Ok(l) => l,
-                Err(e) => {
-                    return self
-                        .console
-                        .print(&msg::cannot_serve(self.tcp_addr.port(), e));
-                }
-            },
-        };
-        let (tx, rx) = watch::channel(true);
-        self.accepting = Some(tx);
-        let cfg = ServeConfig {
-            meetings: Some(self.reach.meetings.clone()),
-            ..ServeConfig::default()
-        };
-        tokio::spawn(serve_with(
-            listener,
-            self.lib.clone(),
-            self.notices_tx.clone(),
-            rx,
-            self.peer_auth(),
-            cfg,
-        ));
-    }
-
-    fn stop_serving(&mut self) {
-        if let Some(a) = self.accepting.take() {
-            let _ = a.send(false);
         }
     }
 }

@@ -24,6 +24,10 @@ use crate::transfer::fetch::{Dial, FetchError, direct};
 use super::flow::Meeting;
 use super::messages as msg;
 
+/// Connections out for requesters an owner makes at once; more dials wait their turn
+/// (the requester's retry brings them again).
+pub const DIALS_AT_ONCE: usize = 8;
+
 /// How long a direct connection may take when other paths are left to try.
 const DIRECT_FIRST: Duration = Duration::from_millis(1500);
 /// How long a requester waits for the owner's reverse connection.

@@ -166,10 +166,16 @@ impl Index {
         let o = &mut self.owners[id];
         o.reach = Reach::default();
         o.reach_ver = v;
+        // Only the address the client proved it sends from is tested: an advertised
+        // one could aim the server's connections at anyone (it stays untested, and
+        // requesters try it directly first).
+        if o.peer_ip.to_canonical() != o.addr.ip().to_canonical() {
+            return;
+        }
         let t = ReachTest {
             name: o.name.clone(),
             instance: o.instance,
-            addr: SocketAddr::new(o.peer_ip, o.tcp_port),
+            addr: SocketAddr::new(o.addr.ip(), o.tcp_port),
         };
         self.reach.tests.push_back(t);
     }
