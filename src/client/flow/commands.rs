@@ -97,7 +97,10 @@ impl Flow {
                     _ => msg::STATE_OFFLINE,
                 };
                 let state = match state {
-                    msg::STATE_ONLINE => format!("{state}, {}", self.own_reach().describe()),
+                    // Reachability once the server has tested it.
+                    msg::STATE_ONLINE if self.own_reach().tcp.is_some() => {
+                        format!("{state}, {}", self.own_reach().describe())
+                    }
                     other => other.to_string(),
                 };
                 let line = msg::whoami(self.core.name(), &state, &self.cfg.fingerprint);
