@@ -8,6 +8,7 @@ mod folders;
 mod identity;
 mod proxy;
 mod relay;
+mod relay_splice;
 mod shared;
 mod terminal;
 mod transfer;
