@@ -562,6 +562,66 @@ mod tests {
     }
 
     #[test]
+    fn relay_form_and_the_server_relay_switch() {
+        let key = "ab".repeat(32);
+        let Ok(Mode::Relay(c)) = mode(&["relay", "--port", "7000", "--server-key", &key]) else {
+            panic!("relay form")
+        };
+        assert_eq!((c.port, c.bind), (7000, None));
+        assert_eq!(c.relay.server_key, [0xab; 32]);
+        assert_eq!(
+            c.relay.max_sessions,
+            crate::reach::relay::DEFAULT_MAX_SESSIONS
+        );
+        assert_eq!((c.relay.session_rate, c.relay.total_rate), (None, None));
+        assert_eq!(
+            c.relay.pair_timeout,
+            crate::reach::relay::DEFAULT_PAIR_TIMEOUT
+        );
+        assert_eq!(
+            c.relay.hello_timeout,
+            crate::reach::relay::DEFAULT_HELLO_TIMEOUT
+        );
+        let Ok(Mode::Relay(c)) = mode(&[
+            "relay",
+            "-p",
+            "0",
+            "--server-key",
+            &key,
+            "--bind",
+            "127.0.0.1",
+            "--max-sessions",
+            "9",
+            "--rate",
+            "2.5",
+            "--total-rate",
+            "100",
+            "--pair-timeout-ms",
+            "50",
+        ]) else {
+            panic!("relay form with options")
+        };
+        assert_eq!(c.bind, Some(IpAddr::from([127, 0, 0, 1])));
+        assert_eq!(c.relay.max_sessions, 9);
+        assert_eq!(c.relay.session_rate, Some(2_500_000));
+        assert_eq!(c.relay.total_rate, Some(100_000_000));
+        assert_eq!(c.relay.pair_timeout, Duration::from_millis(50));
+        for bad in [
+            vec!["relay", "--port", "1", "--server-key", "abc"],
+            vec!["relay", "--port", "1", "--server-key", &key, "--rate", "0"],
+            vec!["relay", "--port", "1", "--server-key", &key, "--rate", "-1"],
+            vec!["relay", "--server-key", &key],
+        ] {
+            assert!(mode(&bad).is_err(), "{bad:?}");
+        }
+        assert!(matches!(mode(&["server"]), Ok(Mode::Server(c)) if !c.opts.no_relay));
+        assert!(matches!(mode(&["server", "--no-relay"]), Ok(Mode::Server(c)) if c.opts.no_relay));
+        assert!(
+            matches!(mode(&["-s", "12000", "--no-relay"]), Ok(Mode::Server(c)) if c.opts.no_relay)
+        );
+    }
+
+    #[test]
     fn defaults_are_the_ones_the_modes_use() {
         assert!(matches!(
             mode(&["server"]),
