@@ -250,6 +250,76 @@ async fn a_full_relay_refuses_new_halves() {
     assert_eq!(got, [vec![0x04], vec![0x05]]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_or_slow_hello_is_closed_without_a_byte_at_the_hello_timeout() {
+    let r = start(|c| c.hello_timeout = Duration::from_millis(300)).await;
+    let hello = hello_bytes(&ticket(&r.server, 1, Role::Owner));
+    for sent in [&hello[..0], &hello[..50]] {
+        let t0 = Instant::now();
+        let mut s = TcpStream::connect(r.addr).await.unwrap();
+        s.write_all(sent).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(ANSWER, s.read_to_end(&mut out))
+            .await
+            .expect("closed by the relay")
+            .unwrap();
+        assert!(out.is_empty(), "answered {out:?} to {} bytes", sent.len());
+        assert!(
+            t0.elapsed() >= Duration::from_millis(300),
+            "{:?}",
+            t0.elapsed()
+        );
+    }
+    // The ticket the slow hello carried was never used.
+    let (a, b) = pair(r.addr, &r.server, 1).await;
+    drop((a, b));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_half_that_leaves_frees_its_place() {
+    let r = start(|c| {
+        c.max_sessions = 1;
+        c.pair_timeout = Duration::from_secs(5);
+    })
+    .await;
+    let mut first = TcpStream::connect(r.addr).await.unwrap();
+    first
+        .write_all(&hello_bytes(&ticket(&r.server, 1, Role::Owner)))
+        .await
+        .unwrap();
+    // One of the two waits and holds the only place, the other is refused; then the
+    // one that waits leaves (dropped).
+    let probe = |id| hello_bytes(&ticket(&r.server, id, Role::Owner));
+    match tokio::time::timeout(Duration::from_secs(1), raw(r.addr, &probe(2))).await {
+        Ok(answer) => {
+            assert_eq!(answer, [0x04], "the first half holds the place");
+            drop(first);
+        }
+        Err(_) => {
+            // The probe came first, waited, and was dropped by the timeout.
+            let mut b = Vec::new();
+            first.read_to_end(&mut b).await.unwrap();
+            assert_eq!(b, [0x04]);
+        }
+    }
+    let deadline = Instant::now() + ANSWER;
+    let mut id = 3;
+    let freed = loop {
+        let mut s = TcpStream::connect(r.addr).await.unwrap();
+        s.write_all(&probe(id)).await.unwrap();
+        let mut b = [0u8; 1];
+        match tokio::time::timeout(Duration::from_millis(200), s.read(&mut b)).await {
+            // No answer yet: it waits, so the place was free.
+            Err(_) => break true,
+            Ok(Ok(1)) if b[0] == 0x04 => {}
+            other => panic!("{other:?} {b:?}"),
+        }
+        assert!(Instant::now() < deadline, "the place was never freed");
+        id += 1;
+    };
+    assert!(freed);
+}
+
 /// Reads `streams` for `span`, asserting after every read that the bytes received since
 /// `t0` never exceed `rate` × elapsed + `burst`; returns the total.
 async fn read_under_limit(
