@@ -9,9 +9,10 @@
 //! (a) Throughput: SIZE bytes over one TCP connection on 127.0.0.1, then the same bytes
 //!     through the relay (sender -> relay -> receiver), interleaved REPS times; the
 //!     ratio of the medians is reported. Blocking sockets, 1 MiB buffers on both ends.
-//! (b) SESSIONS relayed sessions at once, each moving PER_SESSION bytes one way while
-//!     the other way carries a small echo; reports the aggregate rate and the relay
-//!     process's peak RSS (`VmHWM` in `/proc/<pid>/status`, a fresh relay process).
+//! (b) SESSIONS relayed sessions paired first, then all moving PER_SESSION bytes one
+//!     way at once (the other way carries only its end); reports the aggregate rate and
+//!     the relay process's peak RSS (`VmHWM` in `/proc/<pid>/status`, of a fresh relay
+//!     process).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
