@@ -32,6 +32,9 @@ pub use splice::COPY_BUFFER;
 /// Hellos being read at once, at most (each holds a connection and 94 bytes until its
 /// hello timeout); connections beyond it are closed at once.
 pub const MAX_PENDING_HELLOS: usize = 1024;
+/// Hellos being read at once from one IP address, at most: a quarter of all, so one host
+/// holding connections open without a hello leaves room for the others.
+pub const MAX_PENDING_HELLOS_PER_IP: usize = 256;
 
 /// Binds the relay's listener: `bind`, or all interfaces (IPv6 and IPv4 on one socket,
 /// else IPv4 alone). Non-blocking, for [`run`].

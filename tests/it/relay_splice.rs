@@ -320,6 +320,50 @@ async fn a_waiting_half_that_leaves_frees_its_place() {
     assert!(freed);
 }
 
+/// A connection to `addr` from the loopback address `from` (any of 127.0.0.0/8).
+async fn connect_from(from: [u8; 4], addr: SocketAddr) -> TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(SocketAddr::from((from, 0))).unwrap();
+    sock.connect(addr).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holding_silent_connections_does_not_lock_others_out() {
+    let r = start(|c| c.hello_timeout = Duration::from_secs(5)).await;
+    let mut silent = Vec::new();
+    for _ in 0..relay::MAX_PENDING_HELLOS_PER_IP {
+        silent.push(connect_from([127, 0, 0, 1], r.addr).await);
+    }
+    // One more from that address is closed at once, without a byte.
+    let mut s = connect_from([127, 0, 0, 1], r.addr).await;
+    s.write_all(&hello_bytes(&ticket(&r.server, 1, Role::Owner)))
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let t0 = Instant::now();
+    let _ = tokio::time::timeout(ANSWER, s.read_to_end(&mut out)).await;
+    assert!(
+        out.is_empty() && t0.elapsed() < Duration::from_secs(4),
+        "{out:?}"
+    );
+    // Another address pairs as usual.
+    let mut halves = Vec::new();
+    for role in [Role::Requester, Role::Owner] {
+        let hello = hello_bytes(&ticket(&r.server, 2, role));
+        halves.push(tokio::spawn(async move {
+            let mut s = connect_from([127, 0, 0, 2], r.addr).await;
+            s.write_all(&hello).await.unwrap();
+            let mut b = [9u8; 1];
+            s.read_exact(&mut b).await.unwrap();
+            b[0]
+        }));
+    }
+    for h in halves {
+        assert_eq!(h.await.unwrap(), 0x00);
+    }
+    drop(silent);
+}
+
 /// Reads `streams` for `span`, asserting after every read that the bytes received since
 /// `t0` never exceed `rate` × elapsed + `burst`; returns the total.
 async fn read_under_limit(

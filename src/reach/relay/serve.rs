@@ -4,18 +4,19 @@
 //! timer task gives up halves whose partner did not come.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore, oneshot, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
 
 use fileapp_core::reach::relay::{ConnId, HELLO_LEN, HELLO_MAGIC, Limits, Relay, Status, Verdict};
 
 use super::splice::{Limit, splice};
-use super::{MAX_PENDING_HELLOS, RelayConfig};
+use super::{MAX_PENDING_HELLOS, MAX_PENDING_HELLOS_PER_IP, RelayConfig};
 
 /// What a waiting half is woken with.
 enum Wake {
@@ -89,7 +90,7 @@ pub async fn run(listener: TcpListener, cfg: RelayConfig, mut shutdown: watch::R
         cfg,
         total,
     });
-    let pending = Arc::new(Semaphore::new(MAX_PENDING_HELLOS));
+    let pending = Pending::new();
     let mut tasks = JoinSet::new();
     tasks.spawn(timer(shared.clone()));
     let mut next_conn: ConnId = 0;
@@ -99,12 +100,12 @@ pub async fn run(listener: TcpListener, cfg: RelayConfig, mut shutdown: watch::R
         }
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _peer)) = accepted else {
+                let Ok((stream, peer)) = accepted else {
                     // Out of descriptors and the like: wait a little rather than spin.
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 };
-                let Ok(permit) = pending.clone().try_acquire_owned() else {
+                let Some(permit) = pending.admit(peer.ip()) else {
                     continue; // too many hellos in progress: closed at once
                 };
                 next_conn += 1;
@@ -119,6 +120,58 @@ pub async fn run(listener: TcpListener, cfg: RelayConfig, mut shutdown: watch::R
         }
     }
     tasks.shutdown().await;
+}
+
+/// Hellos being read: at most [`MAX_PENDING_HELLOS`] in all and
+/// [`MAX_PENDING_HELLOS_PER_IP`] from one address, so one host holding connections open
+/// without a hello cannot lock every other client out.
+#[derive(Clone)]
+struct Pending {
+    all: Arc<Semaphore>,
+    by_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// One hello being read; frees its place when dropped.
+struct Permit {
+    _all: OwnedSemaphorePermit,
+    ip: IpAddr,
+    by_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Pending {
+    fn new() -> Pending {
+        Pending {
+            all: Arc::new(Semaphore::new(MAX_PENDING_HELLOS)),
+            by_ip: Arc::default(),
+        }
+    }
+
+    fn admit(&self, ip: IpAddr) -> Option<Permit> {
+        let all = self.all.clone().try_acquire_owned().ok()?;
+        let mut by_ip = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let n = by_ip.entry(ip).or_insert(0);
+        if *n >= MAX_PENDING_HELLOS_PER_IP {
+            return None;
+        }
+        *n += 1;
+        Some(Permit {
+            _all: all,
+            ip,
+            by_ip: self.by_ip.clone(),
+        })
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut by_ip = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = by_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                by_ip.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Gives up waiting halves at their deadlines (and lets the core forget old tickets).
@@ -164,12 +217,7 @@ async fn refuse(mut stream: TcpStream, status: Status, cfg: &RelayConfig) {
     .await;
 }
 
-async fn connection(
-    shared: Arc<Shared>,
-    mut stream: TcpStream,
-    conn: ConnId,
-    permit: tokio::sync::OwnedSemaphorePermit,
-) {
+async fn connection(shared: Arc<Shared>, mut stream: TcpStream, conn: ConnId, permit: Permit) {
     let hello = tokio::time::timeout(shared.cfg.hello_timeout, read_hello(&mut stream)).await;
     let Ok(Some(hello)) = hello else {
         return; // not a hello, or not in time: closed without a byte
