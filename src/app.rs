@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use tokio::net::{TcpListener, UdpSocket};
 
+mod relay;
 mod server;
 
+pub use relay::run_relay;
 pub use server::run_server;
 
 use crate::cli::{ClientConfig, defaults, exit};

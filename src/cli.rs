@@ -125,6 +125,32 @@ pub enum Sub {
         #[command(flatten)]
         opts: ClientOpts,
     },
+    /// Run a relay of last resort: it splices two clients that cannot reach each other,
+    /// for the transfers the index server signed a ticket for.
+    Relay {
+        /// TCP port to listen on (0: any free port).
+        #[arg(long, short = 'p')]
+        port: u16,
+        /// The index server's Ed25519 public key (64 hex digits): only its tickets pair.
+        #[arg(long, value_name = "HEX64", value_parser = parse_key_hex)]
+        server_key: [u8; 32],
+        /// Address to bind (default: all interfaces, IPv4 and IPv6).
+        #[arg(long, value_name = "IP")]
+        bind: Option<IpAddr>,
+        /// Most sessions at once (paired ones plus halves waiting for their partner).
+        #[arg(long, value_name = "N", default_value_t = crate::reach::relay::DEFAULT_MAX_SESSIONS)]
+        max_sessions: usize,
+        /// Rate limit of one session, both directions together, in MB/s (10^6 bytes)
+        /// [default: unlimited].
+        #[arg(long, value_name = "MBPS", value_parser = parse_mbps)]
+        rate: Option<u64>,
+        /// Rate limit of all sessions together, in MB/s [default: unlimited].
+        #[arg(long, value_name = "MBPS", value_parser = parse_mbps)]
+        total_rate: Option<u64>,
+        /// How long the first half of a pair waits for the other, in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = crate::reach::relay::DEFAULT_PAIR_TIMEOUT.as_millis() as u64)]
+        pair_timeout_ms: u64,
+    },
     /// Print a shell completion script (bash, zsh, fish).
     Completions { shell: String },
     /// Ask a running server (its --metrics address, with --admin-token) to release a
@@ -194,6 +220,15 @@ pub struct ServerOpts {
     /// Most online clients behind one IP address.
     #[arg(long, value_name = "N")]
     pub max_clients_per_ip: Option<usize>,
+    /// Do not run the relay (by default the server also relays, on the TCP port of the
+    /// same number as its UDP port).
+    #[arg(long)]
+    pub no_relay: bool,
+    /// Name this relay to clients instead of our own: a `fileapp relay` elsewhere,
+    /// started with `--server-key` set to the key this server prints as
+    /// `Relay ticket key:`.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub relay_at: Option<std::net::SocketAddr>,
 }
 
 /// Client options, valid with `-c` and with `client`.
@@ -243,6 +278,7 @@ pub struct ClientOpts {
 #[derive(Debug)]
 pub enum Mode {
     Server(ServerConfig),
+    Relay(RelayConfig),
     Client(ClientConfig),
     Completions(String),
     ReleaseName {
@@ -262,6 +298,14 @@ pub struct ServerConfig {
     pub bind: Option<IpAddr>,
     pub port: u16,
     pub opts: ServerOpts,
+}
+
+/// `fileapp relay`: where to listen, and what the relay runs with.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub bind: Option<IpAddr>,
+    pub port: u16,
+    pub relay: crate::reach::relay::RelayConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -289,6 +333,23 @@ fn parse_server_pin(s: &str) -> Result<crate::channel::ServerPin, String> {
          (as the server prints it), or the whole key as 64 hex digits"
             .to_string()
     })
+}
+
+fn parse_key_hex(s: &str) -> Result<[u8; 32], String> {
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(s.trim(), &mut key)
+        .map_err(|_| "expected the server's public key as 64 hex digits".to_string())?;
+    Ok(key)
+}
+
+/// MB/s (a decimal number > 0) to bytes per second.
+fn parse_mbps(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v * 1e6 >= 1.0 => {
+            Ok((v * 1e6).min(u64::MAX as f64) as u64)
+        }
+        _ => Err("expected a rate in MB/s greater than 0, e.g. 12.5".to_string()),
+    }
 }
 
 fn seed_port(s: &str, what: &str) -> Result<u16, UsageError> {
@@ -364,6 +425,25 @@ impl Cli {
                     opts,
                 }))
             }
+            Some(Sub::Relay {
+                port,
+                server_key,
+                bind,
+                max_sessions,
+                rate,
+                total_rate,
+                pair_timeout_ms,
+            }) => Ok(Mode::Relay(RelayConfig {
+                bind,
+                port,
+                relay: crate::reach::relay::RelayConfig {
+                    max_sessions: max_sessions.max(1),
+                    session_rate: rate,
+                    total_rate,
+                    pair_timeout: Duration::from_millis(pair_timeout_ms),
+                    ..crate::reach::relay::RelayConfig::new(server_key)
+                },
+            })),
             Some(Sub::Completions { shell }) => Ok(Mode::Completions(shell)),
             Some(Sub::ReleaseName { db, name }) => Ok(Mode::ReleaseName { db, name }),
             Some(Sub::Admin {
@@ -488,6 +568,70 @@ mod tests {
             mode(&["-s", "12000", "--db", "x.db"]),
             Ok(Mode::Server(c)) if c.opts.db.as_deref() == Some("x.db")
         ));
+    }
+
+    #[test]
+    fn relay_form_and_the_server_relay_switch() {
+        let key = "ab".repeat(32);
+        let Ok(Mode::Relay(c)) = mode(&["relay", "--port", "7000", "--server-key", &key]) else {
+            panic!("relay form")
+        };
+        assert_eq!((c.port, c.bind), (7000, None));
+        assert_eq!(c.relay.server_key, [0xab; 32]);
+        assert_eq!(
+            c.relay.max_sessions,
+            crate::reach::relay::DEFAULT_MAX_SESSIONS
+        );
+        assert_eq!((c.relay.session_rate, c.relay.total_rate), (None, None));
+        assert_eq!(
+            c.relay.pair_timeout,
+            crate::reach::relay::DEFAULT_PAIR_TIMEOUT
+        );
+        assert_eq!(
+            c.relay.hello_timeout,
+            crate::reach::relay::DEFAULT_HELLO_TIMEOUT
+        );
+        let Ok(Mode::Relay(c)) = mode(&[
+            "relay",
+            "-p",
+            "0",
+            "--server-key",
+            &key,
+            "--bind",
+            "127.0.0.1",
+            "--max-sessions",
+            "9",
+            "--rate",
+            "2.5",
+            "--total-rate",
+            "100",
+            "--pair-timeout-ms",
+            "50",
+        ]) else {
+            panic!("relay form with options")
+        };
+        assert_eq!(c.bind, Some(IpAddr::from([127, 0, 0, 1])));
+        assert_eq!(c.relay.max_sessions, 9);
+        assert_eq!(c.relay.session_rate, Some(2_500_000));
+        assert_eq!(c.relay.total_rate, Some(100_000_000));
+        assert_eq!(c.relay.pair_timeout, Duration::from_millis(50));
+        for bad in [
+            vec!["relay", "--port", "1", "--server-key", "abc"],
+            vec!["relay", "--port", "1", "--server-key", &key, "--rate", "0"],
+            vec!["relay", "--port", "1", "--server-key", &key, "--rate", "-1"],
+            vec!["relay", "--server-key", &key],
+        ] {
+            assert!(mode(&bad).is_err(), "{bad:?}");
+        }
+        assert!(matches!(mode(&["server"]), Ok(Mode::Server(c)) if !c.opts.no_relay));
+        assert!(matches!(
+            mode(&["server", "--no-relay", "--relay-at", "192.0.2.1:9000"]),
+            Ok(Mode::Server(c)) if c.opts.relay_at == "192.0.2.1:9000".parse().ok()
+        ));
+        assert!(matches!(mode(&["server", "--no-relay"]), Ok(Mode::Server(c)) if c.opts.no_relay));
+        assert!(
+            matches!(mode(&["-s", "12000", "--no-relay"]), Ok(Mode::Server(c)) if c.opts.no_relay)
+        );
     }
 
     #[test]

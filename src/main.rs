@@ -38,6 +38,7 @@ fn run(mode: Mode) -> i32 {
     match mode {
         Mode::Completions(shell) => fileapp::app::completions(&shell),
         Mode::Server(cfg) => fileapp::app::run_server(cfg),
+        Mode::Relay(cfg) => fileapp::app::run_relay(cfg),
         Mode::Client(cfg) => fileapp::app::run_client(cfg),
         Mode::ReleaseName { db, name } => fileapp::app::release_name(&db, &name),
         Mode::Admin {

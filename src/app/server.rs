@@ -102,7 +102,7 @@ pub fn run_server(cfg: ServerConfig) -> i32 {
         .db
         .clone()
         .unwrap_or_else(|| defaults::SERVER_DB.to_string());
-    let socket = match crate::server::bind(cfg.bind, cfg.port) {
+    let mut socket = match crate::server::bind(cfg.bind, cfg.port) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
             println!(
@@ -114,6 +114,17 @@ pub fn run_server(cfg: ServerConfig) -> i32 {
         Err(e) => {
             println!("[Cannot use server port {}: {e}]", cfg.port);
             return exit::FAILURE;
+        }
+    };
+    let relay_listener = if cfg.opts.no_relay {
+        None
+    } else {
+        match super::relay::bind_beside(&mut socket, cfg.bind, cfg.port) {
+            Ok(l) => Some(l),
+            Err(line) => {
+                println!("{line}");
+                return exit::FAILURE;
+            }
         }
     };
     let local = socket.local_addr().ok();
@@ -149,6 +160,24 @@ pub fn run_server(cfg: ServerConfig) -> i32 {
         "Server key: {}",
         crate::identity::fingerprint(&SecureIndex::public_key_of(&server_key.channel_secret()))
     );
+    // Dropped when the server stops, which stops the relay.
+    let (_relay_stop, relay_stopped) = tokio::sync::watch::channel(false);
+    let relaying = relay_listener.is_some() || cfg.opts.relay_at.is_some();
+    if let Some(at) = cfg.opts.relay_at {
+        println!("Relay at {at}");
+    }
+    if relaying {
+        println!("Relay ticket key: {}", hex::encode(server_key.public_key()));
+    }
+    if let Some(listener) = relay_listener {
+        let port = listener.local_addr().map_or(0, |a| a.port());
+        let relay_cfg = crate::reach::relay::RelayConfig::new(server_key.public_key());
+        if let Err(e) = super::relay::spawn_beside(listener, relay_cfg, relay_stopped) {
+            println!("[Cannot start the relay: {e}]");
+            return exit::FAILURE;
+        }
+        println!("Relay on TCP port {port}");
+    }
     if let Some(l) = local {
         println!(
             "Listening on UDP port {} (table in {})",
@@ -171,11 +200,13 @@ pub fn run_server(cfg: ServerConfig) -> i32 {
     let unix_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    index.set_relay(crate::index::RelaySetup {
-        signer: signer.clone(),
-        addr: None,
-        unix_ms_at_epoch: unix_ms,
-    });
+    if relaying {
+        index.set_relay(crate::index::RelaySetup {
+            signer: signer.clone(),
+            addr: cfg.opts.relay_at,
+            unix_ms_at_epoch: unix_ms,
+        });
+    }
     // The probe port, for clients' NAT tests: the UDP port + 1 on the same address.
     let probe = local.and_then(|l| {
         let at = std::net::SocketAddr::new(l.ip(), l.port().wrapping_add(1));

@@ -131,7 +131,7 @@ impl PathDialer {
 }
 
 /// The relay ticket a meeting carries.
-fn ticket_of(m: &Meeting) -> Result<[u8; relay::TICKET_LEN], String> {
+fn ticket_of(m: &Meeting) -> Result<[u8; fileapp_core::reach::ticket::TICKET_LEN], String> {
     m.ticket
         .as_deref()
         .and_then(|t| t.try_into().ok())

@@ -9,6 +9,7 @@ mod identity;
 mod natlab;
 mod proxy;
 mod relay;
+mod relay_splice;
 mod shared;
 mod terminal;
 mod transfer;

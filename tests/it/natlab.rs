@@ -284,3 +284,103 @@ fn owner_behind_nat_serves_over_a_reverse_connection() {
 
 // After `lab!`: the macro is in scope only below its definition.
 mod bench;
+
+/// Both behind symmetric NATs: nothing can be punched, so the requester goes straight
+/// to the server's relay; both connect out, the relay splices, and the download arrives
+/// verified over the same TLS as ever.
+#[test]
+fn both_behind_symmetric_nats_download_through_the_relay() {
+    let mut lab = lab!("both_behind_symmetric_nats_download_through_the_relay");
+    let srv = lab.start_server(&["--db", ":memory:"]);
+    let (oh, rh) = (lab.home(Nat::Symmetric), lab.home(Nat::Symmetric));
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(3 << 20, 31);
+    let mut o = srv.sharing_in(&oh.ns, "O", &dir.path().join("o"), &[("f", &data)]);
+    let down = dir.path().join("r");
+    std::fs::create_dir(&down).unwrap();
+    let mut r = srv.client_in(&rh.ns, "R", &down);
+    until_reach(&mut r, "O", "nat-symmetric");
+    r.send("whoami");
+    r.expect("(online, behind NAT (symmetric: relay only))");
+    let asked = Instant::now();
+    r.send("request f O");
+    r.expect_line("< Connection with client O established. >");
+    eprintln!("relayed: connected after {:?}", asked.elapsed());
+    let summary = r.expect("< f: ");
+    r.expect_line("< f downloaded successfully! >");
+    assert!(summary.ends_with(", relayed >"), "{summary}");
+    assert!(std::fs::read(down.join("f")).unwrap() == data);
+    o.expect_line("< f transferred successfully! >");
+}
+
+/// A relay that goes down mid-transfer: the download fails with one clear line and
+/// keeps what arrived; once the relay is back, the same request resumes where it
+/// stopped and the file arrives whole. The relay runs apart (`fileapp relay`) on a
+/// public host; the server names it (`--relay-at`) and signs its tickets.
+#[test]
+fn a_relay_that_goes_down_loses_nothing_and_the_download_resumes_later() {
+    let mut lab = lab!("a_relay_that_goes_down_loses_nothing_and_the_download_resumes_later");
+    let relay_host = lab.public_host();
+    let relay_at = SocketAddr::new(relay_host.ip, 7400);
+    let at = relay_at.to_string();
+    let srv = lab.start_server(&["--db", ":memory:", "--no-relay", "--relay-at", &at]);
+    let key_line = srv
+        .srv
+        .proc
+        .transcript
+        .iter()
+        .find(|l| l.starts_with("Relay ticket key: "));
+    let key = key_line.expect("the server prints its ticket key")["Relay ticket key: ".len()..]
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let start_relay = |rate: Option<&str>| {
+        let ip = relay_host.ip.to_string();
+        let mut args = vec![
+            "relay",
+            "--bind",
+            &ip,
+            "--port",
+            "7400",
+            "--server-key",
+            &key,
+        ];
+        if let Some(r) = rate {
+            args.extend(["--rate", r]);
+        }
+        let mut p = Proc::spawn_in(&relay_host.ns, "relay", &args, dir.path());
+        p.expect("Relay listening on");
+        p
+    };
+    // Slow enough (40 MB/s) that the relay can be killed mid-file.
+    let mut relay = start_relay(Some("40"));
+    let (oh, rh) = (lab.home(Nat::Symmetric), lab.home(Nat::Symmetric));
+    let data = random_bytes(64 << 20, 41);
+    let _o = srv.sharing_in(&oh.ns, "O", &dir.path().join("o"), &[("f", &data)]);
+    let down = dir.path().join("r");
+    std::fs::create_dir(&down).unwrap();
+    let mut r = srv.client_in(&rh.ns, "R", &down);
+    until_reach(&mut r, "O", "nat-symmetric");
+    r.send("request f O");
+    r.expect_line("< Downloading f... >");
+    std::thread::sleep(Duration::from_millis(400));
+    relay.kill9();
+    let failed = r.expect_within("< Download of f from O failed:", Duration::from_secs(20));
+    eprintln!("{failed}");
+    assert!(!down.join("f").exists(), "nothing under the final name");
+    // With the relay still down: a clear line, naming the relay.
+    r.send("request f O");
+    let down_line = r.expect_within("< Download of f from O failed:", Duration::from_secs(30));
+    eprintln!("{down_line}");
+    assert!(
+        down_line.contains("relayed") && down_line.contains(&at),
+        "{down_line}"
+    );
+    let _relay = start_relay(None);
+    r.send("request f O");
+    let resumed = r.expect_within("< Resuming f", Duration::from_secs(30));
+    eprintln!("{resumed}");
+    let summary = r.expect_within("< f: ", Duration::from_secs(60));
+    r.expect_line("< f downloaded successfully! >");
+    assert!(summary.contains("relayed"), "{summary}");
+    assert!(std::fs::read(down.join("f")).unwrap() == data);
+}

@@ -28,6 +28,7 @@ const TARGETS: &[(&str, Check)] = &[
     ("unpack", fuzzing::unpack),
     ("channel", fuzzing::channel),
     ("tree_stream", fuzzing::tree_stream),
+    ("relay_ticket", fuzzing::relay_ticket),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -118,6 +119,12 @@ fn tree_stream() {
     replay("tree_stream");
 }
 
+/// Its seeds are written by `write_seed_corpus` (`relay_seeds`).
+#[test]
+fn relay_ticket() {
+    replay("relay_ticket");
+}
+
 // ---- the seed corpus -------------------------------------------------------------------
 
 /// Writes the seed corpus of every target into `fuzz/corpus/` (replacing files of the
@@ -134,6 +141,7 @@ fn write_seed_corpus() {
         ("client", client_seeds()),
         ("channel", channel_seeds()),
         ("tree_stream", tree_seeds()),
+        ("relay_ticket", relay_seeds()),
     ] {
         let dir = fuzz_dir().join("corpus").join(target);
         std::fs::create_dir_all(&dir).unwrap();
@@ -144,6 +152,68 @@ fn write_seed_corpus() {
 }
 
 type Seeds = Vec<(String, Vec<u8>)>;
+
+/// A ticket sealed by the fuzz server, alone and as raw hellos; scripts of sealed hellos
+/// that pair, wait out the pair timeout, reuse a ticket, come expired, fill the relay.
+fn relay_seeds() -> Seeds {
+    use fileapp_core::reach::relay::hello_bytes;
+    use fileapp_core::reach::ticket::{Role, Ticket};
+    let server = fuzzing::fuzz_server();
+    let sealed = Ticket {
+        id: [5; 16],
+        role: Role::Owner,
+        expires_ms: fuzzing::FUZZ_NOW_MS + 30_000,
+    }
+    .seal(&server);
+    let raw = |conn: u8, bytes: &[u8]| {
+        let mut v = vec![conn << 2];
+        v.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+        v.extend_from_slice(bytes);
+        v
+    };
+    let hello = |conn: u8, id: u8, role: u8, life: u8| vec![(conn << 2) | 1, id, role, life];
+    let wait = |steps: u8| vec![(steps << 2) | 2];
+    let mut bad_magic = hello_bytes(&sealed);
+    bad_magic[0] = b'X';
+    let mut flipped = hello_bytes(&sealed);
+    flipped[50] ^= 1;
+    named(vec![
+        ("ticket", sealed.to_vec()),
+        ("raw-hello", raw(0, &hello_bytes(&sealed))),
+        ("raw-bad-magic", raw(0, &bad_magic)),
+        ("raw-flipped", raw(0, &flipped)),
+        ("raw-short", raw(0, &hello_bytes(&sealed)[..60])),
+        ("pair", [hello(0, 5, 0, 200), hello(1, 5, 1, 200)].concat()),
+        (
+            "pair-end",
+            [hello(0, 5, 0, 200), hello(1, 5, 1, 200), vec![(1 << 2) | 3]].concat(),
+        ),
+        (
+            "timeout",
+            [hello(0, 5, 0, 200), wait(10), hello(1, 5, 1, 200)].concat(),
+        ),
+        (
+            "leave",
+            [hello(2, 5, 0, 200), vec![(2 << 2) | 3], hello(1, 5, 1, 200)].concat(),
+        ),
+        ("reuse", [hello(0, 5, 0, 200), hello(1, 5, 0, 200)].concat()),
+        (
+            "expired",
+            [hello(0, 5, 0, 0), hello(1, 5, 1, 1), wait(1)].concat(),
+        ),
+        (
+            "full",
+            (0..6)
+                .flat_map(|i| hello(i, i, 0, 200))
+                .collect::<Vec<u8>>(),
+        ),
+        (
+            "forget",
+            [hello(0, 5, 0, 4), wait(30), hello(1, 5, 0, 4)].concat(),
+        ),
+        ("empty", vec![]),
+    ])
+}
 
 /// Steps of the channel script: a selector byte and a 16-bit-length piece.
 fn channel_seeds() -> Seeds {

@@ -107,8 +107,23 @@ fn bench() {
     let mut lab = lab!("bench");
     let direct = cell(&mut lab, None, None, "reachable", "direct");
     let reverse = cell(&mut lab, Some(Nat::Cone), None, "nat-cone", "reverse");
+    let relayed = cell(
+        &mut lab,
+        Some(Nat::Symmetric),
+        Some(Nat::Symmetric),
+        "nat-symmetric",
+        "relayed",
+    );
     let ratio = |f: Figures| f.rate / direct.rate;
     eprintln!("reverse / direct TLS throughput: {:.2}", ratio(reverse));
+    eprintln!(
+        "relayed / direct TLS throughput: {:.2} (target >= 0.5)",
+        ratio(relayed)
+    );
+    assert!(
+        relayed.first_byte <= Duration::from_millis(300),
+        "{relayed:?}"
+    );
     assert!(direct.first_byte <= Duration::from_millis(50), "{direct:?}");
     assert!(
         reverse.first_byte <= Duration::from_millis(50),

@@ -20,10 +20,12 @@ use crate::transfer::header::{self, Decoded, MAX_REQUEST_LEN, MAX_RESPONSE_LEN};
 
 mod channel;
 mod client;
+mod relay;
 mod tls;
 
 pub use channel::channel;
 pub use client::{FUZZ_SEED, FUZZ_TOKEN, client, fuzz_table};
+pub use relay::{FUZZ_NOW_MS, fuzz_server, relay_ticket};
 pub use tls::{record, unpack};
 
 /// Reads an input as a script: bytes, little-endian integers and length-prefixed pieces.
