@@ -3,4 +3,6 @@
 //! ([`super::serve`]: the accept loop and each connection).
 
 pub use super::library::{FileInfo, Library, OfferError, PreparedOffer, SharedLibrary};
-pub use super::serve::{PeerStream, ServeConfig, copy_file_buffered, serve, serve_with};
+pub use super::serve::{
+    PeerStream, ServeConfig, copy_file_buffered, serve, serve_stream, serve_with,
+};

@@ -1,4 +1,5 @@
-//! Serving: the accept loop ([`serve`], [`serve_with`]) and, per accepted connection,
+//! Serving: the accept loop ([`serve`], [`serve_with`]; [`serve_stream`] for one stream
+//! from elsewhere) and, per accepted connection,
 //! the mode exchange, the TLS handshake, the request header and the requester's key.
 //! What a request gets in answer is in `request`; why one is refused in `refuse`;
 //! how the file bytes go out in `send`.
@@ -176,6 +177,30 @@ pub async fn serve_with(
             }
         }
     }
+}
+
+/// Serves one connection that did not come from a listener (the punched QUIC path hands
+/// its bridged stream here, `crate::reach::quic`): the same mode exchange, handshake,
+/// checks and request handling as an accepted connection. `peer` is the address the
+/// notices name.
+pub async fn serve_stream(
+    stream: TcpStream,
+    peer: SocketAddr,
+    lib: SharedLibrary,
+    notices: mpsc::UnboundedSender<Notice>,
+    auth: PeerAuth,
+    cfg: ServeConfig,
+) {
+    let _ = notices.send(msg::accepting(peer.ip()));
+    let _ = stream.set_nodelay(true);
+    let conn = Conn {
+        peer,
+        lib,
+        notices,
+        cfg: Arc::new(cfg),
+        auth,
+    };
+    conn.handle(stream).await;
 }
 
 /// Answers `Busy` before any handshake: being busy must stay cheap.

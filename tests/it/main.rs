@@ -7,6 +7,7 @@ mod faults;
 mod folders;
 mod identity;
 mod proxy;
+mod punch;
 mod relay;
 mod shared;
 mod terminal;

@@ -59,16 +59,22 @@ pub(super) struct Answered {
     pub leftover: Vec<u8>,
 }
 
-/// Connects to `spec.peer`, agrees on the mode (`tls`: `None` for plaintext), secures
-/// the connection, sends `request` and reads the answer. Not cancellable by itself: the
+/// Connects to `spec.peer` (or takes `given`, a stream already connected to the owner
+/// another way), agrees on the mode (`tls`: `None` for plaintext), secures the
+/// connection, sends `request` and reads the answer. Not cancellable by itself: the
 /// caller races it against cancel.
 pub(super) async fn connect(
     spec: &FetchSpec,
+    given: Option<TcpStream>,
     tls: Option<&TlsSetup>,
     request: &[u8],
     on_event: &mut (impl FnMut(FetchEvent) + Send),
 ) -> Result<Answered, FetchError> {
-    let mut stream = match timeout(spec.timeout, TcpStream::connect(spec.peer)).await {
+    let connected = match given {
+        Some(s) => Ok(Ok(s)),
+        None => timeout(spec.timeout, TcpStream::connect(spec.peer)).await,
+    };
+    let mut stream = match connected {
         Err(_) => {
             return Err(FetchError::Connect(
                 spec.peer.to_string(),
