@@ -233,6 +233,51 @@ async fn punched(p: &Pair, dest: &Path, expect: &[u8; 32]) -> (Duration, Duratio
     (el, first, open)
 }
 
+/// Raw bytes through the punched streams, no TLS inside and no files: (time for `size`
+/// bytes owner → requester, punch excluded). The ceiling of the QUIC path itself.
+async fn raw_punched(p: &Pair, size: u64) -> Duration {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tx_r, rx_r) = oneshot::channel();
+    let (tx_o, rx_o) = oneshot::channel();
+    let server = fake_server(tx_r, tx_o).await;
+    let (pr, po) = tokio::join!(
+        punch(
+            punch_spec(Side::Requester, server, &p.requester, p.owner.public_key()),
+            rx_r
+        ),
+        punch(
+            punch_spec(Side::Owner, server, &p.owner, p.requester.public_key()),
+            rx_o
+        ),
+    );
+    let (mut r, mut o) = (pr.unwrap().stream, po.unwrap().stream);
+    let t0 = Instant::now();
+    let writer = tokio::spawn(async move {
+        let buf = vec![0x5au8; 1 << 20];
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            o.write_all(&buf[..n]).await.unwrap();
+            left -= n as u64;
+        }
+        o.shutdown().await.unwrap();
+        o
+    });
+    let mut buf = vec![0u8; 1 << 20];
+    let mut got = 0u64;
+    loop {
+        let n = r.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        got += n as u64;
+    }
+    let el = t0.elapsed();
+    assert_eq!(got, size);
+    drop(writer.await.unwrap());
+    el
+}
+
 fn gib_s(size: u64, d: Duration) -> f64 {
     size as f64 / d.as_secs_f64() / (1u64 << 30) as f64
 }
@@ -298,6 +343,11 @@ fn main() {
             ms(po),
             ms(pf),
             d.as_secs_f64() / p.as_secs_f64()
+        );
+        let raw = rt.block_on(raw_punched(&pair, size));
+        println!(
+            "       raw bytes through the punched streams: {:.2} GiB/s",
+            gib_s(size, raw)
         );
         ratios.push(d.as_secs_f64() / p.as_secs_f64());
         d_all.push(d);

@@ -68,7 +68,8 @@ pub(super) async fn run(
     } else {
         BROKEN
     };
-    tracing::debug!(?up, ?down, "punched stream ended");
+    let st = conn.stats();
+    tracing::debug!(?up, ?down, path = ?st.path, udp_tx = ?st.udp_tx, udp_rx = ?st.udp_rx, "punched stream ended");
     conn.close(code, b"");
     let _ = tokio::time::timeout(DRAIN, endpoint.wait_idle()).await;
 }
