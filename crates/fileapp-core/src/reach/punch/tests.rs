@@ -322,10 +322,10 @@ impl Sim {
                 any = true;
                 self.nat_b.sent_to.insert(to);
                 let mut from = self.nat_b.public;
-                if to != server() {
-                    if let Some(port) = self.b_port_to_a {
-                        from.set_port(port);
-                    }
+                if to != server()
+                    && let Some(port) = self.b_port_to_a
+                {
+                    from.set_port(port);
                 }
                 // With a port-changing peer, A's NAT filters by address only (else nothing
                 // from the changed port could pass before A knew it).
