@@ -2,7 +2,7 @@
 //! measured in the same run, with the real transfer engine on both.
 //!
 //! Run: `cargo bench --bench punch [-- SIZE [REPS]]` (SIZE in bytes, suffixes K, M, G;
-//! defaults 1G and 3), or `FILEAPP_BENCH_SIZE` / `FILEAPP_BENCH_REPS`.
+//! defaults 1G and 5), or `FILEAPP_BENCH_SIZE` / `FILEAPP_BENCH_REPS`.
 //!
 //! In each repetition, interleaved:
 //! - direct: `provider::serve` on a TCP listener + `fetch::fetch` over TLS 1.3 (the
@@ -61,7 +61,7 @@ fn size_and_reps() -> (u64, usize) {
         .cloned()
         .or_else(|| std::env::var("FILEAPP_BENCH_REPS").ok())
         .and_then(|s| s.parse().ok())
-        .unwrap_or(3usize)
+        .unwrap_or(5usize)
         .max(1);
     (size, reps)
 }
