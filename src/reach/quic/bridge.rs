@@ -110,11 +110,15 @@ async fn tcp_to_quic(mut r: OwnedReadHalf, mut send: SendStream) -> io::Result<(
 }
 
 /// The peer's bytes to the engine; the peer's finish shuts the engine's side down.
+///
+/// QUIC hands data out a packet's worth at a time (~1.4 kB); copying what is ready into
+/// one large buffer and writing that keeps the loopback writes few and large.
 async fn quic_to_tcp(mut recv: RecvStream, mut w: OwnedWriteHalf) -> io::Result<()> {
+    let mut buf = vec![0u8; CHUNK];
     loop {
-        match recv.read_chunk(usize::MAX, true).await {
-            Ok(Some(chunk)) => {
-                if let Err(e) = w.write_all(&chunk.bytes).await {
+        match recv.read(&mut buf).await {
+            Ok(Some(n)) => {
+                if let Err(e) = w.write_all(&buf[..n]).await {
                     let _ = recv.stop(BROKEN);
                     return Err(e);
                 }
