@@ -6,11 +6,11 @@
 //! peer's finish shuts the far end down. When both directions are done (our data
 //! acknowledged, theirs all read) the connection is closed and the endpoint drained.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, Bytes, BytesMut};
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -18,6 +18,8 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 /// Bytes read from the engine's side per QUIC chunk.
 pub const CHUNK: usize = 256 << 10;
+/// Pieces of QUIC stream data taken at once for one vectored write (`IOV_MAX` is 1024).
+const CHUNKS: usize = 256;
 /// Loopback socket buffers of the bridge.
 const SOCKET_BUFFER: u32 = 4 << 20;
 /// How long the closed connection may take to drain (its last ACKs).
@@ -111,14 +113,15 @@ async fn tcp_to_quic(mut r: OwnedReadHalf, mut send: SendStream) -> io::Result<(
 
 /// The peer's bytes to the engine; the peer's finish shuts the engine's side down.
 ///
-/// QUIC hands data out a packet's worth at a time (~1.4 kB); copying what is ready into
-/// one large buffer and writing that keeps the loopback writes few and large.
+/// QUIC hands data out a packet's worth at a time (~1.4 kB): whatever is ready is taken
+/// at once (up to `CHUNKS` pieces) and written with one vectored write, so the loopback
+/// writes stay few and large without copying.
 async fn quic_to_tcp(mut recv: RecvStream, mut w: OwnedWriteHalf) -> io::Result<()> {
-    let mut buf = vec![0u8; CHUNK];
+    let mut chunks: Vec<Bytes> = vec![Bytes::new(); CHUNKS];
     loop {
-        match recv.read(&mut buf).await {
+        match recv.read_chunks(&mut chunks).await {
             Ok(Some(n)) => {
-                if let Err(e) = w.write_all(&buf[..n]).await {
+                if let Err(e) = write_all_vectored(&mut w, &mut chunks[..n]).await {
                     let _ = recv.stop(BROKEN);
                     return Err(e);
                 }
@@ -128,4 +131,30 @@ async fn quic_to_tcp(mut recv: RecvStream, mut w: OwnedWriteHalf) -> io::Result<
         }
     }
     w.shutdown().await
+}
+
+/// Writes every byte of `chunks` (consuming them).
+async fn write_all_vectored(w: &mut OwnedWriteHalf, chunks: &mut [Bytes]) -> io::Result<()> {
+    let mut first = 0;
+    while first < chunks.len() {
+        let slices: Vec<IoSlice<'_>> = chunks[first..].iter().map(|c| IoSlice::new(c)).collect();
+        let mut n = w.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 && first < chunks.len() {
+            let len = chunks[first].len();
+            if n >= len {
+                n -= len;
+                first += 1;
+            } else {
+                chunks[first].advance(n);
+                n = 0;
+            }
+        }
+        while first < chunks.len() && chunks[first].is_empty() {
+            first += 1;
+        }
+    }
+    Ok(())
 }
