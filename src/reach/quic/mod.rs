@@ -14,6 +14,8 @@
 mod bridge;
 mod connect;
 mod error;
+#[cfg(test)]
+mod raw_speed;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
