@@ -230,3 +230,42 @@ async fn sleep_until(at: Option<TokioInstant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn destinations_take_the_sockets_family() {
+        let (v4, v6) = (a("0.0.0.0:1"), a("[::]:1"));
+        assert_eq!(
+            for_socket(v6, a("203.0.113.9:5")),
+            a("[::ffff:203.0.113.9]:5")
+        );
+        assert_eq!(
+            for_socket(v4, a("[::ffff:203.0.113.9]:5")),
+            a("203.0.113.9:5")
+        );
+        assert_eq!(for_socket(v4, a("203.0.113.9:5")), a("203.0.113.9:5"));
+        assert_eq!(for_socket(v6, a("[2001:db8::1]:5")), a("[2001:db8::1]:5"));
+        assert_eq!(for_socket(v4, a("[2001:db8::1]:5")), a("[2001:db8::1]:5"));
+        assert!(connect::same_endpoint(
+            a("[::ffff:203.0.113.9]:5"),
+            a("203.0.113.9:5")
+        ));
+        assert!(!connect::same_endpoint(
+            a("203.0.113.9:6"),
+            a("203.0.113.9:5")
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_socket_is_on_loopback_for_a_loopback_server() {
+        let s = bind_for(a("127.0.0.1:9")).unwrap();
+        assert!(s.local_addr().unwrap().ip().is_loopback());
+    }
+}
