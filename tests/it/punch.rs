@@ -179,7 +179,7 @@ async fn a_peer_that_never_answers_fails_within_the_punch_timeout() {
     let took = t0.elapsed();
     assert!(matches!(got, Err(PunchError::NoAnswer(_))), "{got:?}");
     assert!(
-        took >= Duration::from_millis(300) && took < Duration::from_secs(1),
+        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
         "{took:?}"
     );
     assert_eq!(
