@@ -246,6 +246,11 @@ impl TlsIdentity {
 
     /// The provider-side config whose verifier accepts only keys `keys` lists.
     fn server_config_for(&self, keys: KeyLookup) -> Arc<ServerConfig> {
+        Arc::new(self.server_config_listing(keys))
+    }
+
+    /// [`Self::server_config_for`], not yet shared.
+    fn server_config_listing(&self, keys: KeyLookup) -> ServerConfig {
         let verifier = Arc::new(Ed25519Client {
             provider: self.provider.clone(),
             keys: Some(keys),
@@ -257,7 +262,30 @@ impl TlsIdentity {
         // Same certificate and key as the checked `with_single_cert` in `new`.
         let mut server = builder.with_cert_resolver(self.server.cert_resolver.clone());
         tune_server(&mut server);
-        Arc::new(server)
+        server
+    }
+
+    /// The owner's TLS configuration for QUIC on a punched path (`src/reach/quic`): the
+    /// same certificate and verifier as over TCP, requiring a key `keys` lists, with
+    /// `alpn` and without secret extraction (QUIC keeps its keys).
+    pub(crate) fn quic_server_config(&self, keys: KeyLookup, alpn: &[u8]) -> ServerConfig {
+        let mut server = self.server_config_listing(keys);
+        server.alpn_protocols = vec![alpn.to_vec()];
+        server.enable_secret_extraction = false;
+        server
+    }
+
+    /// The requester's TLS configuration for QUIC: [`Self::client_config`]'s pinning of
+    /// `expected` and certificate, with `alpn`.
+    pub(crate) fn quic_client_config(
+        &self,
+        expected: PublicKey,
+        alpn: &[u8],
+    ) -> Result<(rustls::ClientConfig, SeenKey), rustls::Error> {
+        let (mut cfg, seen) = self.pinned_client_config(expected)?;
+        cfg.alpn_protocols = vec![alpn.to_vec()];
+        cfg.enable_secret_extraction = false;
+        Ok((cfg, seen))
     }
 
     pub fn public_key(&self) -> PublicKey {
@@ -277,6 +305,15 @@ impl TlsIdentity {
         &self,
         expected: PublicKey,
     ) -> Result<(Arc<rustls::ClientConfig>, SeenKey), rustls::Error> {
+        let (cfg, seen) = self.pinned_client_config(expected)?;
+        Ok((Arc::new(cfg), seen))
+    }
+
+    /// [`Self::client_config`], not yet shared.
+    fn pinned_client_config(
+        &self,
+        expected: PublicKey,
+    ) -> Result<(rustls::ClientConfig, SeenKey), rustls::Error> {
         let seen = Arc::new(Mutex::new(None));
         let verifier = Arc::new(PinnedServer {
             expected,
@@ -294,7 +331,7 @@ impl TlsIdentity {
         cfg.enable_sni = false;
         cfg.resumption = rustls::client::Resumption::disabled();
         cfg.enable_secret_extraction = true;
-        Ok((Arc::new(cfg), seen))
+        Ok((cfg, seen))
     }
 }
 

@@ -1,4 +1,5 @@
-//! Serving: the accept loop ([`serve`], [`serve_with`]) and, per accepted connection,
+//! Serving: the accept loop ([`serve`], [`serve_with`]; [`serve_stream`] for one stream
+//! from elsewhere) and, per accepted connection,
 //! the mode exchange, the TLS handshake, the request header and the requester's key.
 //! What a request gets in answer is in `request`; why one is refused in `refuse`;
 //! how the file bytes go out in `send`.
@@ -199,6 +200,7 @@ pub async fn serve_stream(
     auth: PeerAuth,
     cfg: ServeConfig,
 ) {
+    let _ = stream.set_nodelay(true);
     let conn = Conn {
         peer,
         lib,

@@ -8,6 +8,7 @@ mod folders;
 mod identity;
 mod natlab;
 mod proxy;
+mod punch;
 mod relay;
 mod relay_splice;
 mod shared;

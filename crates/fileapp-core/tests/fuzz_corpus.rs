@@ -29,6 +29,7 @@ const TARGETS: &[(&str, Check)] = &[
     ("channel", fuzzing::channel),
     ("tree_stream", fuzzing::tree_stream),
     ("relay_ticket", fuzzing::relay_ticket),
+    ("punch", fuzzing::punch),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -125,6 +126,12 @@ fn relay_ticket() {
     replay("relay_ticket");
 }
 
+/// Its seeds are written by `write_seed_corpus` (`punch_seeds`).
+#[test]
+fn punch() {
+    replay("punch");
+}
+
 // ---- the seed corpus -------------------------------------------------------------------
 
 /// Writes the seed corpus of every target into `fuzz/corpus/` (replacing files of the
@@ -142,6 +149,7 @@ fn write_seed_corpus() {
         ("channel", channel_seeds()),
         ("tree_stream", tree_seeds()),
         ("relay_ticket", relay_seeds()),
+        ("punch", punch_seeds()),
     ] {
         let dir = fuzz_dir().join("corpus").join(target);
         std::fs::create_dir_all(&dir).unwrap();
@@ -966,6 +974,24 @@ fn client_seeds() -> Seeds {
 
 /// A folder of two folders and three files, as an owner streams it: fresh (piece size
 /// 1 and 64), resumed at entry 1 byte 3, and an owner's abort.
+/// A probe, the punch that opens the fuzzed machine, its own (owner) punch, and a punch
+/// with another id.
+fn punch_seeds() -> Seeds {
+    use fileapp_core::reach::punch::{Side, probe_datagram, punch_datagram};
+    vec![
+        ("probe".into(), probe_datagram(&[1; 16])),
+        (
+            "punch_requester".into(),
+            punch_datagram(&[7; 16], Side::Requester),
+        ),
+        ("punch_owner".into(), punch_datagram(&[7; 16], Side::Owner)),
+        (
+            "punch_other_id".into(),
+            punch_datagram(&[8; 16], Side::Requester),
+        ),
+    ]
+}
+
 fn tree_seeds() -> Seeds {
     use fileapp_core::tree::manifest::summarize;
     use fileapp_core::tree::stream::{put_abort, put_end, put_entry, start_of};

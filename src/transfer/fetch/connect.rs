@@ -59,18 +59,21 @@ pub(super) struct Answered {
     pub leftover: Vec<u8>,
 }
 
-/// Connects to `spec.peer`, agrees on the mode (`tls`: `None` for plaintext), secures
-/// the connection, sends `request` and reads the answer. Not cancellable by itself: the
+/// Connects to `spec.peer` (or takes `given`, a stream already connected to the owner
+/// another way), agrees on the mode (`tls`: `None` for plaintext), secures the
+/// connection, sends `request` and reads the answer. Not cancellable by itself: the
 /// caller races it against cancel.
 pub(super) async fn connect(
     spec: &FetchSpec,
+    given: Option<TcpStream>,
     tls: Option<&TlsSetup>,
     request: &[u8],
     on_event: &mut (impl FnMut(FetchEvent) + Send),
 ) -> Result<Answered, FetchError> {
-    let mut stream = match &spec.dial {
-        Some(d) => d.0.dial(spec.peer, spec.timeout).await?,
-        None => direct(spec.peer, spec.timeout).await?,
+    let mut stream = match (given, &spec.dial) {
+        (Some(s), _) => s,
+        (None, Some(d)) => d.0.dial(spec.peer, spec.timeout).await?,
+        (None, None) => direct(spec.peer, spec.timeout).await?,
     };
     let _ = stream.set_nodelay(true);
     on_event(FetchEvent::Connected);

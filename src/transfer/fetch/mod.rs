@@ -196,6 +196,28 @@ async fn blocking<T: Send + 'static>(
 pub async fn fetch(
     spec: FetchSpec,
     security: Security,
+    on_event: impl FnMut(FetchEvent) + Send + 'static,
+    cancel: watch::Receiver<bool>,
+) -> Result<FetchReport, FetchError> {
+    fetch_on(None, spec, security, on_event, cancel).await
+}
+
+/// [`fetch`] on `stream`, already connected to the owner another way (the punched QUIC
+/// path's bridged stream, `crate::reach::quic`) instead of a connection to `spec.peer`.
+pub async fn fetch_stream(
+    stream: tokio::net::TcpStream,
+    spec: FetchSpec,
+    security: Security,
+    on_event: impl FnMut(FetchEvent) + Send + 'static,
+    cancel: watch::Receiver<bool>,
+) -> Result<FetchReport, FetchError> {
+    fetch_on(Some(stream), spec, security, on_event, cancel).await
+}
+
+async fn fetch_on(
+    given: Option<tokio::net::TcpStream>,
+    spec: FetchSpec,
+    security: Security,
     mut on_event: impl FnMut(FetchEvent) + Send + 'static,
     mut cancel: watch::Receiver<bool>,
 ) -> Result<FetchReport, FetchError> {
@@ -231,7 +253,7 @@ pub async fn fetch(
         resp,
         mut leftover,
     } = tokio::select! {
-        r = connect(&spec, tls.as_ref(), &request, &mut on_event) => r?,
+        r = connect(&spec, given, tls.as_ref(), &request, &mut on_event) => r?,
         _ = cancelled(&mut cancel) => return Err(FetchError::Cancelled),
     };
 

@@ -222,3 +222,55 @@ pub fn tree_stream(data: &[u8]) {
         assert!(r.step(b"x").is_err());
     }
 }
+
+// ---- hole punching ---------------------------------------------------------------------
+
+/// `reach::punch` on arbitrary bytes: the probe and punch decoders and a [`Punch`]
+/// machine (the owner, punching towards 203.0.113.9:5555) fed the input as a datagram
+/// from the peer's endpoint and from a port its NAT could have picked. No panic; a
+/// decoded probe or punch re-encodes to exactly the input; the path opens only on the
+/// exact punch of the transfer's id from the requester; anything else changes nothing.
+///
+/// [`Punch`]: crate::reach::punch::Punch
+pub fn punch(data: &[u8]) {
+    use crate::reach::punch::{
+        Punch, PunchConfig, PunchState, Side, parse_probe, parse_punch, probe_datagram,
+        punch_datagram,
+    };
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+    if let Some(secret) = parse_probe(data) {
+        assert_eq!(probe_datagram(&secret), data);
+    }
+    if let Some((id, role)) = parse_punch(data) {
+        let side = match role {
+            1 => Some(Side::Requester),
+            2 => Some(Side::Owner),
+            _ => None,
+        };
+        if let Some(side) = side {
+            assert_eq!(punch_datagram(&id, side), data);
+        }
+    }
+    const ID: [u8; 16] = [7; 16];
+    let t0 = Instant::now();
+    let server = SocketAddr::from(([198, 51, 100, 1], 4000));
+    let peer = SocketAddr::from(([203, 0, 113, 9], 5555));
+    let valid = data == punch_datagram(&ID, Side::Requester).as_slice();
+    for from in [peer, SocketAddr::from(([203, 0, 113, 9], 6000))] {
+        let mut p = Punch::new(t0, PunchConfig::default(), Side::Owner, ID, [1; 16], server);
+        p.handle_datagram(t0, peer, data);
+        assert_eq!(p.state(), PunchState::Learning, "a datagram ended learning");
+        p.peer_known(t0, peer);
+        while p.poll_transmit().is_some() {}
+        let before = p.poll_timeout();
+        p.handle_datagram(t0 + Duration::from_millis(1), from, data);
+        if valid {
+            assert_eq!(p.state(), PunchState::Open { peer: from });
+        } else {
+            assert_eq!(p.state(), PunchState::Punching);
+            assert_eq!(p.poll_transmit(), None, "a stray datagram was answered");
+            assert_eq!(p.poll_timeout(), before);
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! The hole-punched path in process, on 127.0.0.1: two `punch()` calls meet through a
+//! tiny fake index server (it reads each side's probe and tells each the other's source
+//! endpoint), connect QUIC with pinned keys, and carry bytes through the bridged
+//! `TcpStream`s; wrong keys, a silent peer and a control channel that never answers
+//! fail with typed errors.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use fileapp::identity::{Identity, PublicKey};
+use fileapp::reach::quic::{PunchConfig, PunchError, PunchSpec, Punched, Side, parse_probe, punch};
+use fileapp::transfer::fetch::{FetchSpec, fetch_stream};
+use fileapp::transfer::provider::{Library, ServeConfig, serve_stream};
+use fileapp::transfer::secure::{KeyLookup, PeerAuth, Security, TlsIdentity};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch};
+
+const SECRET_R: [u8; 16] = [0x11; 16];
+const SECRET_O: [u8; 16] = [0x22; 16];
+const ID: [u8; 16] = [0x33; 16];
+
+fn cfg() -> PunchConfig {
+    PunchConfig {
+        probe_every: Duration::from_millis(20),
+        punch_every: Duration::from_millis(10),
+        learn_timeout: Duration::from_secs(3),
+        punch_timeout: Duration::from_millis(1500),
+    }
+}
+
+/// The fake index server: records the source endpoint of each side's probe (by its
+/// secret) and, once it has both, names each side's endpoint to the other.
+async fn fake_server(
+    to_requester: oneshot::Sender<SocketAddr>,
+    to_owner: oneshot::Sender<SocketAddr>,
+) -> SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut seen: HashMap<[u8; 16], SocketAddr> = HashMap::new();
+        let mut buf = [0u8; 64];
+        while seen.len() < 2 {
+            let (n, from) = socket.recv_from(&mut buf).await.unwrap();
+            if let Some(secret) = parse_probe(&buf[..n])
+                && (secret == SECRET_R || secret == SECRET_O)
+            {
+                seen.entry(secret).or_insert(from);
+            }
+        }
+        let _ = to_requester.send(seen[&SECRET_O]);
+        let _ = to_owner.send(seen[&SECRET_R]);
+    });
+    addr
+}
+
+fn spec(side: Side, server: SocketAddr, me: &Arc<Identity>, peer_key: PublicKey) -> PunchSpec {
+    PunchSpec {
+        side,
+        id: ID,
+        secret: if side == Side::Requester {
+            SECRET_R
+        } else {
+            SECRET_O
+        },
+        server,
+        cfg: cfg(),
+        identity: me.clone(),
+        peer_key,
+    }
+}
+
+fn ids() -> (Arc<Identity>, Arc<Identity>) {
+    (
+        Arc::new(Identity::generate().unwrap()),
+        Arc::new(Identity::generate().unwrap()),
+    )
+}
+
+/// Both sides punch through the fake server; `r_pins` / `o_pins` are the keys each
+/// requires of the other.
+async fn punch_pair(
+    r: &Arc<Identity>,
+    o: &Arc<Identity>,
+    r_pins: PublicKey,
+    o_pins: PublicKey,
+) -> (Result<Punched, PunchError>, Result<Punched, PunchError>) {
+    let (tx_r, rx_r) = oneshot::channel();
+    let (tx_o, rx_o) = oneshot::channel();
+    let server = fake_server(tx_r, tx_o).await;
+    tokio::join!(
+        punch(spec(Side::Requester, server, r, r_pins), rx_r),
+        punch(spec(Side::Owner, server, o, o_pins), rx_o),
+    )
+}
+
+fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn punched_quic_carries_mebibytes_both_ways() {
+    let (r, o) = ids();
+    let t0 = Instant::now();
+    let (pr, po) = punch_pair(&r, &o, o.public_key(), r.public_key()).await;
+    let (pr, po) = (pr.unwrap(), po.unwrap());
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert!(pr.peer.ip().is_loopback() && po.peer.ip().is_loopback());
+    let up = payload(9 << 20, 1);
+    let down = payload(7 << 20 | 123, 2);
+    // Each side writes its payload, shuts down, and reads the other's to the end.
+    let exchange = |p: Punched, out: Vec<u8>| async move {
+        let (mut rd, mut wr) = p.stream.into_split();
+        let writer = tokio::spawn(async move {
+            wr.write_all(&out).await.unwrap();
+            wr.shutdown().await.unwrap();
+        });
+        let mut got = Vec::new();
+        rd.read_to_end(&mut got).await.unwrap();
+        writer.await.unwrap();
+        got
+    };
+    let (at_owner, at_requester) =
+        tokio::join!(exchange(pr, up.clone()), exchange(po, down.clone()));
+    assert!(at_requester == up, "requester → owner bytes differ");
+    assert!(at_owner == down, "owner → requester bytes differ");
+}
+
+#[tokio::test]
+async fn a_wrong_pinned_key_at_the_requester_fails_typed_with_no_stream() {
+    let (r, o) = ids();
+    let stranger = Identity::generate().unwrap().public_key();
+    let (pr, po) = punch_pair(&r, &o, stranger, r.public_key()).await;
+    assert!(matches!(pr, Err(PunchError::WrongKey { .. })), "{pr:?}");
+    let e = pr.unwrap_err().to_string();
+    assert!(e.contains("not the pinned") && !e.contains('\n'), "{e}");
+    assert!(po.is_err(), "the owner got a stream: {po:?}");
+}
+
+#[tokio::test]
+async fn a_wrong_pinned_key_at_the_owner_fails_typed_with_no_stream() {
+    let (r, o) = ids();
+    let stranger = Identity::generate().unwrap().public_key();
+    let (pr, po) = punch_pair(&r, &o, o.public_key(), stranger).await;
+    assert!(matches!(po, Err(PunchError::WrongKey { .. })), "{po:?}");
+    assert!(matches!(pr, Err(PunchError::RefusedOurKey(_))), "{pr:?}");
+}
+
+#[tokio::test]
+async fn a_peer_that_never_answers_fails_within_the_punch_timeout() {
+    let (r, o) = ids();
+    let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (tx, rx) = oneshot::channel();
+    tx.send(silent.local_addr().unwrap()).unwrap();
+    let t0 = Instant::now();
+    let mut s = spec(
+        Side::Requester,
+        server.local_addr().unwrap(),
+        &r,
+        o.public_key(),
+    );
+    s.cfg.punch_timeout = Duration::from_millis(300);
+    let got = punch(s, rx).await;
+    let took = t0.elapsed();
+    assert!(matches!(got, Err(PunchError::NoAnswer(_))), "{got:?}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    assert_eq!(
+        got.unwrap_err().to_string(),
+        "no UDP path to the peer could be punched (no answer within 300 ms)"
+    );
+    // The silent peer did see our punches, and the server our probes.
+    let mut buf = [0u8; 64];
+    let (n, _) = silent.try_recv_from(&mut buf).unwrap();
+    assert_eq!(n, 21);
+    let (n, _) = server.try_recv_from(&mut buf).unwrap();
+    assert_eq!(parse_probe(&buf[..n]), Some(SECRET_R));
+}
+
+#[tokio::test]
+async fn no_endpoint_from_the_control_channel_fails_typed() {
+    let (r, o) = ids();
+    let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let (_keep, rx) = oneshot::channel();
+    let mut s = spec(Side::Owner, addr, &o, r.public_key());
+    s.cfg.learn_timeout = Duration::from_millis(200);
+    let got = punch(s, rx).await;
+    assert!(matches!(got, Err(PunchError::NoPeerEndpoint(_))), "{got:?}");
+    let (gone, rx) = oneshot::channel::<SocketAddr>();
+    drop(gone);
+    let got = punch(spec(Side::Owner, addr, &o, r.public_key()), rx).await;
+    assert!(matches!(got, Err(PunchError::ControlClosed)), "{got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_download_runs_over_the_punched_path() {
+    let (r, o) = ids();
+    let (pr, po) = punch_pair(&r, &o, o.public_key(), r.public_key()).await;
+    let (pr, po) = (pr.unwrap(), po.unwrap());
+
+    // The owner: a library with one file, served on the bridged stream.
+    let share = tempfile::tempdir().unwrap();
+    let data = payload(5 << 20 | 77, 3);
+    std::fs::write(share.path().join("big.bin"), &data).unwrap();
+    let mut lib = Library::default();
+    lib.set_dir(share.path().to_path_buf());
+    lib.offer("big.bin").unwrap();
+    let keys: Arc<RwLock<HashMap<String, PublicKey>>> = Arc::default();
+    keys.write().unwrap().insert("B".into(), r.public_key());
+    let lookup: KeyLookup = keys;
+    let auth = PeerAuth::tls(Arc::new(TlsIdentity::new(&o).unwrap()), lookup);
+    let (ntx, mut notices) = mpsc::unbounded_channel();
+    let served = tokio::spawn(serve_stream(
+        po.stream,
+        po.peer,
+        Arc::new(RwLock::new(lib)),
+        ntx,
+        auth,
+        ServeConfig::default(),
+    ));
+
+    // The requester: the usual fetch, on the bridged stream.
+    let dest = tempfile::tempdir().unwrap();
+    let mut fs = FetchSpec::new(pr.peer, "A", "big.bin", "B", dest.path());
+    fs.peer_key = Some(o.public_key());
+    fs.timeout = Duration::from_secs(10);
+    let security = Security::Tls(Arc::new(TlsIdentity::new(&r).unwrap()));
+    let (_cancel, cancel) = watch::channel(false);
+    let report = fetch_stream(pr.stream, fs, security, |_| {}, cancel)
+        .await
+        .unwrap();
+    assert_eq!(report.size, data.len() as u64);
+    assert!(std::fs::read(dest.path().join("big.bin")).unwrap() == data);
+    tokio::time::timeout(Duration::from_secs(10), served)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut seen = Vec::new();
+    while let Ok(n) = notices.try_recv() {
+        seen.push(n);
+    }
+    assert!(seen.iter().any(|n| n.contains("big.bin")), "{seen:#?}");
+}
