@@ -121,6 +121,8 @@ struct Driver {
     /// What downloads' dialers share, and the meetings they wait for.
     reach: Reach,
     hub: Hub,
+    /// Folder listings for completion, fetched in the background.
+    listings: super::listing::Listings,
 }
 
 type Channels = (
@@ -200,7 +202,14 @@ impl Driver {
             meetings: Default::default(),
             server: cfg.server,
         };
+        let listings = super::listing::Listings::start(
+            completion.clone(),
+            b.security.clone(),
+            cfg.name.clone(),
+            cfg.peer_timeout,
+        );
         let driver = Driver {
+            listings,
             reach,
             hub: Hub::default(),
             flow,
@@ -454,6 +463,7 @@ impl Driver {
         if let Ok(mut c) = self.completion.write() {
             c.table = files;
         }
+        self.listings.table_changed(table);
     }
 
     /// Remembers the key of every peer name seen for the first time, and tells the flow
