@@ -207,6 +207,7 @@ impl Driver {
             b.security.clone(),
             cfg.name.clone(),
             cfg.peer_timeout,
+            reach.clone(),
         );
         let driver = Driver {
             listings,

@@ -18,9 +18,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::client::table::{ClientTable, Trust};
+use fileapp_core::reach::{Via, plan};
+
+use super::reach::{PathDialer, Reach};
 use crate::console::{CompletionData, FolderListing, ListingWant, SharedCompletion};
-use crate::transfer::fetch::FetchSpec;
 use crate::transfer::fetch::tree::listing::{ListingLimits, fetch_listing};
+use crate::transfer::fetch::{Dialer, FetchSpec};
 use crate::transfer::secure::Security;
 
 /// Listings held at once (the oldest key goes first).
@@ -32,23 +35,37 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// peer timeout is given.
 pub const LISTING_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// (owner, folder) -> where the owner is and its key, for the folders whose owner's
-/// record verifies, with the folder's listed hash.
-type Owners = HashMap<(String, String), (SocketAddr, [u8; 32], [u8; 32])>;
+/// How to reach the owner of one listed folder, and the folder's hash.
+#[derive(Debug, Clone)]
+struct Target {
+    /// The owner's address and key in the table.
+    at: SocketAddr,
+    key: [u8; 32],
+    hash: [u8; 32],
+    /// The paths to try, as a download to this owner would.
+    plan: Vec<Via>,
+}
+
+/// (owner, folder) -> its [`Target`], for the folders whose owner's record verifies.
+type Owners = HashMap<(String, String), Target>;
 
 /// The driver's handle: started once, told of every table change.
 pub struct Listings {
     completion: SharedCompletion,
     owners: Arc<RwLock<Owners>>,
+    /// Our name: whose reach the plans start from.
+    name: String,
 }
 
 impl Listings {
-    /// Starts the fetching task and gives the console its end of the channel.
+    /// Starts the fetching task and gives the console its end of the channel. `reach`
+    /// is what downloads' dialers share: a listing takes the paths a download would.
     pub fn start(
         completion: SharedCompletion,
         security: Security,
         requester: String,
         timeout: Option<Duration>,
+        reach: Reach,
     ) -> Listings {
         let (tx, rx) = mpsc::unbounded_channel();
         completion.write().unwrap_or_else(|p| p.into_inner()).wants = Some(tx);
@@ -56,28 +73,40 @@ impl Listings {
         let task = Task {
             completion: completion.clone(),
             owners: owners.clone(),
+            reach,
             security,
-            requester,
+            requester: requester.clone(),
             timeout: timeout.unwrap_or(LISTING_TIMEOUT),
         };
         tokio::spawn(task.run(rx));
-        Listings { completion, owners }
+        Listings {
+            completion,
+            owners,
+            name: requester,
+        }
     }
 
     /// On every table change: which folders may be listed (verified owners with a key),
     /// and their hashes; cached listings of other versions are dropped.
     pub fn table_changed(&self, table: &ClientTable) {
         let mut owners = Owners::new();
+        let me = table.owner(&self.name).map(|o| o.reach).unwrap_or_default();
         for (name, o) in table.owners() {
             let Some(key) = o.key.filter(|_| o.trust == Trust::Verified) else {
                 continue;
             };
             let at = SocketAddr::new(o.ip, o.tcp_port);
             for (file, meta) in o.files.iter().filter(|(f, _)| f.ends_with('/')) {
-                owners.insert((name.to_string(), file.clone()), (at, key, meta.hash));
+                let t = Target {
+                    at,
+                    key,
+                    hash: meta.hash,
+                    plan: plan(me, o.reach),
+                };
+                owners.insert((name.to_string(), file.clone()), t);
             }
         }
-        let hashes = owners.iter().map(|(k, v)| (k.clone(), v.2)).collect();
+        let hashes = owners.iter().map(|(k, t)| (k.clone(), t.hash)).collect();
         let mut c = self.completion.write().unwrap_or_else(|p| p.into_inner());
         set_hashes(&mut c, hashes);
         drop(c);
@@ -133,6 +162,7 @@ impl Asked {
 struct Task {
     completion: SharedCompletion,
     owners: Arc<RwLock<Owners>>,
+    reach: Reach,
     security: Security,
     requester: String,
     timeout: Duration,
@@ -169,20 +199,18 @@ impl Task {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
-            .copied();
-        let Some((at, owner_key, hash)) = found.filter(|f| f.2 == want.hash) else {
+            .cloned();
+        let Some(t) = found.filter(|t| t.hash == want.hash) else {
             let _ = done.send((want, false));
             return;
         };
-        let mut spec = FetchSpec::new(
-            at,
-            &want.owner,
-            &want.folder,
-            &self.requester,
-            PathBuf::new(),
-        );
-        spec.peer_key = Some(owner_key);
+        let (o, f, me) = (&want.owner, &want.folder, &self.requester);
+        let mut spec = FetchSpec::new(t.at, o, f, me, PathBuf::new());
+        spec.peer_key = Some(t.key);
         spec.timeout = self.timeout;
+        let dialer = PathDialer::new(self.reach.clone(), o, t.plan);
+        spec.dial = Some(Dialer(Arc::new(dialer)));
+        let hash = t.hash;
         let (security, completion) = (self.security.clone(), self.completion.clone());
         tokio::spawn(async move {
             let got = fetch_listing(&spec, hash, &security, ListingLimits::default()).await;
