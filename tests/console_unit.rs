@@ -2,7 +2,9 @@
 
 use std::fs;
 
-use fileapp::console::{CompletionData, candidates, candidates_in};
+use fileapp::console::{
+    CompletionData, FolderListing, ListingWant, candidates, candidates_in, listing_wanted,
+};
 
 fn data() -> CompletionData {
     let mut d = CompletionData {
@@ -194,4 +196,157 @@ fn command_names_are_the_ones_the_console_was_given() {
         candidates("", 0, &CompletionData::default()).1,
         Vec::<String>::new()
     );
+}
+
+/// The table of `data()` plus folder `photos/` offered by B (and `two/` by B and C),
+/// with B's listing of `photos/` cached for hash `[1; 32]`.
+fn with_folders() -> CompletionData {
+    let mut d = data();
+    d.table.insert("photos/".into(), vec!["B".into()]);
+    d.table.insert("two/".into(), vec!["B".into(), "C".into()]);
+    for (o, f) in [("B", "photos/"), ("B", "two/"), ("C", "two/")] {
+        d.folder_hashes.insert((o.into(), f.into()), [1; 32]);
+    }
+    let paths = [
+        "2024-notes",
+        "2024/",
+        "2024/a.jpg",
+        "2024/album/",
+        "2024/album/x.jpg",
+        "2024/b.jpg",
+        "my dir/",
+        "my dir/c d.txt",
+    ];
+    d.folders.insert(
+        ("B".into(), "photos/".into()),
+        FolderListing {
+            hash: [1; 32],
+            paths: words(&paths),
+        },
+    );
+    d.folders.insert(
+        ("C".into(), "two/".into()),
+        FolderListing {
+            hash: [1; 32],
+            paths: words(&["c-only"]),
+        },
+    );
+    d
+}
+
+#[test]
+fn request_completes_inside_a_folder_one_level_at_a_time() {
+    let d = with_folders();
+    let line = "request photos/";
+    assert_eq!(
+        candidates(line, line.len(), &d),
+        (
+            8,
+            words(&["\"photos/my dir/\"", "photos/2024-notes", "photos/2024/"])
+        )
+    );
+    let line = "request photos/2024/";
+    assert_eq!(
+        candidates(line, line.len(), &d),
+        (
+            8,
+            words(&[
+                "photos/2024/a.jpg",
+                "photos/2024/album/",
+                "photos/2024/b.jpg"
+            ])
+        )
+    );
+    let line = "request photos/2024/a";
+    assert_eq!(
+        candidates(line, line.len(), &d),
+        (8, words(&["photos/2024/a.jpg", "photos/2024/album/"]))
+    );
+    // Quoted names are read through their quotes, and come back quoted.
+    let line = "request \"photos/my dir/c";
+    assert_eq!(
+        candidates(line, line.len(), &d),
+        (8, words(&["\"photos/my dir/c d.txt\""]))
+    );
+    // The owner of a path inside a folder is the folder's.
+    let line = "request photos/2024/a.jpg ";
+    assert_eq!(candidates(line, line.len(), &d), (26, words(&["B"])));
+    // Nothing is wanted while the listing is current.
+    assert_eq!(listing_wanted("request photos/20", 17, &d), None);
+}
+
+#[test]
+fn the_owner_of_a_folder_is_the_word_after_it_or_the_only_one() {
+    let mut d = with_folders();
+    // Two owners and none typed: no listing is chosen.
+    assert_eq!(candidates("request two/", 12, &d), (8, words(&["two/"])));
+    assert_eq!(listing_wanted("request two/", 12, &d), None);
+    // The owner typed after the cursor's word picks it.
+    let line = "request two/ C";
+    assert_eq!(candidates(line, 12, &d), (8, words(&["two/c-only"])));
+    // B's listing of two/ is not held: the folder alone, and B's listing is wanted.
+    let line = "request two/c B";
+    assert_eq!(candidates(line, 13, &d), (8, vec![]));
+    let want = ListingWant {
+        owner: "B".into(),
+        folder: "two/".into(),
+        hash: [1; 32],
+    };
+    assert_eq!(listing_wanted(line, 13, &d), Some(want.clone()));
+    assert_eq!(listing_wanted("request two/ B", 12, &d), Some(want));
+    // An owner word that does not offer the folder: nothing.
+    assert_eq!(listing_wanted("request two/ Z", 12, &d), None);
+    // Once B's listing arrives, the next Tab uses it.
+    d.folders.insert(
+        ("B".into(), "two/".into()),
+        FolderListing {
+            hash: [1; 32],
+            paths: words(&["b-only"]),
+        },
+    );
+    assert_eq!(
+        candidates("request two/ B", 12, &d),
+        (8, words(&["two/b-only"]))
+    );
+}
+
+#[test]
+fn unknown_folders_and_changed_hashes_give_no_paths() {
+    let mut d = with_folders();
+    // Not a folder of the table.
+    assert_eq!(candidates("request nope/a", 14, &d), (8, vec![]));
+    assert_eq!(listing_wanted("request nope/", 13, &d), None);
+    // Not the file position.
+    assert_eq!(listing_wanted("request foo.txt photos/", 23, &d), None);
+    assert_eq!(listing_wanted("offer photos/", 13, &d), None);
+    // The folder changed: the cached listing is an older version, not used, and the new
+    // version is wanted.
+    d.folder_hashes
+        .insert(("B".into(), "photos/".into()), [2; 32]);
+    assert_eq!(
+        candidates("request photos/", 15, &d),
+        (8, words(&["photos/"]))
+    );
+    assert_eq!(candidates("request photos/2024/", 20, &d), (8, vec![]));
+    assert_eq!(
+        listing_wanted("request photos/2024/", 20, &d),
+        Some(ListingWant {
+            owner: "B".into(),
+            folder: "photos/".into(),
+            hash: [2; 32],
+        })
+    );
+    // An owner whose record does not verify has no listed hash: nothing is wanted.
+    d.folder_hashes.remove(&("B".into(), "photos/".into()));
+    assert_eq!(listing_wanted("request photos/", 15, &d), None);
+    for line in [
+        "request photos/\"",
+        "request 'photos/my dir/",
+        "request photos//",
+    ] {
+        for pos in 0..=line.len() + 1 {
+            let _ = candidates(line, pos, &d);
+            let _ = listing_wanted(line, pos, &d);
+        }
+    }
 }

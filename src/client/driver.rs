@@ -125,6 +125,8 @@ struct Driver {
     hub: Hub,
     /// Connections out for requesters (reverse, relayed, punched) at once.
     dial_slots: Arc<tokio::sync::Semaphore>,
+    /// Folder listings for completion, fetched in the background.
+    listings: super::listing::Listings,
 }
 
 type Channels = (
@@ -204,7 +206,15 @@ impl Driver {
             meetings: Default::default(),
             server: cfg.server,
         };
+        let listings = super::listing::Listings::start(
+            completion.clone(),
+            b.security.clone(),
+            cfg.name.clone(),
+            cfg.peer_timeout,
+            reach.clone(),
+        );
         let driver = Driver {
+            listings,
             reach,
             hub: Hub::default(),
             dial_slots: Arc::new(tokio::sync::Semaphore::new(reach::DIALS_AT_ONCE)),

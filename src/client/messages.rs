@@ -463,6 +463,16 @@ pub fn copy_differs(file: &str, who: &str) -> String {
     format!("< Request for '{file}' from {who}: their copy differs, nothing sent >")
 }
 
+/// The owner sent a folder's listing (its manifest, for the requester's completion).
+pub fn listing_sent(folder: &str, who: &str, entries: u64) -> String {
+    format!("< Sent the listing of {folder} ({entries} entries) to {who} >")
+}
+
+/// A listing was asked for a version of the folder that is no longer the offered one.
+pub fn listing_stale(folder: &str, who: &str) -> String {
+    format!("< Listing of {folder} for {who}: the folder changed since, nothing sent >")
+}
+
 pub fn transferred(file: &str) -> String {
     format!("< {file} transferred successfully! >")
 }

@@ -8,6 +8,7 @@
 pub mod driver;
 pub mod error;
 pub mod flow;
+pub mod listing;
 pub mod messages;
 pub mod reach;
 pub mod render;

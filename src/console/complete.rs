@@ -10,7 +10,7 @@ use rustyline::hint::Hinter;
 use rustyline::validate::Validator;
 use rustyline::{Context, Helper};
 
-use super::{CompletionData, SharedCompletion};
+use super::{CompletionData, ListingWant, SharedCompletion};
 
 /// Completion candidates for `line` with the cursor at byte `pos`.
 ///
@@ -42,7 +42,7 @@ pub fn candidates_in(
             "help" | "?" if args.is_empty() => command_names(&data.commands, partial),
             "setdir" if args.is_empty() => folders(partial, cwd),
             "offer" => files_in(data.dir.as_deref(), partial, args),
-            "request" | "get" => request_words(data, partial, args),
+            "request" | "get" => request_words(data, partial, args, &line[pos..]),
             _ => Vec::new(),
         },
     };
@@ -151,8 +151,15 @@ fn files_in(dir: Option<&Path>, partial: &str, already: &[String]) -> Vec<String
 }
 
 /// `request [--force] <file> <owner> [<file> <owner>...]`: a file name from the table at
-/// even positions, then the owners offering the file just before.
-fn request_words(data: &CompletionData, partial: &str, args: &[String]) -> Vec<String> {
+/// even positions (or a path inside an offered folder, from its listing), then the
+/// owners offering the file (or folder) just before. `right` is the line right of the
+/// cursor, where the owner may already be typed.
+fn request_words(
+    data: &CompletionData,
+    partial: &str,
+    args: &[String],
+    right: &str,
+) -> Vec<String> {
     if partial.starts_with('-') {
         return ["--force"]
             .into_iter()
@@ -165,6 +172,9 @@ fn request_words(data: &CompletionData, partial: &str, args: &[String]) -> Vec<S
         .filter(|a| *a != "--force" && *a != "-f")
         .collect();
     if words.len().is_multiple_of(2) {
+        if let Some(inside) = folder_paths(data, partial, right) {
+            return inside;
+        }
         data.table
             .keys()
             .filter(|n| n.starts_with(partial))
@@ -172,13 +182,111 @@ fn request_words(data: &CompletionData, partial: &str, args: &[String]) -> Vec<S
             .collect()
     } else {
         let file = words[words.len() - 1];
+        let offered = match split_folder(file) {
+            Some((folder, _)) => folder,
+            None => file.as_str(),
+        };
         data.table
-            .get(file.as_str())
+            .get(offered)
             .into_iter()
             .flatten()
             .filter(|o| o.starts_with(partial))
             .map(|o| quote(o))
             .collect()
+    }
+}
+
+/// The folder entry of the table a request word is inside, and the path after it:
+/// `photos/2024/a` -> (`photos/`, `2024/a`).
+fn split_folder(word: &str) -> Option<(&str, &str)> {
+    let slash = word.find('/')?;
+    let (folder, inner) = word.split_at(slash + 1);
+    fileapp_core::tree::valid_folder_offer(folder).then_some((folder, inner))
+}
+
+/// The owner of `folder` a request means: the word typed after it (`right`: the rest of
+/// the line after the cursor's word) if it offers the folder, else the single owner.
+fn folder_owner<'a>(data: &'a CompletionData, folder: &str, right: &str) -> Option<&'a str> {
+    let owners = data.table.get(folder)?;
+    let after = right
+        .trim_start_matches(|c: char| !c.is_whitespace())
+        .split_whitespace()
+        .next()
+        .map(|w| w.trim_matches(|c| c == '"' || c == '\''));
+    match after {
+        Some(w) => owners.iter().find(|o| *o == w).map(String::as_str),
+        None if owners.len() == 1 => owners.first().map(String::as_str),
+        None => None,
+    }
+}
+
+/// The folder, its owner and listed hash a request word is inside, if the table knows
+/// them (the owner's record verified).
+fn folder_of<'a>(
+    data: &'a CompletionData,
+    word: &'a str,
+    right: &str,
+) -> Option<(&'a str, &'a str, &'a str, [u8; 32])> {
+    let (folder, inner) = split_folder(word)?;
+    let owner = folder_owner(data, folder, right)?;
+    let key = (owner.to_string(), folder.to_string());
+    let hash = *data.folder_hashes.get(&key)?;
+    Some((folder, inner, owner, hash))
+}
+
+/// Paths inside an offered folder, one level at a time (`photos/2024/`, then
+/// `photos/2024/a.jpg`), from its cached listing; `None` when none is held for the
+/// folder's current hash (then the table's names are offered, which is the folder
+/// itself at most).
+fn folder_paths(data: &CompletionData, partial: &str, right: &str) -> Option<Vec<String>> {
+    let (folder, inner, owner, hash) = folder_of(data, partial, right)?;
+    let listing = data
+        .folders
+        .get(&(owner.to_string(), folder.to_string()))
+        .filter(|l| l.hash == hash)?;
+    let head = inner.rfind('/').map_or("", |i| &inner[..=i]);
+    let found = listing
+        .paths
+        .iter()
+        .filter(|p| p.starts_with(inner))
+        .filter(|p| {
+            let rest = &p[head.len()..];
+            let rest = rest.strip_suffix('/').unwrap_or(rest);
+            !rest.is_empty() && !rest.contains('/')
+        })
+        .map(|p| quote(&format!("{folder}{p}")))
+        .collect();
+    Some(found)
+}
+
+/// The listing completion of `line` at `pos` would use but does not hold for the
+/// folder's current hash: a request's file word inside an offered folder whose owner is
+/// known. The console hands it to [`CompletionData::wants`]; a later Tab uses it.
+pub fn listing_wanted(line: &str, pos: usize, data: &CompletionData) -> Option<ListingWant> {
+    if pos > line.len() || !line.is_char_boundary(pos) {
+        return None;
+    }
+    let cur = current_word(&line[..pos]);
+    let (cmd, args) = cur.before.split_first()?;
+    if !matches!(cmd.as_str(), "request" | "get") {
+        return None;
+    }
+    let words = args
+        .iter()
+        .filter(|a| *a != "--force" && *a != "-f")
+        .count();
+    if !words.is_multiple_of(2) {
+        return None;
+    }
+    let (folder, _, owner, hash) = folder_of(data, &cur.partial, &line[pos..])?;
+    let key = (owner.to_string(), folder.to_string());
+    match data.folders.get(&key) {
+        Some(l) if l.hash == hash => None,
+        _ => Some(ListingWant {
+            owner: key.0,
+            folder: key.1,
+            hash,
+        }),
     }
 }
 
@@ -231,6 +339,12 @@ impl Completer for ConsoleHelper {
         // A poisoned lock only means a writer panicked; the data is still worth using.
         let data = self.data.read().unwrap_or_else(|e| e.into_inner());
         let (start, found) = candidates(line, pos, &data);
+        // Never waits: the listing is fetched in the background for a later Tab.
+        if let Some(want) = listing_wanted(line, pos, &data)
+            && let Some(tx) = &data.wants
+        {
+            let _ = tx.send(want);
+        }
         let single = found.len() == 1;
         let pairs = found
             .into_iter()

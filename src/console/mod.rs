@@ -23,7 +23,7 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::mpsc;
 
-pub use complete::{candidates, candidates_in};
+pub use complete::{candidates, candidates_in, listing_wanted};
 
 /// What the user typed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +45,34 @@ pub struct CompletionData {
     pub dir: Option<PathBuf>,
     /// File name -> owners offering it, from the local table.
     pub table: BTreeMap<String, Vec<String>>,
+    /// (owner, folder name with its `/`) -> the folder's hash as the table lists it,
+    /// for the owners whose record verifies: which listings are current.
+    pub folder_hashes: BTreeMap<(String, String), [u8; 32]>,
+    /// (owner, folder) -> the listing fetched for it, so that `request photos/2024/a`
+    /// completes inside the folder. Used only while its hash is the listed one.
+    pub folders: BTreeMap<(String, String), FolderListing>,
+    /// Where completion asks for a listing it wants but does not hold ([`listing_wanted`]);
+    /// the client fetches it in the background.
+    pub wants: Option<mpsc::UnboundedSender<ListingWant>>,
+}
+
+/// The paths inside one version of an offered folder.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FolderListing {
+    /// The folder hash (its manifest's) the paths come from.
+    pub hash: [u8; 32],
+    /// Relative paths, folders with a trailing `/` (`2024/`, `2024/a.jpg`).
+    pub paths: Vec<String>,
+}
+
+/// A listing completion would use but does not hold (or holds for an older version).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ListingWant {
+    pub owner: String,
+    /// The folder's offered name, `photos/`.
+    pub folder: String,
+    /// Its hash in the table.
+    pub hash: [u8; 32],
 }
 
 pub type SharedCompletion = Arc<RwLock<CompletionData>>;

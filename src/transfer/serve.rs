@@ -7,6 +7,7 @@
 // System calls go through `crate::sys`, the one place allowed `unsafe`.
 #![forbid(unsafe_code)]
 
+mod listing;
 mod refuse;
 mod request;
 mod send;

@@ -218,6 +218,46 @@ fn prompt_notices_history_completion_and_download_on_a_terminal() {
         vec![7u8; 300_000]
     );
 
+    // Completion inside an offered folder: the first Tab asks U for the folder's listing
+    // in the background (the line stays as it is), a later one completes from it.
+    std::fs::create_dir_all(other.path().join("pub/tree")).unwrap();
+    std::fs::write(other.path().join("pub/tree/inner.txt"), b"inner").unwrap();
+    u.send("offer tree");
+    u.expect_line(">>> [Offer Message Received By Server]");
+    tmux.wait(s, "U's folder arrived", |l| {
+        count(l, |x| x == NOTICE) >= before + 4
+    });
+    tmux.type_text(s, "request tree/");
+    tmux.wait(s, "typed folder", |l| last(l) == ">>> request tree/");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        tmux.keys(s, &["Tab"]);
+        std::thread::sleep(Duration::from_millis(100));
+        let screen = tmux.screen(s);
+        if last(&screen).starts_with(">>> request tree/inner.txt") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no path inside the folder; screen:\n{}",
+            screen.join("\n")
+        );
+    }
+    if last(&tmux.screen(s)) == ">>> request tree/inner.txt" {
+        tmux.keys(s, &["Tab"]);
+    }
+    tmux.wait(s, "completed the folder's owner", |l| {
+        last(l) == ">>> request tree/inner.txt U"
+    });
+    tmux.keys(s, &["Enter"]);
+    let got = tmp.path().join("inner.txt");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::fs::read(&got).ok().as_deref() != Some(&b"inner"[..]) {
+        assert!(Instant::now() < deadline, "tree/inner.txt not downloaded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    tmux.wait(s, "prompt after the folder file", |l| last(l) == ">>>");
+
     // Ctrl-C during a download cancels that download, not the client, and keeps the
     // partial for resuming. The proxy holds U's data after 4 MiB (the requester writes
     // whole 1 MiB buffers, so some reach the disk), so the download is surely running,
@@ -228,7 +268,7 @@ fn prompt_notices_history_completion_and_download_on_a_terminal() {
     u.send("offer slow.bin");
     u.expect_line(">>> [Offer Message Received By Server]");
     tmux.wait(s, "U's second offer arrived", |l| {
-        count(l, |x| x == NOTICE) >= before + 4
+        count(l, |x| x == NOTICE) >= before + 5
     });
     proxy.pause_after(4 << 20);
     tmux.type_text(s, "request slow.bin U");
@@ -239,7 +279,11 @@ fn prompt_notices_history_completion_and_download_on_a_terminal() {
     let partial = tmp.path().join(".slow.bin.fileapp-partial");
     let deadline = Instant::now() + Duration::from_secs(15);
     while std::fs::metadata(&partial).map_or(0, |m| m.len()) == 0 {
-        assert!(Instant::now() < deadline, "no byte of slow.bin on disk");
+        assert!(
+            Instant::now() < deadline,
+            "no byte of slow.bin on disk; screen:\n{}",
+            tmux.screen(s).join("\n")
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     tmux.keys(s, &["C-c"]);

@@ -41,6 +41,7 @@ impl Driver {
         if let Ok(mut c) = self.completion.write() {
             c.table = files;
         }
+        self.listings.table_changed(table);
     }
 
     /// Remembers the key of every peer name seen for the first time, and tells the flow

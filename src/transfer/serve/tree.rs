@@ -103,6 +103,9 @@ impl Conn {
         let Ok(Ok(start)) = start else {
             return self.notice(msg::no_request_within(self.ip(), self.cfg.header_timeout));
         };
+        if start == TreeStart::LISTING {
+            return self.send_listing(stream, req, who, folder).await;
+        }
         // Resume only within *this* version of the folder.
         let resume = (req.expected_hash == Some(folder.hash)).then_some(start);
         let resp = Response {

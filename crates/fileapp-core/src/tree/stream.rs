@@ -43,6 +43,15 @@ pub struct TreeStart {
 }
 
 impl TreeStart {
+    /// The reserved start of a **listing request** (`docs/PROTOCOL.md` §3.4): index and
+    /// offset both `u64::MAX`. The owner answers with the manifest part of the tree
+    /// stream only (no entry carries bytes, as for any start past the last entry) and
+    /// only if the request's expected hash is the folder's current one.
+    pub const LISTING: TreeStart = TreeStart {
+        index: u64::MAX,
+        offset: u64::MAX,
+    };
+
     pub fn encode(&self) -> [u8; START_LEN] {
         let mut b = [0u8; START_LEN];
         b[..4].copy_from_slice(&START_MAGIC);

@@ -112,6 +112,27 @@ fn a_resumed_stream_skips_what_the_requester_has() {
 }
 
 #[test]
+fn a_listing_is_the_manifest_alone_and_hashes_as_the_folder() {
+    let (entries, data) = sample();
+    let l = Some(TreeStart::LISTING);
+    let bytes = stream(&entries, &data, l);
+    // Header, one record per entry, the end: no file bytes at all.
+    let records: usize = entries.iter().map(|e| 1 + encoded_len(e)).sum();
+    assert_eq!(bytes.len(), 32 + records + 1);
+    let (e, d, end) = read(&bytes, 5, l).unwrap();
+    assert_eq!(e, entries);
+    assert!(d.iter().all(Vec::is_empty));
+    assert_eq!(end, Some(summarize(&entries).1));
+    assert_eq!(TreeStart::decode(&TreeStart::LISTING.encode()), Ok(l));
+}
+
+fn encoded_len(e: &Entry) -> usize {
+    let mut v = Vec::new();
+    e.encode_into(&mut v);
+    v.len()
+}
+
+#[test]
 fn unsorted_repeated_and_unsafe_paths_are_refused() {
     let f = |p: &str| Entry::file(p, 0o644, 0, (0, 0), [0; 32]);
     for bad in [vec![f("b"), f("a")], vec![f("a"), f("a")]] {

@@ -12,6 +12,7 @@
 //!
 //! Memory does not grow with the tree: one entry at a time, a few buffers in flight.
 
+pub mod listing;
 mod stage;
 #[cfg(test)]
 mod tests;
