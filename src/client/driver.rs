@@ -205,6 +205,7 @@ impl Driver {
             asks: asks_tx,
             meetings: Default::default(),
             server: cfg.server,
+            identity: b.identity.clone(),
         };
         let listings = super::listing::Listings::start(
             completion.clone(),
@@ -269,6 +270,9 @@ impl Driver {
                 Some(r) = reports.recv() => self.on_report(r),
                 Some(ask) = asks.recv() => {
                     let (id, reply) = (ask.id, ask.reply);
+                    if let Some(tx) = ask.punch {
+                        self.hub.punch_peers.insert(id, tx);
+                    }
                     if self.flow.connect(Instant::now(), &ask.owner, ask.via, id) {
                         self.hub.pending.insert(id, reply);
                     } else {
@@ -347,7 +351,7 @@ impl Driver {
                 }
                 Action::Met { id, result } => self.hub.met(id, result),
                 Action::PunchPeer { id, peer } => self.hub.punch_peer(id, peer),
-                Action::Dial { from, meeting, .. } => self.dial_out(from, meeting),
+                Action::Dial { from, key, meeting } => self.dial_out(from, key, meeting),
                 Action::Fail(e) => {
                     // What the core sent along with the failure still goes out.
                     while let Some(Action::Send(d)) = self.flow.poll_action() {

@@ -208,7 +208,7 @@ impl Task {
         let mut spec = FetchSpec::new(t.at, o, f, me, PathBuf::new());
         spec.peer_key = Some(t.key);
         spec.timeout = self.timeout;
-        let dialer = PathDialer::new(self.reach.clone(), o, t.plan);
+        let dialer = PathDialer::new(self.reach.clone(), o, Some(t.key), t.plan);
         spec.dial = Some(Dialer(Arc::new(dialer)));
         let hash = t.hash;
         let (security, completion) = (self.security.clone(), self.completion.clone());

@@ -16,9 +16,12 @@ use fileapp_core::reach::Via;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::identity::Identity;
 use crate::proto::Reject;
 use crate::reach::meet::{self, Meetings};
+use crate::reach::quic::{self, PunchSpec};
 use crate::reach::relay;
+use fileapp_core::reach::punch::{PunchConfig, Side};
 use crate::transfer::fetch::{Dial, FetchError, direct};
 
 use super::flow::Meeting;
@@ -41,6 +44,8 @@ pub struct Ask {
     pub via: Via,
     pub id: [u8; 16],
     pub reply: oneshot::Sender<Result<Meeting, Option<Reject>>>,
+    /// Punched: where the peer's endpoint is to be sent when the server tells it.
+    pub punch: Option<oneshot::Sender<Option<SocketAddr>>>,
 }
 
 /// What a download's dialer needs of the client.
@@ -50,21 +55,26 @@ pub struct Reach {
     pub meetings: Meetings,
     /// The index server (a relay given as `None` is the server's own address, TCP).
     pub server: SocketAddr,
+    /// Our key pair: the punched path's QUIC presents it, as TLS does.
+    pub identity: Arc<Identity>,
 }
 
 /// One download's dialer: its paths in order, and the one that worked.
 pub struct PathDialer {
     pub reach: Reach,
     pub owner: String,
+    /// The owner's key, pinned by the punched path's QUIC as by TLS.
+    pub owner_key: Option<[u8; 32]>,
     pub plan: Vec<Via>,
     pub used: Mutex<Option<Via>>,
 }
 
 impl PathDialer {
-    pub fn new(reach: Reach, owner: &str, plan: Vec<Via>) -> PathDialer {
+    pub fn new(reach: Reach, owner: &str, owner_key: Option<[u8; 32]>, plan: Vec<Via>) -> Self {
         PathDialer {
             reach,
             owner: owner.to_string(),
+            owner_key,
             plan,
             used: Mutex::new(None),
         }
@@ -75,13 +85,19 @@ impl PathDialer {
         *self.used.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn meet(&self, via: Via, id: [u8; 16]) -> Result<Meeting, String> {
+    async fn meet(
+        &self,
+        via: Via,
+        id: [u8; 16],
+        punch: Option<oneshot::Sender<Option<SocketAddr>>>,
+    ) -> Result<Meeting, String> {
         let (tx, rx) = oneshot::channel();
         let ask = Ask {
             owner: self.owner.clone(),
             via,
             id,
             reply: tx,
+            punch,
         };
         if self.reach.asks.send(ask).is_err() {
             return Err("the client is stopping".into());
@@ -111,23 +127,59 @@ impl PathDialer {
             }
             Via::Reverse => {
                 let expected = self.reach.meetings.expect(id);
-                self.meet(via, id).await?;
+                self.meet(via, id, None).await?;
                 expected
                     .arrive(REVERSE_WAIT)
                     .await
                     .ok_or_else(|| "the owner's connection did not arrive".to_string())
             }
             Via::Relayed => {
-                let m = self.meet(via, id).await?;
+                let m = self.meet(via, id, None).await?;
                 let at = m.addr.unwrap_or(self.reach.server);
                 let ticket = ticket_of(&m)?;
                 relay::connect(at, &ticket, RELAY_WAIT)
                     .await
                     .map_err(|e| e.to_string())
             }
-            Via::Punched => Err("hole punching is not available".into()),
+            Via::Punched => {
+                let key = self.owner_key.ok_or("the owner has no key to pin")?;
+                let (tx, told) = oneshot::channel();
+                let m = self.meet(via, id, Some(tx)).await?;
+                let secret = m.secret.ok_or("the server sent no probe secret")?;
+                let spec = PunchSpec {
+                    side: Side::Requester,
+                    id,
+                    secret,
+                    server: self.reach.server,
+                    cfg: PunchConfig::default(),
+                    identity: self.reach.identity.clone(),
+                    peer_key: key,
+                };
+                let punched = quic::punch(spec, peer_endpoint(told)).await;
+                punched.map(|p| p.stream).map_err(|e| e.to_string())
+            }
         }
     }
+}
+
+/// The peer's endpoint as the punch waits for it: the server's word, or nothing (the
+/// punch then fails at once) when the server said it cannot work.
+fn peer_endpoint(told: oneshot::Receiver<Option<SocketAddr>>) -> oneshot::Receiver<SocketAddr> {
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        if let Ok(Some(peer)) = told.await {
+            let _ = tx.send(peer);
+        }
+    });
+    rx
+}
+
+/// What the owner's side of a punch needs besides the meeting.
+pub struct PunchParts {
+    pub identity: Arc<Identity>,
+    /// The requester's key, from our table.
+    pub key: Option<[u8; 32]>,
+    pub told: oneshot::Receiver<Option<SocketAddr>>,
 }
 
 /// The relay ticket a meeting carries.
@@ -198,6 +250,7 @@ pub async fn dial_out(
     meeting: Meeting,
     from: String,
     server: SocketAddr,
+    punch: Option<PunchParts>,
     serve: impl FnOnce(TcpStream, SocketAddr) + Send,
     say: impl Fn(String) + Send,
 ) {
@@ -219,7 +272,25 @@ pub async fn dial_out(
                 Err(e) => Err(e),
             }
         }
-        Via::Direct | Via::Punched => return,
+        Via::Punched => match (punch, meeting.secret) {
+            (Some(PunchParts { identity, key: Some(key), told }), Some(secret)) => {
+                let spec = PunchSpec {
+                    side: Side::Owner,
+                    id: meeting.id,
+                    secret,
+                    server,
+                    cfg: PunchConfig::default(),
+                    identity,
+                    peer_key: key,
+                };
+                quic::punch(spec, peer_endpoint(told))
+                    .await
+                    .map(|p| (p.stream, p.peer))
+                    .map_err(|e| e.to_string())
+            }
+            _ => Err("no key or secret to punch with".into()),
+        },
+        Via::Direct => return,
     };
     match connected {
         Ok((stream, at)) => serve(stream, at),

@@ -384,3 +384,29 @@ fn a_relay_that_goes_down_loses_nothing_and_the_download_resumes_later() {
     assert!(summary.contains("relayed"), "{summary}");
     assert!(std::fs::read(down.join("f")).unwrap() == data);
 }
+
+/// Both behind endpoint-independent NATs: the server tells each the other's public UDP
+/// endpoint from their probes, both punch, and the download runs over QUIC on the hole
+/// with the same pinned keys, verified as ever.
+#[test]
+fn both_behind_cone_nats_download_over_a_punched_path() {
+    let mut lab = lab!("both_behind_cone_nats_download_over_a_punched_path");
+    let srv = lab.start_server(&["--db", ":memory:"]);
+    let (oh, rh) = (lab.home(Nat::Cone), lab.home(Nat::Cone));
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(3 << 20, 51);
+    let mut o = srv.sharing_in(&oh.ns, "O", &dir.path().join("o"), &[("f", &data)]);
+    let down = dir.path().join("r");
+    std::fs::create_dir(&down).unwrap();
+    let mut r = srv.client_in(&rh.ns, "R", &down);
+    until_reach(&mut r, "O", "nat-cone");
+    let asked = Instant::now();
+    r.send("request f O");
+    r.expect_line("< Connection with client O established. >");
+    eprintln!("punched: connected after {:?}", asked.elapsed());
+    let summary = r.expect("< f: ");
+    r.expect_line("< f downloaded successfully! >");
+    assert!(summary.ends_with(", punched >"), "{summary}");
+    assert!(std::fs::read(down.join("f")).unwrap() == data);
+    o.expect_line("< f transferred successfully! >");
+}

@@ -87,7 +87,7 @@ impl Driver {
 
     /// The server arranged a meeting with requester `from`: connect out and serve it,
     /// unless we stopped serving (`dereg`).
-    pub(super) fn dial_out(&self, from: String, meeting: flow::Meeting) {
+    pub(super) fn dial_out(&mut self, from: String, key: Option<[u8; 32]>, meeting: flow::Meeting) {
         if !self.accepting.as_ref().is_some_and(|a| *a.borrow()) {
             return;
         }
@@ -98,10 +98,20 @@ impl Driver {
         let (lib, notices, auth) = (self.lib.clone(), self.notices_tx.clone(), self.peer_auth());
         let say = self.notices_tx.clone();
         let server = self.server;
+        let punch = (meeting.via == fileapp_core::reach::Via::Punched).then(|| {
+            let (tx, told) = tokio::sync::oneshot::channel();
+            self.hub.punch_peers.insert(meeting.id, tx);
+            reach::PunchParts {
+                identity: self.reach.identity.clone(),
+                key,
+                told,
+            }
+        });
         tokio::spawn(reach::dial_out(
             meeting,
             from,
             server,
+            punch,
             move |stream, at| {
                 tokio::spawn(async move {
                     serve_stream(stream, at, lib, notices, auth, ServeConfig::default()).await;

@@ -107,6 +107,7 @@ fn bench() {
     let mut lab = lab!("bench");
     let direct = cell(&mut lab, None, None, "reachable", "direct");
     let reverse = cell(&mut lab, Some(Nat::Cone), None, "nat-cone", "reverse");
+    let punched = cell(&mut lab, Some(Nat::Cone), Some(Nat::Cone), "nat-cone", "punched");
     let relayed = cell(
         &mut lab,
         Some(Nat::Symmetric),
