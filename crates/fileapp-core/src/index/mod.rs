@@ -108,7 +108,8 @@ struct Owner {
     verified: bool,
     /// Table version the client is known to hold.
     acked: u64,
-    push: Option<push::Push>,
+    /// Boxed: most owners have none at any moment (72 bytes inline otherwise).
+    push: Option<Box<push::Push>>,
     /// The public key this name is bound to, once registered with one.
     key: Option<PublicKey>,
     /// `peer_ip` is the address the owner advertised (signed), not the observed one.
