@@ -17,10 +17,10 @@ fn two_tested(tcp: [bool; 2], dependent: [bool; 2]) -> Sim {
         let now = sim.now;
         sim.index.reach_tested(now, &t, tcp[i]);
     }
-    for i in 0..2 {
+    for (i, moved) in dependent.into_iter().enumerate() {
         while let Some(p) = sim.clients[i].poll_probe() {
             let mut src = addr(i);
-            if dependent[i] {
+            if moved {
                 src.set_port(src.port() + 500);
             }
             let now = sim.now;
