@@ -21,8 +21,8 @@ use crate::proto::Reject;
 use crate::reach::meet::{self, Meetings};
 use crate::reach::quic::{self, PunchSpec};
 use crate::reach::relay;
-use fileapp_core::reach::punch::{PunchConfig, Side};
 use crate::transfer::fetch::{Dial, FetchError, direct};
+use fileapp_core::reach::punch::{PunchConfig, Side};
 
 use super::flow::Meeting;
 use super::messages as msg;
@@ -273,7 +273,14 @@ pub async fn dial_out(
             }
         }
         Via::Punched => match (punch, meeting.secret) {
-            (Some(PunchParts { identity, key: Some(key), told }), Some(secret)) => {
+            (
+                Some(PunchParts {
+                    identity,
+                    key: Some(key),
+                    told,
+                }),
+                Some(secret),
+            ) => {
                 let spec = PunchSpec {
                     side: Side::Owner,
                     id: meeting.id,

@@ -164,7 +164,12 @@ pub fn download(order: Order, f: Fetcher) {
     let mut spec = FetchSpec::new(order.peer, &order.owner, &order.file, f.requester, f.dest);
     spec.force = order.force;
     spec.peer_key = order.key;
-    let dialer = Arc::new(PathDialer::new(f.reach.clone(), &order.owner, order.key, order.plan));
+    let dialer = Arc::new(PathDialer::new(
+        f.reach.clone(),
+        &order.owner,
+        order.key,
+        order.plan,
+    ));
     spec.dial = Some(Dialer(dialer.clone()));
     if let Some(t) = f.timeout {
         spec.timeout = t;
@@ -254,7 +259,12 @@ fn download_tree(order: Order, f: Fetcher) {
     let mut spec = FetchSpec::new(order.peer, &order.owner, &order.file, f.requester, f.dest);
     spec.force = order.force;
     spec.peer_key = order.key;
-    let dialer = Arc::new(PathDialer::new(f.reach.clone(), &order.owner, order.key, order.plan));
+    let dialer = Arc::new(PathDialer::new(
+        f.reach.clone(),
+        &order.owner,
+        order.key,
+        order.plan,
+    ));
     spec.dial = Some(Dialer(dialer.clone()));
     if let Some(t) = f.timeout {
         spec.timeout = t;

@@ -107,7 +107,13 @@ fn bench() {
     let mut lab = lab!("bench");
     let direct = cell(&mut lab, None, None, "reachable", "direct");
     let reverse = cell(&mut lab, Some(Nat::Cone), None, "nat-cone", "reverse");
-    let punched = cell(&mut lab, Some(Nat::Cone), Some(Nat::Cone), "nat-cone", "punched");
+    let punched = cell(
+        &mut lab,
+        Some(Nat::Cone),
+        Some(Nat::Cone),
+        "nat-cone",
+        "punched",
+    );
     let relayed = cell(
         &mut lab,
         Some(Nat::Symmetric),
@@ -117,6 +123,11 @@ fn bench() {
     );
     let ratio = |f: Figures| f.rate / direct.rate;
     eprintln!("reverse / direct TLS throughput: {:.2}", ratio(reverse));
+    eprintln!(
+        "punched / direct TLS throughput: {:.2} (target >= 0.5)",
+        ratio(punched)
+    );
+    assert!(punched.first_byte <= Duration::from_secs(1), "{punched:?}");
     eprintln!(
         "relayed / direct TLS throughput: {:.2} (target >= 0.5)",
         ratio(relayed)

@@ -207,7 +207,7 @@ impl ClientChannel {
         else {
             return Err(SealError::NoSession);
         };
-        let out = seal(transport, *server_index, *next_counter, payload)?;
+        let out = seal(&**transport, *server_index, *next_counter, payload)?;
         *next_counter += 1;
         Ok(out)
     }
@@ -312,7 +312,7 @@ impl ClientChannel {
         if !window.check(counter) {
             return Err(Dropped::Replayed);
         }
-        let plain = open(transport, counter, sealed)?;
+        let plain = open(&**transport, counter, sealed)?;
         window.mark(counter);
         Ok(plain)
     }

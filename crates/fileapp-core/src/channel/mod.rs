@@ -25,6 +25,7 @@
 pub mod client;
 pub mod cookie;
 pub mod crypto;
+mod keys;
 pub mod replay;
 pub mod server;
 
@@ -221,7 +222,7 @@ fn data_header(receiver: u32, counter: u64, payload_len: usize) -> Vec<u8> {
 
 /// Seals `payload` as data packet `counter` for `receiver`.
 fn seal(
-    transport: &snow::StatelessTransportState,
+    transport: &impl keys::Transport,
     receiver: u32,
     counter: u64,
     payload: &[u8],
@@ -235,21 +236,17 @@ fn seal(
     let mut out = data_header(receiver, counter, payload.len());
     out.resize(DATA_HEADER_LEN + payload.len() + TAG_LEN, 0);
     transport
-        .write_message(counter, payload, &mut out[DATA_HEADER_LEN..])
-        .map_err(|_| SealError::Exhausted)?;
+        .write(counter, payload, &mut out[DATA_HEADER_LEN..])
+        .map_err(|()| SealError::Exhausted)?;
     Ok(out)
 }
 
 /// Opens a data packet's sealed part, if it authenticates under `transport`.
-fn open(
-    transport: &snow::StatelessTransportState,
-    counter: u64,
-    sealed: &[u8],
-) -> Result<Vec<u8>, Dropped> {
+fn open(transport: &impl keys::Transport, counter: u64, sealed: &[u8]) -> Result<Vec<u8>, Dropped> {
     let mut out = vec![0u8; sealed.len()];
     let n = transport
-        .read_message(counter, sealed, &mut out)
-        .map_err(|_| Dropped::Forged)?;
+        .read(counter, sealed, &mut out)
+        .map_err(|()| Dropped::Forged)?;
     out.truncate(n);
     Ok(out)
 }

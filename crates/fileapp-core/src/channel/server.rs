@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use snow::StatelessTransportState;
 
 use super::cookie::{Cookie, Cookies};
 use super::crypto::{PROLOGUE, SeededResolver, params, static_public};
+use super::keys::SessionKeys;
 use super::replay::ReplayWindow;
 use super::{
     ChannelStats, Dropped, HELLO_REPLY_LEN, NOISE_MSG1_LEN, NOISE_MSG2_LEN, Packet, SealError,
@@ -64,7 +64,8 @@ pub enum Inbound {
 }
 
 struct Session {
-    transport: StatelessTransportState,
+    /// The raw keys, not snow's transport state (see `keys`: 1 KB less a session).
+    transport: SessionKeys,
     /// The client's index, put on everything we send it.
     client_index: u32,
     /// Where the `Hello` came from (and the `HelloReply` went).
@@ -238,7 +239,7 @@ impl ServerChannel {
     fn respond(
         &mut self,
         msg1: &[u8; NOISE_MSG1_LEN],
-    ) -> Option<(StatelessTransportState, [u8; 32], [u8; NOISE_MSG2_LEN])> {
+    ) -> Option<(SessionKeys, [u8; 32], [u8; NOISE_MSG2_LEN])> {
         let resolver = SeededResolver::new(self.rng.random());
         let mut hs = snow::Builder::with_resolver(params(), resolver)
             .prologue(PROLOGUE)
@@ -256,7 +257,10 @@ impl ServerChannel {
         }
         let mut handshake_hash = [0u8; 32];
         handshake_hash.copy_from_slice(hs.get_handshake_hash());
-        let transport = hs.into_stateless_transport_mode().ok()?;
+        if !hs.is_handshake_finished() {
+            return None;
+        }
+        let transport = SessionKeys::responder(hs.dangerously_get_raw_split());
         Some((transport, handshake_hash, msg2))
     }
 

@@ -25,6 +25,7 @@
 //! - `stats`: [`Stats`] and [`SendError`], what is counted and reported.
 //! - `register`: sessions, tokens, challenges and who may take a name.
 //! - `offers`: offers and deregistration.
+//! - `files`: `FileSet`, an owner's offered files, compact and in name order.
 //! - `table`: versions, deltas, persisted rows, restoring from the store.
 //! - `push`: table pushes, their retransmission and coalescing.
 //! - `liveness`: heartbeats and the offline sweep.
@@ -32,6 +33,7 @@
 //! - `remote`: owners whose sessions live on another server of a shared database.
 
 mod config;
+mod files;
 mod limits;
 mod liveness;
 mod offers;
@@ -98,7 +100,7 @@ struct Owner {
     ver: u64,
     /// Highest version of the header or any file: the key in `by_ver`.
     latest: u64,
-    files: BTreeMap<String, FileState>,
+    files: files::FileSet,
     last_seen: Instant,
     /// The client has proven it receives at `addr` and wants tables: it sent a heartbeat
     /// or a table ACK (carrying the token it could only have read there). Only then is
@@ -106,7 +108,8 @@ struct Owner {
     verified: bool,
     /// Table version the client is known to hold.
     acked: u64,
-    push: Option<push::Push>,
+    /// Boxed: most owners have none at any moment (72 bytes inline otherwise).
+    push: Option<Box<push::Push>>,
     /// The public key this name is bound to, once registered with one.
     key: Option<PublicKey>,
     /// `peer_ip` is the address the owner advertised (signed), not the observed one.
@@ -237,7 +240,7 @@ impl Index {
     /// Is `name` online, and with which offered files? (For tests and diagnostics.)
     pub fn owner_files(&self, name: &str) -> Option<(bool, Vec<String>)> {
         let o = &self.owners[*self.by_name.get(name)?];
-        Some((o.online, o.files.keys().cloned().collect()))
+        Some((o.online, o.files.keys().map(str::to_string).collect()))
     }
 
     /// The next datagram to send.

@@ -43,7 +43,7 @@ impl Index {
                 changed.insert(f.name.clone(), f);
             }
         }
-        let added = changed.keys().filter(|n| !o.files.contains_key(*n)).count();
+        let added = changed.keys().filter(|n| !o.files.contains_key(n)).count();
         if self.files_full(id, added) {
             return self.reject(src, req, Reject::LimitExceeded);
         }
@@ -51,21 +51,24 @@ impl Index {
             let v = self.bump();
             let o = &mut self.owners[id];
             let mut rows = Vec::with_capacity(changed.len());
+            let new_names = changed.keys().filter(|n| !o.files.contains_key(n));
+            o.files.reserve(added, new_names.map(|n| n.len()).sum());
+            let state = |f: &FileEntry| FileState {
+                ver: v,
+                size: f.size,
+                hash: f.hash,
+                files: f.files,
+            };
+            o.files
+                .insert_all(changed.iter().map(|(name, f)| (name.as_str(), state(f))));
             for (name, f) in changed {
-                let st = FileState {
-                    ver: v,
-                    size: f.size,
-                    hash: f.hash,
-                    files: f.files,
-                };
                 rows.push(FileRow {
-                    name: name.clone(),
+                    name,
                     ver: v,
                     size: f.size,
                     hash: f.hash,
                     files: f.files,
                 });
-                o.files.insert(name, st);
             }
             self.ops.push(StoreOp::Files {
                 owner: o.name.clone(),

@@ -138,7 +138,7 @@ impl Index {
         let addr = self.owners[id].addr;
         self.queue_parts(addr, parts.iter().cloned());
         let next_at = now + self.cfg.retry.interval;
-        self.owners[id].push = Some(Push {
+        self.owners[id].push = Some(Box::new(Push {
             from,
             to,
             // `pack_table` makes at most `MAX_TABLE_PARTS` parts: the indexes fit.
@@ -146,7 +146,7 @@ impl Index {
             parts,
             next_at,
             retries_left,
-        });
+        }));
         self.timers.insert((next_at, id));
     }
 

@@ -61,9 +61,7 @@ impl Index {
                     o.tcp_port,
                     advertise,
                     seq,
-                    o.files
-                        .iter()
-                        .map(|(n, f)| (n.as_str(), f.size, &f.hash, f.files)),
+                    o.files.iter().map(|(n, f)| (n, f.size, &f.hash, f.files)),
                 )
                 .is_ok_and(|m| identity::verify(&key, &m, &sig))
         });

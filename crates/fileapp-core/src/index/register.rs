@@ -6,7 +6,6 @@
 //! about anyone else's. Challenge nonces are keyed by a secret derived from the same
 //! seed, bound to the source address, the key and the time, so they need no state.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -247,7 +246,7 @@ impl Index {
             instance: reg.instance,
             ver: v,
             latest: v,
-            files: BTreeMap::new(),
+            files: super::files::FileSet::new(),
             last_seen: now,
             verified: false,
             acked: 0,

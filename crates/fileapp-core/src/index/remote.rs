@@ -173,7 +173,7 @@ impl Index {
             .files
             .iter()
             .map(|(name, f)| crate::store::FileRow {
-                name: name.clone(),
+                name: name.to_string(),
                 ver: f.ver,
                 size: f.size,
                 hash: f.hash,
@@ -205,7 +205,7 @@ impl Index {
             instance: row.instance,
             ver: v,
             latest: v,
-            files: BTreeMap::new(),
+            files: super::files::FileSet::new(),
             last_seen: now,
             verified: false,
             acked: 0,
@@ -245,7 +245,7 @@ impl Index {
             .iter()
             .filter(|(k, (size, hash, count))| {
                 o.files
-                    .get(*k)
+                    .get(k)
                     .is_none_or(|f| f.size != *size || f.hash != *hash || f.files != *count)
             })
             .map(|(k, _)| k.clone())
@@ -268,16 +268,16 @@ impl Index {
         if removed {
             o.files.retain(|k, _| files.contains_key(k));
         }
-        for name in changed {
-            let (size, hash, count) = files[&name];
+        o.files.insert_all(changed.iter().map(|name| {
+            let (size, hash, count) = files[name];
             let st = FileState {
                 ver: v,
                 size,
                 hash,
                 files: count,
             };
-            o.files.insert(name, st);
-        }
+            (name.as_str(), st)
+        }));
         // The owner's signature as its home server holds it (clients check it).
         o.advertised = rec.record.as_ref().is_some_and(|r| r.advertise.is_some());
         o.seq = o.seq.max(rec.record.as_ref().map_or(0, |r| r.seq));

@@ -6,12 +6,12 @@
 //! (re)offered; `by_ver` keys each owner under its highest one, so the delta since `v` is
 //! a range scan over the current state, with no log.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use crate::proto::Item;
 use crate::store::{OwnerRecord, OwnerRow};
 
+use super::files::FileSet;
 use super::{FileState, Index, Owner, OwnerId};
 
 fn file_item(owner: &str, file: &str, st: &FileState) -> Item {
@@ -37,7 +37,7 @@ impl Index {
     pub(super) fn restore(&mut self, records: Vec<OwnerRecord>, now: Instant) {
         for rec in records {
             let row = rec.row;
-            let files: BTreeMap<String, FileState> = rec
+            let files: FileSet = rec
                 .files
                 .into_iter()
                 .map(|f| {
@@ -51,8 +51,8 @@ impl Index {
                 })
                 .collect();
             let latest = files
-                .values()
-                .map(|f| f.ver)
+                .iter()
+                .map(|(_, f)| f.ver)
                 .fold(row.ver.max(rec.record_ver), u64::max);
             self.version = self.version.max(latest);
             let id = self.owners.len();
