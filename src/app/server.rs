@@ -166,9 +166,6 @@ pub fn run_server(cfg: ServerConfig) -> i32 {
     if let Some(at) = cfg.opts.relay_at {
         println!("Relay at {at}");
     }
-    if relaying {
-        println!("Relay ticket key: {}", hex::encode(server_key.public_key()));
-    }
     if let Some(listener) = relay_listener {
         let port = listener.local_addr().map_or(0, |a| a.port());
         let relay_cfg = crate::reach::relay::RelayConfig::new(server_key.public_key());
@@ -177,6 +174,9 @@ pub fn run_server(cfg: ServerConfig) -> i32 {
             return exit::FAILURE;
         }
         println!("Relay on TCP port {port}");
+    }
+    if relaying {
+        println!("Relay ticket key: {}", hex::encode(server_key.public_key()));
     }
     if let Some(l) = local {
         println!(

@@ -143,6 +143,11 @@ pub fn whoami(name: &str, state: &str, fingerprint: &str) -> String {
     format!(">>> [You are {name} ({state}), key fingerprint {fingerprint}]")
 }
 
+/// `whoami`'s second line: what the server judged of our reachability.
+pub fn reachability(how: &str) -> String {
+    format!(">>> [Reachability: {how}]")
+}
+
 pub const STATE_ONLINE: &str = "online";
 pub const STATE_RECONNECTING: &str = "reconnecting";
 pub const STATE_OFFLINE: &str = "offline";

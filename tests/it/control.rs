@@ -356,15 +356,21 @@ fn advertise_ip_is_what_the_table_shows_and_what_peers_connect_to() {
     assert_eq!(cols[..3], ["x", "B", "::1"], "{rows:?}");
     let port: u16 = cols[3].parse().unwrap();
     // B listens on IPv4 only (its server is IPv4): at the advertised address nothing
-    // answers, so the download fails, which shows C used the advertised address...
+    // answers, so the direct connection fails, which shows C used the advertised
+    // address; C then asks the server for a reverse connection, and B connects out...
     c.send("request x B");
-    c.expect("< Download of x from B failed: ");
-    // ... and with something forwarding [::1]:port to B, it arrives.
+    let summary = c.expect("< x: ");
+    assert!(summary.ends_with(", reverse >"), "{summary}");
+    c.expect_line("< x downloaded successfully! >");
+    std::fs::remove_file(dir.path().join("rel/down/x")).unwrap();
+    // ... and with something forwarding [::1]:port to B, it arrives directly.
     let proxy = crate::proxy::Proxy::start(
         format!("[::1]:{port}").parse().unwrap(),
         format!("127.0.0.1:{port}").parse().unwrap(),
     );
     c.send("request x B");
+    let summary = c.expect("< x: ");
+    assert!(summary.ends_with(", direct >"), "{summary}");
     c.expect_line("< x downloaded successfully! >");
     assert_eq!(proxy.accepted(), 1);
     assert_eq!(

@@ -267,9 +267,9 @@ fn owner_behind_nat_serves_over_a_reverse_connection() {
     let mut r = srv.client_in(&public.ns, "R", &down);
     until_reach(&mut r, "O", "nat-cone");
     r.send("whoami");
-    r.expect("(online, reachable)");
+    r.expect(">>> [Reachability: reachable]");
     o.send("whoami");
-    o.expect("(online, behind NAT (punchable))");
+    o.expect(">>> [Reachability: behind NAT (punchable)]");
     let asked = Instant::now();
     r.send("request f O");
     r.expect_line("< Connection with client O established. >");
@@ -301,7 +301,7 @@ fn both_behind_symmetric_nats_download_through_the_relay() {
     let mut r = srv.client_in(&rh.ns, "R", &down);
     until_reach(&mut r, "O", "nat-symmetric");
     r.send("whoami");
-    r.expect("(online, behind NAT (symmetric: relay only))");
+    r.expect(">>> [Reachability: behind NAT (symmetric: relay only)]");
     let asked = Instant::now();
     r.send("request f O");
     r.expect_line("< Connection with client O established. >");

@@ -96,15 +96,13 @@ impl Flow {
                     State::Reconnecting => msg::STATE_RECONNECTING,
                     _ => msg::STATE_OFFLINE,
                 };
-                let state = match state {
-                    // Reachability once the server has tested it.
-                    msg::STATE_ONLINE if self.own_reach().tcp.is_some() => {
-                        format!("{state}, {}", self.own_reach().describe())
-                    }
-                    other => other.to_string(),
-                };
-                let line = msg::whoami(self.core.name(), &state, &self.cfg.fingerprint);
+                let line = msg::whoami(self.core.name(), state, &self.cfg.fingerprint);
                 self.say(line);
+                // Our reachability, once the server has tested it.
+                let reach = self.own_reach();
+                if state == msg::STATE_ONLINE && reach.tcp.is_some() {
+                    self.say(msg::reachability(reach.describe()));
+                }
             }
             Command::Trust(name) => match self.peer_changes.remove(&name) {
                 Some((_, key)) => {
