@@ -250,6 +250,20 @@ fn until_reach(p: &mut Proc, owner: &str, want: &str) -> Vec<serde_json::Value> 
     }
 }
 
+/// Asks `p`'s `whoami` until it names `want` as our reachability (the server's test of
+/// our own port may end after the owner's).
+fn until_own_reach(p: &mut Proc, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        p.send("whoami");
+        let lines = p.lines_for(Duration::from_millis(200));
+        if lines.iter().any(|l| l.contains(want)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never {want}: {lines:?}");
+    }
+}
+
 /// Owner in a home, requester public: the server finds the owner's TCP port
 /// unreachable from outside, so the requester asks for a reverse connection, the owner
 /// connects out, and the download arrives verified, its summary naming the path.
@@ -266,10 +280,8 @@ fn owner_behind_nat_serves_over_a_reverse_connection() {
     std::fs::create_dir(&down).unwrap();
     let mut r = srv.client_in(&public.ns, "R", &down);
     until_reach(&mut r, "O", "nat-cone");
-    r.send("whoami");
-    r.expect(">>> [Reachability: reachable]");
-    o.send("whoami");
-    o.expect(">>> [Reachability: behind NAT (punchable)]");
+    until_own_reach(&mut r, ">>> [Reachability: reachable]");
+    until_own_reach(&mut o, ">>> [Reachability: behind NAT (punchable)]");
     let asked = Instant::now();
     r.send("request f O");
     r.expect_line("< Connection with client O established. >");
@@ -300,8 +312,10 @@ fn both_behind_symmetric_nats_download_through_the_relay() {
     std::fs::create_dir(&down).unwrap();
     let mut r = srv.client_in(&rh.ns, "R", &down);
     until_reach(&mut r, "O", "nat-symmetric");
-    r.send("whoami");
-    r.expect(">>> [Reachability: behind NAT (symmetric: relay only)]");
+    until_own_reach(
+        &mut r,
+        ">>> [Reachability: behind NAT (symmetric: relay only)]",
+    );
     let asked = Instant::now();
     r.send("request f O");
     r.expect_line("< Connection with client O established. >");

@@ -46,17 +46,21 @@ impl Flow {
                 result: Err(reason),
             }),
             Event::Dial { from, meeting } => {
-                // Only for a requester our table vouches for, and a reverse connection
-                // only to the address its own signed record gives: the server cannot
-                // aim our connections elsewhere.
+                // Only for a requester our table knows (and whose record was not
+                // forged), and a reverse connection only to the address the table gives
+                // it: the server cannot aim our connections elsewhere. A record not
+                // signed yet (the requester registered a moment ago) is enough: TLS
+                // then pins the requester's key as always.
                 let Some(o) = self.core.table().owner(&from) else {
                     return;
                 };
-                if o.trust != Trust::Verified || self.peer_changes.contains_key(&from) {
+                if o.trust == Trust::Forged || self.peer_changes.contains_key(&from) {
                     return;
                 }
-                let theirs = std::net::SocketAddr::new(o.ip, o.tcp_port);
-                if meeting.via == Via::Reverse && meeting.addr != Some(theirs) {
+                // (An IPv4 address and its IPv4-mapped IPv6 form are one address.)
+                let canon = |a: std::net::SocketAddr| (a.ip().to_canonical(), a.port());
+                let theirs = canon(std::net::SocketAddr::new(o.ip, o.tcp_port));
+                if meeting.via == Via::Reverse && meeting.addr.map(canon) != Some(theirs) {
                     return;
                 }
                 let key = o.key;

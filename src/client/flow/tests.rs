@@ -951,7 +951,7 @@ fn a_request_whose_owner_never_signs_is_refused_after_the_wait() {
 }
 
 #[test]
-fn a_dial_is_followed_only_for_a_verified_requester_at_its_own_address() {
+fn a_dial_is_followed_only_for_a_known_requester_at_its_own_address() {
     use fileapp_core::reach::Via;
     let mut net = Net::new();
     let b = net.client("B", config());

@@ -97,7 +97,7 @@ pub enum Action {
         id: [u8; 16],
         result: Result<Meeting, Option<crate::proto::Reject>>,
     },
-    /// Requester `from` (in our table with a verified record and key `key`) wants a
+    /// Requester `from` (in our table, record not forged, key `key`) wants a
     /// transfer connection along `meeting`: connect out and serve it.
     Dial {
         from: String,
