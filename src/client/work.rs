@@ -156,24 +156,28 @@ const KEY_REFUSED_RETRY_FOR: Duration = Duration::from_secs(3);
 /// How long it waits between those tries.
 const KEY_REFUSED_POLL: Duration = Duration::from_millis(200);
 
+/// What `order` fetches, and the dialer it connects with (it tries the order's paths
+/// and remembers the one taken).
+fn spec_of(order: &Order, f: &Fetcher) -> (FetchSpec, Arc<PathDialer>) {
+    let (owner, file) = (&order.owner, &order.file);
+    let mut spec = FetchSpec::new(order.peer, owner, file, &f.requester, &f.dest);
+    spec.force = order.force;
+    spec.peer_key = order.key;
+    let plan = order.plan.clone();
+    let dialer = Arc::new(PathDialer::new(f.reach.clone(), owner, order.key, plan));
+    spec.dial = Some(Dialer(dialer.clone()));
+    if let Some(t) = f.timeout {
+        spec.timeout = t;
+    }
+    (spec, dialer)
+}
+
 /// Runs one download as a task, with its lines and progress bar.
 pub fn download(order: Order, f: Fetcher) {
     if order.file.ends_with('/') {
         return download_tree(order, f);
     }
-    let mut spec = FetchSpec::new(order.peer, &order.owner, &order.file, f.requester, f.dest);
-    spec.force = order.force;
-    spec.peer_key = order.key;
-    let dialer = Arc::new(PathDialer::new(
-        f.reach.clone(),
-        &order.owner,
-        order.key,
-        order.plan,
-    ));
-    spec.dial = Some(Dialer(dialer.clone()));
-    if let Some(t) = f.timeout {
-        spec.timeout = t;
-    }
+    let (spec, dialer) = spec_of(&order, &f);
     let connected = Arc::new(AtomicBool::new(false));
     let conn = connected.clone();
     let console = f.console;
@@ -256,19 +260,7 @@ where
 
 /// Runs one folder download as a task: one bar (bytes, files, rate, ETA), one summary.
 fn download_tree(order: Order, f: Fetcher) {
-    let mut spec = FetchSpec::new(order.peer, &order.owner, &order.file, f.requester, f.dest);
-    spec.force = order.force;
-    spec.peer_key = order.key;
-    let dialer = Arc::new(PathDialer::new(
-        f.reach.clone(),
-        &order.owner,
-        order.key,
-        order.plan,
-    ));
-    spec.dial = Some(Dialer(dialer.clone()));
-    if let Some(t) = f.timeout {
-        spec.timeout = t;
-    }
+    let (spec, dialer) = spec_of(&order, &f);
     let connected = Arc::new(AtomicBool::new(false));
     let conn = connected.clone();
     let console = f.console;
