@@ -86,6 +86,8 @@ pub struct Flow {
     /// A `request` waiting for owners' signed records: its (file, owner) pairs and
     /// whether it was forced.
     verifying: Option<(Vec<(String, String)>, bool)>,
+    /// Dials for requesters the table does not show yet: (until, from, meeting).
+    waiting_dials: Vec<(Instant, String, Meeting)>,
 }
 
 impl Flow {
@@ -107,6 +109,7 @@ impl Flow {
             peer_changes: Default::default(),
             own_warned: None,
             verifying: None,
+            waiting_dials: Vec::new(),
         }
     }
 
@@ -477,8 +480,11 @@ impl Flow {
             Event::Connected(_)
             | Event::ConnectFailed { .. }
             | Event::Dial { .. }
-            | Event::PunchPeer { .. } => self.on_reach_event(ev),
+            | Event::PunchPeer { .. } => self.on_reach_event(now, ev),
             Event::TableUpdated => {
+                if !self.waiting_dials.is_empty() {
+                    self.retry_dials(now);
+                }
                 self.say(msg::TABLE_UPDATED);
                 self.check_own_name();
                 self.act(Action::TableChanged);

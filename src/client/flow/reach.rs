@@ -35,7 +35,7 @@ impl Flow {
         fileapp_core::reach::plan(self.own_reach(), theirs)
     }
 
-    pub(super) fn on_reach_event(&mut self, ev: Event) {
+    pub(super) fn on_reach_event(&mut self, now: Instant, ev: Event) {
         match ev {
             Event::Connected(m) => self.act(Action::Met {
                 id: m.id,
@@ -45,13 +45,42 @@ impl Flow {
                 id,
                 result: Err(reason),
             }),
-            Event::Dial { from, meeting } => {
+            Event::Dial { from, meeting } => self.dial(now, from, meeting),
+            Event::PunchPeer { id, peer } => self.act(Action::PunchPeer { id, peer }),
+            _ => {}
+        }
+    }
+
+    /// How long a dial for a requester our table does not show yet waits for it (it
+    /// registered a moment ago; its entry is on its way).
+    const DIAL_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+    /// Dials waiting for their requester to appear in the table: tried again after
+    /// every table update, dropped after [`Self::DIAL_WAIT`] (at most 16 wait).
+    pub(super) fn retry_dials(&mut self, now: Instant) {
+        let waiting = std::mem::take(&mut self.waiting_dials);
+        for (until, from, meeting) in waiting {
+            if self.core.table().owner(&from).is_some() {
+                self.dial(now, from, meeting);
+            } else if now < until {
+                self.waiting_dials.push((until, from, meeting));
+            }
+        }
+    }
+
+    fn dial(&mut self, now: Instant, from: String, meeting: crate::client::core::Meeting) {
+        {
+            {
                 // Only for a requester our table knows (and whose record was not
                 // forged), and a reverse connection only to the address the table gives
                 // it: the server cannot aim our connections elsewhere. A record not
                 // signed yet (the requester registered a moment ago) is enough: TLS
                 // then pins the requester's key as always.
                 let Some(o) = self.core.table().owner(&from) else {
+                    if self.waiting_dials.len() < 16 {
+                        let until = now + Self::DIAL_WAIT;
+                        self.waiting_dials.push((until, from, meeting));
+                    }
                     return;
                 };
                 if o.trust == Trust::Forged || self.peer_changes.contains_key(&from) {
@@ -66,8 +95,6 @@ impl Flow {
                 let key = o.key;
                 self.act(Action::Dial { from, key, meeting });
             }
-            Event::PunchPeer { id, peer } => self.act(Action::PunchPeer { id, peer }),
-            _ => {}
         }
     }
 }

@@ -993,13 +993,50 @@ fn a_dial_is_followed_only_for_a_known_requester_at_its_own_address() {
         addr: Some(theirs),
         ..elsewhere.clone()
     };
-    net.flow(b).on_reach_event(core::Event::Dial {
-        from: "C".into(),
-        meeting: elsewhere,
-    });
-    net.flow(b).on_reach_event(core::Event::Dial {
-        from: "Z".into(),
-        meeting: unknown,
-    });
+    let now = net.now;
+    net.flow(b).on_reach_event(
+        now,
+        core::Event::Dial {
+            from: "C".into(),
+            meeting: elsewhere,
+        },
+    );
+    net.flow(b).on_reach_event(
+        now,
+        core::Event::Dial {
+            from: "Z".into(),
+            meeting: unknown,
+        },
+    );
     assert!(!net.take(b).iter().any(|a| matches!(a, Action::Dial { .. })));
+    // A dial for a requester the table does not show yet waits for it, a while.
+    net.advance(Duration::from_secs(3));
+    assert!(!net.take(b).iter().any(|a| matches!(a, Action::Dial { .. })));
+    let d = net.client("D", config());
+    net.advance(Duration::from_millis(300));
+    net.take(b);
+    let now = net.now;
+    let early = Meeting {
+        id: [4; 16],
+        via: Via::Relayed,
+        addr: None,
+        ticket: None,
+        secret: None,
+    };
+    net.flow(b).on_reach_event(
+        now,
+        core::Event::Dial {
+            from: "E".into(),
+            meeting: early,
+        },
+    );
+    let e = net.client("E", config());
+    net.advance(Duration::from_millis(300));
+    let log = net.take(b);
+    assert!(
+        log.iter()
+            .any(|a| matches!(a, Action::Dial { from, .. } if from == "E")),
+        "{log:?}"
+    );
+    let _ = (d, e);
 }
