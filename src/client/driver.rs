@@ -271,7 +271,7 @@ impl Driver {
                 Some(ask) = asks.recv() => {
                     let (id, reply) = (ask.id, ask.reply);
                     if let Some(tx) = ask.punch {
-                        self.hub.punch_peers.insert(id, tx);
+                        self.hub.wait_punch(id, tx);
                     }
                     if self.flow.connect(Instant::now(), &ask.owner, ask.via, id) {
                         self.hub.pending.insert(id, reply);

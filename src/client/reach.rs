@@ -236,6 +236,14 @@ impl Hub {
         }
     }
 
+    /// A punch waits for its peer's endpoint. Punches that gave up (their receiver is
+    /// gone: failed, timed out, or the server never answered) are forgotten here, so
+    /// the map holds only live ones.
+    pub fn wait_punch(&mut self, id: [u8; 16], tx: oneshot::Sender<Option<SocketAddr>>) {
+        self.punch_peers.retain(|_, t| !t.is_closed());
+        self.punch_peers.insert(id, tx);
+    }
+
     /// A punch's peer endpoint arrived.
     pub fn punch_peer(&mut self, id: [u8; 16], peer: Option<SocketAddr>) {
         if let Some(tx) = self.punch_peers.remove(&id) {
@@ -304,11 +312,3 @@ pub async fn dial_out(
         Err(e) => say(msg::dial_out_failed(&from, meeting.via, &e)),
     }
 }
-
-/// A fresh meeting id.
-pub fn new_id() -> [u8; 16] {
-    rand::random()
-}
-
-/// Shared handle type for the dialer.
-pub type SharedDialer = Arc<PathDialer>;

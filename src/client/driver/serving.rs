@@ -100,7 +100,7 @@ impl Driver {
         let server = self.server;
         let punch = (meeting.via == fileapp_core::reach::Via::Punched).then(|| {
             let (tx, told) = tokio::sync::oneshot::channel();
-            self.hub.punch_peers.insert(meeting.id, tx);
+            self.hub.wait_punch(meeting.id, tx);
             reach::PunchParts {
                 identity: self.reach.identity.clone(),
                 key,
