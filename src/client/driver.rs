@@ -134,6 +134,7 @@ type Channels = (
     mpsc::UnboundedReceiver<Report>,
     mpsc::UnboundedReceiver<String>,
     mpsc::UnboundedReceiver<Ask>,
+    Signals,
 );
 
 impl Driver {
@@ -192,6 +193,11 @@ impl Driver {
             commands: render::command_names(),
             ..CompletionData::default()
         }));
+        // The signal handlers go in before the console's first read: the line editor saves
+        // the SIGINT handler it finds when it starts reading and puts it back when it
+        // stops, so a handler installed in between would be undone, and Ctrl-C during a
+        // download would then kill the client instead of cancelling the download.
+        let signals = Signals::new();
         let (console, input) = Console::start(ConsoleOptions {
             prompt: msg::PROMPT.to_string(),
             plain: cfg.plain,
@@ -242,13 +248,12 @@ impl Driver {
             known_peers: b.known_peers,
             server: cfg.server,
         };
-        Ok((driver, (input, reports, notices, asks)))
+        Ok((driver, (input, reports, notices, asks, signals)))
     }
 
     async fn main_loop(mut self, channels: Channels) -> Result<(), ClientError> {
-        let (mut input, mut reports, mut notices, mut asks) = channels;
+        let (mut input, mut reports, mut notices, mut asks, mut signals) = channels;
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
-        let mut signals = Signals::new();
         self.flow.start(Instant::now());
         loop {
             if let Some(end) = self.perform().await {

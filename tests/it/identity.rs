@@ -322,8 +322,11 @@ fn a_peer_that_comes_back_with_another_key_is_refused_until_trusted() {
 fn a_database_rewritten_behind_the_servers_back_is_caught_by_clients() {
     let srv = Server::start(&[]);
     let (bdir, cdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let _b = srv.sharing("B", bdir.path(), &[("f", b"the real f")]);
+    let b = srv.sharing("B", bdir.path(), &[("f", b"the real f")]);
     let (sdir, port) = stop(srv);
+    // B goes too: back, it would register again and its fresh signed record would
+    // replace the rewritten one before C looks.
+    drop(b);
     // Someone with write access to the database changes f's hash.
     let db = sdir.path().join("fileapp-server.db");
     let conn = rusqlite::Connection::open(&db).unwrap();

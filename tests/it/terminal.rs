@@ -41,6 +41,13 @@ impl Tmux {
             "-y",
             "40",
             cmd,
+            // A client that exits leaves its last screen, for the failure message.
+            ";",
+            "set-option",
+            "-t",
+            name,
+            "remain-on-exit",
+            "on",
         ]);
         assert!(out.status.success(), "tmux new-session: {out:?}");
     }
@@ -57,6 +64,12 @@ impl Tmux {
                 .status
                 .success()
         );
+    }
+
+    /// Whether the client in the pane has exited (the pane stays, see `start`).
+    fn exited(&self, name: &str) -> bool {
+        let out = self.run(&["display-message", "-p", "-t", name, "#{pane_dead}"]);
+        !out.status.success() || String::from_utf8_lossy(&out.stdout).trim() == "1"
     }
 
     /// The pane with scroll-back, trailing blanks trimmed, empty lines at the end dropped.
@@ -321,7 +334,7 @@ fn prompt_notices_history_completion_and_download_on_a_terminal() {
     // Ctrl-D leaves; the history file keeps what was typed.
     tmux.keys(s, &["C-d"]);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while tmux.run(&["has-session", "-t", s]).status.success() {
+    while !tmux.exited(s) {
         assert!(Instant::now() < deadline, "client did not exit on Ctrl-D");
         std::thread::sleep(Duration::from_millis(50));
     }
