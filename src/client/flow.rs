@@ -21,6 +21,7 @@ use super::core::{ClientCore, Event, OfferFailure, OpId};
 use super::error::ClientError;
 use super::link::{ClientLink, LinkEvent};
 use super::messages as msg;
+use super::render;
 use fileapp_core::reach::Via;
 
 mod commands;
@@ -31,7 +32,7 @@ mod types;
 
 pub use types::{
     Action, Config, DownloadDone, DownloadOutcome, Meeting, OfferChecked, Order,
-    READ_YOUR_WRITES_WAIT, Restore,
+    READ_YOUR_WRITES_WAIT, RequestOpts, Restore,
 };
 
 /// The command in progress; input is not read while one runs.
@@ -84,8 +85,8 @@ pub struct Flow {
     /// The foreign key we last warned about for our own name.
     own_warned: Option<[u8; 32]>,
     /// A `request` waiting for owners' signed records: its (file, owner) pairs and
-    /// whether it was forced.
-    verifying: Option<(Vec<(String, String)>, bool)>,
+    /// options.
+    verifying: Option<(Vec<(String, String)>, RequestOpts)>,
     /// Dials for requesters the table does not show yet: (until, from, meeting).
     waiting_dials: Vec<(Instant, String, Meeting)>,
 }
@@ -270,10 +271,26 @@ impl Flow {
 
     /// The answer to one [`Order`] of an [`Action::Download`].
     pub fn download_done(&mut self, now: Instant, d: DownloadDone) {
+        if d.json {
+            self.say(render::download_json(&d));
+        } else {
+            self.say_download(&d);
+        }
+        if let Some(Busy::Downloads { left }) = &mut self.busy {
+            *left -= 1;
+            if *left == 0 {
+                self.finish_command();
+            }
+        }
+        self.step(now);
+    }
+
+    /// The human lines of a finished download.
+    fn say_download(&mut self, d: &DownloadDone) {
         let file = &d.file;
-        match d.outcome {
+        match &d.outcome {
             DownloadOutcome::AlreadyPresent { hash } => {
-                self.say(msg::already_present(file, &self.cfg.download_dir, &hash));
+                self.say(msg::already_present(file, &self.cfg.download_dir, hash));
                 self.say(msg::downloaded(file));
             }
             DownloadOutcome::Done {
@@ -283,7 +300,9 @@ impl Flow {
                 moved,
             } => {
                 let via = d.via.unwrap_or(Via::Direct);
-                self.say(msg::download_stats(file, size, &hash, elapsed, moved, via));
+                self.say(msg::download_stats(
+                    file, *size, hash, *elapsed, *moved, via,
+                ));
                 self.say(msg::downloaded(file));
             }
             DownloadOutcome::TreeDone {
@@ -295,7 +314,7 @@ impl Flow {
             } => {
                 let via = d.via.unwrap_or(Via::Direct);
                 self.say(msg::tree_download_stats(
-                    file, files, size, elapsed, moved, &path, via,
+                    file, *files, *size, *elapsed, *moved, path, via,
                 ));
                 self.say(msg::downloaded(file));
             }
@@ -308,13 +327,6 @@ impl Flow {
         if d.connected {
             self.say(msg::connection_closed(&d.owner));
         }
-        if let Some(Busy::Downloads { left }) = &mut self.busy {
-            *left -= 1;
-            if *left == 0 {
-                self.finish_command();
-            }
-        }
-        self.step(now);
     }
 
     /// The next thing to do.
@@ -402,10 +414,10 @@ impl Flow {
             }
             if let Some(Busy::Verify { until }) = self.busy
                 && (now >= until || !self.awaits_signature(&self.verifying))
-                && let Some((pairs, force)) = self.verifying.take()
+                && let Some((pairs, opts)) = self.verifying.take()
             {
                 self.busy = None;
-                self.request(now, pairs, force, false);
+                self.request(now, pairs, opts, false);
             }
             if self.busy.is_some() {
                 return;

@@ -1,9 +1,11 @@
-//! Turning the client's state into lines: `list` (columns, `-l`, `--json`) and `help`.
+//! Turning the client's state into lines: `list` (columns, `-l`, `--json`), `help`, and
+//! the JSON line of `request --json`.
 //! Pure functions; the texts themselves are in [`super::messages`].
 
 use crate::identity::fingerprint;
 
 use super::command::{COMMANDS, CommandHelp};
+use super::flow::{DownloadDone, DownloadOutcome};
 use super::messages;
 use super::table::{ClientTable, Row};
 
@@ -107,6 +109,65 @@ pub fn format_columns<const N: usize>(rows: &[[String; N]]) -> Vec<String> {
             line
         })
         .collect()
+}
+
+/// The one line `request --json` prints for a finished download: an object with `file`,
+/// `owner`, `result` (`downloaded`, `identical` or `failed`), `path` (`direct`, `reverse`,
+/// `punched`, `relayed`; `null` when no connection was made), and for a download `size`,
+/// `moved` (bytes that came over the network, not resumed), `seconds`,
+/// `bytes_per_second`; for a file `blake3`; for a folder `files` and `into`; for a
+/// failure `error`.
+pub fn download_json(d: &DownloadDone) -> String {
+    use serde_json::{Value, json};
+    let mut v = json!({
+        "file": d.file,
+        "owner": d.owner,
+        "path": d.via.map(|v| v.to_string()),
+    });
+    let mut stats = |size: u64, moved: u64, elapsed: std::time::Duration| {
+        let secs = elapsed.as_secs_f64();
+        v["result"] = "downloaded".into();
+        v["size"] = size.into();
+        v["moved"] = moved.into();
+        v["seconds"] = json!((secs * 1e6).round() / 1e6);
+        v["bytes_per_second"] = if secs > 0.0 {
+            json!((moved as f64 / secs).round())
+        } else {
+            Value::Null
+        };
+    };
+    match &d.outcome {
+        DownloadOutcome::Done {
+            size,
+            hash,
+            elapsed,
+            moved,
+        } => {
+            stats(*size, *moved, *elapsed);
+            v["blake3"] = hex::encode(hash).into();
+        }
+        DownloadOutcome::TreeDone {
+            files,
+            size,
+            elapsed,
+            moved,
+            path,
+        } => {
+            stats(*size, *moved, *elapsed);
+            v["files"] = (*files).into();
+            v["into"] = path.display().to_string().into();
+        }
+        DownloadOutcome::AlreadyPresent { hash } => {
+            v["result"] = "identical".into();
+            v["blake3"] = hex::encode(hash).into();
+        }
+        DownloadOutcome::TreeAlreadyPresent => v["result"] = "identical".into(),
+        DownloadOutcome::Failed(why) => {
+            v["result"] = "failed".into();
+            v["error"] = why.as_str().into();
+        }
+    }
+    v.to_string()
 }
 
 #[cfg(test)]

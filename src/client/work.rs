@@ -181,7 +181,7 @@ pub fn download(order: Order, f: Fetcher) {
     let connected = Arc::new(AtomicBool::new(false));
     let conn = connected.clone();
     let console = f.console;
-    let (file, owner) = (order.file, order.owner);
+    let (file, owner, json) = (order.file, order.owner, order.json);
     tokio::spawn(async move {
         let cancel = f.cancel.clone();
         let result = retry_while_key_refused(&cancel, || {
@@ -190,10 +190,11 @@ pub fn download(order: Order, f: Fetcher) {
             let (conn, console) = (conn.clone(), console.clone());
             let on_event = move |ev: FetchEvent| match ev {
                 FetchEvent::Connected => {
-                    if !conn.swap(true, Ordering::SeqCst) {
+                    if !conn.swap(true, Ordering::SeqCst) && !json {
                         console.print(&msg::connection_established(&o));
                     }
                 }
+                FetchEvent::Started { .. } if json => {}
                 FetchEvent::Started { size, offset } => {
                     if offset > 0 {
                         console.print(&msg::resuming(&name, offset, size));
@@ -227,6 +228,7 @@ pub fn download(order: Order, f: Fetcher) {
             owner,
             connected: connected.load(Ordering::SeqCst),
             via: dialer.used(),
+            json,
             outcome,
         }));
     });
@@ -264,7 +266,7 @@ fn download_tree(order: Order, f: Fetcher) {
     let connected = Arc::new(AtomicBool::new(false));
     let conn = connected.clone();
     let console = f.console;
-    let (file, owner) = (order.file, order.owner);
+    let (file, owner, json) = (order.file, order.owner, order.json);
     tokio::spawn(async move {
         let cancel = f.cancel.clone();
         let result = retry_while_key_refused(&cancel, || {
@@ -273,10 +275,11 @@ fn download_tree(order: Order, f: Fetcher) {
             let (conn, console) = (conn.clone(), console.clone());
             let on_event = move |ev: TreeEvent| match ev {
                 TreeEvent::Connected => {
-                    if !conn.swap(true, Ordering::SeqCst) {
+                    if !conn.swap(true, Ordering::SeqCst) && !json {
                         console.print(&msg::connection_established(&o));
                     }
                 }
+                TreeEvent::Started { .. } if json => {}
                 TreeEvent::Started { bytes } => {
                     console.print(&msg::downloading(&name));
                     bar = Some(console.progress(&name, bytes));
@@ -312,6 +315,7 @@ fn download_tree(order: Order, f: Fetcher) {
             owner,
             connected: connected.load(Ordering::SeqCst),
             via: dialer.used(),
+            json,
             outcome,
         }));
     });

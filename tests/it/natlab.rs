@@ -307,7 +307,9 @@ fn both_behind_symmetric_nats_download_through_the_relay() {
     let (oh, rh) = (lab.home(Nat::Symmetric), lab.home(Nat::Symmetric));
     let dir = tempfile::tempdir().unwrap();
     let data = random_bytes(3 << 20, 31);
-    let mut o = srv.sharing_in(&oh.ns, "O", &dir.path().join("o"), &[("f", &data)]);
+    let g = random_bytes(1 << 20, 32);
+    let files: &[(&str, &[u8])] = &[("f", &data), ("g", &g)];
+    let mut o = srv.sharing_in(&oh.ns, "O", &dir.path().join("o"), files);
     let down = dir.path().join("r");
     std::fs::create_dir(&down).unwrap();
     let mut r = srv.client_in(&rh.ns, "R", &down);
@@ -325,6 +327,15 @@ fn both_behind_symmetric_nats_download_through_the_relay() {
     assert!(summary.ends_with(", relayed >"), "{summary}");
     assert!(std::fs::read(down.join("f")).unwrap() == data);
     o.expect_line("< f transferred successfully! >");
+    // `--json`: one line, which says the path too.
+    r.send("request --json g O");
+    let line = r.expect("{");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["result"], "downloaded", "{line}");
+    assert_eq!(v["path"], "relayed", "{line}");
+    assert_eq!(v["size"], g.len() as u64, "{line}");
+    assert_eq!(v["blake3"], blake3::hash(&g).to_hex().as_str(), "{line}");
+    assert!(std::fs::read(down.join("g")).unwrap() == g);
 }
 
 /// A relay that goes down mid-transfer: the download fails with one clear line and

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use super::{Action, Busy, Flow, Order};
+use super::{Action, Busy, Flow, Order, RequestOpts};
 use crate::client::command::{self, Command, glob_match};
 use crate::client::core::State;
 use crate::client::messages as msg;
@@ -65,7 +65,9 @@ impl Flow {
                     self.say(line);
                 }
             }
-            Command::Request { pairs, force } => self.request(now, pairs, force, true),
+            Command::Request { pairs, force, json } => {
+                self.request(now, pairs, RequestOpts { force, json }, true)
+            }
             Command::Dereg(name) => {
                 if let Some(n) = name.filter(|n| n != self.core.name()) {
                     return self.say(msg::dereg_not_you(&n, self.core.name()));
@@ -168,7 +170,10 @@ impl Flow {
 
     /// Some owner of a waiting request is in the table with a change it has not signed
     /// yet.
-    pub(super) fn awaits_signature(&self, waiting: &Option<(Vec<(String, String)>, bool)>) -> bool {
+    pub(super) fn awaits_signature(
+        &self,
+        waiting: &Option<(Vec<(String, String)>, RequestOpts)>,
+    ) -> bool {
         let Some((pairs, _)) = waiting else {
             return false;
         };
@@ -184,10 +189,10 @@ impl Flow {
         &mut self,
         now: Instant,
         pairs: Vec<(String, String)>,
-        force: bool,
+        opts: RequestOpts,
         may_wait: bool,
     ) {
-        let waiting = Some((pairs, force));
+        let waiting = Some((pairs, opts));
         if may_wait && self.awaits_signature(&waiting) {
             self.verifying = waiting;
             self.busy = Some(Busy::Verify {
@@ -195,7 +200,7 @@ impl Flow {
             });
             return;
         }
-        let Some((pairs, force)) = waiting else {
+        let Some((pairs, opts)) = waiting else {
             return;
         };
         let mut orders = Vec::new();
@@ -216,7 +221,8 @@ impl Flow {
                     hash: (listed == file && file.ends_with('/')).then_some(s.hash),
                     file,
                     key: s.key,
-                    force,
+                    force: opts.force,
+                    json: opts.json,
                 }),
                 None => self.say(msg::INVALID_REQUEST),
             }

@@ -570,6 +570,68 @@ fn dereg_stops_serving_first_then_only_local_commands_and_reg() {
 }
 
 #[test]
+fn request_json_reports_each_download_as_one_json_line() {
+    let mut net = Net::new();
+    let b = net.client("B", config());
+    let c = net.client("C", config());
+    net.share(b, &["a", "b"]);
+    net.advance(Duration::from_millis(50));
+    net.take(c);
+    net.line(c, "request --json a B b B");
+    let log = net.take(c);
+    let Action::Download(orders) = &log[0] else {
+        panic!("{log:?}")
+    };
+    assert!(orders.iter().all(|o| o.json && !o.force), "{orders:?}");
+    let now = net.now;
+    net.flow(c).download_done(
+        now,
+        DownloadDone {
+            file: "a".into(),
+            owner: "B".into(),
+            connected: true,
+            via: Some(Via::Punched),
+            json: true,
+            outcome: DownloadOutcome::Done {
+                size: 10,
+                hash: [1; 32],
+                elapsed: Duration::from_millis(500),
+                moved: 4,
+            },
+        },
+    );
+    net.flow(c).download_done(
+        now,
+        DownloadDone {
+            file: "b".into(),
+            owner: "B".into(),
+            connected: false,
+            via: None,
+            json: true,
+            outcome: DownloadOutcome::Failed("refused".into()),
+        },
+    );
+    net.pump();
+    // One line each, nothing else (no connection lines), then the prompt.
+    let lines = net.said(c);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let a: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(a["file"], "a");
+    assert_eq!(a["owner"], "B");
+    assert_eq!(a["result"], "downloaded");
+    assert_eq!(a["path"], "punched");
+    assert_eq!(a["size"], 10);
+    assert_eq!(a["moved"], 4);
+    assert_eq!(a["bytes_per_second"], 8.0);
+    assert_eq!(a["blake3"], hex::encode([1u8; 32]));
+    let b: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+    assert_eq!(b["result"], "failed");
+    assert_eq!(b["error"], "refused");
+    assert!(b["path"].is_null());
+    assert!(net.flow(c).reading());
+}
+
+#[test]
 fn downloads_keep_input_closed_until_the_last_ends() {
     let mut net = Net::new();
     let b = net.client("B", config());
@@ -599,6 +661,7 @@ fn downloads_keep_input_closed_until_the_last_ends() {
             owner: "B".into(),
             connected: true,
             via: None,
+            json: false,
             outcome: DownloadOutcome::Failed("refused".into()),
         },
     );
@@ -618,6 +681,7 @@ fn downloads_keep_input_closed_until_the_last_ends() {
             owner: "B".into(),
             connected: false,
             via: None,
+            json: false,
             outcome: DownloadOutcome::AlreadyPresent { hash: [0; 32] },
         },
     );

@@ -121,6 +121,8 @@ pub struct Order {
     pub file: String,
     pub key: Option<[u8; 32]>,
     pub force: bool,
+    /// `--json`: the download prints no lines of its own, its result is one JSON line.
+    pub json: bool,
     /// For a folder (`file` ends in `/`): the hash the table lists for it.
     pub hash: Option<[u8; 32]>,
     /// The paths to try, in order (from what the server judged of both sides).
@@ -163,6 +165,15 @@ pub enum DownloadOutcome {
     Failed(String),
 }
 
+/// How a `request` was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RequestOpts {
+    /// `--force`: replace a different file of the same name.
+    pub force: bool,
+    /// `--json`: one JSON line per download.
+    pub json: bool,
+}
+
 /// The result of one [`Order`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DownloadDone {
@@ -172,5 +183,7 @@ pub struct DownloadDone {
     pub connected: bool,
     /// The path the connection took.
     pub via: Option<fileapp_core::reach::Via>,
+    /// The order's `json`: report as one JSON line.
+    pub json: bool,
     pub outcome: DownloadOutcome,
 }

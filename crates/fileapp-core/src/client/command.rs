@@ -15,10 +15,13 @@ pub enum Command {
         json: bool,
         pattern: Option<String>,
     },
-    /// `request [--force] <file> <owner> [<file> <owner>...]`: downloads all at once.
+    /// `request [--force] [--json] <file> <owner> [<file> <owner>...]`: downloads all at
+    /// once.
     Request {
         pairs: Vec<(String, String)>,
         force: bool,
+        /// One JSON line per download instead of its human lines.
+        json: bool,
     },
     /// `dereg [name]`
     Dereg(Option<String>),
@@ -77,9 +80,9 @@ pub const COMMANDS: &[CommandHelp] = &[
     },
     CommandHelp {
         name: "request",
-        usage: "request [--force] <file> <owner> [<file> <owner>...]",
+        usage: "request [--force] [--json] <file> <owner> [<file> <owner>...]",
         summary: "download files directly from their owners",
-        details: "Several pairs download at once, each verified by its BLAKE3 hash.\n  An interrupted download resumes when requested again. An existing file is\n  kept unless --force is given (an identical one counts as done).\n  name/ downloads a whole folder; name/path/in/it one file of it.\n  Examples: request foo B, request foo B bar C, request photos/ B",
+        details: "Several pairs download at once, each verified by its BLAKE3 hash.\n  An interrupted download resumes when requested again. An existing file is\n  kept unless --force is given (an identical one counts as done).\n  name/ downloads a whole folder; name/path/in/it one file of it.\n  --json prints one JSON line per download (result, size, hash, time, path taken).\n  Examples: request foo B, request foo B bar C, request photos/ B",
     },
     CommandHelp {
         name: "dereg",
@@ -194,9 +197,10 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
         }
         "request" | "get" => {
             let force = args.iter().any(|a| a == "--force" || a == "-f");
+            let json = args.iter().any(|a| a == "--json");
             let rest: Vec<&String> = args
                 .iter()
-                .filter(|a| *a != "--force" && *a != "-f")
+                .filter(|a| !matches!(a.as_str(), "--force" | "-f" | "--json"))
                 .collect();
             if rest.is_empty() || !rest.len().is_multiple_of(2) {
                 return Err(usage("request"));
@@ -205,7 +209,7 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
                 .chunks(2)
                 .map(|p| (p[0].clone(), p[1].clone()))
                 .collect();
-            Ok(Command::Request { pairs, force })
+            Ok(Command::Request { pairs, force, json })
         }
         "dereg" => match args {
             [] => Ok(Command::Dereg(None)),
@@ -288,7 +292,8 @@ mod tests {
             parse("request foo B"),
             Ok(Command::Request {
                 pairs: vec![("foo".into(), "B".into())],
-                force: false
+                force: false,
+                json: false
             })
         );
         assert_eq!(parse("dereg"), Ok(Command::Dereg(None)));
@@ -330,7 +335,16 @@ mod tests {
             parse("request --force a B b C"),
             Ok(Command::Request {
                 pairs: vec![("a".into(), "B".into()), ("b".into(), "C".into())],
-                force: true
+                force: true,
+                json: false
+            })
+        );
+        assert_eq!(
+            parse("request --json a B"),
+            Ok(Command::Request {
+                pairs: vec![("a".into(), "B".into())],
+                force: false,
+                json: true
             })
         );
         assert_eq!(
