@@ -166,9 +166,11 @@ pub fn run_server(cfg: ServerConfig) -> i32 {
     if let Some(at) = cfg.opts.relay_at {
         println!("Relay at {at}");
     }
+    let mut relay_counters = None;
     if let Some(listener) = relay_listener {
         let port = listener.local_addr().map_or(0, |a| a.port());
         let relay_cfg = crate::reach::relay::RelayConfig::new(server_key.public_key());
+        relay_counters = Some(relay_cfg.counters.clone());
         if let Err(e) = super::relay::spawn_beside(listener, relay_cfg, relay_stopped) {
             println!("[Cannot start the relay: {e}]");
             return exit::FAILURE;
@@ -256,7 +258,8 @@ pub fn run_server(cfg: ServerConfig) -> i32 {
             ..Default::default()
         };
         if let Some(addr) = metrics {
-            match crate::server::status::start(addr, admin_token, &server_id).await {
+            match crate::server::status::start(addr, admin_token, &server_id, relay_counters).await
+            {
                 Ok((status, bound)) => {
                     println!("Metrics and status page on http://{bound}/");
                     services.status = Some(status);

@@ -16,6 +16,8 @@ mod serve;
 mod splice;
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -79,6 +81,55 @@ pub struct RelayConfig {
     pub pair_timeout: Duration,
     /// How long a new connection has to send its hello.
     pub hello_timeout: Duration,
+    /// What it has done, read by the server's metrics and status page.
+    pub counters: Arc<RelayCounters>,
+}
+
+/// A relay's numbers, kept by the relay and read by whoever shows them.
+#[derive(Debug, Default)]
+pub struct RelayCounters {
+    sessions: AtomicU64,
+    waiting: AtomicU64,
+    paired: AtomicU64,
+    refused: AtomicU64,
+}
+
+/// A reading of [`RelayCounters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayNumbers {
+    /// Paired sessions now.
+    pub sessions: u64,
+    /// First halves waiting for their partner now.
+    pub waiting: u64,
+    /// Sessions paired since start.
+    pub paired: u64,
+    /// Hellos refused since start (bad or used ticket, full, partner late).
+    pub refused: u64,
+}
+
+impl RelayCounters {
+    pub fn read(&self) -> RelayNumbers {
+        RelayNumbers {
+            sessions: self.sessions.load(Ordering::Relaxed),
+            waiting: self.waiting.load(Ordering::Relaxed),
+            paired: self.paired.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The gauges, from the pairing state.
+    fn now(&self, sessions: usize, waiting: usize) {
+        self.sessions.store(sessions as u64, Ordering::Relaxed);
+        self.waiting.store(waiting as u64, Ordering::Relaxed);
+    }
+
+    fn paired(&self) {
+        self.paired.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl RelayConfig {
@@ -91,6 +142,7 @@ impl RelayConfig {
             total_rate: None,
             pair_timeout: DEFAULT_PAIR_TIMEOUT,
             hello_timeout: DEFAULT_HELLO_TIMEOUT,
+            counters: Arc::default(),
         }
     }
 }

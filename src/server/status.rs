@@ -26,13 +26,14 @@ use tokio::sync::{mpsc, oneshot};
 use super::DriverStats;
 use super::shared::{FollowState, ServerLine};
 use crate::index::Index;
+use crate::reach::relay::{RelayCounters, RelayNumbers};
 use crate::store::{OwnerRecord, StoreOp};
 
 /// Recent changes kept for the status page.
 pub const RECENT: usize = 20;
 
 /// Buckets of both latency histograms, in seconds (few, to keep the series count low).
-pub const BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5];
+pub const BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.1, 0.5];
 
 /// What the status page shows, refreshed by the driver.
 #[derive(Debug, Clone)]
@@ -45,6 +46,8 @@ pub struct Snapshot {
     pub files: usize,
     pub version: u64,
     pub lag: Option<u64>,
+    /// The relay inside this server, if it runs one.
+    pub relay: Option<RelayNumbers>,
     pub servers: Vec<ServerLine>,
     /// Newest last: (when, what).
     pub recent: VecDeque<(SystemTime, String)>,
@@ -86,6 +89,7 @@ pub struct Status {
     admin: mpsc::Receiver<AdminCmd>,
     snapshot: Arc<Mutex<Snapshot>>,
     recent: VecDeque<(SystemTime, String)>,
+    relay: Option<Arc<RelayCounters>>,
 }
 
 /// The Prometheus recorder, installed once per process.
@@ -102,11 +106,13 @@ fn recorder() -> Result<PrometheusHandle, String> {
         .clone()
 }
 
-/// Binds `addr` and serves it until the driver goes away.
+/// Binds `addr` and serves it until the driver goes away; `relay`: the counters of the
+/// relay this server runs.
 pub async fn start(
     addr: SocketAddr,
     admin_token: Option<String>,
     server_id: &str,
+    relay: Option<Arc<RelayCounters>>,
 ) -> std::io::Result<(Status, SocketAddr)> {
     let handle = recorder().map_err(std::io::Error::other)?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -120,6 +126,7 @@ pub async fn start(
         files: 0,
         version: 0,
         lag: None,
+        relay: None,
         servers: Vec::new(),
         recent: VecDeque::new(),
     }));
@@ -139,6 +146,7 @@ pub async fn start(
             admin,
             snapshot,
             recent: VecDeque::new(),
+            relay,
         },
         bound,
     ))
@@ -230,6 +238,13 @@ impl Status {
         if let Some(lag) = lag {
             metrics::gauge!("fileapp_log_lag").set(lag as f64);
         }
+        let relay = self.relay.as_ref().map(|r| r.read());
+        if let Some(r) = relay {
+            // Halves waiting for their partner are on the page only (series are few).
+            metrics::gauge!("fileapp_relay_sessions").set(r.sessions as f64);
+            metrics::counter!("fileapp_relay_paired_total").absolute(r.paired);
+            metrics::counter!("fileapp_relay_refused_total").absolute(r.refused);
+        }
         let servers = shared
             .and_then(|s| s.servers.lock().ok().map(|v| v.clone()))
             .unwrap_or_default();
@@ -241,6 +256,7 @@ impl Status {
             snap.files = ix.online_files();
             snap.version = ix.version();
             snap.lag = lag;
+            snap.relay = relay;
             snap.servers = servers;
             snap.recent = self.recent.clone();
         }

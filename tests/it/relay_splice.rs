@@ -133,6 +133,57 @@ async fn a_half_close_is_passed_on_and_the_other_direction_goes_on() {
     assert_eq!(back, b"response");
 }
 
+/// The counters the server's metrics and status page read follow the sessions: one
+/// waiting half, then a pair, then none once both leave; refusals counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_counters_follow_sessions_and_refusals() {
+    let mut counters = None;
+    let r = start(|c| counters = Some(c.counters.clone())).await;
+    let counters = counters.unwrap();
+    let until = |want: relay::RelayNumbers| {
+        let counters = counters.clone();
+        async move {
+            let deadline = Instant::now() + ANSWER;
+            while counters.read() != want {
+                assert!(
+                    Instant::now() < deadline,
+                    "{:?}, not {want:?}",
+                    counters.read()
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    let stranger = Identity::generate().unwrap();
+    let forged = ticket(&stranger, 9, Role::Owner);
+    assert_eq!(raw(r.addr, &hello_bytes(&forged)).await, [0x01]);
+    let (addr, t) = (r.addr, ticket(&r.server, 1, Role::Requester));
+    let first = tokio::spawn(async move { relay::connect(addr, &t, ANSWER).await });
+    until(relay::RelayNumbers {
+        waiting: 1,
+        refused: 1,
+        ..Default::default()
+    })
+    .await;
+    let o = ticket(&r.server, 1, Role::Owner);
+    let b = relay::connect(r.addr, &o, ANSWER).await.unwrap();
+    let a = first.await.unwrap().unwrap();
+    until(relay::RelayNumbers {
+        sessions: 1,
+        paired: 1,
+        refused: 1,
+        waiting: 0,
+    })
+    .await;
+    drop((a, b));
+    until(relay::RelayNumbers {
+        paired: 1,
+        refused: 1,
+        ..Default::default()
+    })
+    .await;
+}
+
 /// The requester half of id 1 waits for its partner; the forged or refused attempts
 /// must not pair with it, so it is given up with 0x05.
 async fn partner_times_out(

@@ -246,6 +246,8 @@ fn metrics_status_page_and_admin_while_running() {
         "fileapp_dropped_total{reason=\"malformed\"} 0",
         "fileapp_store_commit_seconds_bucket",
         "fileapp_push_fanout_seconds_count",
+        "fileapp_relay_sessions 0",
+        "fileapp_relay_refused_total 0",
     ] {
         assert!(metrics.contains(want), "{want} in\n{metrics}");
     }
@@ -256,6 +258,10 @@ fn metrics_status_page_and_admin_while_running() {
         assert!(dom.contains("<td id=\"online\">1</td>"), "{dom}");
         assert!(dom.contains("<td id=\"files\">2</td>"), "{dom}");
         assert!(dom.contains("B offers 2 file(s)"), "{dom}");
+        assert!(
+            dom.contains("<td id=\"relay\">0 sessions, 0 waiting;"),
+            "{dom}"
+        );
         // With a 1 s refresh the browser loads it again by itself: a first load and two
         // reloads.
         loads_in_chromium(chrome, &addr, &format!("{url}?refresh=1"), 3);

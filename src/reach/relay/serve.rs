@@ -48,6 +48,13 @@ impl Shared {
         // more than stopping the relay would.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Copies the pairing state's numbers to the counters, after a change to it.
+    fn count(&self, st: &State) {
+        self.cfg
+            .counters
+            .now(st.relay.sessions(), st.relay.waiting());
+    }
 }
 
 /// A paired session's place in the relay's count: freed when dropped.
@@ -55,7 +62,9 @@ struct Session(Arc<Shared>);
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.0.lock().relay.session_ended();
+        let mut st = self.0.lock();
+        st.relay.session_ended();
+        self.0.count(&st);
     }
 }
 
@@ -191,9 +200,11 @@ async fn timer(shared: Arc<Shared>) {
         let mut st = shared.lock();
         for conn in st.relay.handle_timeout(Instant::now()) {
             if let Some(tx) = st.waiters.remove(&conn) {
+                shared.cfg.counters.refused();
                 let _ = tx.send(Wake::TimedOut);
             }
         }
+        shared.count(&st);
     }
 }
 
@@ -245,15 +256,21 @@ enum Next {
 /// The core's verdict on a hello, carried out under the lock (no await in here).
 fn decide(shared: &Arc<Shared>, conn: ConnId, hello: &[u8], stream: TcpStream) -> Next {
     let mut st = shared.lock();
-    match st.relay.hello(conn, hello, Instant::now(), unix_ms()) {
+    let verdict = st.relay.hello(conn, hello, Instant::now(), unix_ms());
+    shared.count(&st);
+    match verdict {
         Verdict::Close => Next::Done,
-        Verdict::Refuse(status) => Next::Refuse(stream, status),
+        Verdict::Refuse(status) => {
+            shared.cfg.counters.refused();
+            Next::Refuse(stream, status)
+        }
         Verdict::Wait => {
             let (tx, rx) = oneshot::channel();
             st.waiters.insert(conn, tx);
             Next::Wait(stream, rx)
         }
         Verdict::Paired { partner } => {
+            shared.cfg.counters.paired();
             // Sent under the lock: the partner's task finds it even if its client just
             // closed (see `wait_for_partner`).
             let session = Session(shared.clone());
@@ -291,6 +308,7 @@ async fn wait_for_partner(
             let mut st = shared.lock();
             if st.relay.left(conn) {
                 st.waiters.remove(&conn);
+                shared.count(&st);
                 return;
             }
             // Paired or given up meanwhile: the outcome was sent under the lock.
@@ -309,6 +327,7 @@ async fn wait_for_partner(
             let mut st = shared.lock();
             st.relay.left(conn);
             st.waiters.remove(&conn);
+            shared.count(&st);
         }
     }
 }

@@ -63,6 +63,7 @@ pub fn render(snap: &Snapshot, render: u64, refresh: u32) -> String {
          <tr><th>registered names</th><td id=\"names\">{}</td></tr>\
          <tr><th>table version</th><td id=\"version\">{}</td></tr>\
          <tr><th>lag behind the shared log</th><td id=\"lag\">{}</td></tr>\
+         <tr><th>relay</th><td id=\"relay\">{}</td></tr>\
          </tbody></table>",
         uptime(snap.started.elapsed()),
         snap.online,
@@ -72,6 +73,10 @@ pub fn render(snap: &Snapshot, render: u64, refresh: u32) -> String {
         snap.version,
         snap.lag
             .map_or("no shared log".into(), |l| format!("{l} entries")),
+        snap.relay.map_or("not in this server".into(), |r| format!(
+            "{} sessions, {} waiting; {} paired, {} refused since start",
+            r.sessions, r.waiting, r.paired, r.refused
+        )),
     );
     h.push_str("<h2>Servers</h2>");
     if snap.servers.is_empty() {
@@ -122,6 +127,12 @@ mod tests {
             files: 12,
             version: 44,
             lag: Some(2),
+            relay: Some(crate::reach::relay::RelayNumbers {
+                sessions: 5,
+                waiting: 1,
+                paired: 30,
+                refused: 2,
+            }),
             servers: vec![ServerLine {
                 id: "s2".into(),
                 addr: "127.0.0.1:1".into(),
@@ -146,6 +157,7 @@ mod tests {
             "<tr class=\"down\"><td>s2</td>",
             "01:01:01 UTC: &lt;x&gt; online",
             "content=\"2\"",
+            "<td id=\"relay\">5 sessions, 1 waiting; 30 paired, 2 refused since start</td>",
         ] {
             assert!(page.contains(want), "{want} in {page}");
         }
