@@ -220,6 +220,11 @@ pub struct ServerOpts {
     /// Most online clients behind one IP address.
     #[arg(long, value_name = "N")]
     pub max_clients_per_ip: Option<usize>,
+    /// Table parts per second the pushes to clients may send while changes keep coming
+    /// (default 25000; 0: unlimited). Each client then gets one push per round with every
+    /// change since its last; a change to a quiet table still goes out at once.
+    #[arg(long, value_name = "N")]
+    pub push_budget: Option<u32>,
     /// Do not run the relay (by default the server also relays, on the TCP port of the
     /// same number as its UDP port).
     #[arg(long)]

@@ -368,6 +368,9 @@ pub fn index_config(opts: &crate::cli::ServerOpts) -> Config {
     if let Some(n) = opts.max_clients_per_ip {
         cfg.max_clients_per_ip = n;
     }
+    if let Some(n) = opts.push_budget {
+        cfg.push_budget = n;
+    }
     // Every name is bound to a key: the channel authenticates the server, and the key
     // authenticates the client.
     cfg.require_key = true;

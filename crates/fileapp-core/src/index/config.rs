@@ -23,6 +23,14 @@ pub const DEFAULT_COALESCE: Duration = Duration::from_millis(5);
 /// Longest wait of a push for the signed record of its change by default: 200 ms.
 pub const DEFAULT_SIGN_WAIT: Duration = Duration::from_millis(200);
 
+/// Table parts the push rounds may send per second while changes keep coming; a quiet
+/// table's change goes out at once. 25,000 a second is about an eighth of what one
+/// core seals and opens: the fan-out of a busy table cannot starve requests.
+pub const DEFAULT_PUSH_BUDGET: u32 = 25_000;
+
+/// Seconds of [`Config::push_budget`] a quiet table saves up for a burst of rounds.
+pub const PUSH_BURST_SECONDS: f64 = 0.2;
+
 /// Most files one client may offer by default: 10,000.
 pub const DEFAULT_MAX_FILES_PER_CLIENT: usize = 10_000;
 
@@ -66,6 +74,12 @@ pub struct Config {
     /// duration; it comes one round trip after the change's ack). Default
     /// [`DEFAULT_SIGN_WAIT`].
     pub sign_wait: Duration,
+    /// Table parts per second that push rounds may send, sustained (0 = unlimited). A
+    /// round goes out whole; the next waits until the budget is paid back, so under a
+    /// stream of changes each client gets one push per round, carrying every change
+    /// since its last, instead of one per change. Heartbeat resyncs and retransmissions
+    /// are not counted. Default [`DEFAULT_PUSH_BUDGET`].
+    pub push_budget: u32,
 }
 
 impl Default for Config {
@@ -77,6 +91,7 @@ impl Default for Config {
             coalesce: DEFAULT_COALESCE,
             require_key: false,
             sign_wait: DEFAULT_SIGN_WAIT,
+            push_budget: DEFAULT_PUSH_BUDGET,
             max_files_per_client: DEFAULT_MAX_FILES_PER_CLIENT,
             max_clients_per_ip: DEFAULT_MAX_CLIENTS_PER_IP,
             rate_limit: DEFAULT_RATE_LIMIT,

@@ -20,6 +20,52 @@ pub(super) struct Bucket {
     at: Instant,
 }
 
+/// The push rounds' budget: tokens are table parts, paid after a round (which may
+/// leave it in debt); a round waits until the debt is paid back.
+#[derive(Debug)]
+pub(super) struct Budget {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Budget {
+    pub(super) fn full(now: Instant) -> Budget {
+        Budget {
+            tokens: f64::INFINITY,
+            at: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant, rate: u32) {
+        let rate = f64::from(rate);
+        let burst = (rate * super::config::PUSH_BURST_SECONDS).max(1.0);
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(burst);
+        self.at = now;
+    }
+
+    /// When a round may go: `now`, or when the debt is paid back (`rate` 0: always now).
+    pub(super) fn ready_at(&mut self, now: Instant, rate: u32) -> Instant {
+        if rate == 0 {
+            return now;
+        }
+        self.refill(now, rate);
+        if self.tokens >= 0.0 {
+            now
+        } else {
+            now + Duration::from_secs_f64(-self.tokens / f64::from(rate))
+        }
+    }
+
+    /// A round sent `parts`.
+    pub(super) fn spend(&mut self, now: Instant, rate: u32, parts: u64) {
+        if rate != 0 {
+            self.refill(now, rate);
+            self.tokens -= parts as f64;
+        }
+    }
+}
+
 impl Index {
     /// Takes one token from `src`'s bucket: is this datagram within the rate?
     pub(super) fn allow(&mut self, now: Instant, src: SocketAddr) -> bool {

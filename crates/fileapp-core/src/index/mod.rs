@@ -152,6 +152,8 @@ pub struct Index {
     buckets: HashMap<SocketAddr, limits::Bucket>,
     timers: BTreeSet<(Instant, OwnerId)>,
     push_due: Option<Instant>,
+    /// What the push rounds may still send: see [`Config::push_budget`].
+    push_budget: limits::Budget,
     next_liveness: Instant,
     out: VecDeque<(SocketAddr, Vec<u8>)>,
     ops: Vec<StoreOp>,
@@ -192,6 +194,7 @@ impl Index {
             buckets: HashMap::new(),
             timers: BTreeSet::new(),
             push_due: None,
+            push_budget: limits::Budget::full(now),
             out: VecDeque::new(),
             ops: Vec::new(),
             errors: VecDeque::new(),

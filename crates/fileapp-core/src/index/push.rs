@@ -1,8 +1,10 @@
-//! Table pushes: the delta a verified client lacks is packed into parts, sent, and sent
-//! again every [`Config::retry`] interval until every part is acknowledged or the
-//! retries run out (the client's next heartbeat then restarts it). Changes within
-//! [`Config::coalesce`] are pushed together, and clients at the same version share one
-//! packed delta.
+//! Table pushes: the delta a verified client lacks is packed into parts and sent, at
+//! most [`PUSH_WINDOW`] unacknowledged at a time (each acknowledgement lets the next part
+//! go), and the unacknowledged ones sent again every [`Config::retry`] interval until
+//! every part is acknowledged or the retries run out (the client's next heartbeat then
+//! restarts it). Changes within [`Config::coalesce`] are pushed together, clients at the
+//! same version share one packed delta, and push rounds keep to
+//! [`Config::push_budget`](super::Config::push_budget).
 //!
 //! [`Config::retry`]: super::Config::retry
 //! [`Config::coalesce`]: super::Config::coalesce
@@ -19,6 +21,11 @@ use super::{Index, OwnerId, SendError};
 /// The parts of one packed delta, shared by every client it is pushed to.
 pub(super) type Parts = Arc<Vec<Vec<u8>>>;
 
+/// Parts of one push in flight (sent, not acknowledged) at most: a whole table at once
+/// (hundreds of parts for a thousand owners) would overflow a client's receive buffer,
+/// and a client that loses parts gets them again only after the retry interval.
+pub const PUSH_WINDOW: usize = 32;
+
 /// A push in flight to one client.
 #[derive(Debug)]
 pub(super) struct Push {
@@ -27,7 +34,10 @@ pub(super) struct Push {
     /// Version the push brings it to.
     pub(super) to: u64,
     parts: Parts,
+    /// Sent and not acknowledged (at most [`PUSH_WINDOW`]).
     unacked: BTreeSet<u16>,
+    /// Parts `..sent` have been sent.
+    sent: usize,
     /// When the unacknowledged parts are next sent again.
     pub(super) next_at: Instant,
     retries_left: u32,
@@ -59,10 +69,17 @@ impl Index {
         self.push_due = Some(self.push_due.map_or(soon, |t| t.min(soon)));
     }
 
-    /// The coalesced push, when due: every verified listener behind the table and not
-    /// already being pushed to.
+    /// The coalesced push, when due and the push budget allows: every verified listener
+    /// behind the table and not already being pushed to.
     pub(super) fn run_due_pushes(&mut self, now: Instant) {
         if self.push_due.is_none_or(|t| t > now) {
+            return;
+        }
+        let ready = self.push_budget.ready_at(now, self.cfg.push_budget);
+        if ready > now {
+            // Changes keep coming faster than the budget pushes them: this round waits,
+            // and carries everything that comes meanwhile.
+            self.push_due = Some(ready);
             return;
         }
         self.push_due = None;
@@ -75,9 +92,12 @@ impl Index {
                 o.verified && o.push.is_none() && o.acked < self.version
             })
             .collect();
+        let before = self.stats.table_parts_sent;
         for id in due {
             self.start_push(now, id, self.cfg.retry.retries);
         }
+        let sent = self.stats.table_parts_sent - before;
+        self.push_budget.spend(now, self.cfg.push_budget, sent);
     }
 
     /// Retransmissions that are due.
@@ -136,13 +156,15 @@ impl Index {
             }
         };
         let addr = self.owners[id].addr;
-        self.queue_parts(addr, parts.iter().cloned());
+        let sent = parts.len().min(PUSH_WINDOW);
+        self.queue_parts(addr, parts[..sent].iter().cloned());
         let next_at = now + self.cfg.retry.interval;
         self.owners[id].push = Some(Box::new(Push {
             from,
             to,
             // `pack_table` makes at most `MAX_TABLE_PARTS` parts: the indexes fit.
-            unacked: (0..parts.len()).map(|i| i as u16).collect(),
+            unacked: (0..sent).map(|i| i as u16).collect(),
+            sent,
             parts,
             next_at,
             retries_left,
@@ -206,17 +228,30 @@ impl Index {
         o.verified = true;
         self.listeners.insert(id);
         let Some(p) = o.push.as_mut() else { return };
-        if p.to != to {
+        if p.to != to || !p.unacked.remove(&part) {
             return;
         }
-        p.unacked.remove(&part);
+        // The window moves on: the next part goes out (acknowledgements clock them).
+        if p.sent < p.parts.len() {
+            let i = p.sent;
+            p.sent += 1;
+            p.unacked.insert(i as u16);
+            let (addr, next) = (o.addr, p.parts[i].clone());
+            self.queue_parts(addr, std::iter::once(next));
+            return;
+        }
+        let o = &mut self.owners[id];
+        let Some(p) = o.push.as_mut() else { return };
         if p.unacked.is_empty() {
             let next_at = p.next_at;
             o.acked = to;
             o.push = None;
             self.timers.remove(&(next_at, id));
             if self.owners[id].acked < self.version {
-                self.start_push(now, id, self.cfg.retry.retries);
+                // The table moved on meanwhile: the next round brings it along (not a
+                // push of its own at once, which under a stream of changes would be one
+                // push per change and client).
+                self.schedule_push(now);
             }
         }
     }

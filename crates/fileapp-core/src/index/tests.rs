@@ -404,6 +404,118 @@ fn a_burst_of_changes_costs_one_push_per_client() {
     }
 }
 
+/// Offers from every client, one attempt every 2 ms for `d` (one in flight per client);
+/// the table parts the index sent meanwhile, and the most sent in one 2 ms step.
+fn stream_of_offers(sim: &mut Sim, d: Duration) -> (u64, u64) {
+    let start = sim.index.stats().table_parts_sent;
+    let end = sim.now + d;
+    let (mut k, mut most) = (0, 0);
+    while sim.now < end {
+        let i = k % sim.clients.len();
+        let _ = sim.clients[i].offer(sim.now, &entries(&[&format!("f{k}")]));
+        k += 1;
+        let before = sim.index.stats().table_parts_sent;
+        sim.run_for(2 * MS);
+        most = most.max(sim.index.stats().table_parts_sent - before);
+    }
+    (sim.index.stats().table_parts_sent - start, most)
+}
+
+#[test]
+fn under_a_stream_of_changes_pushes_keep_to_the_budget_and_a_quiet_change_goes_at_once() {
+    let cfg = |budget| Config {
+        push_budget: budget,
+        ..Config::default()
+    };
+    // Unlimited: about one push per change and client.
+    let mut free = Sim::with_config(5, cfg(0));
+    register_all(&mut free);
+    let (unlimited, _) = stream_of_offers(&mut free, 1000 * MS);
+    // 50 parts a second (a burst of 10), same stream.
+    let mut sim = Sim::with_config(5, cfg(50));
+    register_all(&mut sim);
+    sim.run_for(1000 * MS);
+    let (budgeted, round) = stream_of_offers(&mut sim, 1000 * MS);
+    // A round goes whole (each owner's signed record grows with its files, so a round
+    // grows too), so the budget may be overdrawn by one round.
+    assert!(
+        budgeted <= 50 + 10 + round,
+        "{budgeted} parts in 1 s, rounds up to {round}"
+    );
+    assert!(
+        unlimited > 4 * budgeted,
+        "{unlimited} parts unlimited, {budgeted} budgeted"
+    );
+    // Nothing is lost: once the stream stops, every table equals the server's.
+    sim.run_for(1000 * MS);
+    for i in 0..5 {
+        assert_eq!(sim.rows(i), sim.server_rows(), "client {i}");
+    }
+    assert!(sim.server_rows().len() > 100);
+    // A quiet table's change is not held back by the budget: it arrives (after its
+    // signed record, one round trip) within a few milliseconds.
+    sim.run_for(1000 * MS);
+    sim.clients[0].offer(sim.now, &entries(&["quiet"])).unwrap();
+    sim.run_for(30 * MS);
+    for i in 0..5 {
+        assert!(
+            sim.rows(i).contains(&("quiet".into(), "c0".into())),
+            "client {i}"
+        );
+    }
+}
+
+/// A table far larger than the push window reaches a client whole, the window's worth
+/// at a time: a lost window is sent again, then acknowledgements clock the rest.
+#[test]
+fn a_large_table_is_pushed_a_window_at_a_time() {
+    let mut sim = Sim::new(1);
+    register_all(&mut sim);
+    sim.run_for(100 * MS);
+    let files: Vec<crate::store::FileRow> = (0..2000)
+        .map(|i| crate::store::FileRow {
+            name: format!("a-rather-long-file-name-number-{i:05}.dat"),
+            ver: 0,
+            size: i,
+            hash: [i as u8; 32],
+            files: 0,
+        })
+        .collect();
+    let big = OwnerRecord {
+        row: OwnerRow {
+            name: "big".into(),
+            addr: "192.0.2.1:5000".parse().unwrap(),
+            peer_ip: "192.0.2.1".parse().unwrap(),
+            tcp_port: 6000,
+            online: true,
+            token: 1,
+            instance: 1,
+            ver: 0,
+            key: None,
+        },
+        files,
+        record: None,
+        record_ver: 0,
+    };
+    // Everything to the client is lost for a while: only the first window goes out.
+    sim.loss = 100;
+    let before = sim.index.stats().table_parts_sent;
+    sim.index.apply_remote(sim.now, big, "s2");
+    sim.run_for(100 * MS);
+    assert_eq!(
+        sim.index.stats().table_parts_sent - before,
+        push::PUSH_WINDOW as u64
+    );
+    sim.loss = 0;
+    sim.run_for(3000 * MS);
+    let sent = sim.index.stats().table_parts_sent - before;
+    assert_eq!(sim.rows(0).len(), 2000);
+    assert!(
+        sent > 3 * push::PUSH_WINDOW as u64,
+        "the table took {sent} parts: more than a window's worth"
+    );
+}
+
 #[test]
 fn silent_client_goes_offline_and_everyone_is_told() {
     let cfg = liveness(Duration::from_millis(100), Duration::from_millis(300));
