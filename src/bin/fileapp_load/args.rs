@@ -50,6 +50,15 @@ pub struct Args {
     /// The server binary (default: `fileapp` next to this executable).
     #[arg(long, value_name = "PATH")]
     pub server_bin: Option<PathBuf>,
+    /// Run phases 1-3 against this many servers of one deployment (one PostgreSQL, one
+    /// shared key), clients spread over them; with 2 or more, the same phases run first
+    /// against one server on SQLite, and the report compares the two.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub servers: u8,
+    /// The PostgreSQL database for --servers (default: a throwaway cluster started in a
+    /// temporary folder, as the tests do; needs PostgreSQL installed).
+    #[arg(long, value_name = "URL")]
+    pub pg: Option<String>,
     /// Print the report as JSON (one object) instead of the table.
     #[arg(long)]
     pub json: bool,

@@ -125,8 +125,9 @@ pub struct Sim {
     /// Retransmission as real clients do it, and as the server pushes table parts: the
     /// crate's default policy.
     pub retry: RetryPolicy,
-    /// Highest table version any reply or part named.
-    pub max_version: u64,
+    /// Highest table version any reply or part named, per server (each server numbers
+    /// its own table).
+    pub max_version: Vec<u64>,
     pub prop: Option<PropRound>,
     /// Round-trip times of acknowledged requests, in µs, while recording.
     pub rtt_us: Vec<u32>,
@@ -153,21 +154,24 @@ fn sock_ip(s: usize, per_sock: usize) -> IpAddr {
 
 impl Sim {
     /// `n` clients named `<prefix><i>`, each with a fresh Ed25519 identity, speaking to
-    /// `server` whose channel key is `pin` (any, if `None`) over `sockets` sockets: one
-    /// each when `sockets >= n`; else client `i` uses socket `i % sockets`, after the
-    /// clients before it there are done (see [`Sim::may_start`]).
+    /// `servers` (socket `s` to server `s % servers.len()`; one deployment, whose channel
+    /// key is `pin`, any if `None`) over `sockets` sockets: one each when `sockets >= n`;
+    /// else client `i` uses socket `i % sockets`, after the clients before it there are
+    /// done (see [`Sim::may_start`]).
     pub fn new(
-        server: SocketAddr,
+        servers: &[SocketAddr],
         n: usize,
         sockets: usize,
         prefix: &str,
         pin: Option<ServerPin>,
     ) -> anyhow::Result<Sim> {
+        anyhow::ensure!(!servers.is_empty(), "no server to load");
         let mut epoll = Poller::new()?;
         let sockets = sockets.clamp(1, n.max(1));
         let per_sock = n.div_ceil(sockets);
         let mut socks = Vec::with_capacity(sockets);
         for s in 0..sockets {
+            let server = servers[s % servers.len()];
             let udp = client_socket(sock_ip(s, per_sock), server)
                 .with_context(|| format!("cannot open socket {s}"))?;
             epoll.add(&udp, s as u64)?;
@@ -215,7 +219,7 @@ impl Sim {
             backlog: VecDeque::new(),
             c: Counters::default(),
             retry,
-            max_version: 0,
+            max_version: vec![0; servers.len()],
             prop: None,
             rtt_us: Vec::new(),
             record_rtt: false,
@@ -225,6 +229,17 @@ impl Sim {
             last_timeout_check: Instant::now(),
             last_table_at: Instant::now(),
         })
+    }
+
+    /// The server (its index in [`Sim::new`]'s list) client `c` speaks to.
+    pub fn server_of(&self, c: u32) -> usize {
+        self.clients[c as usize].sock as usize % self.max_version.len()
+    }
+
+    /// The newest version seen of client `c`'s server's table, raised to `v`.
+    pub fn saw_version(&mut self, c: u32, v: u64) {
+        let s = self.server_of(c);
+        self.max_version[s] = self.max_version[s].max(v);
     }
 
     /// Sockets actually bound.
@@ -434,7 +449,7 @@ impl Sim {
                 version,
                 ..
             } => {
-                self.max_version = self.max_version.max(version);
+                self.saw_version(c, version);
                 if let Some(p) = self.complete(req, now) {
                     self.c.welcomes += 1;
                     self.clients[p.client as usize].token = Some(token);
@@ -447,7 +462,7 @@ impl Sim {
                 }
             }
             Message::Ack { req, version } => {
-                self.max_version = self.max_version.max(version);
+                self.saw_version(c, version);
                 if let Some(p) = self.complete(req, now) {
                     self.c.acks += 1;
                     match p.kind {
@@ -579,9 +594,10 @@ impl Sim {
 
     /// Every registered client holds the newest table version seen, none mid-delta.
     pub fn in_sync(&self) -> bool {
-        self.clients
-            .iter()
-            .all(|c| c.token.is_none() || (c.version >= self.max_version && c.asm.is_none()))
+        self.clients.iter().all(|c| {
+            let newest = self.max_version[c.sock as usize % self.max_version.len()];
+            c.token.is_none() || (c.version >= newest && c.asm.is_none())
+        })
     }
 }
 

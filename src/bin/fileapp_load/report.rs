@@ -14,6 +14,11 @@ pub struct Report {
     pub clients: usize,
     pub sockets: usize,
     pub db: String,
+    /// Servers of the deployment phases 1-3 ran against (clients spread over them).
+    pub servers: u8,
+    /// With several servers: the same phases against one server on SQLite, in the same
+    /// run.
+    pub baseline: Option<Box<Report>>,
     pub registration: RegReport,
     pub registration_kernel_drops: UdpCounters,
     pub sync: SyncReport,
@@ -197,15 +202,58 @@ pub fn print(r: &Report) {
     print_registration(r);
     print_throughput(r);
     print_propagation(&r.propagation);
+    print_comparison(r);
     print_memory(r.memory.as_ref());
     print_footer(r);
+}
+
+/// With several servers: their figures next to one server on SQLite's, same run.
+fn print_comparison(r: &Report) {
+    let Some(b) = &r.baseline else { return };
+    let ratio = |ours: f64, base: f64| if base > 0.0 { ours / base } else { 0.0 };
+    let (hb, mixed) = (
+        ratio(r.throughput.acked_per_sec, b.throughput.acked_per_sec),
+        ratio(r.mixed.acked_per_sec, b.mixed.acked_per_sec),
+    );
+    row(
+        &format!("{} servers / 1 on SQLite", r.servers),
+        format!(
+            "heartbeats {:.2} ({}/s vs {}/s)",
+            hb,
+            thousands(r.throughput.acked_per_sec),
+            thousands(b.throughput.acked_per_sec)
+        ),
+        ">= 0.5",
+        hb >= 0.5,
+    );
+    row(
+        "",
+        format!(
+            "mixed {:.2} ({}/s vs {}/s)",
+            mixed,
+            thousands(r.mixed.acked_per_sec),
+            thousands(b.mixed.acked_per_sec)
+        ),
+        ">= 0.5",
+        mixed >= 0.5,
+    );
+    detail(
+        "  one server on SQLite",
+        format!(
+            "registration {}/{} in {:.0} ms; propagation p99 {:.2} ms",
+            b.registration.welcomed,
+            b.registration.clients,
+            b.registration.seconds * 1000.0,
+            b.propagation.all_p99_ms
+        ),
+    );
 }
 
 fn print_header(r: &Report) {
     println!();
     println!(
-        "fileapp-load: {} clients, one socket each ({} bound), server db {}, {} s total",
-        r.clients, r.sockets, r.db, r.total_seconds as u64
+        "fileapp-load: {} clients, one socket each ({} bound), {} server(s), db {}, {} s total",
+        r.clients, r.sockets, r.servers, r.db, r.total_seconds as u64
     );
     if r.loadavg_before >= 0.5 {
         println!(

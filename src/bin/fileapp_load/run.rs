@@ -81,7 +81,42 @@ pub fn run(args: &Args) -> anyhow::Result<Report> {
         db: db("load.db"),
         ..Report::default()
     };
-    run_shared_server(args, &bin, &mut report)?;
+    if args.servers > 1 {
+        // The baseline first: one server on SQLite, in a file (durable, as PostgreSQL is).
+        let base_dir = TempDir::new()?;
+        let mut base = Report {
+            loadavg_before: procfs::loadavg(),
+            clients: args.clients,
+            db: base_dir.db("baseline.db"),
+            servers: 1,
+            ..Report::default()
+        };
+        let dbs = [base.db.clone()];
+        run_phases(args, &bin, &dbs, None, &mut base)?;
+        report.baseline = Some(Box::new(base));
+        let url = match &args.pg {
+            Some(u) => u.clone(),
+            None => fileapp::testkit::pg_database().context(
+                "--servers needs PostgreSQL: give --pg URL, or install it (apt-get install \
+                 postgresql) for a throwaway cluster",
+            )?,
+        };
+        let key_dir = TempDir::new()?;
+        let key = key_dir.db("deployment.key");
+        report.db = "postgres (shared)".into();
+        report.servers = args.servers;
+        let dbs = vec![url; usize::from(args.servers)];
+        run_phases(args, &bin, &dbs, Some(&key), &mut report)?;
+    } else {
+        report.servers = 1;
+        run_phases(
+            args,
+            &bin,
+            std::slice::from_ref(&report.db.clone()),
+            None,
+            &mut report,
+        )?;
+    }
     if args.memory_clients > 0 {
         report.memory = Some(run_memory(
             args,
@@ -95,11 +130,27 @@ pub fn run(args: &Args) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// Phases 1-3 against one server, with the table sync between them.
-fn run_shared_server(args: &Args, bin: &Path, report: &mut Report) -> anyhow::Result<()> {
-    let mut srv = ServerProc::start(bin, &report.db, &args.server_args())?;
-    args.progress(&format!("server pid {} on {}", srv.pid(), srv.addr));
-    let mut sim = Sim::new(srv.addr, args.clients, args.clients, "load-", srv.pin())?;
+/// Phases 1-3 against one server per entry of `dbs` (started one after the other, all
+/// with the key file `key` when given: one deployment), with the table sync between them.
+fn run_phases(
+    args: &Args,
+    bin: &Path,
+    dbs: &[String],
+    key: Option<&str>,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let mut extra = args.server_args();
+    if let Some(k) = key {
+        extra.extend(["--key".into(), k.into()]);
+    }
+    let mut srvs = Vec::with_capacity(dbs.len());
+    for db in dbs {
+        let srv = ServerProc::start(bin, db, &extra)?;
+        args.progress(&format!("server pid {} on {}", srv.pid(), srv.addr));
+        srvs.push(srv);
+    }
+    let addrs: Vec<_> = srvs.iter().map(|s| s.addr).collect();
+    let mut sim = Sim::new(&addrs, args.clients, args.clients, "load-", srvs[0].pin())?;
     report.sockets = sim.local_addrs();
 
     let k0 = UdpCounters::read();
@@ -117,7 +168,7 @@ fn run_shared_server(args: &Args, bin: &Path, report: &mut Report) -> anyhow::Re
     ));
 
     let heartbeats = Mix::default();
-    let (t, use_, cores, drops) = measure_throughput(args, &mut sim, &srv, heartbeats)?;
+    let (t, use_, cores, drops) = measure_throughput(args, &mut sim, &srvs, heartbeats)?;
     args.progress(&format!("heartbeats: {:.0} acked/s", t.acked_per_sec));
     report.throughput = t;
     report.throughput_server = use_;
@@ -133,7 +184,7 @@ fn run_shared_server(args: &Args, bin: &Path, report: &mut Report) -> anyhow::Re
         register_every: args.register_every,
         offer_every: args.offer_every,
     };
-    let (t, use_, cores, drops) = measure_throughput(args, &mut sim, &srv, mixed)?;
+    let (t, use_, cores, drops) = measure_throughput(args, &mut sim, &srvs, mixed)?;
     args.progress(&format!("mixed: {:.0} acked/s", t.acked_per_sec));
     report.mixed = t;
     report.mixed_server = use_;
@@ -153,26 +204,31 @@ fn run_shared_server(args: &Args, bin: &Path, report: &mut Report) -> anyhow::Re
         report.propagation.completed, report.propagation.rounds, report.propagation.all_p99_ms
     ));
     drop(sim);
-    report.server_output = srv.output();
-    report.server_exit = srv.stop();
+    let mut exits = Vec::new();
+    for srv in &mut srvs {
+        report.server_output.extend(srv.output());
+        exits.push(srv.stop());
+    }
+    report.server_exit = exits.join("; ");
     Ok(())
 }
 
-/// Phase 2 with `mix`: its figures, the server's CPU, the generator's CPU share and the
-/// kernel's drops during it.
+/// Phase 2 with `mix`: its figures, the servers' CPU (together), the generator's CPU
+/// share and the kernel's drops during it.
 fn measure_throughput(
     args: &Args,
     sim: &mut Sim,
-    srv: &ServerProc,
+    srvs: &[ServerProc],
     mix: Mix,
 ) -> anyhow::Result<(TputReport, ServerUse, f64, UdpCounters)> {
     let me = std::process::id();
     let k0 = UdpCounters::read();
-    let (cpu0, me0) = (procfs::cpu_seconds(srv.pid()), procfs::cpu_seconds(me));
+    let servers_cpu = || -> f64 { srvs.iter().map(|s| procfs::cpu_seconds(s.pid())).sum() };
+    let (cpu0, me0) = (servers_cpu(), procfs::cpu_seconds(me));
     let t0 = Instant::now();
     let t = sim.phase_throughput(Duration::from_secs(args.duration_secs), args.window, mix)?;
     let wall = t0.elapsed().as_secs_f64();
-    let cpu = procfs::cpu_seconds(srv.pid()) - cpu0;
+    let cpu = servers_cpu() - cpu0;
     let server = ServerUse {
         cpu_seconds: cpu,
         cpu_cores: cpu / wall.max(1e-9),
@@ -197,7 +253,7 @@ fn run_memory(
         args.memory_files
     ));
     let baseline = procfs::vm_kib(srv.pid(), "VmHWM:").unwrap_or(0);
-    let mut sim = Sim::new(srv.addr, args.memory_clients, sockets, "m-", srv.pin())?;
+    let mut sim = Sim::new(&[srv.addr], args.memory_clients, sockets, "m-", srv.pin())?;
     let k0 = UdpCounters::read();
     let load = sim.phase_memory_load(args.memory_files, args.memory_window, MEMORY_TIMEOUT)?;
     let kernel_drops = UdpCounters::read().since(k0);

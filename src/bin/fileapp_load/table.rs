@@ -68,7 +68,7 @@ impl Sim {
             self.c.table_parts_ignored += 1;
             return Ok(());
         }
-        self.max_version = self.max_version.max(id.to);
+        self.saw_version(c, id.to);
         let cl = &self.clients[c as usize];
         let Some(token) = cl.token else {
             self.c.table_parts_ignored += 1;
