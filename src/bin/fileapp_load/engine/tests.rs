@@ -7,7 +7,7 @@ use super::*;
 #[test]
 fn a_request_that_does_not_encode_is_an_error() {
     let nobody: SocketAddr = "127.0.0.1:9".parse().unwrap();
-    let mut sim = Sim::new(nobody, 1, 1, "t-", None).unwrap();
+    let mut sim = Sim::new(&[nobody], 1, 1, "t-", None).unwrap();
     sim.clients[0].token = Some(1);
     let files = (0..100).map(|i| format!("{i:0>200}")).collect();
     let err = sim.offer(0, files, Kind::Offer).unwrap_err();
@@ -37,7 +37,7 @@ fn no_address_carries_more_clients_than_allowed() {
 #[test]
 fn a_client_takes_a_shared_socket_over_only_when_the_last_one_is_done() {
     let nobody: SocketAddr = "127.0.0.1:9".parse().unwrap();
-    let mut sim = Sim::new(nobody, 4, 2, "t-", None).unwrap();
+    let mut sim = Sim::new(&[nobody], 4, 2, "t-", None).unwrap();
     assert!(sim.may_start(0));
     assert!(sim.may_start(1));
     sim.clients[0].outstanding = 1;
@@ -45,4 +45,32 @@ fn a_client_takes_a_shared_socket_over_only_when_the_last_one_is_done() {
     sim.clients[0].outstanding = 0;
     assert!(sim.may_start(2));
     assert!(sim.may_start(3));
+}
+
+/// Clients spread over several servers; each server's table is numbered on its own, so
+/// "in sync" means at the newest version of one's own server.
+#[test]
+fn clients_are_spread_over_servers_and_synced_per_server() {
+    let (a, b): (SocketAddr, SocketAddr) = (
+        "127.0.0.1:9".parse().unwrap(),
+        "127.0.0.1:10".parse().unwrap(),
+    );
+    let mut sim = Sim::new(&[a, b], 4, 4, "t-", None).unwrap();
+    let servers: Vec<usize> = (0..4).map(|c| sim.server_of(c)).collect();
+    assert_eq!(servers, [0, 1, 0, 1]);
+    for c in &mut sim.clients {
+        c.token = Some(1);
+    }
+    sim.saw_version(0, 7);
+    sim.saw_version(1, 3);
+    assert_eq!(sim.max_version, [7, 3]);
+    for (c, v) in [(0, 7), (1, 3), (2, 6), (3, 3)] {
+        sim.clients[c].version = v;
+    }
+    assert!(!sim.in_sync(), "client 2 is behind its server's 7");
+    sim.clients[2].version = 7;
+    assert!(
+        sim.in_sync(),
+        "client 1 and 3 hold their own server's newest, 3"
+    );
 }
