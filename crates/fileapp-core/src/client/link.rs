@@ -46,6 +46,8 @@ pub struct LinkStats {
     /// Datagrams dropped: malformed, forged, replayed, or of another session.
     pub dropped: u64,
     pub restarts: u64,
+    /// Sessions dropped because the client moved to another server.
+    pub moves: u64,
 }
 
 /// One client's channel to its server.
@@ -170,6 +172,22 @@ impl ClientLink {
         }
     }
 
+    /// The server moved (see `ClientCore`'s failover): the session with the old one is
+    /// dropped with what waited for it, and the next message starts a handshake with the
+    /// new address, which must present the key pinned so far.
+    pub fn move_to_next(&mut self) {
+        if self.refused {
+            return;
+        }
+        self.stats.moves += 1;
+        self.channel.restart();
+        self.pending.clear();
+        self.out.clear();
+        self.recent.clear();
+        self.hello_sent = None;
+        self.last_rx = None;
+    }
+
     /// Seals `message` now if a session is open (the goodbye on leaving: there is no
     /// time to wait for a handshake).
     pub fn seal_now(&mut self, message: &[u8]) -> Option<Vec<u8>> {
@@ -191,6 +209,9 @@ impl ClientLink {
                 self.last_rx = Some(now);
                 self.recent.clear();
                 self.stats.handshakes += 1;
+                // Every later handshake (a restart, another server of the deployment)
+                // must present this key: the pin is the deployment's, not an address's.
+                self.channel.pin_key(server_key);
                 let binding = self.channel.handshake_hash().copied().unwrap_or_default();
                 self.events.push_back(LinkEvent::Ready {
                     server_key,
