@@ -24,3 +24,6 @@ impl Flow {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

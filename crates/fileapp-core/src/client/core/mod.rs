@@ -446,6 +446,10 @@ impl ClientCore {
     }
 
     fn on_timeout(&mut self, now: Instant) {
+        // Judged before the failures below: a move schedules its registration for now,
+        // and it must wait for the next call, once the owner has followed the
+        // `Event::Switch` (else it would go out through the old server's session).
+        let reconnect_due = self.next_reconnect.is_some_and(|t| t <= now);
         let mut resend = Vec::new();
         let failed = self.reqs.handle_timeout(now, &mut resend);
         self.out.extend(resend);
@@ -463,7 +467,7 @@ impl ClientCore {
             // once the server is back (it persists sessions).
             self.send_heartbeat(now);
         }
-        if self.next_reconnect.is_some_and(|t| t <= now) {
+        if reconnect_due && self.next_reconnect.is_some_and(|t| t <= now) {
             self.next_reconnect = None;
             let (user, keep_offers) = self.reconnect_kind();
             self.start_register(now, user, keep_offers);

@@ -39,6 +39,9 @@ fn new_index(now: Instant, seed: u8) -> Index {
     Index::new(cfg, Vec::new(), now, [seed; 32])
 }
 
+/// A check run after every delivery.
+type Watch = Box<dyn Fn(&Cluster)>;
+
 /// Two servers on one store, clients with their lists of servers.
 struct Cluster {
     now: Instant,
@@ -49,8 +52,11 @@ struct Cluster {
     events: Vec<Vec<(Instant, Event)>>,
     /// The last heartbeat request id each client sent.
     last_heartbeat: Vec<u64>,
+    /// Where each client's datagrams go: its first server, then the one its last
+    /// `Event::Switch` named (handled after its datagrams, as the flow does).
+    route: Vec<usize>,
     /// Checked after every delivery.
-    watch: Option<Box<dyn Fn(&Cluster)>>,
+    watch: Option<Watch>,
 }
 
 impl Cluster {
@@ -84,6 +90,7 @@ impl Cluster {
             clients,
             events: vec![Vec::new(); lists.len()],
             last_heartbeat: vec![0; lists.len()],
+            route: lists.iter().map(|l| l[0]).collect(),
             watch: None,
         }
     }
@@ -97,7 +104,7 @@ impl Cluster {
     fn pump(&mut self) -> bool {
         let mut moved = false;
         for i in 0..self.clients.len() {
-            let s = self.server_of(i);
+            let s = self.route[i];
             while let Some(b) = self.clients[i].poll_transmit() {
                 moved = true;
                 if let Ok(Message::Heartbeat { req, .. }) = Message::decode(&b) {
@@ -108,6 +115,9 @@ impl Cluster {
                 }
             }
             while let Some(e) = self.clients[i].poll_event() {
+                if let Event::Switch(to) = e {
+                    self.route[i] = (to.port() - 12000) as usize;
+                }
                 self.events[i].push((self.now, e));
             }
         }
@@ -262,6 +272,13 @@ fn a_client_moves_once_its_server_is_silent_for_the_retry_budget_and_not_before(
             to: server_addr(1)
         }
     ));
+    // Registered at S1 at once (its first try went to S1, not to the old session).
+    let welcomed = net.events[0]
+        .iter()
+        .find(|(_, e)| matches!(e, Event::Moved { .. }))
+        .map(|(t, _)| *t)
+        .unwrap();
+    assert!(welcomed <= *at + 10 * MS, "{:?}", welcomed - *at);
     assert!(!net.has(0, &Event::ServerLost), "a move is not an outage");
     assert!(!net.has(0, &Event::ServerBack));
 }
