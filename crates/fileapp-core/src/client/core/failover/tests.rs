@@ -426,3 +426,25 @@ fn a_client_with_one_server_never_moves() {
     assert!(net.has(0, &Event::ServerLost));
     assert_eq!(net.clients[0].state(), State::Reconnecting);
 }
+
+#[test]
+fn an_offer_unanswered_by_the_dead_server_moves_the_client_and_ends_at_the_new_one() {
+    let mut net = two_clients();
+    net.alive[0] = false;
+    let op = net.clients[0]
+        .offer(net.now, &[FileEntry::named("h")])
+        .unwrap();
+    net.run(budget() + 200 * MS);
+    // The offer's silence moved us (before the next heartbeat was even due), and the
+    // re-offer at S1 carried it: the user hears it succeed, once.
+    assert_eq!(net.switches(0).len(), 1);
+    assert!(net.switches(0)[0].0 < net.now - 200 * MS + HEARTBEAT);
+    assert!(net.has(0, &Event::OfferDone(op)), "{:?}", net.events[0]);
+    assert!(
+        !net.events[0]
+            .iter()
+            .any(|(_, e)| matches!(e, Event::OfferFailed(..)))
+    );
+    assert!(net.lists(1, "c0", &["f", "h"]));
+    assert!(net.sees(1, "c0", "h"));
+}
