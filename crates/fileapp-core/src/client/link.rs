@@ -65,6 +65,8 @@ pub struct ClientLink {
     recent: VecDeque<(u64, Instant)>,
     refused: bool,
     stats: LinkStats,
+    /// The key the last session's server presented.
+    key: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for ClientLink {
@@ -94,6 +96,7 @@ impl ClientLink {
             recent: VecDeque::new(),
             refused: false,
             stats: LinkStats::default(),
+            key: None,
         }
     }
 
@@ -180,6 +183,12 @@ impl ClientLink {
             return;
         }
         self.stats.moves += 1;
+        // Another server of the deployment must present the key this one did: the pin
+        // is the deployment's, not an address's. (A restart with the same server keeps
+        // what the pin was: the driver's `known_servers` judges a first contact.)
+        if let Some(key) = self.key {
+            self.channel.pin_key(key);
+        }
         self.channel.restart();
         self.pending.clear();
         self.out.clear();
@@ -209,9 +218,7 @@ impl ClientLink {
                 self.last_rx = Some(now);
                 self.recent.clear();
                 self.stats.handshakes += 1;
-                // Every later handshake (a restart, another server of the deployment)
-                // must present this key: the pin is the deployment's, not an address's.
-                self.channel.pin_key(server_key);
+                self.key = Some(server_key);
                 let binding = self.channel.handshake_hash().copied().unwrap_or_default();
                 self.events.push_back(LinkEvent::Ready {
                     server_key,
