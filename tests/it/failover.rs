@@ -1,5 +1,6 @@
 //! Client failover: two servers of one deployment (one PostgreSQL database, one server
-//! key), a client given both, its server killed.
+//! key), a client given both, its server killed; a client given only the killed one is
+//! marked offline by the survivor.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -70,8 +71,15 @@ fn a_client_moves_to_the_other_server_and_keeps_its_session() {
     let list = format!("{},{}", s1.addr(), s2.addr());
     let mut a = sharing("A", &list, &ad, &[("foo", b"foo data")]);
     let mut b = sharing("B", &s2.addr(), &bd, &[("bar", b"bar data")]);
+    // C knows s1 only: it cannot move, and the survivor must mark it offline.
+    let cd = dir.path().join("c");
+    std::fs::create_dir_all(&cd).unwrap();
+    let mut c = sharing("C", &s1.addr(), &cd, &[("baz", b"baz data")]);
     let deadline = Instant::now() + WAIT;
-    while !has(&b.list_json(), "foo", "A") || !has(&a.list_json(), "bar", "B") {
+    while !has(&b.list_json(), "foo", "A")
+        || !has(&a.list_json(), "bar", "B")
+        || !has(&b.list_json(), "baz", "C")
+    {
         assert!(Instant::now() < deadline, "A and B never saw each other");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -96,6 +104,13 @@ fn a_client_moves_to_the_other_server_and_keeps_its_session() {
         std::thread::sleep(Duration::from_millis(25));
     }
     assert!(polls > 20, "B was polled {polls} times only");
+    // By now (past s2's judgement of s1) C, which did not reappear, is offline at s2.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while has(&b.list_json(), "baz", "C") {
+        assert!(Instant::now() < deadline, "C still listed after s1 died");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!c.transcript.join("\n").contains("moved to"));
     let moved = format!(
         ">>> [Server {} not responding; moved to {}]",
         s1.addr(),
@@ -117,5 +132,5 @@ fn a_client_moves_to_the_other_server_and_keeps_its_session() {
     assert_eq!(std::fs::read(bd.join("foo")).unwrap(), b"foo data");
     a.send("offer foo");
     a.expect_line(">>> [Offer Message Received By Server]");
-    drop((s2, a, b));
+    drop((s2, a, b, c));
 }
