@@ -165,8 +165,17 @@ fn the_driver_follows_the_move_before_anything_goes_to_the_new_server() {
             .owner_files("A")
             .is_some_and(|(online, _)| online)
     );
-    // Late datagrams of the old server are not read any more: it comes back and talks,
-    // nothing changes.
+    // Datagrams from the old server's address are not even handed to the channel; the
+    // current server's are (this one is garbage: the channel drops and counts it).
+    let dropped = net.flow.link().stats().dropped;
+    let now = net.now;
+    net.flow
+        .handle_datagram_from(now, server_addr(0), &[0xFF; 40]);
+    assert_eq!(net.flow.link().stats().dropped, dropped);
+    net.flow
+        .handle_datagram_from(now, server_addr(1), &[0xFF; 40]);
+    assert_eq!(net.flow.link().stats().dropped, dropped + 1);
+    // The old server comes back: nothing changes.
     net.alive[0] = true;
     net.advance(Duration::from_secs(30));
     assert_eq!(net.current, 1);
