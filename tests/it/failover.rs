@@ -74,7 +74,7 @@ fn a_client_moves_to_the_other_server_and_keeps_its_session() {
     // C knows s1 only: it cannot move, and the survivor must mark it offline.
     let cd = dir.path().join("c");
     std::fs::create_dir_all(&cd).unwrap();
-    let mut c = sharing("C", &s1.addr(), &cd, &[("baz", b"baz data")]);
+    let c = sharing("C", &s1.addr(), &cd, &[("baz", b"baz data")]);
     let deadline = Instant::now() + WAIT;
     while !has(&b.list_json(), "foo", "A")
         || !has(&a.list_json(), "bar", "B")
