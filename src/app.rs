@@ -195,6 +195,7 @@ fn client_settings(cfg: &ClientConfig, download_dir: PathBuf) -> driver::Config 
             .map(std::time::Duration::from_millis),
         sync_wait: flow::READ_YOUR_WRITES_WAIT,
         server: cfg.server,
+        servers: cfg.servers.clone(),
         server_pin: cfg.opts.server_key,
     }
 }

@@ -69,6 +69,12 @@ Examples:
   fileapp -c B 127.0.0.1 12000 1301 1401
   fileapp client --name C --server 127.0.0.1:12000 --download-dir ~/Downloads
   fileapp client --name B --server 127.0.0.1:12000 --exec 'setdir share; offer a b'
+  fileapp client --name C --server 10.0.0.1:12000,10.0.0.2:12000
+
+Several servers: --server takes a comma list (or a host name with several addresses)
+of servers sharing one database and one key (--key). The client starts with the first;
+when its server stops answering it moves to the next (round robin) and keeps its
+session, offers and table there.
 
 Exit codes: 0 success, 1 runtime failure, 2 usage error.";
 
@@ -113,8 +119,10 @@ pub enum Sub {
         /// Your client name (unique among online clients).
         #[arg(long, short = 'n')]
         name: String,
-        /// The index server, as host:port.
-        #[arg(long, short = 's')]
+        /// The index server, as host:port; several servers of one deployment as a comma
+        /// list (a:p,b:p), or a host name with several addresses: the client moves to the
+        /// next when its server stops answering, and keeps its session there.
+        #[arg(long, short = 's', value_name = "HOST:PORT[,HOST:PORT...]")]
         server: String,
         /// UDP port for talking to the server (0: any free port).
         #[arg(long, default_value_t = 0)]
@@ -316,7 +324,11 @@ pub struct RelayConfig {
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     pub name: String,
+    /// The server the client starts with (the first of `servers`).
     pub server: SocketAddr,
+    /// Every server of the deployment, in the order the client tries them; one for the
+    /// seed form.
+    pub servers: Vec<SocketAddr>,
     pub udp_port: u16,
     pub tcp_port: u16,
     pub opts: ClientOpts,
@@ -372,6 +384,30 @@ pub fn resolve_server(host: &str, port: u16) -> Option<SocketAddr> {
     (host, port).to_socket_addrs().ok()?.next()
 }
 
+/// `--server`'s list: `host:port` items separated by commas, each host an IP or a name
+/// (every address a name resolves to counts). Only the first address's family is kept
+/// (the client has one socket); duplicates are dropped. `None` if an item does not
+/// resolve.
+pub fn resolve_servers(list: &str) -> Option<Vec<SocketAddr>> {
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (host, port) = split_host_port(item)?;
+        let addrs: Vec<SocketAddr> = match host.trim_matches(['[', ']']).parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => (host, port).to_socket_addrs().ok()?.collect(),
+        };
+        if addrs.is_empty() {
+            return None;
+        }
+        for a in addrs {
+            if !out.contains(&a) && out.first().is_none_or(|f| f.is_ipv4() == a.is_ipv4()) {
+                out.push(a);
+            }
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 fn split_host_port(s: &str) -> Option<(&str, u16)> {
     let (host, port) = s.rsplit_once(':')?;
     Some((host, port.parse().ok()?))
@@ -400,6 +436,7 @@ impl Cli {
             return Ok(Mode::Client(ClientConfig {
                 name,
                 server,
+                servers: vec![server],
                 udp_port,
                 tcp_port,
                 opts: self.client_opts,
@@ -418,13 +455,13 @@ impl Cli {
                 tcp_port,
                 opts,
             }) => {
-                let server = split_host_port(&server)
-                    .and_then(|(h, p)| resolve_server(h, p))
+                let servers = resolve_servers(&server)
                     .ok_or_else(|| UsageError("[Invalid server IP address]".into()))?;
                 check_name(&name)?;
                 Ok(Mode::Client(ClientConfig {
                     name,
-                    server,
+                    server: servers[0],
+                    servers,
                     udp_port,
                     tcp_port,
                     opts,

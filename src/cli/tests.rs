@@ -185,3 +185,43 @@ fn defaults_are_the_ones_the_modes_use() {
     assert!(help.contains("[default: 10000]"), "{help}");
     assert!(help.contains("[default: 30000,"), "{help}");
 }
+
+#[test]
+fn a_client_takes_a_list_of_servers() {
+    let servers = |arg: &str| match mode(&["client", "--name", "B", "--server", arg]) {
+        Ok(Mode::Client(c)) => {
+            assert_eq!(c.server, c.servers[0]);
+            Ok(c.servers.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        }
+        Ok(other) => panic!("{other:?}"),
+        Err(e) => Err(e.0),
+    };
+    assert_eq!(
+        servers("127.0.0.1:12000,127.0.0.1:12001").unwrap(),
+        ["127.0.0.1:12000", "127.0.0.1:12001"]
+    );
+    // Duplicates once; an address of the other family than the first is left out (one
+    // socket); spaces after commas are fine.
+    assert_eq!(
+        servers("127.0.0.1:1, 127.0.0.2:2,127.0.0.1:1,[::1]:3").unwrap(),
+        ["127.0.0.1:1", "127.0.0.2:2"]
+    );
+    assert_eq!(servers("[::1]:3").unwrap(), ["[::1]:3"]);
+    for bad in [
+        "127.0.0.1:1,300.1.2.3:4",
+        "127.0.0.1",
+        ",",
+        "127.0.0.1:1,x:y",
+    ] {
+        assert_eq!(
+            servers(bad).unwrap_err(),
+            "[Invalid server IP address]",
+            "{bad}"
+        );
+    }
+    // The seed form names one server.
+    let Ok(Mode::Client(c)) = mode(&["-c", "C", "127.0.0.1", "12000", "1301", "1401"]) else {
+        panic!("seed form")
+    };
+    assert_eq!(c.servers, [c.server]);
+}

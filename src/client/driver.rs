@@ -61,6 +61,9 @@ pub struct Config {
     pub sync_wait: Duration,
     /// The server's address: what its key is pinned under.
     pub server: SocketAddr,
+    /// Every server of the deployment, `server` first; more than one: the client moves
+    /// to the next when its server stops answering (failover).
+    pub servers: Vec<SocketAddr>,
     /// The server key the user named (`--server-key`), overriding any pin.
     pub server_pin: Option<ServerPin>,
 }
@@ -119,7 +122,10 @@ struct Driver {
     known_servers: Option<KnownKeys>,
     /// Every peer's key as first seen (`known_peers`).
     known_peers: Option<KnownKeys>,
+    /// The server we talk to now (the socket is connected to it).
     server: SocketAddr,
+    /// Every server of the deployment (empty or one: no failover).
+    servers: Vec<SocketAddr>,
     /// What downloads' dialers share, and the meetings they wait for.
     reach: Reach,
     hub: Hub,
@@ -164,10 +170,14 @@ impl Driver {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
         core.set_record_seq(micros);
-        let pinned = b
-            .known_servers
-            .as_ref()
-            .and_then(|k| k.get(&cfg.server.to_string()))
+        if cfg.servers.len() > 1 {
+            core.set_servers(cfg.servers.clone());
+        }
+        // The servers of a deployment share one key: a pin under any of their addresses
+        // (the first server's first) is the deployment's.
+        let pinned = std::iter::once(&cfg.server)
+            .chain(&cfg.servers)
+            .find_map(|s| b.known_servers.as_ref()?.get(&s.to_string()))
             .map(|k| ServerPin::Key(*k));
         let link = ClientLink::new(
             cfg.server_pin.or(pinned),
@@ -210,7 +220,7 @@ impl Driver {
         let reach = Reach {
             asks: asks_tx,
             meetings: Default::default(),
-            server: cfg.server,
+            server: Arc::new(RwLock::new(cfg.server)),
             identity: b.identity.clone(),
         };
         let listings = super::listing::Listings::start(
@@ -247,6 +257,7 @@ impl Driver {
             known_servers: b.known_servers,
             known_peers: b.known_peers,
             server: cfg.server,
+            servers: cfg.servers,
         };
         Ok((driver, (input, reports, notices, asks, signals)))
     }
@@ -262,9 +273,9 @@ impl Driver {
             let deadline = self.flow.poll_timeout();
             let reading = self.flow.reading();
             tokio::select! {
-                r = self.sock.recv(&mut buf) => {
-                    if let Ok(n) = r {
-                        self.flow.handle_datagram(Instant::now(), &buf[..n]);
+                r = self.sock.recv_from(&mut buf) => {
+                    if let Ok((n, from)) = r {
+                        self.flow.handle_datagram_from(Instant::now(), from, &buf[..n]);
                     }
                 }
                 _ = sleep_until(deadline) => self.flow.handle_timeout(Instant::now()),
@@ -302,6 +313,7 @@ impl Driver {
             match action {
                 // A lost datagram is covered by retries; an error here is the same.
                 Action::Send(d) => drop(self.sock.send(&d).await),
+                Action::UseServer(to) => self.use_server(to).await,
                 Action::Say(line) => self.console.print(&line),
                 Action::PinServer(key) => self.pin_server(key),
                 Action::Prompt => self.console.ready(),
@@ -378,9 +390,9 @@ impl Driver {
         while self.flow.core().settling() && Instant::now() < until {
             let wake = self.flow.poll_timeout().map_or(until, |t| t.min(until));
             tokio::select! {
-                r = self.sock.recv(&mut buf) => {
-                    if let Ok(n) = r {
-                        self.flow.handle_datagram(Instant::now(), &buf[..n]);
+                r = self.sock.recv_from(&mut buf) => {
+                    if let Ok((n, from)) = r {
+                        self.flow.handle_datagram_from(Instant::now(), from, &buf[..n]);
                     }
                 }
                 _ = sleep_until(Some(wake)) => self.flow.handle_timeout(Instant::now()),

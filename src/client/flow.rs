@@ -25,6 +25,7 @@ use super::render;
 use fileapp_core::reach::Via;
 
 mod commands;
+mod failover;
 mod reach;
 #[cfg(test)]
 mod tests;
@@ -125,6 +126,14 @@ impl Flow {
         self.step(now);
     }
 
+    /// A datagram from `from`: dropped unless `from` is the server we talk to now
+    /// (after a move, the old server's late datagrams are not ours to read).
+    pub fn handle_datagram_from(&mut self, now: Instant, from: std::net::SocketAddr, bytes: &[u8]) {
+        if self.core.is_server(from) {
+            self.handle_datagram(now, bytes);
+        }
+    }
+
     /// A datagram from the server's address: the channel opens it (or drops it), the
     /// core reads what it carried.
     pub fn handle_datagram(&mut self, now: Instant, bytes: &[u8]) {
@@ -155,8 +164,9 @@ impl Flow {
                     presented,
                 }) => {
                     if !self.ended {
+                        let server = self.core.server().map(|a| a.to_string());
                         self.fail(ClientError::ServerKeyChanged {
-                            server: self.cfg.server.clone(),
+                            server: server.unwrap_or_else(|| self.cfg.server.clone()),
                             pinned: expected.fingerprint(),
                             presented: crate::identity::fingerprint(&presented),
                         });
@@ -489,6 +499,7 @@ impl Flow {
                 self.say(msg::EXITING);
                 self.fail(ClientError::ServerNotResponding);
             }
+            Event::Switch(_) | Event::Moved { .. } => self.on_failover_event(ev),
             Event::Connected(_)
             | Event::ConnectFailed { .. }
             | Event::Dial { .. }

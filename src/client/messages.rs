@@ -34,6 +34,12 @@ pub const OFFLINE_BYE: &str = ">>> [You are Offline. Bye.]";
 pub const TABLE_UPDATED: &str = ">>> [Client table updated.]";
 pub const SERVER_LOST: &str = ">>> [Server not responding; reconnecting automatically.]";
 pub const SERVER_BACK: &str = ">>> [Connection to server restored.]";
+
+/// A client given several servers moved to another one (said once per move, when the
+/// new server has registered us again).
+pub fn server_moved(from: std::net::SocketAddr, to: std::net::SocketAddr) -> String {
+    format!(">>> [Server {from} not responding; moved to {to}]")
+}
 pub const OFFLINE_REFUSED: &str = ">>> [You are offline. Use reg to come back online.]";
 pub const NOT_CONNECTED: &str = ">>> [Not connected to the server right now; try again shortly.]";
 

@@ -53,10 +53,18 @@ pub struct Ask {
 pub struct Reach {
     pub asks: mpsc::UnboundedSender<Ask>,
     pub meetings: Meetings,
-    /// The index server (a relay given as `None` is the server's own address, TCP).
-    pub server: SocketAddr,
+    /// The index server we talk to now (a relay given as `None` is the server's own
+    /// address, TCP); the driver changes it when the client moves to another server.
+    pub server: Arc<std::sync::RwLock<SocketAddr>>,
     /// Our key pair: the punched path's QUIC presents it, as TLS does.
     pub identity: Arc<Identity>,
+}
+
+impl Reach {
+    /// The index server we talk to now.
+    pub fn server(&self) -> SocketAddr {
+        *self.server.read().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// One download's dialer: its paths in order, and the one that worked.
@@ -135,7 +143,7 @@ impl PathDialer {
             }
             Via::Relayed => {
                 let m = self.meet(via, id, None).await?;
-                let at = m.addr.unwrap_or(self.reach.server);
+                let at = m.addr.unwrap_or(self.reach.server());
                 let ticket = ticket_of(&m)?;
                 relay::connect(at, &ticket, RELAY_WAIT)
                     .await
@@ -150,7 +158,7 @@ impl PathDialer {
                     side: Side::Requester,
                     id,
                     secret,
-                    server: self.reach.server,
+                    server: self.reach.server(),
                     cfg: PunchConfig::default(),
                     identity: self.reach.identity.clone(),
                     peer_key: key,

@@ -3,6 +3,7 @@
 
 mod cli;
 mod control;
+mod failover;
 mod faults;
 mod folders;
 mod identity;

@@ -16,14 +16,39 @@ impl Driver {
             return;
         };
         let line = match known.check(&server, &key) {
-            Pin::Same => return,
-            Pin::New => msg::server_pinned(&server, &fp),
-            Pin::Changed { .. } => msg::server_pin_replaced(&server, &fp),
+            Pin::Same => None,
+            Pin::New => Some(msg::server_pinned(&server, &fp)),
+            Pin::Changed { .. } => Some(msg::server_pin_replaced(&server, &fp)),
         };
-        self.console.print(&line);
-        if let Err(e) = known.pin(&server, key) {
+        // The deployment's servers share the key: pinned under each address of the
+        // list, so that a later run starting at any of them knows it.
+        let others = self.servers.iter().map(|s| s.to_string());
+        let pins: Vec<(String, [u8; 32])> = std::iter::once(server.clone())
+            .chain(others)
+            .filter(|s| known.check(s, &key) != Pin::Same)
+            .map(|s| (s, key))
+            .collect();
+        if pins.is_empty() {
+            return;
+        }
+        if let Some(line) = line {
+            self.console.print(&line);
+        }
+        if let Err(e) = known.pin_all(pins) {
             self.console.print(&msg::known_servers_failed(&e));
         }
+    }
+
+    /// The flow moved us to another server of the deployment: the socket is connected
+    /// to it (the kernel then drops every other source), and probes, relays and punches
+    /// use its address.
+    pub(super) async fn use_server(&mut self, to: SocketAddr) {
+        if let Err(e) = self.sock.connect(to).await {
+            // The retries run into silence and the core moves on again.
+            tracing::warn!("cannot point the socket at {to}: {e}");
+        }
+        self.server = to;
+        *self.reach.server.write().unwrap_or_else(|p| p.into_inner()) = to;
     }
 
     /// Called on every table change: refreshes completion and the requesters' keys.

@@ -48,6 +48,9 @@ pub struct Restore {
 pub enum Action {
     /// Send this datagram to the server.
     Send(Vec<u8>),
+    /// The server moved (failover): datagrams go to this address from now on, and only
+    /// its datagrams are the server's.
+    UseServer(std::net::SocketAddr),
     /// `trust <name>`: remember this key for that peer from now on.
     TrustPeer { name: String, key: [u8; 32] },
     /// The server proved it holds this key, and it is to be pinned for its address

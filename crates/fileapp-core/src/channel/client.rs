@@ -167,6 +167,12 @@ impl ClientChannel {
         }
     }
 
+    /// From now on only `key` is accepted (a later handshake, e.g. with another server
+    /// of the same deployment, must present it).
+    pub fn pin_key(&mut self, key: [u8; 32]) {
+        self.pin = Some(ServerPin::Key(key));
+    }
+
     /// The `Hello` to (re)send while the handshake is in progress.
     pub fn hello(&self) -> Option<Vec<u8>> {
         match &self.state {

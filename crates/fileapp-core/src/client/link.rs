@@ -46,6 +46,8 @@ pub struct LinkStats {
     /// Datagrams dropped: malformed, forged, replayed, or of another session.
     pub dropped: u64,
     pub restarts: u64,
+    /// Sessions dropped because the client moved to another server.
+    pub moves: u64,
 }
 
 /// One client's channel to its server.
@@ -63,6 +65,8 @@ pub struct ClientLink {
     recent: VecDeque<(u64, Instant)>,
     refused: bool,
     stats: LinkStats,
+    /// The key the last session's server presented.
+    key: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for ClientLink {
@@ -92,6 +96,7 @@ impl ClientLink {
             recent: VecDeque::new(),
             refused: false,
             stats: LinkStats::default(),
+            key: None,
         }
     }
 
@@ -170,6 +175,28 @@ impl ClientLink {
         }
     }
 
+    /// The server moved (see `ClientCore`'s failover): the session with the old one is
+    /// dropped with what waited for it, and the next message starts a handshake with the
+    /// new address, which must present the key pinned so far.
+    pub fn move_to_next(&mut self) {
+        if self.refused {
+            return;
+        }
+        self.stats.moves += 1;
+        // Another server of the deployment must present the key this one did: the pin
+        // is the deployment's, not an address's. (A restart with the same server keeps
+        // what the pin was: the driver's `known_servers` judges a first contact.)
+        if let Some(key) = self.key {
+            self.channel.pin_key(key);
+        }
+        self.channel.restart();
+        self.pending.clear();
+        self.out.clear();
+        self.recent.clear();
+        self.hello_sent = None;
+        self.last_rx = None;
+    }
+
     /// Seals `message` now if a session is open (the goodbye on leaving: there is no
     /// time to wait for a handshake).
     pub fn seal_now(&mut self, message: &[u8]) -> Option<Vec<u8>> {
@@ -191,6 +218,7 @@ impl ClientLink {
                 self.last_rx = Some(now);
                 self.recent.clear();
                 self.stats.handshakes += 1;
+                self.key = Some(server_key);
                 let binding = self.channel.handshake_hash().copied().unwrap_or_default();
                 self.events.push_back(LinkEvent::Ready {
                     server_key,

@@ -125,6 +125,14 @@ impl ClientTable {
         self.assembly = None;
     }
 
+    /// Forgets the version but keeps the rows: another server of the deployment will
+    /// send a snapshot (its own numbering), which replaces them; until then they are
+    /// still the best we know.
+    pub fn rebase(&mut self) {
+        self.version = 0;
+        self.assembly = None;
+    }
+
     /// Records that failed verification since the process started.
     pub fn forged(&self) -> u64 {
         self.forged

@@ -31,6 +31,7 @@ use crate::reliable::{Outstanding, RetryPolicy};
 
 use super::table::ClientTable;
 
+mod failover;
 mod leave;
 mod liveness;
 mod offers;
@@ -68,6 +69,16 @@ pub enum Event {
     Unsendable(EncodeError),
     /// The server arranged the meeting we asked for ([`ClientCore::connect`]).
     Connected(Meeting),
+    /// The server we talked to stopped answering: the channel must start over with
+    /// this address (a new handshake, the same pinned key); only its datagrams count
+    /// from now on. Nothing for the user yet (see [`Event::Moved`]).
+    Switch(std::net::SocketAddr),
+    /// After `from` stopped answering, `to` registered us again: same session as far as
+    /// the others can tell (name, key, offers), table resynchronising.
+    Moved {
+        from: std::net::SocketAddr,
+        to: std::net::SocketAddr,
+    },
     /// The server refused the meeting (`Some`), or never answered (`None`).
     ConnectFailed {
         id: [u8; 16],
@@ -190,6 +201,8 @@ pub struct ClientCore {
     /// Parts of user offers refused as NotRegistered while we register again; the
     /// re-offer after the welcome carries them (see `OfferOp::carries`).
     parked: Vec<OpId>,
+    /// The deployment's servers, for failover (see `failover.rs`).
+    servers: failover::Servers,
 }
 
 impl ClientCore {
@@ -224,6 +237,7 @@ impl ClientCore {
             unsent: Vec::new(),
             settle: None,
             parked: Vec::new(),
+            servers: Default::default(),
         }
     }
 
@@ -432,11 +446,18 @@ impl ClientCore {
     }
 
     fn on_timeout(&mut self, now: Instant) {
+        // Judged before the failures below: a move schedules its registration for now,
+        // and it must wait for the next call, once the owner has followed the
+        // `Event::Switch` (else it would go out through the old server's session).
+        let reconnect_due = self.next_reconnect.is_some_and(|t| t <= now);
         let mut resend = Vec::new();
         let failed = self.reqs.handle_timeout(now, &mut resend);
         self.out.extend(resend);
-        for (id, tag) in failed {
-            self.request_failed(now, id, tag);
+        // Silence from the server we talk to moves us to the next one, if we have one.
+        if !self.move_if_silent(now, &failed) {
+            for (id, tag) in failed {
+                self.request_failed(now, id, tag);
+            }
         }
         for (_, id, tag) in std::mem::take(&mut self.unsent) {
             self.request_failed(now, id, tag);
@@ -446,9 +467,10 @@ impl ClientCore {
             // once the server is back (it persists sessions).
             self.send_heartbeat(now);
         }
-        if self.next_reconnect.is_some_and(|t| t <= now) {
+        if reconnect_due && self.next_reconnect.is_some_and(|t| t <= now) {
             self.next_reconnect = None;
-            self.start_register(now, false, true);
+            let (user, keep_offers) = self.reconnect_kind();
+            self.start_register(now, user, keep_offers);
         }
     }
 }

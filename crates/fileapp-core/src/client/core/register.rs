@@ -136,8 +136,13 @@ impl ClientCore {
         if heartbeat_ms > 0 {
             self.heartbeat = Duration::from_millis(heartbeat_ms as u64);
         }
-        // A new session gets a full snapshot.
-        self.table.reset();
+        // A new session gets a full snapshot. After a move the rows we showed stay until
+        // it replaces them (they were the deployment's, only the versions are not).
+        let was_moving = self.moving();
+        let moved = self.moved();
+        if !was_moving {
+            self.table.reset();
+        }
         let carries = std::mem::take(&mut self.parked);
         if self.offered.is_empty() {
             // Port and address are new to the server: sign the record (no files), before
@@ -155,10 +160,14 @@ impl ClientCore {
             let files: Vec<FileEntry> = self.offered.values().cloned().collect();
             self.send_offer(now, files, true, carries);
         }
-        self.events.push_back(if user {
-            Event::Registered
-        } else {
-            Event::ServerBack
+        if let Some((from, to)) = moved {
+            self.events.push_back(Event::Moved { from, to });
+        }
+        self.events.push_back(match (user, moved) {
+            (true, _) => Event::Registered,
+            (false, None) => Event::ServerBack,
+            // Said by `Moved`; nothing was lost as far as the user can tell.
+            (false, Some(_)) => return,
         });
     }
 
@@ -167,6 +176,7 @@ impl ClientCore {
     pub(super) fn on_register_rejected(&mut self, now: Instant, user: bool, reason: Reject) {
         self.register_req = None;
         if user {
+            self.end_move();
             self.state = self.not_online();
             self.fail_parked(OfferFailure::Rejected(Reject::NotRegistered));
             self.events.push_back(Event::RegisterRejected(reason));
@@ -180,6 +190,9 @@ impl ClientCore {
     /// Registration `id` was never answered.
     pub(super) fn on_register_timed_out(&mut self, now: Instant, id: ReqId, user: bool) {
         self.register_req = None;
+        if user && self.move_registering(now, id) {
+            return;
+        }
         if user {
             // The user is told we are not registered: if the server did register
             // us and only its welcome was lost, undo it when it comes.
