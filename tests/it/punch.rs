@@ -1,7 +1,7 @@
 //! The hole-punched path in process, on 127.0.0.1: two `punch()` calls meet through a
 //! tiny fake index server (it reads each side's probe and tells each the other's source
-//! endpoint), connect QUIC with pinned keys, and carry bytes through the bridged
-//! `TcpStream`s; wrong keys, a silent peer and a control channel that never answers
+//! endpoint), connect QUIC with pinned keys, and carry bytes through the punched QUIC
+//! streams; wrong keys, a silent peer and a control channel that never answers
 //! fail with typed errors.
 
 use std::collections::HashMap;
@@ -124,7 +124,7 @@ async fn punched_quic_carries_mebibytes_both_ways() {
     let down = payload(7 << 20 | 123, 2);
     // Each side writes its payload, shuts down, and reads the other's to the end.
     let exchange = |p: Punched, out: Vec<u8>| async move {
-        let (mut rd, mut wr) = p.stream.into_split();
+        let (mut rd, mut wr) = tokio::io::split(p.stream);
         let writer = tokio::spawn(async move {
             wr.write_all(&out).await.unwrap();
             wr.shutdown().await.unwrap();
@@ -216,7 +216,7 @@ async fn a_real_download_runs_over_the_punched_path() {
     let (pr, po) = punch_pair(&r, &o, o.public_key(), r.public_key()).await;
     let (pr, po) = (pr.unwrap(), po.unwrap());
 
-    // The owner: a library with one file, served on the bridged stream.
+    // The owner: a library with one file, served on the punched stream.
     let share = tempfile::tempdir().unwrap();
     let data = payload(5 << 20 | 77, 3);
     std::fs::write(share.path().join("big.bin"), &data).unwrap();
@@ -237,7 +237,7 @@ async fn a_real_download_runs_over_the_punched_path() {
         ServeConfig::default(),
     ));
 
-    // The requester: the usual fetch, on the bridged stream.
+    // The requester: the usual fetch, on the punched stream.
     let dest = tempfile::tempdir().unwrap();
     let mut fs = FetchSpec::new(pr.peer, "A", "big.bin", "B", dest.path());
     fs.peer_key = Some(o.public_key());
