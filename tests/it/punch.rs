@@ -259,3 +259,59 @@ async fn a_real_download_runs_over_the_punched_path() {
     }
     assert!(seen.iter().any(|n| n.contains("big.bin")), "{seen:#?}");
 }
+
+/// Plaintext mode on the punched path (no TCP, so no `splice` or `sendfile`): the
+/// portable copy paths carry a verified download, resumed from a partial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plaintext_download_resumes_over_the_punched_path() {
+    let (r, o) = ids();
+    let (pr, po) = punch_pair(&r, &o, o.public_key(), r.public_key()).await;
+    let (pr, po) = (pr.unwrap(), po.unwrap());
+    let share = tempfile::tempdir().unwrap();
+    let data = payload(3 << 20 | 5, 4);
+    std::fs::write(share.path().join("plain.bin"), &data).unwrap();
+    let mut lib = Library::default();
+    lib.set_dir(share.path().to_path_buf());
+    lib.offer("plain.bin").unwrap();
+    let (ntx, _notices) = mpsc::unbounded_channel();
+    let served = tokio::spawn(serve_stream(
+        po.stream,
+        po.peer,
+        Arc::new(RwLock::new(lib)),
+        ntx,
+        PeerAuth::plaintext(),
+        ServeConfig::default(),
+    ));
+    let dest = tempfile::tempdir().unwrap();
+    // A partial of the first mebibyte, as an interrupted attempt leaves it.
+    let first = leave_first_mib(&data, dest.path());
+    let mut fs = FetchSpec::new(pr.peer, "A", "plain.bin", "B", dest.path());
+    fs.timeout = Duration::from_secs(10);
+    let (_cancel, cancel) = watch::channel(false);
+    let report = fetch_stream(pr.stream, fs, Security::Plaintext, |_| {}, cancel)
+        .await
+        .unwrap();
+    assert_eq!(report.resumed_from, first);
+    assert!(std::fs::read(dest.path().join("plain.bin")).unwrap() == data);
+    tokio::time::timeout(Duration::from_secs(10), served)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// Leaves the partial (and its sidecar) of `data`'s first mebibyte in `dir`, saved as
+/// `plain.bin`; returns its length.
+fn leave_first_mib(data: &[u8], dir: &std::path::Path) -> u64 {
+    let n = 1usize << 20;
+    std::fs::write(dir.join(".plain.bin.fileapp-partial"), &data[..n]).unwrap();
+    std::fs::write(
+        dir.join(".plain.bin.fileapp-partial.meta"),
+        format!(
+            "fileapp-partial 1\nsize {}\nhash {}\n",
+            data.len(),
+            blake3::hash(data).to_hex()
+        ),
+    )
+    .unwrap();
+    n as u64
+}

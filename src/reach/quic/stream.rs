@@ -264,3 +264,6 @@ impl BlockingQuic {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
