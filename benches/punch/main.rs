@@ -8,7 +8,7 @@
 //! - direct: `provider::serve` on a TCP listener + `fetch::fetch` over TLS 1.3 (the
 //!   default mode: sendfile-style sealing, splice into the partial).
 //! - punched: a tiny fake index server on loopback, two `reach::quic::punch` calls (the
-//!   default `PunchConfig`), then `serve_stream` + `fetch_stream` on the bridged
+//!   default `PunchConfig`), then `serve_stream` + `fetch_stream` on the punched
 //!   streams: the same TLS inside QUIC. Its clock starts before the punch, so the
 //!   figure includes probing, punching and both handshakes; the first-byte time is from
 //!   the start of the punch to the owner's answer.

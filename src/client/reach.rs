@@ -3,9 +3,10 @@
 //! carries its meeting requests to the command flow and the server's answers back,
 //! and connects out when the server says a requester wants one of our files.
 //!
-//! Every path ends in a `TcpStream` that the transfer engine uses exactly as a direct
-//! connection: the same mode byte, the same TLS with the same pinned keys, the same
-//! request, resume and verification. Only the way the stream was obtained differs.
+//! Every path ends in a [`Link`] (a TCP connection, or the punched path's QUIC stream)
+//! that the transfer engine uses exactly as a direct connection: the same mode byte,
+//! the same TLS with the same pinned keys, the same request, resume and verification.
+//! Only the way the connection was obtained differs.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fileapp_core::reach::Via;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::identity::Identity;
@@ -22,6 +22,7 @@ use crate::reach::meet::{self, Meetings};
 use crate::reach::quic::{self, PunchSpec};
 use crate::reach::relay;
 use crate::transfer::fetch::{Dial, FetchError, direct};
+use crate::transfer::link::Link;
 use fileapp_core::reach::punch::{PunchConfig, Side};
 
 use super::flow::Meeting;
@@ -122,7 +123,7 @@ impl PathDialer {
         via: Via,
         direct_addr: SocketAddr,
         limit: Duration,
-    ) -> Result<TcpStream, String> {
+    ) -> Result<Link, String> {
         let id: [u8; 16] = rand::random();
         match via {
             Via::Direct => {
@@ -131,7 +132,10 @@ impl PathDialer {
                 } else {
                     limit
                 };
-                direct(direct_addr, limit).await.map_err(|e| e.to_string())
+                direct(direct_addr, limit)
+                    .await
+                    .map(Link::from)
+                    .map_err(|e| e.to_string())
             }
             Via::Reverse => {
                 let expected = self.reach.meetings.expect(id);
@@ -139,6 +143,7 @@ impl PathDialer {
                 expected
                     .arrive(REVERSE_WAIT)
                     .await
+                    .map(Link::from)
                     .ok_or_else(|| "the owner's connection did not arrive".to_string())
             }
             Via::Relayed => {
@@ -147,6 +152,7 @@ impl PathDialer {
                 let ticket = ticket_of(&m)?;
                 relay::connect(at, &ticket, RELAY_WAIT)
                     .await
+                    .map(Link::from)
                     .map_err(|e| e.to_string())
             }
             Via::Punched => {
@@ -164,7 +170,7 @@ impl PathDialer {
                     peer_key: key,
                 };
                 let punched = quic::punch(spec, peer_endpoint(told)).await;
-                punched.map(|p| p.stream).map_err(|e| e.to_string())
+                punched.map(|p| p.stream.into()).map_err(|e| e.to_string())
             }
         }
     }
@@ -203,9 +209,8 @@ impl Dial for PathDialer {
         &self,
         direct_addr: SocketAddr,
         limit: Duration,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<TcpStream, FetchError>> + Send + '_>,
-    > {
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Link, FetchError>> + Send + '_>>
+    {
         Box::pin(async move {
             let mut failed = Vec::new();
             for &via in &self.plan {
@@ -267,14 +272,14 @@ pub async fn dial_out(
     from: String,
     server: SocketAddr,
     punch: Option<PunchParts>,
-    serve: impl FnOnce(TcpStream, SocketAddr) + Send,
+    serve: impl FnOnce(Link, SocketAddr) + Send,
     say: impl Fn(String) + Send,
 ) {
-    let connected: Result<(TcpStream, SocketAddr), String> = match meeting.via {
+    let connected: Result<(Link, SocketAddr), String> = match meeting.via {
         Via::Reverse => match meeting.addr {
             Some(addr) => meet::dial_reverse(addr, meeting.id, REVERSE_WAIT)
                 .await
-                .map(|s| (s, addr))
+                .map(|s| (s.into(), addr))
                 .map_err(|e| e.to_string()),
             None => Err("no address".into()),
         },
@@ -283,7 +288,7 @@ pub async fn dial_out(
             match ticket_of(&meeting) {
                 Ok(t) => relay::connect(at, &t, RELAY_WAIT)
                     .await
-                    .map(|s| (s, at))
+                    .map(|s| (s.into(), at))
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e),
             }
@@ -308,7 +313,7 @@ pub async fn dial_out(
                 };
                 quic::punch(spec, peer_endpoint(told))
                     .await
-                    .map(|p| (p.stream, p.peer))
+                    .map(|p| (p.stream.into(), p.peer))
                     .map_err(|e| e.to_string())
             }
             _ => Err("no key or secret to punch with".into()),

@@ -13,6 +13,7 @@
 
 pub mod fetch;
 pub mod library;
+pub mod link;
 pub mod provider;
 pub mod secure;
 pub mod serve;

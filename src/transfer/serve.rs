@@ -30,6 +30,7 @@ pub use send::{PeerStream, copy_file_buffered};
 
 use super::header::{MAX_REQUEST_LEN, Request};
 use super::library::SharedLibrary;
+use super::link::Link;
 use super::secure::{
     MODE_BUSY, MODE_PLAIN, MODE_PROBE, MODE_REVERSE, MODE_TLS, PeerAuth, Security, ed25519_key_of,
 };
@@ -194,14 +195,15 @@ pub async fn serve_with(
 /// connection out to a requester (reverse), to a relay, or over a punched path. It is
 /// served as an accepted one; `peer` names the requester's side in notices.
 pub async fn serve_stream(
-    stream: TcpStream,
+    stream: impl Into<Link>,
     peer: SocketAddr,
     lib: SharedLibrary,
     notices: mpsc::UnboundedSender<Notice>,
     auth: PeerAuth,
     cfg: ServeConfig,
 ) {
-    let _ = stream.set_nodelay(true);
+    let stream = stream.into();
+    stream.set_nodelay();
     let conn = Conn {
         peer,
         lib,
@@ -260,11 +262,11 @@ impl Conn {
             }
         }
         self.notice(msg::accepting(self.ip()));
-        self.converse(tcp).await
+        self.converse(tcp.into()).await
     }
 
     /// Mode exchange, then (TLS) the handshake, then the request.
-    async fn converse(&self, mut tcp: TcpStream) {
+    async fn converse(&self, mut tcp: Link) {
         let Some(theirs) = self.exchange_modes(&mut tcp).await else {
             return;
         };
@@ -281,7 +283,7 @@ impl Conn {
 
     /// Sends our mode byte and reads theirs. `None` (with the notice given) if the peer
     /// said nothing in time or closed.
-    async fn exchange_modes(&self, tcp: &mut TcpStream) -> Option<u8> {
+    async fn exchange_modes(&self, tcp: &mut Link) -> Option<u8> {
         let mine = self.auth.security.mode_byte();
         // Ours goes first, unasked: a requester in the other mode learns why at once.
         let hello = timeout(self.cfg.header_timeout, async {
@@ -306,7 +308,7 @@ impl Conn {
 
     /// The TLS handshake (bounded by the header timeout), then the request. The
     /// handshake itself refuses a key the table does not list.
-    async fn handle_tls(&self, tcp: TcpStream) {
+    async fn handle_tls(&self, tcp: Link) {
         let failed = |why: String| self.notice(msg::encrypted_failed(self.ip(), why));
         // `PeerAuth::tls` always has one.
         let Some(config) = self.auth.server_config() else {

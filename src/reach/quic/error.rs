@@ -37,8 +37,6 @@ pub enum PunchError {
     Handshake(SocketAddr, String),
     #[error("the QUIC connection to {peer} did not start within {}", secs(*.after))]
     Timeout { peer: SocketAddr, after: Duration },
-    #[error("cannot set up the loopback bridge for the punched stream: {0}")]
-    Bridge(#[source] io::Error),
 }
 
 impl PunchError {

@@ -1,28 +1,28 @@
 //! The hole-punched path: punch a UDP hole to the peer, run QUIC on it with the same
-//! pinned Ed25519 keys as the TCP transfers' TLS, and hand the transfer engine a
-//! `TcpStream` as if the peer were connected over TCP.
+//! pinned Ed25519 keys as the TCP transfers' TLS, and hand the transfer engine the one
+//! QUIC stream ([`QuicStream`]), on which it runs as on a TCP connection.
 //!
 //! [`punch`] drives the core's sans-io [`Punch`] machine on a fresh UDP socket (probes to
 //! the index server until the control channel names the peer's public endpoint, then
 //! punches to it), and once the path is open hands the *same* socket to a quinn
 //! endpoint, so the NAT mapping the punches opened is the one QUIC uses. The owner is
 //! the QUIC server, the requester the client (`connect`); the one bidirectional stream
-//! the owner opens carries the usual peer protocol (mode byte, TLS, request, data) and
-//! reaches the engine through a loopback TCP pair (`bridge`). See `docs/PROTOCOL.md`,
+//! the owner opens carries the usual peer protocol (mode byte, TLS, request, data); the
+//! engine reads and writes it directly (`stream`). See `docs/PROTOCOL.md`,
 //! "Hole punching".
 
-mod bridge;
 mod connect;
 mod error;
 #[cfg(test)]
 mod raw_speed;
+mod stream;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 use tokio::time::Instant as TokioInstant;
 
@@ -31,6 +31,7 @@ pub use error::PunchError;
 pub use fileapp_core::reach::punch::{
     Punch, PunchConfig, PunchFailure, PunchState, Side, parse_probe,
 };
+pub use stream::{BlockingQuic, LINGER, QuicStop, QuicStream};
 
 use crate::identity::Identity;
 use crate::transfer::secure::TlsIdentity;
@@ -51,11 +52,11 @@ pub struct PunchSpec {
     pub peer_key: [u8; 32],
 }
 
-/// A punched, authenticated path: the engine's end of the stream, and the peer's public
+/// A punched, authenticated path: the stream the engine runs on, and the peer's public
 /// UDP endpoint.
 #[derive(Debug)]
 pub struct Punched {
-    pub stream: TcpStream,
+    pub stream: QuicStream,
     pub peer: SocketAddr,
 }
 
@@ -64,8 +65,8 @@ pub struct Punched {
 /// punch on it (probes to the server, punches to the peer once `peer` yields its
 /// endpoint), then hands the same socket to QUIC: the owner accepts one connection whose
 /// client certificate is `spec.peer_key`, the requester connects and requires the
-/// owner's certificate to be `spec.peer_key`. The returned stream is bridged to the one
-/// QUIC stream; a task keeps the bridge and the connection up until both directions end.
+/// owner's certificate to be `spec.peer_key`. The returned stream is the one QUIC
+/// stream; once it is dropped a task keeps the connection up until both directions end.
 pub async fn punch(
     spec: PunchSpec,
     peer: oneshot::Receiver<SocketAddr>,
@@ -94,16 +95,8 @@ pub async fn punch(
             (endpoint, conn, send, recv)
         }
     };
-    let (near, far) = match bridge::loopback_pair().await {
-        Ok(p) => p,
-        Err(e) => {
-            conn.close(quinn::VarInt::from_u32(1), b"");
-            return Err(PunchError::Bridge(e));
-        }
-    };
-    tokio::spawn(bridge::run(far, send, recv, conn, endpoint));
     Ok(Punched {
-        stream: near,
+        stream: QuicStream::new(send, recv, conn, endpoint),
         peer: peer_addr,
     })
 }

@@ -1,7 +1,6 @@
 //! A measurement, not a check (ignored by default): 1 GiB over one QUIC stream between
-//! two endpoints on loopback with the punched path's configuration, without the bridge.
-//! Its figure next to the bench's "raw bytes through the punched streams" is what the
-//! loopback bridge costs. Run:
+//! two endpoints on loopback with the punched path's configuration, quinn's API alone
+//! (no `QuicStream`, no engine): the ceiling of the punched path on this machine. Run:
 //! `cargo test --release --lib raw_quic_stream_speed -- --ignored --nocapture`.
 
 use std::sync::Arc;
@@ -56,7 +55,7 @@ async fn raw_quic_stream_speed() {
     w.await.unwrap();
     assert_eq!(got, size);
     eprintln!(
-        "one QUIC stream, no bridge: {:.2} GiB/s",
+        "one QUIC stream, quinn alone: {:.2} GiB/s",
         got as f64 / el.as_secs_f64() / (1u64 << 30) as f64
     );
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::transfer::link::Link;
 use tokio::time::timeout;
 
 use super::{Closed, FetchError, FetchEvent, FetchSpec, Mode, ProtocolError, Refusal, RefusalKind};
@@ -47,7 +49,7 @@ impl TlsSetup {
 
 /// The connection once the modes agreed (and, for TLS, the owner's key was checked).
 pub(super) enum PeerConn {
-    Plain(TcpStream),
+    Plain(Link),
     Tls(Box<TlsStream>),
 }
 
@@ -59,13 +61,13 @@ pub(super) struct Answered {
     pub leftover: Vec<u8>,
 }
 
-/// Connects to `spec.peer` (or takes `given`, a stream already connected to the owner
-/// another way), agrees on the mode (`tls`: `None` for plaintext), secures the
+/// Connects to `spec.peer` (or takes `given`, a connection to the owner made another
+/// way), agrees on the mode (`tls`: `None` for plaintext), secures the
 /// connection, sends `request` and reads the answer. Not cancellable by itself: the
 /// caller races it against cancel.
 pub(super) async fn connect(
     spec: &FetchSpec,
-    given: Option<TcpStream>,
+    given: Option<Link>,
     tls: Option<&TlsSetup>,
     request: &[u8],
     on_event: &mut (impl FnMut(FetchEvent) + Send),
@@ -73,9 +75,9 @@ pub(super) async fn connect(
     let mut stream = match (given, &spec.dial) {
         (Some(s), _) => s,
         (None, Some(d)) => d.0.dial(spec.peer, spec.timeout).await?,
-        (None, None) => direct(spec.peer, spec.timeout).await?,
+        (None, None) => direct(spec.peer, spec.timeout).await?.into(),
     };
-    let _ = stream.set_nodelay(true);
+    stream.set_nodelay();
     on_event(FetchEvent::Connected);
     let owner = printable(&spec.owner);
     let ours = if tls.is_some() { MODE_TLS } else { MODE_PLAIN };
@@ -115,11 +117,7 @@ pub async fn direct(peer: std::net::SocketAddr, limit: Duration) -> Result<TcpSt
 }
 
 /// Sends our mode byte and reads the owner's (it sends its own unasked).
-async fn exchange_modes(
-    stream: &mut TcpStream,
-    ours: u8,
-    limit: Duration,
-) -> Result<u8, FetchError> {
+async fn exchange_modes(stream: &mut Link, ours: u8, limit: Duration) -> Result<u8, FetchError> {
     let mut theirs = [0u8; 1];
     timeout(limit, async {
         stream.write_all(&[ours]).await?;
@@ -160,7 +158,7 @@ pub(super) fn mode_error(theirs: u8, we_tls: bool, owner: String) -> FetchError 
 
 /// The TLS handshake; the owner must present `setup.expected`.
 async fn handshake(
-    stream: TcpStream,
+    stream: Link,
     setup: &TlsSetup,
     owner: String,
     limit: Duration,

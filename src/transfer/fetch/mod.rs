@@ -48,6 +48,7 @@ use tokio::sync::watch;
 use super::header::OWNER_HASH_LEN;
 use super::secure::Security;
 use crate::proto::valid_file_name;
+pub use crate::transfer::link::Link;
 use config::DEFAULT_TIMEOUT;
 use connect::{Answered, TlsSetup, connect};
 use partial::{Plan, Start, make_plan, open_partial};
@@ -94,11 +95,7 @@ pub trait Dial: Send + Sync {
         &self,
         direct: SocketAddr,
         limit: Duration,
-    ) -> std::pin::Pin<
-        Box<
-            dyn std::future::Future<Output = Result<tokio::net::TcpStream, FetchError>> + Send + '_,
-        >,
-    >;
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Link, FetchError>> + Send + '_>>;
 }
 
 /// A shared [`Dial`].
@@ -202,20 +199,21 @@ pub async fn fetch(
     fetch_on(None, spec, security, on_event, cancel).await
 }
 
-/// [`fetch`] on `stream`, already connected to the owner another way (the punched QUIC
-/// path's bridged stream, `crate::reach::quic`) instead of a connection to `spec.peer`.
+/// [`fetch`] on `stream`, already connected to the owner another way (a reverse or
+/// relayed TCP connection, or the punched QUIC path's stream, `crate::reach::quic`)
+/// instead of a connection to `spec.peer`.
 pub async fn fetch_stream(
-    stream: tokio::net::TcpStream,
+    stream: impl Into<Link>,
     spec: FetchSpec,
     security: Security,
     on_event: impl FnMut(FetchEvent) + Send + 'static,
     cancel: watch::Receiver<bool>,
 ) -> Result<FetchReport, FetchError> {
-    fetch_on(Some(stream), spec, security, on_event, cancel).await
+    fetch_on(Some(stream.into()), spec, security, on_event, cancel).await
 }
 
 async fn fetch_on(
-    given: Option<tokio::net::TcpStream>,
+    given: Option<Link>,
     spec: FetchSpec,
     security: Security,
     mut on_event: impl FnMut(FetchEvent) + Send + 'static,

@@ -1,6 +1,7 @@
 //! How file bytes reach a requester: [`PeerStream`] over plain TCP (zero-copy
 //! `sendfile`), over TLS (sealed in place, [`TlsStream::send_file`]), or through a
-//! user-space copy ([`copy_file_buffered`]) for any other stream.
+//! user-space copy ([`copy_file_buffered`]) for any other stream (plaintext on the
+//! punched QUIC stream).
 
 use std::fs::File;
 use std::future::Future;
@@ -11,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+use crate::transfer::link::Link;
 use crate::transfer::stopped_reading;
 use crate::transfer::tls::TlsStream;
 
@@ -70,6 +72,27 @@ impl PeerStream for TcpStream {
         #[cfg(not(target_os = "linux"))]
         copy_file_buffered(self, file, offset, len, stall).await?;
         Ok(None)
+    }
+}
+
+/// TCP takes its `sendfile`; the punched QUIC stream the user-space copy.
+impl PeerStream for Link {
+    async fn send_file(
+        &mut self,
+        file: &File,
+        offset: u64,
+        len: u64,
+        stall: Duration,
+        hash: bool,
+    ) -> io::Result<Option<[u8; 32]>> {
+        match self {
+            Link::Tcp(s) => s.send_file(file, offset, len, stall, hash).await,
+            Link::Quic(_) => {
+                no_owner_hash(hash)?;
+                copy_file_buffered(self, file, offset, len, stall).await?;
+                Ok(None)
+            }
+        }
     }
 }
 

@@ -5,13 +5,13 @@
 use std::io;
 use std::sync::Arc;
 
+use crate::transfer::link::Link;
 use rustls::client::UnbufferedClientConnection;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, InsufficientSizeError, UnbufferedStatus};
 use rustls::{ExtractedSecrets, SupportedCipherSuite};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::record::Side;
 use super::stream::TlsStream;
@@ -114,7 +114,7 @@ enum Next {
 
 /// The driver's buffers and what it learnt so far.
 struct Driver {
-    sock: TcpStream,
+    sock: Link,
     /// Received handshake bytes not yet consumed: `inbuf[..used]`.
     inbuf: Vec<u8>,
     used: usize,
@@ -211,7 +211,7 @@ impl Driver {
 
 /// Runs the handshake on `sock`. Errors carry the `rustls::Error` when there is one;
 /// the alert that tells the peer why is sent before returning it.
-async fn drive<H: Handshake>(mut conn: H, sock: TcpStream, side: Side) -> io::Result<TlsStream> {
+async fn drive<H: Handshake>(mut conn: H, sock: Link, side: Side) -> io::Result<TlsStream> {
     let mut d = Driver {
         sock,
         inbuf: vec![0u8; HANDSHAKE_IN],
@@ -251,16 +251,19 @@ async fn drive<H: Handshake>(mut conn: H, sock: TcpStream, side: Side) -> io::Re
 
 /// Requester side: TLS client handshake on `sock` with `config`.
 pub async fn connect(
-    sock: TcpStream,
+    sock: impl Into<Link>,
     config: Arc<rustls::ClientConfig>,
     name: ServerName<'static>,
 ) -> io::Result<TlsStream> {
     let conn = UnbufferedClientConnection::new(config, name).map_err(tls_io)?;
-    drive(conn, sock, Side::Client).await
+    drive(conn, sock.into(), Side::Client).await
 }
 
 /// Provider side: TLS server handshake on `sock` with `config`.
-pub async fn accept(sock: TcpStream, config: Arc<rustls::ServerConfig>) -> io::Result<TlsStream> {
+pub async fn accept(
+    sock: impl Into<Link>,
+    config: Arc<rustls::ServerConfig>,
+) -> io::Result<TlsStream> {
     let conn = UnbufferedServerConnection::new(config).map_err(tls_io)?;
-    drive(conn, sock, Side::Server).await
+    drive(conn, sock.into(), Side::Server).await
 }

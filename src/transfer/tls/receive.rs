@@ -90,6 +90,15 @@ impl Wire for std::net::TcpStream {
     }
 }
 
+impl Wire for crate::transfer::link::BlockingLink {
+    fn send_now(&mut self, bytes: &[u8]) {
+        match self {
+            Self::Tcp(s) => s.send_now(bytes),
+            Self::Quic(s) => s.send_now(bytes),
+        }
+    }
+}
+
 /// Recorded streams in tests: nothing to write to.
 impl Wire for &[u8] {
     fn send_now(&mut self, _: &[u8]) {}

@@ -7,10 +7,10 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
+use crate::transfer::link::Link;
 use rustls::ExtractedSecrets;
 use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 use super::record::{
     self, CLOSE_NOTIFY, Content, Control, Joiner, KEY_UPDATE, MAX_PAYLOAD, MAX_RECORD, Opener,
@@ -20,7 +20,7 @@ use super::{Keys, READ_BUFFER, Receiver, Rekey, WRITE_HIGH, next_rx_secrets, nex
 
 /// An established TLS 1.3 connection with our own record layer.
 pub struct TlsStream {
-    pub(super) sock: TcpStream,
+    pub(super) sock: Link,
     /// Which end we are: only the client accepts session tickets.
     pub(super) side: Side,
     /// Records in a row without data so far.
@@ -74,7 +74,7 @@ impl TlsStream {
     /// the last handshake flight, `early` data rustls already decrypted.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
-        sock: TcpStream,
+        sock: Link,
         side: Side,
         secrets: ExtractedSecrets,
         keys: Box<dyn Rekey>,
@@ -237,7 +237,7 @@ impl TlsStream {
                 _ => break,
             }
         }
-        let _ = socket2::SockRef::from(&self.sock).shutdown(std::net::Shutdown::Write);
+        self.sock.shutdown_now();
     }
 
     /// Reads more ciphertext into `rbuf`, first moving what is left to its start.
@@ -266,7 +266,7 @@ impl TlsStream {
 
     /// Takes the stream apart for [`Receiver::run`]: the socket, the receive state, and
     /// what was already read but not consumed (plaintext, then ciphertext).
-    pub(crate) fn into_receiver(mut self) -> (TcpStream, Receiver) {
+    pub(crate) fn into_receiver(mut self) -> (Link, Receiver) {
         let mut plain = std::mem::take(&mut self.early);
         plain.extend_from_slice(&self.rbuf[self.plain.clone()]);
         let cipher = self.rbuf[self.rstart..self.rend].to_vec();

@@ -123,7 +123,7 @@ async fn our_receiver_reads_a_stock_tls_server() {
     let mut head = vec![0u8; 1000];
     tls.read_exact(&mut head).await.unwrap();
     let (sock, rx) = tls.into_receiver();
-    let mut sock = sock.into_std().unwrap();
+    let mut sock = sock.into_tcp().into_std().unwrap();
     sock.set_nonblocking(false).unwrap();
     let want = (data.len() - head.len()) as u64;
     let (seen, body, tail) = tokio::task::spawn_blocking(move || {
@@ -210,7 +210,7 @@ async fn a_record_changed_in_flight_is_refused() {
     // Wait for the record, then flip one ciphertext byte where it lies, unread.
     loop {
         let mut probe = [0u8; 1];
-        if tls.sock.peek(&mut probe).await.unwrap() > 0 {
+        if tls.sock.as_tcp().peek(&mut probe).await.unwrap() > 0 {
             break;
         }
     }

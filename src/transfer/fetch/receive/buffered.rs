@@ -1,4 +1,5 @@
-//! The portable receive path, for any byte stream (used where `splice` is unavailable):
+//! The portable receive path, for any byte stream (plaintext where `splice` is
+//! unavailable: another OS, or the punched QUIC stream):
 //! this task reads into a small pool of large buffers, a blocking thread hashes and
 //! writes them, so hashing overlaps with the network.
 
@@ -23,7 +24,6 @@ type Filled = (Vec<u8>, usize);
 /// Receives `size - offset` bytes into `file` (which holds `offset` verified-by-hash-later
 /// bytes), returning the BLAKE3 hash of the whole file. On failure or cancel, everything
 /// received so far is on disk in the partial.
-#[cfg_attr(target_os = "linux", allow(dead_code))]
 pub(crate) async fn receive_buffered<R: AsyncRead + Unpin>(
     mut stream: R,
     leftover: Vec<u8>,

@@ -1,6 +1,6 @@
 //! Receiving the data into the partial, hashing it on the way: picks the path for the
-//! connection ([`splice`] for plaintext TCP on Linux, [`buffered`] elsewhere, [`tls`]
-//! for TLS), and holds what they share: where the bytes land, running a blocking
+//! connection ([`splice`] for plaintext TCP on Linux, [`buffered`] for other plaintext
+//! connections, [`tls`] for TLS), and holds what they share: where the bytes land, running a blocking
 //! receiver with progress and cancel, and hashing the prefix already on disk.
 //!
 //! Every path leaves everything it received in the partial on failure or cancel, so a
@@ -18,12 +18,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::config::PROGRESS_INTERVAL;
 use super::connect::PeerConn;
 use super::{FetchError, FetchEvent, cancelled};
+use crate::transfer::link::{Killer, Link};
 
 /// Where received bytes land: the partial (holding `offset` bytes already), the size the
 /// file must reach, and how long the sender may stall.
@@ -55,10 +55,9 @@ pub(super) async fn receive(
 ) -> Result<[u8; 32], FetchError> {
     match conn {
         #[cfg(target_os = "linux")]
-        PeerConn::Plain(stream) => {
+        PeerConn::Plain(Link::Tcp(stream)) => {
             splice::receive_splice(stream, leftover, land, on_event, cancel).await
         }
-        #[cfg(not(target_os = "linux"))]
         PeerConn::Plain(stream) => {
             buffered::receive_buffered(stream, leftover, land, on_event, cancel).await
         }
@@ -87,32 +86,23 @@ fn incomplete(done: u64, size: u64) -> FetchError {
     ))
 }
 
-/// Runs the blocking receive `job` on the socket (switched to blocking mode, every read
-/// bounded by `stall`), reporting progress from the byte count it keeps; cancel sets its
-/// stop flag and shuts the socket down to wake it.
-async fn run_receiver<J>(
-    stream: TcpStream,
+/// Runs the blocking receive `job` on `sock` (a blocking socket, every read bounded by
+/// `stall`), reporting progress from the byte count it keeps; cancel sets its stop flag
+/// and wakes it with `killer`.
+async fn run_receiver<S, J>(
+    (mut sock, killer): (S, Killer),
     land: Landing,
     on_event: &mut (impl FnMut(FetchEvent) + Send),
     cancel: &mut watch::Receiver<bool>,
     job: J,
 ) -> Result<[u8; 32], FetchError>
 where
-    J: FnOnce(
-            &mut std::net::TcpStream,
-            &Landing,
-            &AtomicU64,
-            &AtomicBool,
-        ) -> Result<[u8; 32], FetchError>
+    S: Send + 'static,
+    J: FnOnce(&mut S, &Landing, &AtomicU64, &AtomicBool) -> Result<[u8; 32], FetchError>
         + Send
         + 'static,
 {
     let (offset, size) = (land.offset, land.size);
-    let mut sock = stream.into_std()?;
-    sock.set_nonblocking(false)?;
-    // Bounds every blocking read; an expired wait surfaces as EAGAIN.
-    sock.set_read_timeout(Some(land.stall))?;
-    let killer = sock.try_clone()?;
     let written = Arc::new(AtomicU64::new(offset));
     let stop = Arc::new(AtomicBool::new(false));
     let job = {
@@ -135,7 +125,7 @@ where
             }
             _ = cancelled(cancel) => {
                 stop.store(true, Ordering::SeqCst);
-                let _ = killer.shutdown(std::net::Shutdown::Both);
+                killer.kill();
                 // Wait, so everything received is on disk before the caller may retry.
                 let _ = (&mut job).await;
                 return Err(FetchError::Cancelled);

@@ -31,7 +31,7 @@ pub(super) async fn receive_splice(
     cancel: &mut watch::Receiver<bool>,
 ) -> Result<[u8; 32], FetchError> {
     run_receiver(
-        stream,
+        crate::transfer::link::blocking_tcp(stream, land.stall)?,
         land,
         on_event,
         cancel,

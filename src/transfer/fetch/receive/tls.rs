@@ -14,6 +14,7 @@ use super::{Landing, hash_prefix, incomplete, run_receiver, socket_error};
 use crate::transfer::fetch::config::TLS_BUFFERS;
 use crate::transfer::fetch::space::Reserve;
 use crate::transfer::fetch::{Closed, FetchError, FetchEvent, ProtocolError};
+use crate::transfer::link::BlockingLink;
 use crate::transfer::tls::{self, ReceiveError, TlsStream};
 
 /// Receives the data of a TLS connection; see the module comment.
@@ -31,7 +32,7 @@ pub(super) async fn receive_tls(
     plain.extend_from_slice(&rx.plain);
     rx.plain = plain;
     run_receiver(
-        sock,
+        sock.into_blocking(land.stall)?,
         land,
         on_event,
         cancel,
@@ -45,7 +46,7 @@ pub(super) async fn receive_tls(
 /// thread writes them at `offset..size`. Returns our hash, or the owner's trailer.
 fn open_and_hash(
     rx: tls::Receiver,
-    sock: &mut std::net::TcpStream,
+    sock: &mut BlockingLink,
     land: &Landing,
     trailer: usize,
     written: &AtomicU64,

@@ -263,7 +263,7 @@ async fn stock_rustls_gets_the_alert_that_matches_our_error() {
                 tls.read_exact(&mut got).await.unwrap();
                 if bulk {
                     let (sock, rx) = tls.into_receiver();
-                    let mut sock = sock.into_std().unwrap();
+                    let mut sock = sock.into_tcp().into_std().unwrap();
                     sock.set_nonblocking(false).unwrap();
                     let r = tokio::task::spawn_blocking(move || {
                         rx.run(&mut sock, 1 << 20, 0, || Some(Vec::new()), |_| {}, |_| true)
