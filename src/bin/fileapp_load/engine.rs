@@ -76,7 +76,7 @@ pub struct Client {
     key: PublicKey,
     /// The socket it speaks from (its own, or, in the memory phase past the open-files
     /// limit, one it takes over from an earlier client that is done).
-    sock: u32,
+    pub sock: u32,
     link: ClientLink,
     /// The handshake hash of the link's session, which registration proofs are signed over.
     binding: Option<[u8; 32]>,
@@ -229,17 +229,6 @@ impl Sim {
             last_timeout_check: Instant::now(),
             last_table_at: Instant::now(),
         })
-    }
-
-    /// The server (its index in [`Sim::new`]'s list) client `c` speaks to.
-    pub fn server_of(&self, c: u32) -> usize {
-        self.clients[c as usize].sock as usize % self.max_version.len()
-    }
-
-    /// The newest version seen of client `c`'s server's table, raised to `v`.
-    pub fn saw_version(&mut self, c: u32, v: u64) {
-        let s = self.server_of(c);
-        self.max_version[s] = self.max_version[s].max(v);
     }
 
     /// Sockets actually bound.
@@ -590,14 +579,6 @@ impl Sim {
     /// No request awaits a reply.
     pub fn idle(&self) -> bool {
         self.pending.is_empty()
-    }
-
-    /// Every registered client holds the newest table version seen, none mid-delta.
-    pub fn in_sync(&self) -> bool {
-        self.clients.iter().all(|c| {
-            let newest = self.max_version[c.sock as usize % self.max_version.len()];
-            c.token.is_none() || (c.version >= newest && c.asm.is_none())
-        })
     }
 }
 

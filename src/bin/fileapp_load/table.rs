@@ -54,6 +54,25 @@ impl Asm {
 }
 
 impl Sim {
+    /// The server (its index in [`Sim::new`](super::engine::Sim::new)'s list) client `c` speaks to.
+    pub fn server_of(&self, c: u32) -> usize {
+        self.clients[c as usize].sock as usize % self.max_version.len()
+    }
+
+    /// The newest version seen of client `c`'s server's table, raised to `v`.
+    pub fn saw_version(&mut self, c: u32, v: u64) {
+        let s = self.server_of(c);
+        self.max_version[s] = self.max_version[s].max(v);
+    }
+
+    /// Every registered client holds the newest table version seen, none mid-delta.
+    pub fn in_sync(&self) -> bool {
+        self.clients.iter().all(|c| {
+            let newest = self.max_version[c.sock as usize % self.max_version.len()];
+            c.token.is_none() || (c.version >= newest && c.asm.is_none())
+        })
+    }
+
     /// A table part arrived for client `c`. Fails only if a TableAck does not encode.
     pub fn on_table(
         &mut self,
