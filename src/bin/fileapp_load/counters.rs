@@ -27,6 +27,7 @@ counters!(
     channel_packets,
     challenges,
     reregistrations,
+    moves,
     retransmits,
     gave_up,
     late_replies,

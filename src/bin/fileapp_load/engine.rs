@@ -77,6 +77,10 @@ pub struct Client {
     /// The socket it speaks from (its own, or, in the memory phase past the open-files
     /// limit, one it takes over from an earlier client that is done).
     pub sock: u32,
+    /// The server (index into [`Sim::new`]'s list) it speaks to.
+    pub server: usize,
+    /// Moving to another server (see `engine/failover.rs`): registering there.
+    pub moving: bool,
     link: ClientLink,
     /// The handshake hash of the link's session, which registration proofs are signed over.
     binding: Option<[u8; 32]>,
@@ -128,6 +132,10 @@ pub struct Sim {
     /// Highest table version any reply or part named, per server (each server numbers
     /// its own table).
     pub max_version: Vec<u64>,
+    /// The servers, as given to [`Sim::new`].
+    servers: Vec<SocketAddr>,
+    /// A server killed: its clients move (see `engine/failover.rs`).
+    pub failover: Option<failover::Failover>,
     pub prop: Option<PropRound>,
     /// Round-trip times of acknowledged requests, in µs, while recording.
     pub rtt_us: Vec<u32>,
@@ -192,6 +200,8 @@ impl Sim {
                 identity,
                 key,
                 sock: (i % sockets) as u32,
+                server: i % sockets % servers.len(),
+                moving: false,
                 link: ClientLink::new(pin, rand::random(), retry.interval),
                 binding: None,
                 register_attempts: 0,
@@ -220,6 +230,8 @@ impl Sim {
             c: Counters::default(),
             retry,
             max_version: vec![0; servers.len()],
+            servers: servers.to_vec(),
+            failover: None,
             prop: None,
             rtt_us: Vec::new(),
             record_rtt: false,
@@ -442,6 +454,7 @@ impl Sim {
                 if let Some(p) = self.complete(req, now) {
                     self.c.welcomes += 1;
                     self.clients[p.client as usize].token = Some(token);
+                    self.welcomed_after_move(p.client, now);
                     self.send_record(p.client)?;
                     if let Some(k) = self.offer_after_welcome {
                         let c = p.client;
@@ -537,6 +550,7 @@ impl Sim {
             } else if let Some(p) = self.pending.remove(&req) {
                 self.c.gave_up += 1;
                 self.done(p.client);
+                self.gave_up_on_server(p.client);
             }
         }
     }
@@ -582,6 +596,8 @@ impl Sim {
     }
 }
 
+#[path = "engine/failover.rs"]
+pub mod failover;
 #[path = "engine/requests.rs"]
 mod requests;
 

@@ -4,8 +4,11 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use super::engine::failover::Failover;
 use super::engine::{Kind, PropRound, Sim};
-use super::report::{MemLoadReport, PropReport, RegReport, SyncReport, TputReport, percentile};
+use super::report::{
+    FailoverReport, MemLoadReport, PropReport, RegReport, SyncReport, TputReport, percentile,
+};
 
 /// After the throughput window, how long answers to what is still in flight are
 /// awaited (they are not counted in the rate).
@@ -295,6 +298,84 @@ impl Sim {
             retransmits: c.retransmits,
             gave_up: c.gave_up,
             counters: c,
+        })
+    }
+}
+
+impl Sim {
+    /// Phase 5 (several servers): every client of server `dead` offers a new file and is
+    /// acknowledged; then `kill` stops that server (SIGKILL) and, with heartbeats from
+    /// every client running for `load` (window `window`), its clients move to the next
+    /// server. Then a client of a surviving server takes a fresh snapshot (from version
+    /// 0): every acknowledged file must be in it.
+    pub fn phase_failover(
+        &mut self,
+        dead: usize,
+        kill: impl FnOnce() -> anyhow::Result<()>,
+        load: Duration,
+        window: u32,
+    ) -> anyhow::Result<FailoverReport> {
+        let victims: Vec<u32> = (0..self.clients.len() as u32)
+            .filter(|&c| self.server_of(c) == dead && self.clients[c as usize].token.is_some())
+            .collect();
+        let files: std::collections::BTreeSet<String> = victims
+            .iter()
+            .map(|c| format!("failover-{c}.dat"))
+            .collect();
+        let acks0 = self.c.offer_acks;
+        for &c in &victims {
+            self.offer(c, vec![format!("failover-{c}.dat")], Kind::Offer)?;
+        }
+        self.flush();
+        self.run_until(Duration::from_secs(5), |s| s.idle())?;
+        let offers_acked = self.c.offer_acks - acks0;
+        kill()?;
+        let killed_at = Instant::now();
+        let waiting = victims.iter().copied().collect();
+        self.failover = Some(Failover::new(dead, killed_at, waiting));
+        let during = self.phase_throughput(load, window, Mix::default())?;
+        let observer = (0..self.clients.len() as u32).find(|&c| {
+            let cl = &self.clients[c as usize];
+            self.server_of(c) != dead && cl.token.is_some() && !cl.moving
+        });
+        let mut lost = files.len();
+        if let Some(o) = observer {
+            if let Some(f) = self.failover.as_mut() {
+                f.watch = Some((o, files));
+            }
+            let cl = &mut self.clients[o as usize];
+            cl.version = 0;
+            cl.asm = None;
+            self.heartbeat(o)?;
+            self.flush();
+            self.run_until(Duration::from_secs(3), |s| {
+                s.idle()
+                    && s.failover
+                        .as_ref()
+                        .and_then(|f| f.watch.as_ref())
+                        .is_some_and(|(_, m)| m.is_empty())
+            })?;
+            lost = self
+                .failover
+                .as_ref()
+                .and_then(|f| f.watch.as_ref())
+                .map_or(lost, |(_, m)| m.len());
+        }
+        let f = self.failover.take().expect("set above");
+        let mut moved = f.moved_us;
+        moved.sort_unstable();
+        let ms = |us: u32| f64::from(us) / 1000.0;
+        Ok(FailoverReport {
+            clients_of_dead: victims.len(),
+            offers_acked,
+            moved: moved.len(),
+            not_moved: f.waiting.len(),
+            moved_p50_ms: ms(percentile(&moved, 0.5)),
+            moved_p99_ms: ms(percentile(&moved, 0.99)),
+            moved_max_ms: ms(moved.last().copied().unwrap_or(0)),
+            acked_files_lost: lost,
+            observer_found: observer.is_some(),
+            heartbeats_per_sec_during: during.acked_per_sec,
         })
     }
 }

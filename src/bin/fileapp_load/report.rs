@@ -34,6 +34,8 @@ pub struct Report {
     pub mixed_kernel_drops: UdpCounters,
     pub propagation: PropReport,
     pub propagation_kernel_drops: UdpCounters,
+    /// With several servers: phase 5.
+    pub failover: Option<FailoverReport>,
     pub memory: Option<MemReport>,
     pub server_exit: String,
     pub server_output: Vec<String>,
@@ -122,6 +124,26 @@ pub struct TputReport {
     pub counters: Counters,
 }
 
+/// Phase 5: one server of several killed with SIGKILL under load.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct FailoverReport {
+    /// Clients that spoke to the killed server.
+    pub clients_of_dead: usize,
+    /// Their offers the killed server acknowledged just before it was killed.
+    pub offers_acked: u64,
+    /// Welcomed by another server, and how long after the kill.
+    pub moved: usize,
+    pub not_moved: usize,
+    pub moved_p50_ms: f64,
+    pub moved_p99_ms: f64,
+    pub moved_max_ms: f64,
+    /// Acknowledged files missing from a surviving server's fresh snapshot.
+    pub acked_files_lost: usize,
+    pub observer_found: bool,
+    /// Heartbeats acknowledged per second, all servers, during the failover.
+    pub heartbeats_per_sec_during: f64,
+}
+
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct PropReport {
     pub rounds: u32,
@@ -203,8 +225,38 @@ pub fn print(r: &Report) {
     print_throughput(r);
     print_propagation(&r.propagation);
     print_comparison(r);
+    print_failover(r.failover.as_ref());
     print_memory(r.memory.as_ref());
     print_footer(r);
+}
+
+fn print_failover(f: Option<&FailoverReport>) {
+    let Some(f) = f else { return };
+    row(
+        "5 kill -9 one server",
+        format!(
+            "{}/{} clients moved, p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            f.moved, f.clients_of_dead, f.moved_p50_ms, f.moved_p99_ms, f.moved_max_ms
+        ),
+        "all, <= 5 s",
+        f.not_moved == 0 && f.moved_max_ms <= 5000.0,
+    );
+    row(
+        "",
+        format!(
+            "{} acknowledged offers lost of {} (fresh snapshot)",
+            f.acked_files_lost, f.offers_acked
+        ),
+        "none lost",
+        f.observer_found && f.acked_files_lost == 0,
+    );
+    detail(
+        "",
+        format!(
+            "{}/s heartbeats acknowledged during the failover",
+            thousands(f.heartbeats_per_sec_during)
+        ),
+    );
 }
 
 /// With several servers: their figures next to one server on SQLite's, same run.

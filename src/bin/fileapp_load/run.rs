@@ -17,6 +17,8 @@ use super::server::{self, ServerProc};
 const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one propagation round may take before it counts as not completed.
 const ROUND_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long heartbeats run after a server is killed (its clients move meanwhile).
+const FAILOVER_LOAD: Duration = Duration::from_secs(6);
 /// Descriptors kept for everything but the clients' sockets.
 const FILES_SPARE: u64 = 256;
 /// Upper bound on the memory phase's load (100,000 clients take a few seconds).
@@ -203,6 +205,16 @@ fn run_phases(
         "propagation: {}/{} rounds, p99 {:.2} ms",
         report.propagation.completed, report.propagation.rounds, report.propagation.all_p99_ms
     ));
+    if srvs.len() > 1 {
+        let dead = srvs.len() - 1;
+        let kill = || srvs[dead].kill();
+        let f = sim.phase_failover(dead, kill, FAILOVER_LOAD, args.window)?;
+        args.progress(&format!(
+            "failover: {}/{} moved, max {:.0} ms, {} acknowledged files lost",
+            f.moved, f.clients_of_dead, f.moved_max_ms, f.acked_files_lost
+        ));
+        report.failover = Some(f);
+    }
     drop(sim);
     let mut exits = Vec::new();
     for srv in &mut srvs {

@@ -135,6 +135,11 @@ impl Drop for ServerProc {
 }
 
 impl ServerProc {
+    /// SIGKILL, as `kill -9`: no goodbye, no last commit.
+    pub fn kill(&self) -> anyhow::Result<()> {
+        super::sys::kill_hard(self.pid())
+    }
+
     /// The pin for the server's key, if it printed one.
     pub fn pin(&self) -> Option<fileapp::channel::ServerPin> {
         self.key

@@ -73,6 +73,12 @@ pub fn terminate(pid: u32) -> io::Result<()> {
     Ok(kill(Pid::from_raw(pid), Signal::SIGTERM)?)
 }
 
+/// Sends SIGKILL to process `pid`.
+pub fn kill_hard(pid: u32) -> anyhow::Result<()> {
+    let pid = i32::try_from(pid)?;
+    Ok(kill(Pid::from_raw(pid), Signal::SIGKILL)?)
+}
+
 /// Clock ticks per second, the unit of CPU times in /proc (`None` if unknown).
 pub fn clock_ticks_per_second() -> Option<u64> {
     let ticks = sysconf(SysconfVar::CLK_TCK).ok()??;

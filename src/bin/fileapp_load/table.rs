@@ -56,7 +56,7 @@ impl Asm {
 impl Sim {
     /// The server (its index in [`Sim::new`](super::engine::Sim::new)'s list) client `c` speaks to.
     pub fn server_of(&self, c: u32) -> usize {
-        self.clients[c as usize].sock as usize % self.max_version.len()
+        self.clients[c as usize].server
     }
 
     /// The newest version seen of client `c`'s server's table, raised to `v`.
@@ -68,7 +68,7 @@ impl Sim {
     /// Every registered client holds the newest table version seen, none mid-delta.
     pub fn in_sync(&self) -> bool {
         self.clients.iter().all(|c| {
-            let newest = self.max_version[c.sock as usize % self.max_version.len()];
+            let newest = self.max_version[c.server];
             c.token.is_none() || (c.version >= newest && c.asm.is_none())
         })
     }
@@ -130,6 +130,9 @@ impl Sim {
             cl.asm = None;
             cl.version = id.to;
             self.c.deltas_applied += 1;
+        }
+        if let Some(f) = self.failover.as_mut() {
+            f.look(c, items);
         }
         if let Some(r) = self.prop.as_mut()
             && cl.prop_seen != r.round + 1

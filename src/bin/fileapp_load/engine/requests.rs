@@ -18,12 +18,14 @@ impl Sim {
         let cl = &mut self.clients[client as usize];
         cl.register_attempts += 1;
         let (name, instance, tcp_port, key) = (cl.name.clone(), cl.instance, cl.tcp_port, cl.key);
+        // A client moving to another server keeps its offers there.
+        let keep_offers = cl.moving;
         self.request(client, Kind::Register, |req| Message::Register {
             req,
             name,
             instance,
             tcp_port,
-            keep_offers: false,
+            keep_offers,
             advertise: None,
             key: Some(key),
             proof: None,
@@ -52,13 +54,14 @@ impl Sim {
             return Ok(());
         };
         let (name, instance, tcp_port, key) = (cl.name.clone(), cl.instance, cl.tcp_port, cl.key);
+        let keep_offers = cl.moving;
         let sig = cl.identity.sign_registration(&identity::Registration {
             binding: &binding,
             nonce: &nonce,
             name: &name,
             instance,
             tcp_port,
-            keep_offers: false,
+            keep_offers,
             advertise: None,
             key: &key,
             evict: true,
@@ -68,7 +71,7 @@ impl Sim {
             name,
             instance,
             tcp_port,
-            keep_offers: false,
+            keep_offers,
             advertise: None,
             key: Some(key),
             proof: Some(Proof { nonce, sig }),
