@@ -66,7 +66,7 @@ pub struct Args {
 
 impl Args {
     /// Extra `fileapp server` flags. The server's limits stay its defaults (each client
-    /// has its own address, at most `engine::CLIENTS_PER_IP` per IP address), unless
+    /// has its own address, at most `net::CLIENTS_PER_IP` per IP address), unless
     /// `--rate-limit` is given.
     pub fn server_args(&self) -> Vec<String> {
         let mut a: Vec<String> = vec![

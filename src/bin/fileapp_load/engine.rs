@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,7 @@ use fileapp::proto::{FileEntry, Message, Reject, ReqId, Token};
 use fileapp::reliable::RetryPolicy;
 
 use super::counters::Counters;
-use super::net::{Poller, RECV_BATCH, RecvBatch, client_socket};
+use super::net::{Poller, RECV_BATCH, RecvBatch, client_socket, sock_ip};
 use super::table::{Asm, PartId};
 
 /// How much longer than the server's retransmission interval of table parts a sync
@@ -33,10 +33,6 @@ const QUIET_MARGIN: Duration = Duration::from_millis(100);
 /// How often pending requests are checked for retransmission: often enough next to
 /// the retry interval, rarely enough not to scan them every turn.
 const TIMEOUT_CHECK: Duration = Duration::from_millis(20);
-/// Clients per loopback address (127.0.0.1, 127.0.0.2, ...): well inside one address's
-/// ephemeral ports, and under the server's default `--max-clients-per-ip` (10,000), which
-/// therefore stays as it is.
-pub const CLIENTS_PER_IP: usize = 5_000;
 /// Fresh registrations (new handshake, challenge, proof) one client may start after a
 /// proof the server refused because the session changed under it.
 const REGISTER_ATTEMPTS: u8 = 3;
@@ -150,14 +146,6 @@ pub struct Sim {
     last_timeout_check: Instant,
     /// When the last table part arrived.
     pub last_table_at: Instant,
-}
-
-/// The loopback address socket `s` sends from, when each socket serves up to
-/// `per_sock` clients one after the other: at most [`CLIENTS_PER_IP`] clients per address.
-fn sock_ip(s: usize, per_sock: usize) -> IpAddr {
-    let socks_per_ip = (CLIENTS_PER_IP / per_sock.max(1)).max(1);
-    let k = (s / socks_per_ip) as u32 + 1;
-    IpAddr::V4(Ipv4Addr::from(0x7f00_0000 | k))
 }
 
 impl Sim {

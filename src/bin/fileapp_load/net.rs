@@ -4,12 +4,25 @@
 //! Linux only.
 
 use std::io::{self, IoSliceMut};
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd};
 
 use nix::sys::epoll::{Epoll, EpollEvent};
 
 use super::sys;
+
+/// Clients per loopback address (127.0.0.1, 127.0.0.2, ...): well inside one address's
+/// ephemeral ports, and under the server's default `--max-clients-per-ip` (10,000), which
+/// therefore stays as it is.
+pub const CLIENTS_PER_IP: usize = 5_000;
+
+/// The loopback address socket `s` sends from, when each socket serves up to
+/// `per_sock` clients one after the other: at most [`CLIENTS_PER_IP`] clients per address.
+pub fn sock_ip(s: usize, per_sock: usize) -> IpAddr {
+    let socks_per_ip = (CLIENTS_PER_IP / per_sock.max(1)).max(1);
+    let k = (s / socks_per_ip) as u32 + 1;
+    IpAddr::V4(Ipv4Addr::from(0x7f00_0000 | k))
+}
 
 /// Datagrams per `recvmmsg` call.
 pub const RECV_BATCH: usize = 64;

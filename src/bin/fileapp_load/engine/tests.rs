@@ -1,6 +1,8 @@
 //! The engine on its own.
 
 use super::*;
+use crate::net::CLIENTS_PER_IP;
+use std::net::IpAddr;
 
 /// A request that cannot be packed must stop the run, not vanish: a silently
 /// unsent request would just lower the measured rate.
