@@ -387,7 +387,7 @@ pub fn resolve_server(host: &str, port: u16) -> Option<SocketAddr> {
 /// `--server`'s list: `host:port` items separated by commas, each host an IP or a name
 /// (every address a name resolves to counts). Only the first address's family is kept
 /// (the client has one socket); duplicates are dropped. `None` if an item does not
-/// resolve.
+/// resolve, or has no address of that family (it would silently not be a server).
 pub fn resolve_servers(list: &str) -> Option<Vec<SocketAddr>> {
     let mut out: Vec<SocketAddr> = Vec::new();
     for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
@@ -396,7 +396,8 @@ pub fn resolve_servers(list: &str) -> Option<Vec<SocketAddr>> {
             Ok(ip) => vec![SocketAddr::new(ip, port)],
             Err(_) => (host, port).to_socket_addrs().ok()?.collect(),
         };
-        if addrs.is_empty() {
+        let family = |a: &SocketAddr| out.first().is_none_or(|f| f.is_ipv4() == a.is_ipv4());
+        if !addrs.iter().any(family) {
             return None;
         }
         for a in addrs {

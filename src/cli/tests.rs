@@ -200,12 +200,14 @@ fn a_client_takes_a_list_of_servers() {
         servers("127.0.0.1:12000,127.0.0.1:12001").unwrap(),
         ["127.0.0.1:12000", "127.0.0.1:12001"]
     );
-    // Duplicates once; an address of the other family than the first is left out (one
-    // socket); spaces after commas are fine.
+    // Duplicates once; spaces after commas are fine.
     assert_eq!(
-        servers("127.0.0.1:1, 127.0.0.2:2,127.0.0.1:1,[::1]:3").unwrap(),
+        servers("127.0.0.1:1, 127.0.0.2:2,127.0.0.1:1").unwrap(),
         ["127.0.0.1:1", "127.0.0.2:2"]
     );
+    // A server of the other family than the first cannot be reached from the one socket:
+    // refused, not silently left out of the list.
+    assert!(servers("127.0.0.1:1,[::1]:3").is_err());
     assert_eq!(servers("[::1]:3").unwrap(), ["[::1]:3"]);
     for bad in [
         "127.0.0.1:1,300.1.2.3:4",

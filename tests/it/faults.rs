@@ -168,9 +168,12 @@ fn crashed_client_goes_offline_by_itself() {
 
 #[test]
 fn client_notices_a_lost_server_and_comes_back_by_itself() {
-    // A server that forgets everything (in memory): the client re-registers on its own
-    // and its offers are restored.
-    let opts = ["--db", ":memory:", "--heartbeat-ms", "200"];
+    // A server that forgets everything (in memory, its key kept in a file): the client
+    // re-registers on its own and its offers are restored.
+    let keydir = tempfile::tempdir().unwrap();
+    let key = keydir.path().join("server.key");
+    let key = key.to_str().unwrap();
+    let opts = ["--db", ":memory:", "--heartbeat-ms", "200", "--key", key];
     let srv = Server::start(&opts);
     let dir = tempfile::tempdir().unwrap();
     let mut b = srv.sharing("B", dir.path(), &[("f", b"f")]);

@@ -167,8 +167,8 @@ impl ClientChannel {
         }
     }
 
-    /// From now on only `key` is accepted (a later handshake, e.g. with another server
-    /// of the same deployment, must present it).
+    /// From now on only `key` is accepted (a later handshake, after a restart or with
+    /// another server of the same deployment, must present it).
     pub fn pin_key(&mut self, key: [u8; 32]) {
         self.pin = Some(ServerPin::Key(key));
     }

@@ -184,8 +184,7 @@ impl ClientLink {
         }
         self.stats.moves += 1;
         // Another server of the deployment must present the key this one did: the pin
-        // is the deployment's, not an address's. (A restart with the same server keeps
-        // what the pin was: the driver's `known_servers` judges a first contact.)
+        // is the deployment's, not an address's.
         if let Some(key) = self.key {
             self.channel.pin_key(key);
         }
@@ -218,6 +217,11 @@ impl ClientLink {
                 self.last_rx = Some(now);
                 self.recent.clear();
                 self.stats.handshakes += 1;
+                // Every later handshake (a restart at the same address, another server
+                // of the deployment) must present this key: otherwise a path that drops
+                // our datagrams for a moment could answer the new handshake with its own
+                // key, taken as a first contact.
+                self.channel.pin_key(server_key);
                 self.key = Some(server_key);
                 let binding = self.channel.handshake_hash().copied().unwrap_or_default();
                 self.events.push_back(LinkEvent::Ready {

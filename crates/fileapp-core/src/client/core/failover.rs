@@ -89,7 +89,9 @@ impl ClientCore {
                 )
             });
         // The user's registration goes its own way (see `move_registering`).
-        let moving_on = self.moving()
+        // Also a registration again after the server forgot us (`Reconnecting`): that
+        // server may be the one that died.
+        let moving_on = (self.moving() || self.state == State::Reconnecting)
             && failed
                 .iter()
                 .any(|(_, t)| matches!(t, Tag::Register { user: false }));
@@ -98,7 +100,8 @@ impl ClientCore {
         }
         for (id, tag) in failed {
             match tag {
-                Tag::Offer(op) if !self.parked.contains(op) => self.parked.push(*op),
+                // One entry per part: each carried entry settles one part of its op.
+                Tag::Offer(op) => self.parked.push(*op),
                 Tag::Connect(m) => self.on_connect_failed(*m, None),
                 Tag::Register { .. } => self.abandon(*id),
                 _ => {}
@@ -137,7 +140,7 @@ impl ClientCore {
         let (parked, mut meetings) = (&mut self.parked, Vec::new());
         self.reqs.cancel_where(|t| {
             match t {
-                Tag::Offer(op) if !parked.contains(op) => parked.push(*op),
+                Tag::Offer(op) => parked.push(*op),
                 Tag::Connect(m) => meetings.push(*m),
                 _ => {}
             }

@@ -65,3 +65,44 @@ fn after_first_contact_a_move_accepts_the_same_key_at_another_server_only() {
     assert!(matches!(ev.as_slice(), [LinkEvent::Refused(_)]), "{ev:?}");
     assert!(!link.is_ready());
 }
+
+/// A path that drops our datagrams for a moment makes the link handshake again at the
+/// same address. Whoever answers that handshake with another key is refused, though the
+/// user pinned nothing and this run's first contact was trust on first use: otherwise
+/// the path could take the session over as a "first contact".
+#[test]
+fn a_restart_at_the_same_address_must_present_the_first_sessions_key() {
+    let now = Instant::now();
+    let src: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+    let mut s1 = server(1, now);
+    let mut link = ClientLink::new(None, [7; 32], RETRY);
+    let ev = open(&mut link, &mut s1, now);
+    assert!(
+        matches!(
+            ev.as_slice(),
+            [LinkEvent::Ready {
+                first_contact: true,
+                ..
+            }]
+        ),
+        "{ev:?}"
+    );
+    while link.poll_transmit().is_some() {}
+    // The same request unanswered for a retry interval: the link starts over.
+    let t = now + Duration::from_millis(10);
+    link.send(t, b"heartbeat".to_vec());
+    link.send(t + RETRY, b"heartbeat".to_vec());
+    assert_eq!(link.stats().restarts, 1);
+    let mut attacker = server(9, now);
+    let mut answered = false;
+    while let Some(d) = link.poll_transmit() {
+        if let Ok(Inbound::Reply(reply)) = attacker.handle(t + RETRY, src, &d) {
+            answered = true;
+            assert_eq!(link.handle(t + RETRY, &reply), None);
+        }
+    }
+    assert!(answered, "the attacker answered the new handshake");
+    let ev: Vec<LinkEvent> = std::iter::from_fn(|| link.poll_event()).collect();
+    assert!(matches!(ev.as_slice(), [LinkEvent::Refused(_)]), "{ev:?}");
+    assert!(!link.is_ready());
+}

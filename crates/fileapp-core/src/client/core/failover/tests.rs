@@ -448,3 +448,24 @@ fn an_offer_unanswered_by_the_dead_server_moves_the_client_and_ends_at_the_new_o
     assert!(net.lists(1, "c0", &["f", "h"]));
     assert!(net.sees(1, "c0", "h"));
 }
+
+/// An offer of several datagrams unanswered at the move: every part is carried by the
+/// re-offer, so the offer ends (once, successfully) instead of waiting for ever.
+#[test]
+fn a_multi_part_offer_unanswered_at_the_move_ends_at_the_new_server() {
+    let mut net = two_clients();
+    net.alive[0] = false;
+    let files: Vec<FileEntry> = (0..60)
+        .map(|i| FileEntry::named(format!("a-file-with-a-long-name-to-fill-datagrams-{i:03}")))
+        .collect();
+    let op = net.clients[0].offer(net.now, &files).unwrap();
+    net.run(budget() + 300 * MS);
+    assert_eq!(net.switches(0).len(), 1);
+    assert!(net.has(0, &Event::OfferDone(op)), "{:?}", net.events[0]);
+    let done = net.events[0]
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::OfferDone(o) | Event::OfferFailed(o, _) if *o == op))
+        .count();
+    assert_eq!(done, 1, "{:?}", net.events[0]);
+    assert!(net.sees(1, "c0", "a-file-with-a-long-name-to-fill-datagrams-059"));
+}
