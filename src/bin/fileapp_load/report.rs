@@ -262,33 +262,29 @@ fn print_failover(f: Option<&FailoverReport>) {
 /// With several servers: their figures next to one server on SQLite's, same run.
 fn print_comparison(r: &Report) {
     let Some(b) = &r.baseline else { return };
-    let ratio = |ours: f64, base: f64| if base > 0.0 { ours / base } else { 0.0 };
-    let (hb, mixed) = (
-        ratio(r.throughput.acked_per_sec, b.throughput.acked_per_sec),
-        ratio(r.mixed.acked_per_sec, b.mixed.acked_per_sec),
-    );
-    row(
-        &format!("{} servers / 1 on SQLite", r.servers),
-        format!(
-            "heartbeats {:.2} ({}/s vs {}/s)",
-            hb,
-            thousands(r.throughput.acked_per_sec),
-            thousands(b.throughput.acked_per_sec)
-        ),
-        ">= 0.5",
-        hb >= 0.5,
-    );
-    row(
-        "",
-        format!(
-            "mixed {:.2} ({}/s vs {}/s)",
-            mixed,
-            thousands(r.mixed.acked_per_sec),
-            thousands(b.mixed.acked_per_sec)
-        ),
-        ">= 0.5",
-        mixed >= 0.5,
-    );
+    let phases = [
+        ("heartbeats", &r.throughput, &b.throughput),
+        ("mixed", &r.mixed, &b.mixed),
+    ];
+    for (i, (what, ours, base)) in phases.into_iter().enumerate() {
+        let (ours, base) = (ours.acked_per_sec, base.acked_per_sec);
+        let ratio = if base > 0.0 { ours / base } else { 0.0 };
+        let phase = if i == 0 {
+            format!("{} servers / 1 on SQLite", r.servers)
+        } else {
+            String::new()
+        };
+        row(
+            &phase,
+            format!(
+                "{what} {ratio:.2} ({}/s vs {}/s)",
+                thousands(ours),
+                thousands(base)
+            ),
+            ">= 0.5",
+            ratio >= 0.5,
+        );
+    }
     detail(
         "  one server on SQLite",
         format!(

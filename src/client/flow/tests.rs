@@ -569,14 +569,20 @@ fn dereg_stops_serving_first_then_only_local_commands_and_reg() {
     assert_eq!(net.said(b), [msg::ALREADY_REGISTERED]);
 }
 
-#[test]
-fn request_json_reports_each_download_as_one_json_line() {
+/// B offers `a` and `b`; C (returned) sees them, its log taken.
+fn b_shares_a_and_b_to_c() -> (Net, usize) {
     let mut net = Net::new();
     let b = net.client("B", config());
     let c = net.client("C", config());
     net.share(b, &["a", "b"]);
     net.advance(Duration::from_millis(50));
     net.take(c);
+    (net, c)
+}
+
+#[test]
+fn request_json_reports_each_download_as_one_json_line() {
+    let (mut net, c) = b_shares_a_and_b_to_c();
     net.line(c, "request --json a B b B");
     let log = net.take(c);
     let Action::Download(orders) = &log[0] else {
@@ -633,12 +639,7 @@ fn request_json_reports_each_download_as_one_json_line() {
 
 #[test]
 fn downloads_keep_input_closed_until_the_last_ends() {
-    let mut net = Net::new();
-    let b = net.client("B", config());
-    let c = net.client("C", config());
-    net.share(b, &["a", "b"]);
-    net.advance(Duration::from_millis(50));
-    net.take(c);
+    let (mut net, c) = b_shares_a_and_b_to_c();
     net.line(c, "request a B nope B b B");
     let log = net.take(c);
     assert!(matches!(&log[0], Action::Say(l) if l == msg::INVALID_REQUEST));
