@@ -21,6 +21,30 @@ fn server() -> SocketAddr {
     addr("198.51.100.1:4000")
 }
 
+/// The owner's side of meeting `ID`, defaults, at `t`.
+fn owner(t: Instant) -> Punch {
+    Punch::new(
+        t,
+        PunchConfig::default(),
+        Side::Owner,
+        ID,
+        SECRET_B,
+        server(),
+    )
+}
+
+/// The requester's side of meeting `ID`, defaults, at `t`.
+fn requester(t: Instant) -> Punch {
+    Punch::new(
+        t,
+        PunchConfig::default(),
+        Side::Requester,
+        ID,
+        SECRET_A,
+        server(),
+    )
+}
+
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
@@ -45,14 +69,7 @@ fn run_until(p: &mut Punch, from: Instant, to: Instant) -> Vec<(Instant, SocketA
 #[test]
 fn probes_every_100ms_then_no_peer_endpoint_after_2s() {
     let t0 = Instant::now();
-    let mut p = Punch::new(
-        t0,
-        PunchConfig::default(),
-        Side::Requester,
-        ID,
-        SECRET_A,
-        server(),
-    );
+    let mut p = requester(t0);
     assert_eq!(p.state(), PunchState::Learning);
     let sent = run_until(&mut p, t0, t0 + ms(1999));
     assert_eq!(sent.len(), 20, "probes at 0, 100, ..., 1900 ms");
@@ -74,14 +91,7 @@ fn probes_every_100ms_then_no_peer_endpoint_after_2s() {
 #[test]
 fn an_early_timeout_sends_nothing_and_a_late_one_does_not_burst() {
     let t0 = Instant::now();
-    let mut p = Punch::new(
-        t0,
-        PunchConfig::default(),
-        Side::Owner,
-        ID,
-        SECRET_B,
-        server(),
-    );
+    let mut p = owner(t0);
     drain(&mut p);
     p.handle_timeout(t0 + ms(50));
     assert_eq!(p.poll_transmit(), None);
@@ -95,14 +105,7 @@ fn an_early_timeout_sends_nothing_and_a_late_one_does_not_burst() {
 fn punches_every_25ms_once_the_peer_is_known_then_no_answer() {
     let t0 = Instant::now();
     let peer = addr("203.0.113.9:5555");
-    let mut p = Punch::new(
-        t0,
-        PunchConfig::default(),
-        Side::Owner,
-        ID,
-        SECRET_B,
-        server(),
-    );
+    let mut p = owner(t0);
     drain(&mut p);
     let known = t0 + ms(300);
     p.peer_known(known, peer);
@@ -135,14 +138,7 @@ fn punches_every_25ms_once_the_peer_is_known_then_no_answer() {
 fn the_peers_punch_opens_the_path_and_is_confirmed() {
     let t0 = Instant::now();
     let peer = addr("203.0.113.9:5555");
-    let mut p = Punch::new(
-        t0,
-        PunchConfig::default(),
-        Side::Requester,
-        ID,
-        SECRET_A,
-        server(),
-    );
+    let mut p = requester(t0);
     p.peer_known(t0, peer);
     drain(&mut p);
     p.handle_datagram(t0 + ms(10), peer, &punch_datagram(&ID, Side::Owner));
@@ -160,14 +156,7 @@ fn the_peers_punch_opens_the_path_and_is_confirmed() {
 fn a_bad_peer_endpoint_fails_at_once() {
     let t0 = Instant::now();
     for bad in ["203.0.113.9:0", "0.0.0.0:5555", "[::]:5555"] {
-        let mut p = Punch::new(
-            t0,
-            PunchConfig::default(),
-            Side::Requester,
-            ID,
-            SECRET_A,
-            server(),
-        );
+        let mut p = requester(t0);
         p.peer_known(t0, addr(bad));
         assert_eq!(
             p.state(),
@@ -181,14 +170,7 @@ fn a_bad_peer_endpoint_fails_at_once() {
 fn stray_and_forged_datagrams_are_ignored() {
     let t0 = Instant::now();
     let peer = addr("203.0.113.9:5555");
-    let mut p = Punch::new(
-        t0,
-        PunchConfig::default(),
-        Side::Owner,
-        ID,
-        SECRET_B,
-        server(),
-    );
+    let mut p = owner(t0);
     // A real punch while still learning: we do not know whose it is yet.
     p.handle_datagram(t0, peer, &punch_datagram(&ID, Side::Requester));
     assert_eq!(p.state(), PunchState::Learning);
@@ -229,14 +211,7 @@ fn stray_and_forged_datagrams_are_ignored() {
 fn an_ipv4_mapped_source_is_the_same_peer() {
     let t0 = Instant::now();
     let peer = addr("203.0.113.9:5555");
-    let mut p = Punch::new(
-        t0,
-        PunchConfig::default(),
-        Side::Owner,
-        ID,
-        SECRET_B,
-        server(),
-    );
+    let mut p = owner(t0);
     p.peer_known(t0, peer);
     let mapped = addr("[::ffff:203.0.113.9]:5555");
     p.handle_datagram(t0, mapped, &punch_datagram(&ID, Side::Requester));
@@ -449,7 +424,7 @@ proptest! {
     ) {
         let t0 = Instant::now();
         let peer = addr("203.0.113.9:5555");
-        let mut p = Punch::new(t0, PunchConfig::default(), Side::Owner, ID, SECRET_B, server());
+        let mut p = owner(t0);
         p.handle_datagram(t0, peer, &bytes);
         p.peer_known(t0, peer);
         let ip = if from_peer_ip { "203.0.113.9" } else { "203.0.113.8" };
