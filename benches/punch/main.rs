@@ -9,7 +9,8 @@
 //!   default mode: sendfile-style sealing, splice into the partial).
 //! - punched: a tiny fake index server on loopback, two `reach::quic::punch` calls (the
 //!   default `PunchConfig`), then `serve_stream` + `fetch_stream` on the punched
-//!   streams: the same TLS inside QUIC. Its clock starts before the punch, so the
+//!   streams: the peer protocol inside QUIC, with no TLS session of its own (mode
+//!   `0xF3`). Its clock starts before the punch, so the
 //!   figure includes probing, punching and both handshakes; the first-byte time is from
 //!   the start of the punch to the owner's answer.
 //!

@@ -440,6 +440,12 @@ pub fn refused_encrypted(ip: IpAddr) -> String {
     )
 }
 
+pub fn wrong_mode_on_punched_path(ip: IpAddr, first_byte: u8) -> String {
+    format!(
+        "< Refused request from {ip} on the punched path: mode 0x{first_byte:02x} (QUIC already encrypts it; expected 0xf3) >"
+    )
+}
+
 pub fn not_a_transfer(ip: IpAddr, first_byte: u8) -> String {
     format!(
         "< Refused connection from {ip}: not a fileapp transfer request (first byte 0x{first_byte:02x}) >"

@@ -1,6 +1,7 @@
 //! [`Link`]: the connection a transfer runs on. A TCP connection (direct, reverse,
-//! relayed) or the one stream of a punched QUIC connection; the peer protocol, TLS
-//! included, is the same on both. TCP keeps its own fast paths (`splice`, `sendfile`,
+//! relayed) or the one stream of a punched QUIC connection; the peer protocol is the
+//! same on both, except that on QUIC, whose own TLS 1.3 handshake already
+//! authenticated both pinned keys, no second TLS session runs inside (`MODE_QUIC`). TCP keeps its own fast paths (`splice`, `sendfile`,
 //! blocking socket reads); QUIC takes the portable ones, or reads quinn's buffers
 //! straight from the receive thread ([`BlockingLink`]).
 
@@ -38,6 +39,15 @@ impl Link {
     pub fn set_nodelay(&self) {
         if let Link::Tcp(s) = self {
             let _ = s.set_nodelay(true);
+        }
+    }
+
+    /// The peer's key as the QUIC handshake under this link authenticated it: `Some`
+    /// only on a punched QUIC stream. TCP links carry no authentication of their own.
+    pub fn quic_peer_key(&self) -> Option<crate::identity::PublicKey> {
+        match self {
+            Link::Tcp(_) => None,
+            Link::Quic(s) => s.peer_key(),
         }
     }
 

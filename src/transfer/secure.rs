@@ -36,6 +36,10 @@ use crate::identity::{Identity, PublicKey, fingerprint};
 pub const MODE_TLS: u8 = 0xF1;
 /// ... "I speak plaintext (`--plaintext`)".
 pub const MODE_PLAIN: u8 = 0xF0;
+/// ... "I speak plaintext inside the QUIC connection under us, whose TLS 1.3 handshake
+/// authenticated both pinned keys". Valid only on a punched QUIC stream: on TCP it
+/// would be an unauthenticated connection, and is refused.
+pub const MODE_QUIC: u8 = 0xF3;
 /// Sent by a provider instead of its mode when it has no free slot; it then closes.
 pub const MODE_BUSY: u8 = 0xFB;
 /// First byte of an owner's reverse connection to a requester (then the 16-byte

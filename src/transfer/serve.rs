@@ -32,7 +32,8 @@ use super::header::{MAX_REQUEST_LEN, Request};
 use super::library::SharedLibrary;
 use super::link::Link;
 use super::secure::{
-    MODE_BUSY, MODE_PLAIN, MODE_PROBE, MODE_REVERSE, MODE_TLS, PeerAuth, Security, ed25519_key_of,
+    MODE_BUSY, MODE_PLAIN, MODE_PROBE, MODE_QUIC, MODE_REVERSE, MODE_TLS, PeerAuth, Security,
+    ed25519_key_of,
 };
 use super::tls;
 use super::{Notice, ReadHeaderError, printable, read_header};
@@ -265,17 +266,28 @@ impl Conn {
         self.converse(tcp.into()).await
     }
 
-    /// Mode exchange, then (TLS) the handshake, then the request.
+    /// Mode exchange, then (TLS) the handshake, then the request. On a punched QUIC
+    /// stream with TLS the mode is `MODE_QUIC`: QUIC's handshake authenticated the
+    /// requester's key, which then must be the one its claimed name is bound to, as
+    /// after our own TLS handshake.
     async fn converse(&self, mut tcp: Link) {
-        let Some(theirs) = self.exchange_modes(&mut tcp).await else {
+        let quic = tcp.quic_peer_key();
+        let Some(theirs) = self.exchange_modes(&mut tcp, quic.is_some()).await else {
             return;
         };
-        let refused = match (theirs, &self.auth.security) {
-            (MODE_PLAIN, Security::Plaintext) => return self.handle_stream(tcp, None).await,
-            (MODE_TLS, Security::Tls(_)) => return self.handle_tls(tcp).await,
-            (MODE_PLAIN, Security::Tls(_)) => msg::refused_plaintext(self.ip()),
-            (MODE_TLS, Security::Plaintext) => msg::refused_encrypted(self.ip()),
-            (b, _) => msg::not_a_transfer(self.ip(), b),
+        let refused = match (theirs, &self.auth.security, quic) {
+            (MODE_PLAIN, Security::Plaintext, _) => return self.handle_stream(tcp, None).await,
+            (MODE_TLS, Security::Tls(_), None) => return self.handle_tls(tcp).await,
+            (MODE_QUIC, Security::Tls(_), Some(k)) => {
+                return self.handle_stream(tcp, Some(k)).await;
+            }
+            // `MODE_QUIC` on TCP would be plaintext: refused like plaintext.
+            (MODE_PLAIN | MODE_QUIC, Security::Tls(_), None) => msg::refused_plaintext(self.ip()),
+            (MODE_PLAIN | MODE_TLS, Security::Tls(_), Some(_)) => {
+                msg::wrong_mode_on_punched_path(self.ip(), theirs)
+            }
+            (MODE_TLS | MODE_QUIC, Security::Plaintext, _) => msg::refused_encrypted(self.ip()),
+            (b, _, _) => msg::not_a_transfer(self.ip(), b),
         };
         self.notice(refused);
         let _ = timeout(Duration::from_secs(2), tcp.shutdown()).await;
@@ -283,8 +295,11 @@ impl Conn {
 
     /// Sends our mode byte and reads theirs. `None` (with the notice given) if the peer
     /// said nothing in time or closed.
-    async fn exchange_modes(&self, tcp: &mut Link) -> Option<u8> {
-        let mine = self.auth.security.mode_byte();
+    async fn exchange_modes(&self, tcp: &mut Link, on_quic: bool) -> Option<u8> {
+        let mine = match (&self.auth.security, on_quic) {
+            (Security::Tls(_), true) => MODE_QUIC,
+            (s, _) => s.mode_byte(),
+        };
         // Ours goes first, unasked: a requester in the other mode learns why at once.
         let hello = timeout(self.cfg.header_timeout, async {
             tcp.write_all(&[mine]).await?;

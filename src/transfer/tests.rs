@@ -632,6 +632,7 @@ async fn buffered_receive_path_matches() {
             size: data.len() as u64,
             stall: Duration::from_secs(5),
         },
+        0,
         &mut |_| {},
         &mut cancel,
     )
@@ -639,6 +640,62 @@ async fn buffered_receive_path_matches() {
     .unwrap();
     assert_eq!(hash, *blake3::hash(&data).as_bytes());
     assert_eq!(std::fs::read(&part).unwrap(), data);
+}
+
+/// The portable path with the owner's hash after the data (the punched QUIC path): the
+/// trailer is split across reads and partly in the bytes read with the answer; it is
+/// never written into the file. Test builds also hash what came, so an owner's hash
+/// that does not match the bytes is refused.
+#[tokio::test]
+async fn buffered_receive_takes_the_owners_hash_and_test_builds_check_it() {
+    use super::fetch::{Landing, receive_buffered};
+    let data = random_bytes("trailer", 2 * 1024 * 1024 + 3);
+    let right = *blake3::hash(&data).as_bytes();
+    for (owners, ok) in [(right, true), ([7u8; 32], false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("p");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&part)
+            .unwrap();
+        let mut wire = data.clone();
+        wire.extend_from_slice(&owners);
+        let (mut w, r) = tokio::io::duplex(64 * 1024);
+        let rest = wire[1 << 20..].to_vec();
+        tokio::spawn(async move {
+            for piece in rest.chunks(50_001) {
+                w.write_all(piece).await.unwrap();
+            }
+        });
+        let (_tx, mut cancel) = watch::channel(false);
+        let got = receive_buffered(
+            r,
+            wire[..1 << 20].to_vec(),
+            Landing {
+                file,
+                part: part.clone(),
+                offset: 0,
+                size: data.len() as u64,
+                stall: Duration::from_secs(5),
+            },
+            32,
+            &mut |_| {},
+            &mut cancel,
+        )
+        .await;
+        match ok {
+            true => assert_eq!(got.unwrap(), right),
+            false => assert!(matches!(got, Err(FetchError::HashMismatch)), "{got:?}"),
+        }
+        assert_eq!(
+            std::fs::read(&part).unwrap(),
+            data,
+            "the trailer is not data"
+        );
+    }
 }
 
 #[tokio::test]

@@ -13,8 +13,8 @@ use tokio::sync::{mpsc, watch};
 use super::fetch::{FetchError, FetchReport, FetchSpec, fetch, partial_paths};
 use super::provider::{Library, ServeConfig, SharedLibrary, serve_with};
 use super::secure::{
-    KeyLookup, MODE_BUSY, MODE_TLS, PeerAuth, Security, TlsIdentity, owner_refused_our_key,
-    server_name,
+    KeyLookup, MODE_BUSY, MODE_QUIC, MODE_TLS, PeerAuth, Security, TlsIdentity,
+    owner_refused_our_key, server_name,
 };
 use super::tests::random_bytes;
 use super::tls::{self, TlsStream};
@@ -436,6 +436,79 @@ async fn a_requester_without_mode_byte_gets_nothing() {
     assert_eq!(out, vec![MODE_TLS]);
     p.wait_notice("not a fileapp transfer request (first byte 0x46)")
         .await;
+}
+
+/// The QUIC mode says "the connection under us authenticated both keys". A TCP
+/// connection has no such layer: a requester claiming it must get what a plaintext
+/// requester gets, a refusal, and never a byte of the file.
+#[tokio::test]
+async fn the_quic_mode_on_tcp_is_refused_as_plaintext() {
+    let (a, b) = (Peer::new(), Peer::new());
+    let mut p = Provider::start(Some(&a)).await;
+    p.knows("B", b.key);
+    let data = random_bytes("quic-on-tcp", 100_000);
+    p.add("f.bin", &data);
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(&[MODE_QUIC]).await.unwrap();
+    let request = crate::transfer::header::Request {
+        file: "f.bin".into(),
+        requester: "B".into(),
+        offset: 0,
+        expected_hash: None,
+        if_match: false,
+        owner_hashes: false,
+    };
+    // Written at once, as an attacker would; the provider must not read it as one.
+    let _ = s.write_all(&request.encode().unwrap()).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .unwrap();
+    assert_eq!(out, vec![MODE_TLS], "the provider sent more than its mode");
+    let notes = p
+        .wait_notice("< Refused plaintext request from 127.0.0.1: this client only accepts encrypted transfers >")
+        .await;
+    assert!(!notes.iter().any(|n| n.contains("Transferring")));
+}
+
+/// An owner that answers a TCP requester with the QUIC mode asks it to speak plaintext
+/// on a connection nothing protects: the requester refuses before it sends its request
+/// (which names the file and itself).
+#[tokio::test]
+async fn a_requester_on_tcp_refuses_an_owner_choosing_the_quic_mode() {
+    let b = Peer::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let owner = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        s.write_all(&[MODE_QUIC]).await.unwrap();
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+        got
+    });
+    let dest = tempfile::tempdir().unwrap();
+    let err = get(
+        spec(addr, "f.bin", dest.path(), Some([9u8; 32])),
+        b.security(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            FetchError::Protocol(super::fetch::ProtocolError::ModeNotForLink {
+                byte: MODE_QUIC,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        owner.await.unwrap(),
+        vec![MODE_TLS],
+        "the requester sent more than its mode byte"
+    );
+    nothing_written(dest.path(), "f.bin");
 }
 
 /// A TCP connection to `to` from the loopback address `from`.

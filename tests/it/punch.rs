@@ -210,24 +210,28 @@ async fn no_endpoint_from_the_control_channel_fails_typed() {
     assert!(matches!(got, Err(PunchError::ControlClosed)), "{got:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_real_download_runs_over_the_punched_path() {
-    let (r, o) = ids();
-    let (pr, po) = punch_pair(&r, &o, o.public_key(), r.public_key()).await;
-    let (pr, po) = (pr.unwrap(), po.unwrap());
-
-    // The owner: a library with one file, served on the punched stream.
+/// The owner's side of a download on the punched path: `file` (holding `data`) served
+/// on `po` with TLS, the table binding each name in `table` to its key.
+fn serve_punched(
+    po: Punched,
+    o: &Arc<Identity>,
+    table: &[(&str, PublicKey)],
+    file: &str,
+    data: &[u8],
+) -> (
+    tempfile::TempDir,
+    tokio::task::JoinHandle<()>,
+    mpsc::UnboundedReceiver<String>,
+) {
     let share = tempfile::tempdir().unwrap();
-    let data = payload(5 << 20 | 77, 3);
-    std::fs::write(share.path().join("big.bin"), &data).unwrap();
+    std::fs::write(share.path().join(file), data).unwrap();
     let mut lib = Library::default();
     lib.set_dir(share.path().to_path_buf());
-    lib.offer("big.bin").unwrap();
-    let keys: Arc<RwLock<HashMap<String, PublicKey>>> = Arc::default();
-    keys.write().unwrap().insert("B".into(), r.public_key());
-    let lookup: KeyLookup = keys;
-    let auth = PeerAuth::tls(Arc::new(TlsIdentity::new(&o).unwrap()), lookup);
-    let (ntx, mut notices) = mpsc::unbounded_channel();
+    lib.offer(file).unwrap();
+    let keys: HashMap<String, PublicKey> = table.iter().map(|(n, k)| (n.to_string(), *k)).collect();
+    let lookup: KeyLookup = Arc::new(RwLock::new(keys));
+    let auth = PeerAuth::tls(Arc::new(TlsIdentity::new(o).unwrap()), lookup);
+    let (ntx, notices) = mpsc::unbounded_channel();
     let served = tokio::spawn(serve_stream(
         po.stream,
         po.peer,
@@ -236,6 +240,26 @@ async fn a_real_download_runs_over_the_punched_path() {
         auth,
         ServeConfig::default(),
     ));
+    (share, served, notices)
+}
+
+/// Everything the owner said so far.
+fn drain(notices: &mut mpsc::UnboundedReceiver<String>) -> Vec<String> {
+    let mut seen = Vec::new();
+    while let Ok(n) = notices.try_recv() {
+        seen.push(n);
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_download_runs_over_the_punched_path() {
+    let (r, o) = ids();
+    let (pr, po) = punch_pair(&r, &o, o.public_key(), r.public_key()).await;
+    let (pr, po) = (pr.unwrap(), po.unwrap());
+    let data = payload(5 << 20 | 77, 3);
+    let (_share, served, mut notices) =
+        serve_punched(po, &o, &[("B", r.public_key())], "big.bin", &data);
 
     // The requester: the usual fetch, on the punched stream.
     let dest = tempfile::tempdir().unwrap();
@@ -253,11 +277,83 @@ async fn a_real_download_runs_over_the_punched_path() {
         .await
         .unwrap()
         .unwrap();
-    let mut seen = Vec::new();
-    while let Ok(n) = notices.try_recv() {
-        seen.push(n);
-    }
+    let seen = drain(&mut notices);
     assert!(seen.iter().any(|n| n.contains("big.bin")), "{seen:#?}");
+}
+
+/// Inside the punched QUIC connection the peer protocol runs without a TLS session of
+/// its own: the owner's mode byte is `MODE_QUIC` (0xf3), and a requester that asks for
+/// TLS inside QUIC is refused rather than served in some other way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inside_quic_the_owner_speaks_the_quic_mode_and_refuses_tls_inside() {
+    let (r, o) = ids();
+    let (pr, po) = punch_pair(&r, &o, o.public_key(), r.public_key()).await;
+    let (pr, po) = (pr.unwrap(), po.unwrap());
+    let (_share, served, mut notices) =
+        serve_punched(po, &o, &[("B", r.public_key())], "f.bin", &payload(4096, 1));
+    let mut s = pr.stream;
+    let mut first = [0u8; 1];
+    s.read_exact(&mut first).await.unwrap();
+    assert_eq!(first[0], 0xF3, "the owner's mode on the punched path");
+    s.write_all(&[0xF1]).await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rest.is_empty(), "the owner sent {rest:?} after refusing");
+    tokio::time::timeout(Duration::from_secs(10), served)
+        .await
+        .unwrap()
+        .unwrap();
+    let seen = drain(&mut notices);
+    assert!(
+        seen.iter()
+            .any(|n| n.contains("on the punched path: mode 0xf1")),
+        "{seen:#?}"
+    );
+}
+
+/// Without a TLS session inside, the requester's key is the one QUIC's handshake
+/// verified; the name it claims must be bound to that key in the owner's table, as on
+/// TCP. Here B's QUIC key is not the key the owner's table has for "B".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_punched_path_the_claimed_name_must_hold_the_quic_key() {
+    let (r, o) = ids();
+    let someone_else = Identity::generate().unwrap().public_key();
+    let (pr, po) = punch_pair(&r, &o, o.public_key(), r.public_key()).await;
+    let (pr, po) = (pr.unwrap(), po.unwrap());
+    let (_share, served, mut notices) = serve_punched(
+        po,
+        &o,
+        &[("B", someone_else)],
+        "f.bin",
+        &payload(1 << 20, 2),
+    );
+    let dest = tempfile::tempdir().unwrap();
+    let mut fs = FetchSpec::new(pr.peer, "A", "f.bin", "B", dest.path());
+    fs.peer_key = Some(o.public_key());
+    fs.timeout = Duration::from_secs(10);
+    let security = Security::Tls(Arc::new(TlsIdentity::new(&r).unwrap()));
+    let (_cancel, cancel) = watch::channel(false);
+    let err = fetch_stream(pr.stream, fs, security, |_| {}, cancel)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("is not the key B is registered with"),
+        "{err}"
+    );
+    assert!(!dest.path().join("f.bin").exists());
+    tokio::time::timeout(Duration::from_secs(10), served)
+        .await
+        .unwrap()
+        .unwrap();
+    let seen = drain(&mut notices);
+    assert!(
+        !seen.iter().any(|n| n.contains("Transferring")),
+        "{seen:#?}"
+    );
 }
 
 /// Plaintext mode on the punched path (no TCP, so no `splice` or `sendfile`): the

@@ -7,8 +7,9 @@
 //! punches to it), and once the path is open hands the *same* socket to a quinn
 //! endpoint, so the NAT mapping the punches opened is the one QUIC uses. The owner is
 //! the QUIC server, the requester the client (`connect`); the one bidirectional stream
-//! the owner opens carries the usual peer protocol (mode byte, TLS, request, data); the
-//! engine reads and writes it directly (`stream`). See `docs/PROTOCOL.md`,
+//! the owner opens carries the usual peer protocol (mode byte, request, data) with no
+//! TLS session inside (mode `0xF3`: QUIC's handshake already authenticated both pinned
+//! keys, [`QuicStream::peer_key`]); the engine reads and writes it directly (`stream`). See `docs/PROTOCOL.md`,
 //! "Hole punching".
 
 mod connect;

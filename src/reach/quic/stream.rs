@@ -1,6 +1,7 @@
 //! The punched path's byte stream: the one QUIC bidirectional stream as an
-//! `AsyncRead + AsyncWrite` ([`QuicStream`]) that the transfer engine runs on directly,
-//! TLS and all, and as a blocking reader ([`BlockingQuic`]) for the engine's bulk
+//! `AsyncRead + AsyncWrite` ([`QuicStream`]) that the transfer engine runs on directly
+//! (with the peer's key QUIC's handshake verified, [`QuicStream::peer_key`]; no TLS
+//! inside), a chunk writer for file data, and as a blocking reader ([`BlockingQuic`]) for the engine's bulk
 //! receive thread. No loopback hop: the engine's bytes go straight into quinn's buffers.
 //!
 //! Half-closes map onto the stream: the engine's shutdown finishes our direction, the
@@ -15,9 +16,13 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use quinn::{Connection, ConnectionError, Endpoint, ReadError, RecvStream, SendStream, VarInt};
+use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
+
+use crate::identity::PublicKey;
+use crate::transfer::secure::ed25519_key_of;
 
 /// How long a stream the engine let go of may take to finish both directions.
 pub const LINGER: Duration = Duration::from_secs(10);
@@ -35,6 +40,9 @@ pub struct QuicStream {
     recv: Option<RecvStream>,
     /// Our direction is finished (shutdown).
     finished: bool,
+    /// The Ed25519 key the peer's certificate carried in the QUIC handshake, which
+    /// verified its signature (`None` if it somehow presented no such certificate).
+    peer_key: Option<PublicKey>,
     conn: Connection,
     endpoint: Endpoint,
     /// The runtime the linger task runs on (the stream may be dropped on a blocking
@@ -50,6 +58,15 @@ impl std::fmt::Debug for QuicStream {
     }
 }
 
+/// The Ed25519 key of the certificate the peer presented in `conn`'s handshake.
+fn handshake_key(conn: &Connection) -> Option<PublicKey> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .ok()?;
+    ed25519_key_of(certs.first()?)
+}
+
 fn gone() -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, "the QUIC stream is closed")
 }
@@ -62,10 +79,12 @@ impl QuicStream {
         conn: Connection,
         endpoint: Endpoint,
     ) -> QuicStream {
+        let peer_key = handshake_key(&conn);
         QuicStream {
             send: Some(send),
             recv: Some(recv),
             finished: false,
+            peer_key,
             conn,
             endpoint,
             rt: Handle::current(),
@@ -75,6 +94,13 @@ impl QuicStream {
     /// The peer's UDP endpoint.
     pub fn peer(&self) -> std::net::SocketAddr {
         self.conn.remote_address()
+    }
+
+    /// The key the QUIC handshake authenticated the peer with: its certificate's key,
+    /// whose private half signed the handshake. The transfer engine relies on it instead
+    /// of a TLS session of its own (`MODE_QUIC`, `docs/PROTOCOL.md` §5).
+    pub fn peer_key(&self) -> Option<PublicKey> {
+        self.peer_key
     }
 
     fn send(&mut self) -> io::Result<&mut SendStream> {
@@ -89,6 +115,15 @@ impl QuicStream {
             Poll::Ready(r) => r,
             Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
         }
+    }
+
+    /// Queues `chunk` for sending without copying it, waiting while quinn's send window
+    /// is full.
+    pub async fn write_chunk(&mut self, chunk: bytes::Bytes) -> io::Result<()> {
+        self.send()?
+            .write_chunk(chunk)
+            .await
+            .map_err(io::Error::from)
     }
 
     /// Finishes our direction (once; later calls do nothing).

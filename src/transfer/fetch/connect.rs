@@ -14,7 +14,7 @@ use super::{Closed, FetchError, FetchEvent, FetchSpec, Mode, ProtocolError, Refu
 use crate::identity::fingerprint;
 use crate::transfer::header::{MAX_RESPONSE_LEN, Response};
 use crate::transfer::secure::{
-    MODE_BUSY, MODE_PLAIN, MODE_TLS, Presented, Security, SeenKey, server_name,
+    MODE_BUSY, MODE_PLAIN, MODE_QUIC, MODE_TLS, Presented, Security, SeenKey, server_name,
 };
 use crate::transfer::tls::{self, TlsStream};
 use crate::transfer::{ReadHeaderError, printable, read_header};
@@ -48,6 +48,8 @@ impl TlsSetup {
 }
 
 /// The connection once the modes agreed (and, for TLS, the owner's key was checked).
+// One per transfer, moved a handful of times: the size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum PeerConn {
     Plain(Link),
     Tls(Box<TlsStream>),
@@ -62,16 +64,25 @@ pub(super) struct Answered {
 }
 
 /// Connects to `spec.peer` (or takes `given`, a connection to the owner made another
-/// way), agrees on the mode (`tls`: `None` for plaintext), secures the
-/// connection, sends `request` and reads the answer. Not cancellable by itself: the
-/// caller races it against cancel.
-pub(super) async fn connect(
+/// way), agrees on the mode (`tls`: `None` for plaintext), secures the connection,
+/// sends the request `request` makes and reads the answer. `request` is told whether
+/// the connection authenticates every byte between the pinned keys (our TLS, or QUIC's
+/// packet protection): only then may the owner hash for us. Not cancellable by itself: the caller races it
+/// against cancel.
+///
+/// On a punched QUIC stream with TLS the mode is [`MODE_QUIC`]: the QUIC handshake
+/// already authenticated the owner's key, which must be `spec.peer_key`, and the
+/// protocol runs in plaintext inside QUIC's encryption.
+pub(super) async fn connect<R>(
     spec: &FetchSpec,
     given: Option<Link>,
     tls: Option<&TlsSetup>,
-    request: &[u8],
+    request: R,
     on_event: &mut (impl FnMut(FetchEvent) + Send),
-) -> Result<Answered, FetchError> {
+) -> Result<Answered, FetchError>
+where
+    R: FnOnce(bool) -> Result<Vec<u8>, FetchError> + Send,
+{
     let mut stream = match (given, &spec.dial) {
         (Some(s), _) => s,
         (None, Some(d)) => d.0.dial(spec.peer, spec.timeout).await?,
@@ -80,26 +91,54 @@ pub(super) async fn connect(
     stream.set_nodelay();
     on_event(FetchEvent::Connected);
     let owner = printable(&spec.owner);
-    let ours = if tls.is_some() { MODE_TLS } else { MODE_PLAIN };
+    let quic = stream.quic_peer_key();
+    let ours = match (tls, quic) {
+        (None, _) => MODE_PLAIN,
+        (Some(_), None) => MODE_TLS,
+        (Some(_), Some(_)) => MODE_QUIC,
+    };
     let theirs = exchange_modes(&mut stream, ours, spec.timeout).await?;
     match (theirs, tls) {
         (MODE_PLAIN, None) => {
-            let (resp, leftover) = exchange(&mut stream, request, spec.timeout).await?;
+            let (resp, leftover) = exchange(&mut stream, &request(false)?, spec.timeout).await?;
             Ok(Answered {
                 conn: PeerConn::Plain(stream),
                 resp,
                 leftover,
             })
         }
-        (MODE_TLS, Some(setup)) => {
+        (MODE_TLS, Some(setup)) if ours == MODE_TLS => {
             let mut tls = handshake(stream, setup, owner, spec.timeout).await?;
-            let (resp, leftover) = exchange(&mut tls, request, spec.timeout).await?;
+            let (resp, leftover) = exchange(&mut tls, &request(true)?, spec.timeout).await?;
             Ok(Answered {
                 conn: PeerConn::Tls(Box::new(tls)),
                 resp,
                 leftover,
             })
         }
+        (MODE_QUIC, Some(setup)) if ours == MODE_QUIC => {
+            // The QUIC layer pinned this already; checked here too, where it is relied on.
+            if let Some(k) = quic.filter(|k| *k != setup.expected) {
+                return Err(FetchError::WrongKey {
+                    owner,
+                    expected: fingerprint(&setup.expected),
+                    presented: fingerprint(&k),
+                });
+            }
+            // QUIC's packet protection covers the owner's hash as TLS records would.
+            let (resp, leftover) = exchange(&mut stream, &request(true)?, spec.timeout).await?;
+            Ok(Answered {
+                conn: PeerConn::Plain(stream),
+                resp,
+                leftover,
+            })
+        }
+        // TLS inside QUIC, or QUIC's mode on TCP (where it would mean no security).
+        (MODE_TLS | MODE_QUIC, Some(_)) => Err(ProtocolError::ModeNotForLink {
+            owner,
+            byte: theirs,
+        }
+        .into()),
         (theirs, tls) => Err(mode_error(theirs, tls.is_some(), owner)),
     }
 }

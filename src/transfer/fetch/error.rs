@@ -131,6 +131,10 @@ pub enum ProtocolError {
         "unexpected first byte 0x{byte:02x} from {owner} (not a fileapp peer of this version?)"
     )]
     UnknownMode { owner: String, byte: u8 },
+    /// A mode byte this connection cannot carry: TLS inside a punched QUIC stream, or
+    /// the QUIC mode (no TLS of its own) on a TCP connection, which would be plaintext.
+    #[error("{owner} chose mode 0x{byte:02x}, which this connection cannot carry securely")]
+    ModeNotForLink { owner: String, byte: u8 },
     /// It answered `Changed` to a request that compared nothing.
     #[error("unexpected 'changed' answer")]
     UnaskedChanged,

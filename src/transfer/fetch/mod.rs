@@ -238,20 +238,22 @@ async fn fetch_on(
         blocking(move || make_plan(&spec, &f, &p, &m)).await?
     };
 
-    // Over TLS the owner hashes a whole file as it sends it (the records' AEAD proves we
-    // got exactly those bytes), which takes that work off this side.
-    let owner_hashes = tls.is_some() && matches!(plan, Plan::Fresh);
-    let request = plan
-        .request(&spec, owner_hashes)
-        .encode()
-        .map_err(ProtocolError::Request)?;
+    // Over TLS, or QUIC, the owner hashes a whole file as it sends it (the AEAD proves
+    // we got exactly those bytes), which takes that work off this side.
+    let mut owner_hashes = false;
+    let request = |authenticated: bool| {
+        owner_hashes = authenticated && matches!(plan, Plan::Fresh);
+        plan.request(&spec, owner_hashes)
+            .encode()
+            .map_err(|e| ProtocolError::Request(e).into())
+    };
     // Connect, ask, and read the answer; cancellable throughout.
     let Answered {
         conn,
         resp,
         mut leftover,
     } = tokio::select! {
-        r = connect(&spec, given, tls.as_ref(), &request, &mut on_event) => r?,
+        r = connect(&spec, given, tls.as_ref(), request, &mut on_event) => r?,
         _ = cancelled(&mut cancel) => return Err(FetchError::Cancelled),
     };
 

@@ -497,7 +497,7 @@ async fn the_buffered_path_reports_an_early_close_as_peer_closed() {
         size: 2000,
         stall: Duration::from_secs(5),
     };
-    let e = receive_buffered(r, vec![3u8; 5], land, &mut |_| {}, &mut cancel)
+    let e = receive_buffered(r, vec![3u8; 5], land, 0, &mut |_| {}, &mut cancel)
         .await
         .unwrap_err();
     assert!(

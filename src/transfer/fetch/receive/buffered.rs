@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 
-use super::{Landing, hash_prefix, incomplete};
+use super::{CHECK_OWNER_HASH, Landing, hash_prefix, incomplete, settle_hash};
 use crate::transfer::fetch::config::{BUFFER_SIZE, BUFFERS, PROGRESS_BYTES, PROGRESS_INTERVAL};
 use crate::transfer::fetch::{Closed, FetchError, FetchEvent, cancelled};
 
@@ -22,12 +22,14 @@ use crate::transfer::fetch::{Closed, FetchError, FetchEvent, cancelled};
 type Filled = (Vec<u8>, usize);
 
 /// Receives `size - offset` bytes into `file` (which holds `offset` verified-by-hash-later
-/// bytes), returning the BLAKE3 hash of the whole file. On failure or cancel, everything
-/// received so far is on disk in the partial.
+/// bytes), returning the BLAKE3 hash of the whole file: ours, or with a `trailer` (the
+/// owner's hash after the data, on an authenticated stream) the owner's. On failure or
+/// cancel, everything received so far is on disk in the partial.
 pub(crate) async fn receive_buffered<R: AsyncRead + Unpin>(
     mut stream: R,
     leftover: Vec<u8>,
     land: Landing,
+    trailer: usize,
     on_event: &mut (impl FnMut(FetchEvent) + Send),
     cancel: &mut watch::Receiver<bool>,
 ) -> Result<[u8; 32], FetchError> {
@@ -41,15 +43,17 @@ pub(crate) async fn receive_buffered<R: AsyncRead + Unpin>(
     let (full_tx, full_rx) = mpsc::channel::<Filled>(BUFFERS);
     let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>(BUFFERS);
     let written = Arc::new(AtomicU64::new(offset));
+    // When the owner hashes, only builds that check it hash here too.
+    let hash = trailer == 0 || CHECK_OWNER_HASH;
     let writer = {
         let written = written.clone();
         let part = part.clone();
         tokio::task::spawn_blocking(move || {
-            write_loop(file, &part, offset, full_rx, empty_tx, &written)
+            write_loop(file, &part, offset, hash, full_rx, empty_tx, &written)
         })
     };
     let mut pending = leftover;
-    pending.truncate((size - offset).min(pending.len() as u64) as usize);
+    pending.truncate((size - offset + trailer as u64).min(pending.len() as u64) as usize);
     let mut reader = Reader {
         stream: &mut stream,
         stall,
@@ -59,7 +63,13 @@ pub(crate) async fn receive_buffered<R: AsyncRead + Unpin>(
         empty_rx,
         allocated: 0,
     };
-    let outcome = reader.read_all(offset, &written, on_event, cancel).await;
+    let mut outcome = reader.read_all(offset, &written, on_event, cancel).await;
+    let mut owners = None;
+    if outcome.is_ok() && trailer > 0 {
+        let mut h = [0u8; 32];
+        outcome = reader.read_trailer(&mut h[..trailer.min(32)], cancel).await;
+        owners = Some(h);
+    }
     // Closing the channel ends the writer.
     drop(reader);
     drop(stream);
@@ -67,13 +77,18 @@ pub(crate) async fn receive_buffered<R: AsyncRead + Unpin>(
         .await
         .map_err(|e| FetchError::Io(io::Error::other(e)))?;
     outcome?;
-    let hash = hashed?;
+    let hasher = hashed?;
     let done = written.load(Ordering::Relaxed);
     if done != size {
         return Err(incomplete(done, size));
     }
     on_event(FetchEvent::Progress { done });
-    Ok(hash)
+    // The owner's hash of what it sent, or ours of what came.
+    settle_hash(owners, || match hasher {
+        Some(h) => *h.finalize().as_bytes(),
+        // Not hashed only when there is a trailer and the build does not check it.
+        None => [0; 32],
+    })
 }
 
 /// The reading side: fills buffers from the stream (after the `pending` bytes that came
@@ -123,6 +138,18 @@ impl<R: AsyncRead + Unpin> Reader<'_, R> {
                 last_report = (Instant::now(), done);
             }
         }
+        Ok(())
+    }
+
+    /// Reads the owner's hash that follows the data into `out`.
+    async fn read_trailer(
+        &mut self,
+        out: &mut [u8],
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Result<(), FetchError> {
+        let (filled, result) = self.fill(out, out.len(), out.len() as u64, cancel).await;
+        result?;
+        debug_assert_eq!(filled, out.len());
         Ok(())
     }
 
@@ -176,26 +203,32 @@ impl<R: AsyncRead + Unpin> Reader<'_, R> {
     }
 }
 
-/// The hash+write stage: hashes the existing prefix, then every buffer as it is written.
-/// Fsyncs at the end so a published file is durable. Blocking.
+/// The hash+write stage: with `hash`, hashes the existing prefix, then every buffer as
+/// it is written. Fsyncs at the end so a published file is durable. Blocking.
 fn write_loop(
     mut file: File,
     part: &Path,
     offset: u64,
+    hash: bool,
     mut full_rx: mpsc::Receiver<Filled>,
     empty_tx: mpsc::Sender<Vec<u8>>,
     written: &AtomicU64,
-) -> Result<[u8; 32], FetchError> {
+) -> Result<Option<blake3::Hasher>, FetchError> {
     let disk = |e| FetchError::Disk(part.to_path_buf(), e);
     // Nothing is appended until this returns, so the prefix is still `offset` long.
-    let mut hasher = hash_prefix(part, offset).map_err(disk)?;
+    let mut hasher = match hash {
+        true => Some(hash_prefix(part, offset).map_err(disk)?),
+        false => None,
+    };
     file.seek(io::SeekFrom::Start(offset)).map_err(disk)?;
     while let Some((buf, n)) = full_rx.blocking_recv() {
-        hasher.update(&buf[..n]);
+        if let Some(h) = hasher.as_mut() {
+            h.update(&buf[..n]);
+        }
         file.write_all(&buf[..n]).map_err(disk)?;
         written.fetch_add(n as u64, Ordering::Relaxed);
         let _ = empty_tx.try_send(buf);
     }
     file.sync_all().map_err(disk)?;
-    Ok(*hasher.finalize().as_bytes())
+    Ok(hasher)
 }

@@ -59,7 +59,7 @@ pub(super) async fn receive(
             splice::receive_splice(stream, leftover, land, on_event, cancel).await
         }
         PeerConn::Plain(stream) => {
-            buffered::receive_buffered(stream, leftover, land, on_event, cancel).await
+            buffered::receive_buffered(stream, leftover, land, trailer, on_event, cancel).await
         }
         PeerConn::Tls(stream) => {
             tls::receive_tls(*stream, leftover, land, trailer, on_event, cancel).await
@@ -135,6 +135,25 @@ where
     let hash = result?;
     on_event(FetchEvent::Progress { done: size });
     Ok(hash)
+}
+
+/// Whether this build also hashes what came when the owner hashes (`OWNER_HASHES`):
+/// debug and test builds do, so a bug in the receive path (data written other than
+/// what was opened) can never publish a corrupt file as verified. Release builds rely
+/// on the owner's hash, which is the point of asking for it.
+pub(super) const CHECK_OWNER_HASH: bool = cfg!(any(debug_assertions, test));
+
+/// The hash to check the file against: the owner's if it sent one (when
+/// [`CHECK_OWNER_HASH`], only if it is also ours), else ours.
+pub(super) fn settle_hash(
+    owners: Option<[u8; 32]>,
+    ours: impl FnOnce() -> [u8; 32],
+) -> Result<[u8; 32], FetchError> {
+    match owners {
+        None => Ok(ours()),
+        Some(owners) if CHECK_OWNER_HASH && owners != ours() => Err(FetchError::HashMismatch),
+        Some(owners) => Ok(owners),
+    }
 }
 
 /// A socket error of a blocking receive, as the fetch error it means.

@@ -10,7 +10,9 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use tokio::sync::watch;
 
-use super::{Landing, hash_prefix, incomplete, run_receiver, socket_error};
+use super::{
+    CHECK_OWNER_HASH, Landing, hash_prefix, incomplete, run_receiver, settle_hash, socket_error,
+};
 use crate::transfer::fetch::config::TLS_BUFFERS;
 use crate::transfer::fetch::space::Reserve;
 use crate::transfer::fetch::{Closed, FetchError, FetchEvent, ProtocolError};
@@ -98,25 +100,6 @@ fn open_and_hash(
         // The owner's hash of what it sent, or ours of what came.
         settle_hash(owners, || *hasher.finalize().as_bytes())
     })
-}
-
-/// Whether this build also hashes what came when the owner hashes (`OWNER_HASHES`):
-/// debug and test builds do, so a bug in the receive path (data written other than
-/// what was opened) can never publish a corrupt file as verified. Release builds rely
-/// on the owner's hash, which is the point of asking for it.
-const CHECK_OWNER_HASH: bool = cfg!(any(debug_assertions, test));
-
-/// The hash to check the file against: the owner's if it sent one (when
-/// [`CHECK_OWNER_HASH`], only if it is also ours), else ours.
-fn settle_hash(
-    owners: Option<[u8; 32]>,
-    ours: impl FnOnce() -> [u8; 32],
-) -> Result<[u8; 32], FetchError> {
-    match owners {
-        None => Ok(ours()),
-        Some(owners) if CHECK_OWNER_HASH && owners != ours() => Err(FetchError::HashMismatch),
-        Some(owners) => Ok(owners),
-    }
 }
 
 /// The writer thread: writes each opened buffer at its place, reserving space ahead,

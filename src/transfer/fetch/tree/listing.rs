@@ -110,7 +110,7 @@ pub async fn fetch_listing(
         conn,
         resp,
         leftover,
-    } = connect(spec, None, tls.as_ref(), &bytes, &mut |_| {}).await?;
+    } = connect(spec, None, tls.as_ref(), |_| Ok(bytes), &mut |_| {}).await?;
     match resp.status {
         Status::Ok if resp.hash == listed && resp.start == 0 => {}
         Status::Ok | Status::Changed => return Err(ListingError::Changed),

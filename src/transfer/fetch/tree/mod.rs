@@ -126,7 +126,7 @@ pub async fn fetch_tree(
     let mut connected = false;
     let mut saw = |e: FetchEvent| connected |= e == FetchEvent::Connected;
     let answered = tokio::select! {
-        r = connect(&spec, None, tls.as_ref(), &bytes, &mut saw) => r,
+        r = connect(&spec, None, tls.as_ref(), |_| Ok(bytes), &mut saw) => r,
         _ = cancelled(&mut cancel) => return Err(FetchError::Cancelled),
     };
     if connected {
