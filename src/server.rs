@@ -90,6 +90,8 @@ pub struct DriverStats {
     pub recv_transient: u64,
     /// The index's `table_parts_sent` at the last flush: more means a push round went out.
     pub parts_flushed: u64,
+    /// Forwards to other servers not queued (no shared database, or its outbox full).
+    pub forwards_dropped: u64,
 }
 
 /// The socket, the index and the store, moved together by [`run`].
@@ -141,6 +143,7 @@ pub async fn run_with(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
         index.raise_version(micros);
+        index.index_mut().set_server_id(&sh.me);
         let addr = socket
             .local_addr()
             .map_or_else(|_| "?".into(), |a| a.to_string());
@@ -255,6 +258,14 @@ impl Driver {
                 let n = self.index.home_down(now, &home);
                 tracing::warn!("server {home} is down: {n} of its clients marked offline");
             }
+            Remote::Forwarded(bodies) => {
+                for b in bodies {
+                    match crate::index::Forward::decode(&b) {
+                        Some(f) => self.index.index_mut().handle_forward(now, f),
+                        None => tracing::warn!("a forward from another server did not decode"),
+                    }
+                }
+            }
         }
     }
 
@@ -307,6 +318,15 @@ impl Driver {
         }
         while let Some(e) = self.index.index_mut().poll_error() {
             tracing::warn!("{e}");
+        }
+        while let Some((to, f)) = self.index.index_mut().poll_forward() {
+            let queued = match &self.services.shared {
+                Some(sh) => sh.forward(&to, f.encode()),
+                None => false,
+            };
+            if !queued {
+                self.stats.forwards_dropped += 1;
+            }
         }
         while let Some(t) = self.index.index_mut().poll_reach_test() {
             if let Some(r) = &self.services.reach {

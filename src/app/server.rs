@@ -206,6 +206,9 @@ pub fn run_server(cfg: ServerConfig) -> i32 {
         index.set_relay(crate::index::RelaySetup {
             signer: signer.clone(),
             addr: cfg.opts.relay_at,
+            // Bound to one address: the relay is there too (owners of other servers
+            // of a deployment are told it; "the server's own address" is theirs).
+            public: local.filter(|l| !l.ip().is_unspecified()),
             unix_ms_at_epoch: unix_ms,
         });
     }

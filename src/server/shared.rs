@@ -21,7 +21,7 @@ use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 use crate::store::OwnerRecord;
 use crate::store::follow::{LogCursor, Peers};
-use crate::store::postgres::{self, CHANNEL, PgError, PgStore};
+use crate::store::postgres::{self, CHANNEL, FORWARD_CHANNEL, PgError, PgStore};
 
 /// Log rows older than this are deleted (a server that lags more reloads on restart).
 pub const LOG_RETENTION: &str = "1 hour";
@@ -31,6 +31,12 @@ const START_BACK: i64 = 2_048;
 
 /// Most log rows read by one query; a catch-up repeats until it reads fewer.
 const READ_LIMIT: i64 = 10_000;
+
+/// Forwards to other servers waiting for the follower; past it new ones are dropped
+/// (meetings repeat theirs).
+const OUTBOX: usize = 4096;
+/// Forwards older than this are pruned, taken or not (a meeting lives 30 s).
+const FORWARD_RETENTION: &str = "1 minute";
 
 /// What the follower tells the driver.
 #[derive(Debug)]
@@ -43,6 +49,8 @@ pub enum Remote {
     },
     /// This server stopped beating: its clients are offline unless they moved.
     Down(String),
+    /// Forwards other servers sent us (`crate::index::Forward`, encoded), in order.
+    Forwarded(Vec<Vec<u8>>),
 }
 
 /// Timing of the follower.
@@ -94,6 +102,9 @@ pub struct FollowState {
 pub struct Shared {
     pub events: mpsc::UnboundedReceiver<Remote>,
     pub state: Arc<FollowState>,
+    /// This server's id in the deployment.
+    pub me: String,
+    outbox: mpsc::Sender<(String, Vec<u8>)>,
     start: Option<Start>,
 }
 
@@ -104,6 +115,7 @@ struct Start {
     cursor: u64,
     handle: tokio::runtime::Handle,
     tx: mpsc::UnboundedSender<Remote>,
+    outbox: mpsc::Receiver<(String, Vec<u8>)>,
 }
 
 impl Shared {
@@ -133,17 +145,27 @@ impl Shared {
         });
         let cursor = prx.recv().map_err(|_| PgError::Gone)??;
         let (tx, events) = mpsc::unbounded_channel();
+        let (outbox, out_rx) = mpsc::channel(OUTBOX);
         Ok(Shared {
             events,
             state: Arc::new(FollowState::default()),
+            me: pg.server_id().to_string(),
+            outbox,
             start: Some(Start {
                 url,
                 me: pg.server_id().to_string(),
                 cursor,
                 handle: pg.runtime().clone(),
                 tx,
+                outbox: out_rx,
             }),
         })
+    }
+
+    /// Queues `body` (an encoded forward) for server `to`; dropped when the follower is
+    /// far behind (counted by the caller).
+    pub fn forward(&self, to: &str, body: Vec<u8>) -> bool {
+        self.outbox.try_send((to.to_string(), body)).is_ok()
     }
 
     /// Starts following, as server `addr` (shown to the others).
@@ -159,6 +181,7 @@ impl Shared {
                     cursor: LogCursor::new(s.cursor, cfg.gap_timeout),
                     peers: Peers::new(cfg.dead_after),
                     tx: s.tx,
+                    outbox: s.outbox,
                     state,
                     beats: 0,
                 };
@@ -176,6 +199,7 @@ struct Follower {
     cursor: LogCursor,
     peers: Peers,
     tx: mpsc::UnboundedSender<Remote>,
+    outbox: mpsc::Receiver<(String, Vec<u8>)>,
     state: Arc<FollowState>,
     beats: u64,
 }
@@ -219,7 +243,9 @@ impl Follower {
             w.notify_one();
         });
         let mut client = client;
-        client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+        client
+            .batch_execute(&format!("LISTEN {CHANNEL}; LISTEN {FORWARD_CHANNEL}"))
+            .await?;
         client
             .execute(
                 "INSERT INTO servers (id, addr) VALUES ($1, $2)
@@ -238,6 +264,7 @@ impl Follower {
         }
         let mut next_beat = Instant::now();
         loop {
+            self.take_forwards(&client).await?;
             self.catch_up(&mut client).await?;
             if Instant::now() >= next_beat {
                 self.beat(&client).await?;
@@ -254,8 +281,45 @@ impl Follower {
             tokio::select! {
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep_until(until.into()) => {}
+                Some((to, body)) = self.outbox.recv() => self.send_forward(&client, &to, &body).await?,
             }
         }
+    }
+
+    /// Queues a forward for server `to` and wakes it, in one transaction.
+    async fn send_forward(
+        &mut self,
+        client: &Client,
+        to: &str,
+        body: &[u8],
+    ) -> Result<(), PgError> {
+        client
+            .execute(
+                "WITH f AS (INSERT INTO forwards (server, body) VALUES ($1, $2))
+                 SELECT pg_notify($3, $1)",
+                &[&to, &body, &FORWARD_CHANNEL],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Takes the forwards addressed to us, oldest first.
+    async fn take_forwards(&mut self, client: &Client) -> Result<(), PgError> {
+        let rows = client
+            .query(
+                "DELETE FROM forwards WHERE server = $1 RETURNING seq, body",
+                &[&self.me],
+            )
+            .await?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut got: Vec<(i64, Vec<u8>)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        got.sort_by_key(|(seq, _)| *seq);
+        let _ = self
+            .tx
+            .send(Remote::Forwarded(got.into_iter().map(|(_, b)| b).collect()));
+        Ok(())
     }
 
     /// Reads the log after the cursor and in its gaps, then the rows it names.
@@ -359,6 +423,12 @@ impl Follower {
             *s = lines;
         }
         self.beats += 1;
+        client
+            .execute(
+                &format!("DELETE FROM forwards WHERE at < now() - interval '{FORWARD_RETENTION}'"),
+                &[],
+            )
+            .await?;
         if self.beats % 1000 == 1 {
             client
                 .execute(

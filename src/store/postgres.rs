@@ -46,10 +46,17 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "003_records",
         include_str!("../../migrations/postgres/003_records.sql"),
     ),
+    (
+        4,
+        "004_forwards",
+        include_str!("../../migrations/postgres/004_forwards.sql"),
+    ),
 ];
 
 /// The channel commits NOTIFY with their highest log sequence number.
 pub const CHANNEL: &str = "fileapp_changes";
+/// The channel a server NOTIFYs, with the addressee's id, after queueing a forward.
+pub const FORWARD_CHANNEL: &str = "fileapp_forwards";
 
 /// How long connecting may take before the store gives up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

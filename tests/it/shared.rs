@@ -79,6 +79,42 @@ fn two_servers_on_one_postgres_share_their_clients_and_survive_one_dying() {
     drop((a, p));
 }
 
+/// The owner's session lives on B, the requester's on A. The owner cannot be reached
+/// directly (it advertises `::1`, where nothing of it listens: its server is IPv4), so
+/// the requester asks A for a reverse connection; only B can speak to the owner, so A
+/// forwards the meeting's `Dial` through PostgreSQL, B sends it to the owner, and the
+/// owner connects out to the requester.
+#[test]
+fn a_meeting_with_an_owner_of_another_server_goes_through_that_server() {
+    let Some(url) = fileapp::testkit::pg_database() else {
+        return;
+    };
+    let a = pg_server(&url, "A", &[]);
+    let b = pg_server(&url, "B", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (pd, qd) = (dir.path().join("p"), dir.path().join("q"));
+    std::fs::create_dir_all(pd.join("share")).unwrap();
+    std::fs::create_dir_all(&qd).unwrap();
+    std::fs::write(pd.join("share/foo"), b"foo across servers").unwrap();
+    let mut p = b.client_raw("P", &pd, &["--advertise-ip", "::1"]);
+    p.expect_line(">>> [Welcome, You are registered.]");
+    p.send("setdir share");
+    p.expect("Successfully set");
+    p.send("offer foo");
+    p.expect_line(">>> [Offer Message Received By Server]");
+    let mut q = a.client("Q", &qd);
+    until_list(&mut q, WAIT, "P's foo via B", |r| has(r, "foo", "P"));
+    q.send("request foo P");
+    let summary = q.expect("< foo: ");
+    assert!(summary.ends_with(", reverse >"), "{summary}");
+    q.expect_line("< foo downloaded successfully! >");
+    assert_eq!(
+        std::fs::read(qd.join("foo")).unwrap(),
+        b"foo across servers"
+    );
+    drop((p, q));
+}
+
 #[test]
 fn a_server_restarted_on_the_same_database_keeps_the_shared_table() {
     let Some(url) = fileapp::testkit::pg_database() else {

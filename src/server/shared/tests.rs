@@ -94,3 +94,69 @@ fn a_late_commit_is_read_and_a_silent_server_is_down() {
     });
     drop(a);
 }
+
+/// Waits for forwarded bodies until `n` have come; returns them in order.
+async fn forwarded(sh: &mut Shared, n: usize) -> Vec<Vec<u8>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    while got.len() < n {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match next(sh, left).await {
+            Some(Remote::Forwarded(b)) => got.extend(b),
+            Some(_) => {}
+            None => panic!("{} of {n} forwards within 10 s: {got:?}", got.len()),
+        }
+    }
+    got
+}
+
+#[test]
+fn forwards_reach_their_addressee_once_and_in_order() {
+    let Some(url) = crate::testkit::pg_database() else {
+        return;
+    };
+    let (a, b) = (
+        PgStore::open(&url, "A").unwrap(),
+        PgStore::open(&url, "B").unwrap(),
+    );
+    let (mut sa, mut sb) = (Shared::start(&a).unwrap(), Shared::start(&b).unwrap());
+    sa.follow(fast(), "127.0.0.1:1".into());
+    sb.follow(fast(), "127.0.0.1:2".into());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for body in [b"one".to_vec(), b"two".to_vec(), b"three".to_vec()] {
+            assert!(sa.forward("B", body));
+        }
+        assert!(sa.forward("C", b"for nobody here".to_vec()));
+        assert_eq!(
+            forwarded(&mut sb, 3).await,
+            [b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+        );
+        assert!(sb.forward("A", b"back".to_vec()));
+        assert_eq!(forwarded(&mut sa, 1).await, [b"back".to_vec()]);
+        // Taken once: several more beats bring nothing again, and A never saw B's.
+        let quiet = async {
+            loop {
+                if let Some(Remote::Forwarded(b)) = sb.events.recv().await {
+                    return b;
+                }
+            }
+        };
+        assert!(
+            tokio::time::timeout(Duration::from_millis(400), quiet)
+                .await
+                .is_err(),
+            "a forward was delivered twice"
+        );
+        let c = postgres::connect(&url).await.unwrap();
+        let left: i64 = c
+            .query_one("SELECT count(*) FROM forwards", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(left, 1, "only C's, which nobody took");
+    });
+}

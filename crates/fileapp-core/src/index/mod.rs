@@ -34,6 +34,7 @@
 
 mod config;
 mod files;
+mod forward;
 mod limits;
 mod liveness;
 mod offers;
@@ -59,6 +60,7 @@ pub use config::{
     DEFAULT_MAX_FILES_PER_CLIENT, DEFAULT_OFFLINE_AFTER, DEFAULT_RATE_LIMIT, DEFAULT_SIGN_WAIT,
     OFFLINE_AFTER_HEARTBEATS,
 };
+pub use forward::{Forward, MAX_QUEUED_FORWARDS, PROBE_FORWARD_EVERY};
 pub use limits::RATE_BURST_SECONDS;
 pub use reach::{NAT_MAGIC, PROBE_LEN, ReachTest, RelaySetup, nat_key};
 pub use register::token_at_rest;
@@ -168,6 +170,8 @@ pub struct Index {
     epoch: Instant,
     /// Reachability tests and the meetings arranged through NAT.
     reach: reach::ReachState,
+    /// Meetings with owners of other servers of the deployment.
+    forward: forward::ForwardState,
     stats: Stats,
 }
 
@@ -202,6 +206,7 @@ impl Index {
             secret: blake3::derive_key("fileapp nonce secret v1", &seed),
             epoch: now,
             reach: Default::default(),
+            forward: Default::default(),
             stats: Stats::default(),
         };
         ix.restore(records, now);

@@ -60,6 +60,10 @@ pub struct RelaySetup {
     pub signer: Arc<Identity>,
     /// Where clients connect (`None`: the server's own address, TCP, same port).
     pub addr: Option<SocketAddr>,
+    /// The server's own address when it is known (it was bound to one): what an owner
+    /// of another server is told when `addr` is `None`. Without either, relayed
+    /// meetings with other servers' owners cannot be arranged.
+    pub public: Option<SocketAddr>,
     /// Wall-clock time (unix ms) at the index's `epoch` instant.
     pub unix_ms_at_epoch: u64,
 }
@@ -215,9 +219,10 @@ impl Index {
         self.update_reach(now, id, |r| r.nat = nat);
     }
 
-    fn on_punch_probe(&mut self, _now: Instant, src: SocketAddr, secret: &[u8; 16]) {
+    pub(super) fn on_punch_probe(&mut self, now: Instant, src: SocketAddr, secret: &[u8; 16]) {
         let Some(&(id, side)) = self.reach.secrets.get(secret) else {
-            return;
+            // Perhaps an owner of ours probing for a meeting another server holds.
+            return self.probe_for_elsewhere(now, src, secret);
         };
         let Some(m) = self.reach.meetings.get_mut(&id) else {
             return;
@@ -233,9 +238,8 @@ impl Index {
         // Every probe once both are known repeats the news: a lost one is healed by
         // the next probe, which the client sends until it hears.
         let to_r = self.owners[requester].addr;
-        let to_o = self.owners[owner].addr;
         self.send(to_r, &Message::PunchPeer { id, peer: Some(o) });
-        self.send(to_o, &Message::PunchPeer { id, peer: Some(r) });
+        self.deliver(owner, &Message::PunchPeer { id, peer: Some(r) });
     }
 
     /// `Connect` from `src`: arrange (or repeat) the meeting `id` with `owner`.
@@ -263,14 +267,14 @@ impl Index {
             if let Message::Connected { req: r, .. } = &mut answer {
                 *r = req;
             }
-            let to = self.owners[m.owner].addr;
-            self.send(to, &dial);
+            let owner = m.owner;
+            self.deliver(owner, &dial);
             return self.send(src, &answer);
         }
         let Some(&them) = self.by_name.get(&owner) else {
             return self.reject(src, req, Reject::Unreachable);
         };
-        if them == me || !self.owners[them].online || self.remote.contains_key(&them) {
+        if them == me || !self.owners[them].online || !self.can_meet(them) {
             return self.reject(src, req, Reject::Unreachable);
         }
         let mine = self
@@ -295,8 +299,7 @@ impl Index {
             *r = req;
         }
         self.reach.meetings.insert(id, m);
-        let to = self.owners[them].addr;
-        self.send(to, &dial);
+        self.deliver(them, &dial);
         self.send(src, &answer);
     }
 
@@ -309,6 +312,7 @@ impl Index {
         via: Via,
         id: [u8; 16],
     ) -> Option<Meeting> {
+        let remote = self.is_remote(them);
         let (r, o) = (&self.owners[me], &self.owners[them]);
         let from = r.name.clone();
         let mut m = Meeting {
@@ -371,7 +375,12 @@ impl Index {
                     .seal(&relay.signer)
                     .to_vec()
                 };
-                *addr = relay.addr;
+                // "The server's own address" means the owner's server to an owner of
+                // another server: it must be told this relay's address.
+                *addr = match remote {
+                    true => Some(relay.addr.or(relay.public)?),
+                    false => relay.addr,
+                };
                 *a_addr = relay.addr;
                 *ticket = Some(seal(Role::Owner));
                 *a_ticket = Some(seal(Role::Requester));

@@ -35,6 +35,12 @@ pub struct Stats {
     pub pack_errors: u64,
     /// Errors counted above but not queued for [`Index::poll_error`] (queue full).
     pub errors_unqueued: u64,
+    /// Forwards queued for other servers of the deployment (meetings across servers).
+    pub forwards_sent: u64,
+    /// Forwards other servers sent us, and those of them dropped (nobody here to
+    /// deliver to, or not a meeting's message).
+    pub forwards_received: u64,
+    pub forwards_dropped: u64,
 }
 
 /// Decoded requests by kind.

@@ -270,3 +270,288 @@ fn raise_version_only_raises() {
     register(&mut a, t0, addr(1), "X");
     assert_eq!(a.version(), 51);
 }
+
+/// Servers "A" and "B" of one deployment: requester R registered at A (from addr(1)),
+/// owner O at B (from addr(2)), each server showing the other's client.
+fn deployment(t0: Instant) -> (Index, Index, u128) {
+    let (mut a, mut b) = (
+        Index::new(cfg(), vec![], t0, [1; 32]),
+        Index::new(cfg(), vec![], t0, [2; 32]),
+    );
+    a.set_server_id("A");
+    b.set_server_id("B");
+    let mut db = MemoryStore::default();
+    let r = register(&mut a, t0, addr(1), "R");
+    register(&mut b, t0, addr(2), "O");
+    replicate(&mut a, &mut db, &mut b, t0, "A");
+    replicate(&mut b, &mut db, &mut a, t0, "B");
+    (a, b, r)
+}
+
+fn connect(ix: &mut Index, now: Instant, token: u128, via: crate::reach::Via, id: u8) {
+    let m = Message::Connect {
+        req: 5,
+        token,
+        owner: "O".into(),
+        via,
+        id: [id; 16],
+    };
+    ix.handle_datagram(now, addr(1), &m.encode().unwrap());
+}
+
+/// Everything `ix` sends now, decoded, with its destination.
+fn sent(ix: &mut Index) -> Vec<(SocketAddr, Message)> {
+    std::iter::from_fn(|| ix.poll_transmit())
+        .map(|(to, b)| (to, Message::decode(&b).unwrap()))
+        .collect()
+}
+
+/// Every forward `ix` queued, for server `to` (asserted).
+fn forwards(ix: &mut Index, to: &str) -> Vec<crate::index::Forward> {
+    std::iter::from_fn(|| ix.poll_forward())
+        .map(|(server, f)| {
+            assert_eq!(&*server, to);
+            // As the database carries it.
+            crate::index::Forward::decode(&f.encode()).unwrap()
+        })
+        .collect()
+}
+
+fn probe(secret: [u8; 16]) -> Vec<u8> {
+    [crate::reach::punch::PROBE_MAGIC.as_slice(), &secret].concat()
+}
+
+#[test]
+fn a_reverse_meeting_with_an_owner_of_another_server_reaches_it_through_its_server() {
+    use crate::index::Forward;
+    use crate::reach::Via;
+    let t0 = Instant::now();
+    let (mut a, mut b, r) = deployment(t0);
+    connect(&mut a, t0, r, Via::Reverse, 1);
+    let out = sent(&mut a);
+    assert!(
+        matches!(&out[..], [(to, Message::Connected { via: Via::Reverse, .. })] if *to == addr(1)),
+        "A answers R and sends nothing towards O itself: {out:?}"
+    );
+    let fw = forwards(&mut a, "B");
+    let [Forward::Deliver { owner, from, msg }] = &fw[..] else {
+        panic!("{fw:?}")
+    };
+    assert_eq!((owner.as_str(), from.as_str()), ("O", "A"));
+    b.handle_forward(t0, fw[0].clone());
+    let out = sent(&mut b);
+    let [
+        (
+            to,
+            Message::Dial {
+                from,
+                via,
+                addr: at,
+                ..
+            },
+        ),
+    ] = &out[..]
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!((*to, from.as_str(), *via), (addr(2), "R", Via::Reverse));
+    assert_eq!(*at, Some(SocketAddr::new(addr(1).ip(), 7)), "R's TCP port");
+    assert_eq!(Message::decode(msg).unwrap(), out[0].1);
+    // R's retransmitted Connect repeats the same Dial through B.
+    connect(&mut a, t0 + MS, r, Via::Reverse, 1);
+    assert_eq!(sent(&mut a).len(), 1);
+    assert_eq!(forwards(&mut a, "B"), fw);
+}
+
+#[test]
+fn a_punch_with_an_owner_of_another_server_meets_through_both_servers() {
+    use crate::index::{Forward, PROBE_FORWARD_EVERY};
+    use crate::reach::Via;
+    let t0 = Instant::now();
+    let (mut a, mut b, r) = deployment(t0);
+    connect(&mut a, t0, r, Via::Punched, 2);
+    let out = sent(&mut a);
+    let [
+        (
+            _,
+            Message::Connected {
+                secret: Some(s_r), ..
+            },
+        ),
+    ] = &out[..]
+    else {
+        panic!("{out:?}")
+    };
+    for f in forwards(&mut a, "B") {
+        b.handle_forward(t0, f);
+    }
+    let out = sent(&mut b);
+    let [
+        (
+            _,
+            Message::Dial {
+                secret: Some(s_o), ..
+            },
+        ),
+    ] = &out[..]
+    else {
+        panic!("{out:?}")
+    };
+    // O probes its own server, B, from its NAT's public endpoint.
+    let (o_pub, r_pub) = (addr(200), addr(100));
+    b.handle_probe(t0, o_pub, &probe(*s_o), false);
+    let fw = forwards(&mut b, "A");
+    assert_eq!(
+        fw,
+        [Forward::ProbeSeen {
+            secret: *s_o,
+            src: o_pub
+        }]
+    );
+    assert!(sent(&mut b).is_empty(), "a probe is never answered");
+    // The next probes: passed on only every PROBE_FORWARD_EVERY from the same source.
+    b.handle_probe(t0 + MS, o_pub, &probe(*s_o), false);
+    assert!(forwards(&mut b, "A").is_empty());
+    b.handle_probe(t0 + PROBE_FORWARD_EVERY, o_pub, &probe(*s_o), false);
+    assert_eq!(forwards(&mut b, "A").len(), 1);
+    // A probe with a secret nobody handed out goes nowhere.
+    b.handle_probe(t0, o_pub, &probe([0x77; 16]), false);
+    assert!(forwards(&mut b, "A").is_empty());
+    // A holds the meeting: with both sides seen it tells R directly and O through B.
+    a.handle_forward(t0, fw[0].clone());
+    a.handle_probe(t0, r_pub, &probe(*s_r), false);
+    let out = sent(&mut a);
+    assert!(
+        out.contains(&(
+            addr(1),
+            Message::PunchPeer {
+                id: [2; 16],
+                peer: Some(o_pub)
+            }
+        )),
+        "{out:?}"
+    );
+    assert!(out.iter().all(|(to, _)| *to == addr(1)), "{out:?}");
+    for f in forwards(&mut a, "B") {
+        b.handle_forward(t0, f);
+    }
+    assert_eq!(
+        sent(&mut b),
+        [(
+            addr(2),
+            Message::PunchPeer {
+                id: [2; 16],
+                peer: Some(r_pub)
+            }
+        )]
+    );
+}
+
+#[test]
+fn relayed_across_servers_names_the_relay_and_needs_its_address() {
+    use crate::index::{Forward, RelaySetup};
+    use crate::reach::Via;
+    let t0 = Instant::now();
+    let signer = std::sync::Arc::new(crate::identity::Identity::generate().unwrap());
+    let relay = |public| RelaySetup {
+        signer: signer.clone(),
+        addr: None,
+        public,
+        unix_ms_at_epoch: 1,
+    };
+    // A relay at "the server's own address" with that address unknown: an owner of
+    // another server could not find it, so the meeting is refused.
+    let (mut a, _, r) = deployment(t0);
+    a.set_relay(relay(None));
+    connect(&mut a, t0, r, Via::Relayed, 3);
+    assert!(matches!(
+        &sent(&mut a)[..],
+        [(
+            _,
+            Message::Rejected {
+                reason: Reject::Unreachable,
+                ..
+            }
+        )]
+    ));
+    assert!(forwards(&mut a, "B").is_empty());
+    // Known: the owner is told where it is; the requester keeps "its server".
+    let (mut a, mut b, r) = deployment(t0);
+    let at = addr(999);
+    a.set_relay(relay(Some(at)));
+    connect(&mut a, t0, r, Via::Relayed, 3);
+    assert!(matches!(
+        &sent(&mut a)[..],
+        [(
+            _,
+            Message::Connected {
+                addr: None,
+                ticket: Some(_),
+                ..
+            }
+        )]
+    ));
+    for f in forwards(&mut a, "B") {
+        b.handle_forward(t0, f);
+    }
+    assert!(matches!(
+        &sent(&mut b)[..],
+        [(_, Message::Dial { addr: Some(x), ticket: Some(_), .. })] if *x == at
+    ));
+    // B delivers only to its own online clients, and only a meeting's messages.
+    let stray = |owner: &str, msg: Message| Forward::Deliver {
+        owner: owner.into(),
+        from: "A".into(),
+        msg: msg.encode().unwrap(),
+    };
+    let before = b.stats().forwards_dropped;
+    b.handle_forward(
+        t0,
+        stray(
+            "R",
+            Message::PunchPeer {
+                id: [1; 16],
+                peer: None,
+            },
+        ),
+    );
+    b.handle_forward(
+        t0,
+        stray(
+            "nobody",
+            Message::PunchPeer {
+                id: [1; 16],
+                peer: None,
+            },
+        ),
+    );
+    b.handle_forward(t0, stray("O", Message::Ack { req: 1, version: 0 }));
+    assert!(sent(&mut b).is_empty());
+    assert_eq!(b.stats().forwards_dropped, before + 3);
+}
+
+#[test]
+fn a_server_on_its_own_refuses_a_meeting_with_another_servers_owner() {
+    use crate::reach::Via;
+    let t0 = Instant::now();
+    let (mut a, mut b) = (
+        Index::new(cfg(), vec![], t0, [1; 32]),
+        Index::new(cfg(), vec![], t0, [2; 32]),
+    );
+    let mut db = MemoryStore::default();
+    let r = register(&mut a, t0, addr(1), "R");
+    register(&mut b, t0, addr(2), "O");
+    replicate(&mut b, &mut db, &mut a, t0, "B");
+    connect(&mut a, t0, r, Via::Reverse, 4);
+    assert!(matches!(
+        &sent(&mut a)[..],
+        [(
+            _,
+            Message::Rejected {
+                reason: Reject::Unreachable,
+                ..
+            }
+        )]
+    ));
+    assert!(a.poll_forward().is_none());
+}

@@ -169,6 +169,7 @@ fn relayed_hands_each_side_its_own_ticket_for_the_same_meeting() {
     sim.index.set_relay(RelaySetup {
         signer: signer.clone(),
         addr: None,
+        public: None,
         unix_ms_at_epoch: 1_000_000,
     });
     let id = [9; 16];
