@@ -51,6 +51,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "004_forwards",
         include_str!("../../migrations/postgres/004_forwards.sql"),
     ),
+    (
+        5,
+        "005_reach",
+        include_str!("../../migrations/postgres/005_reach.sql"),
+    ),
 ];
 
 /// The channel commits NOTIFY with their highest log sequence number.

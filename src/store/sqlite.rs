@@ -353,6 +353,7 @@ fn owner_from_row(row: &rusqlite::Row<'_>) -> Result<OwnerRow> {
         instance: u64_from_sql(row.get(8)?),
         ver: u64_from_sql(row.get(9)?),
         name,
+        reach: Default::default(),
     })
 }
 

@@ -9,16 +9,18 @@ use tokio_postgres::{Client, Row};
 
 use super::{CHANNEL, PgError, Result};
 use crate::store::{FileRow, OwnerRecord, OwnerRow, RecordSig, StoreOp};
+use fileapp_core::reach::{Nat, Reach};
 
 const UPSERT_OWNER: &str = "
 INSERT INTO owners (name, ip, udp_port, flowinfo, scope_id, tcp_port, online, token, instance,
-    ver, peer_ip, key, home)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+    ver, peer_ip, key, home, reach_tcp, reach_nat)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
 ON CONFLICT (name) DO UPDATE SET
     ip = excluded.ip, udp_port = excluded.udp_port, flowinfo = excluded.flowinfo,
     scope_id = excluded.scope_id, tcp_port = excluded.tcp_port, online = excluded.online,
     token = excluded.token, instance = excluded.instance, ver = excluded.ver,
-    peer_ip = excluded.peer_ip, key = excluded.key, home = excluded.home";
+    peer_ip = excluded.peer_ip, key = excluded.key, home = excluded.home,
+    reach_tcp = excluded.reach_tcp, reach_nat = excluded.reach_nat";
 // As the other stores: files of an unknown owner are ignored.
 const UPSERT_FILE: &str = "
 INSERT INTO files (owner, name, ver, size, hash, files)
@@ -32,7 +34,7 @@ WITH ins AS (
     RETURNING seq)
 SELECT pg_notify($3, max(seq)::text) FROM ins";
 const OWNER_COLUMNS: &str = "name, ip, udp_port, flowinfo, scope_id, tcp_port, online, token, \
-    instance, ver, peer_ip, key, home";
+    instance, ver, peer_ip, key, home, reach_tcp, reach_nat";
 
 fn u64_to_sql(v: u64) -> i64 {
     v as i64
@@ -86,10 +88,21 @@ fn owner_from_row(row: &Row) -> Result<(OwnerRow, String)> {
                 .map_err(|_| corrupt(format!("owner {name:?}: key is not 32 bytes")))?,
         ),
     };
+    let nat = match row.try_get::<_, i16>(14)? {
+        0 => Nat::Unknown,
+        1 => Nat::Independent,
+        2 => Nat::Dependent,
+        n => return Err(corrupt(format!("owner {name:?}: reach_nat {n}"))),
+    };
+    let reach = Reach {
+        tcp: row.try_get(13)?,
+        nat,
+    };
     let owner = OwnerRow {
         addr,
         peer_ip,
         key,
+        reach,
         tcp_port: u16_of(5, "tcp_port")?,
         online: row.try_get(6)?,
         token: u128::from_be_bytes(token),
@@ -255,6 +268,8 @@ pub(super) async fn commit(client: &mut Client, me: &str, ops: &[StoreOp]) -> Re
         ver: i64,
         peer: String,
         key: Option<Vec<u8>>,
+        reach_tcp: Option<bool>,
+        reach_nat: i16,
     }
     let mut owner_params = Vec::new();
     for op in ops {
@@ -276,6 +291,12 @@ pub(super) async fn commit(client: &mut Client, me: &str, ops: &[StoreOp]) -> Re
                 ver: u64_to_sql(row.ver),
                 peer: row.peer_ip.to_string(),
                 key: row.key.map(|k| k.to_vec()),
+                reach_tcp: row.reach.tcp,
+                reach_nat: match row.reach.nat {
+                    Nat::Unknown => 0,
+                    Nat::Independent => 1,
+                    Nat::Dependent => 2,
+                },
             });
         }
     }
@@ -340,6 +361,8 @@ pub(super) async fn commit(client: &mut Client, me: &str, ops: &[StoreOp]) -> Re
                         &p.peer,
                         &p.key,
                         &me,
+                        &p.reach_tcp,
+                        &p.reach_nat,
                     ];
                     pending.push(Box::pin(tx.execute_raw(&upsert_owner, params)) as Pending<'_>);
                 }

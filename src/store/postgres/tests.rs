@@ -53,6 +53,11 @@ fn reopen_keeps_everything_and_homes() {
             online: false,
             token: 0,
             instance: 0,
+            // Shared with the other servers: kept (SQLite, one server, does not).
+            reach: fileapp_core::reach::Reach {
+                tcp: Some(false),
+                nat: fileapp_core::reach::Nat::Dependent,
+            },
             ..row("bob", u64::MAX)
         }),
         StoreOp::Files {

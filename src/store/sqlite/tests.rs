@@ -31,6 +31,7 @@ pub(crate) fn row(name: &str, ver: u64) -> OwnerRow {
         ver,
         peer_ip: Ipv4Addr::new(10, 0, 0, 1).into(),
         key: Some([ver as u8; 32]),
+        reach: Default::default(),
     }
 }
 
@@ -96,6 +97,7 @@ pub(crate) fn arb_op() -> impl Strategy<Value = StoreOp> {
                     ver,
                     peer_ip: peer.ip(),
                     key,
+                    reach: Default::default(),
                 })
             }),
         4 => (

@@ -215,7 +215,7 @@ impl Index {
             record: None,
             rec_ver: v,
             seq: 0,
-            reach: Default::default(),
+            reach: row.reach,
             reach_ver: v,
         });
         self.by_name.insert(row.name.clone(), id);
@@ -251,7 +251,8 @@ impl Index {
             .map(|(k, _)| k.clone())
             .collect();
         let resigned = o.record != rec.record;
-        if !header && !removed && changed.is_empty() && !resigned {
+        let reach = o.reach != row.reach;
+        if !header && !removed && changed.is_empty() && !resigned && !reach {
             return;
         }
         let v = self.bump();
@@ -283,6 +284,10 @@ impl Index {
         o.seq = o.seq.max(rec.record.as_ref().map_or(0, |r| r.seq));
         o.record = rec.record;
         o.rec_ver = v;
+        if reach {
+            o.reach = row.reach;
+            o.reach_ver = v;
+        }
         self.set_latest(id, v);
         self.schedule_push(now);
     }

@@ -117,6 +117,7 @@ impl Index {
             instance: o.instance,
             ver: o.ver,
             key: o.key,
+            reach: o.reach,
         }
     }
 

@@ -492,6 +492,7 @@ fn a_large_table_is_pushed_a_window_at_a_time() {
             instance: 1,
             ver: 0,
             key: None,
+            reach: Default::default(),
         },
         files,
         record: None,

@@ -32,6 +32,10 @@ pub struct OwnerRow {
     pub ver: u64,
     /// Ed25519 public key the name is bound to, if any.
     pub key: Option<[u8; 32]>,
+    /// What the owner's server judged of its reachability. Shared between the servers
+    /// of a deployment (PostgreSQL); a server on its own tests again after a restart, so
+    /// SQLite does not keep it.
+    pub reach: crate::reach::Reach,
 }
 
 /// An owner with its offered files and its signed record, as loaded at start-up.

@@ -555,3 +555,41 @@ fn a_server_on_its_own_refuses_a_meeting_with_another_servers_owner() {
     ));
     assert!(a.poll_forward().is_none());
 }
+
+#[test]
+fn what_the_home_server_judged_of_an_owners_reach_is_shown_by_every_server() {
+    use crate::reach::{Nat, Reach};
+    let t0 = Instant::now();
+    let (mut a, mut b) = (
+        Index::new(cfg(), vec![], t0, [1; 32]),
+        Index::new(cfg(), vec![], t0, [2; 32]),
+    );
+    let mut db = MemoryStore::default();
+    register(&mut b, t0, addr(2), "O");
+    replicate(&mut b, &mut db, &mut a, t0, "B");
+    assert_eq!(a.owner_reach("O"), Some(Reach::default()), "untested");
+    let t = b.poll_reach_test().expect("B tests O's TCP port");
+    b.reach_tested(t0, &t, false);
+    let v = a.version();
+    replicate(&mut b, &mut db, &mut a, t0, "B");
+    let judged = Reach {
+        tcp: Some(false),
+        nat: Nat::Unknown,
+    };
+    assert_eq!(a.owner_reach("O"), Some(judged));
+    assert!(a.version() > v, "A's clients are told");
+    assert!(
+        a.delta(v).iter().any(|i| matches!(
+            i,
+            Item::Reach { owner, tcp: Some(false), .. } if owner == "O"
+        )),
+        "{:?}",
+        a.delta(v)
+    );
+    // The same row again changes nothing.
+    let v = a.version();
+    for rec in db.load().unwrap() {
+        a.apply_remote(t0, rec, "B");
+    }
+    assert_eq!(a.version(), v);
+}

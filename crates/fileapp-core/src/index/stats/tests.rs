@@ -64,6 +64,7 @@ fn a_delta_that_cannot_be_packed_is_counted_and_reported_not_truncated() {
         instance: 1,
         ver: 1,
         key: None,
+        reach: Default::default(),
     };
     let file = FileRow {
         name: "x".repeat(2000),
