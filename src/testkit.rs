@@ -98,6 +98,15 @@ pub fn pg_database() -> Option<String> {
     Some(format!("postgres://fileapp@127.0.0.1:{}/{name}", c.port))
 }
 
+/// `url` (from [`pg_database`]) through the cluster's Unix socket instead of TCP on
+/// 127.0.0.1: the form a process in another network namespace (the NAT lab's) reaches
+/// it by, since the namespaces share the file system but not the loopback.
+pub fn pg_unix_url(url: &str) -> Option<String> {
+    let c = pg_cluster()?;
+    let dir = c.dir.display().to_string().replace('/', "%2F");
+    Some(url.replacen("@127.0.0.1:", &format!("@{dir}:"), 1))
+}
+
 fn free_port() -> Result<u16, String> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     Ok(l.local_addr().map_err(|e| e.to_string())?.port())

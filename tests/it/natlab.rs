@@ -410,6 +410,61 @@ fn a_relay_that_goes_down_loses_nothing_and_the_download_resumes_later() {
     assert!(std::fs::read(down.join("f")).unwrap() == data);
 }
 
+/// Two servers of one deployment (one PostgreSQL, reached through its Unix socket from
+/// the lab's server host): the owner, behind a `nat` home, is a client of B; the
+/// requester, behind another, a client of A. A learns the owner's reach through the
+/// database, arranges the meeting and forwards the owner's `Dial` to B, which delivers
+/// it; the download must take path `via`.
+fn across_two_servers(test: &'static str, nat: Nat, reach: &str, via: &str) {
+    let Some(url) = fileapp::testkit::pg_database() else {
+        return;
+    };
+    let url = fileapp::testkit::pg_unix_url(&url).unwrap();
+    let Some(mut lab) = Lab::new(test) else {
+        return;
+    };
+    let a = lab.start_server(&["--db", &url, "--server-id", "A"]);
+    let b = lab.start_server(&["--db", &url, "--server-id", "B"]);
+    let (oh, rh) = (lab.home(nat), lab.home(nat));
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(2 << 20, 52);
+    let mut o = b.sharing_in(&oh.ns, "O", &dir.path().join("o"), &[("f", &data)]);
+    let down = dir.path().join("r");
+    std::fs::create_dir(&down).unwrap();
+    let mut r = a.client_in(&rh.ns, "R", &down);
+    until_reach(&mut r, "O", reach);
+    r.send("request f O");
+    r.expect_line("< Connection with client O established. >");
+    let summary = r.expect("< f: ");
+    r.expect_line("< f downloaded successfully! >");
+    assert!(summary.ends_with(&format!(", {via} >")), "{summary}");
+    assert!(std::fs::read(down.join("f")).unwrap() == data);
+    o.expect_line("< f transferred successfully! >");
+}
+
+/// Punched: B passes the owner's probes back to A, which names each side's endpoint to
+/// the other (the owner's through B).
+#[test]
+fn clients_of_two_servers_behind_cone_nats_meet_over_a_punched_path() {
+    across_two_servers(
+        "natlab::clients_of_two_servers_behind_cone_nats_meet_over_a_punched_path",
+        Nat::Cone,
+        "nat-cone",
+        "punched",
+    );
+}
+
+/// Relayed: A's relay, which A names to the owner by its address (A is bound to one).
+#[test]
+fn clients_of_two_servers_behind_symmetric_nats_meet_at_a_relay() {
+    across_two_servers(
+        "natlab::clients_of_two_servers_behind_symmetric_nats_meet_at_a_relay",
+        Nat::Symmetric,
+        "nat-symmetric",
+        "relayed",
+    );
+}
+
 /// Both behind endpoint-independent NATs: the server tells each the other's public UDP
 /// endpoint from their probes, both punch, and the download runs over QUIC on the hole
 /// with the same pinned keys, verified as ever.
