@@ -243,6 +243,23 @@ fn serve_punched(
     (share, served, notices)
 }
 
+/// Requester B (identity `r`) fetches `file` from owner A (`o`, its key pinned) into
+/// `dest` on the punched stream `pr`, with TLS configured.
+async fn fetch_punched(
+    pr: Punched,
+    r: &Arc<Identity>,
+    o: &Arc<Identity>,
+    file: &str,
+    dest: &std::path::Path,
+) -> Result<fileapp::transfer::fetch::FetchReport, fileapp::transfer::fetch::FetchError> {
+    let mut fs = FetchSpec::new(pr.peer, "A", file, "B", dest);
+    fs.peer_key = Some(o.public_key());
+    fs.timeout = Duration::from_secs(10);
+    let security = Security::Tls(Arc::new(TlsIdentity::new(r).unwrap()));
+    let (_cancel, cancel) = watch::channel(false);
+    fetch_stream(pr.stream, fs, security, |_| {}, cancel).await
+}
+
 /// Everything the owner said so far.
 fn drain(notices: &mut mpsc::UnboundedReceiver<String>) -> Vec<String> {
     let mut seen = Vec::new();
@@ -263,12 +280,7 @@ async fn a_real_download_runs_over_the_punched_path() {
 
     // The requester: the usual fetch, on the punched stream.
     let dest = tempfile::tempdir().unwrap();
-    let mut fs = FetchSpec::new(pr.peer, "A", "big.bin", "B", dest.path());
-    fs.peer_key = Some(o.public_key());
-    fs.timeout = Duration::from_secs(10);
-    let security = Security::Tls(Arc::new(TlsIdentity::new(&r).unwrap()));
-    let (_cancel, cancel) = watch::channel(false);
-    let report = fetch_stream(pr.stream, fs, security, |_| {}, cancel)
+    let report = fetch_punched(pr, &r, &o, "big.bin", dest.path())
         .await
         .unwrap();
     assert_eq!(report.size, data.len() as u64);
@@ -331,12 +343,7 @@ async fn on_the_punched_path_the_claimed_name_must_hold_the_quic_key() {
         &payload(1 << 20, 2),
     );
     let dest = tempfile::tempdir().unwrap();
-    let mut fs = FetchSpec::new(pr.peer, "A", "f.bin", "B", dest.path());
-    fs.peer_key = Some(o.public_key());
-    fs.timeout = Duration::from_secs(10);
-    let security = Security::Tls(Arc::new(TlsIdentity::new(&r).unwrap()));
-    let (_cancel, cancel) = watch::channel(false);
-    let err = fetch_stream(pr.stream, fs, security, |_| {}, cancel)
+    let err = fetch_punched(pr, &r, &o, "f.bin", dest.path())
         .await
         .unwrap_err();
     assert!(

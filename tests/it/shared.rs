@@ -38,19 +38,36 @@ fn pg_server(url: &str, id: &str, extra: &[&str]) -> Server {
     Server::start(&args)
 }
 
+/// A client folder each for P and Q, in one temporary folder.
+struct Dirs {
+    _tmp: tempfile::TempDir,
+    p: std::path::PathBuf,
+    q: std::path::PathBuf,
+}
+
+impl Dirs {
+    fn new() -> Dirs {
+        let tmp = tempfile::tempdir().unwrap();
+        let (p, q) = (tmp.path().join("p"), tmp.path().join("q"));
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::create_dir_all(&q).unwrap();
+        Dirs { _tmp: tmp, p, q }
+    }
+}
+
 #[test]
 fn two_servers_on_one_postgres_share_their_clients_and_survive_one_dying() {
     let Some(url) = fileapp::testkit::pg_database() else {
         return;
     };
-    let a = pg_server(&url, "A", &[]);
-    let b = pg_server(&url, "B", &[]);
-    let dir = tempfile::tempdir().unwrap();
-    let (pd, qd) = (dir.path().join("p"), dir.path().join("q"));
-    std::fs::create_dir_all(&pd).unwrap();
-    std::fs::create_dir_all(&qd).unwrap();
-    let mut p = a.sharing("P", &pd, &[("foo", b"foo data")]);
-    let mut q = b.sharing("Q", &qd, &[("bar", b"bar data")]);
+    let (a, b, dir) = (
+        pg_server(&url, "A", &[]),
+        pg_server(&url, "B", &[]),
+        Dirs::new(),
+    );
+    let (pd, qd) = (&dir.p, &dir.q);
+    let mut p = a.sharing("P", pd, &[("foo", b"foo data")]);
+    let mut q = b.sharing("Q", qd, &[("bar", b"bar data")]);
     // A change acknowledged by either server reaches the clients of both.
     until_list(&mut q, WAIT, "P's foo via A", |r| has(r, "foo", "P"));
     until_list(&mut p, WAIT, "Q's bar via B", |r| has(r, "bar", "Q"));
@@ -89,20 +106,21 @@ fn a_meeting_with_an_owner_of_another_server_goes_through_that_server() {
     let Some(url) = fileapp::testkit::pg_database() else {
         return;
     };
-    let a = pg_server(&url, "A", &[]);
-    let b = pg_server(&url, "B", &[]);
-    let dir = tempfile::tempdir().unwrap();
-    let (pd, qd) = (dir.path().join("p"), dir.path().join("q"));
+    let (a, b, dir) = (
+        pg_server(&url, "A", &[]),
+        pg_server(&url, "B", &[]),
+        Dirs::new(),
+    );
+    let (pd, qd) = (&dir.p, &dir.q);
     std::fs::create_dir_all(pd.join("share")).unwrap();
-    std::fs::create_dir_all(&qd).unwrap();
     std::fs::write(pd.join("share/foo"), b"foo across servers").unwrap();
-    let mut p = b.client_raw("P", &pd, &["--advertise-ip", "::1"]);
+    let mut p = b.client_raw("P", pd, &["--advertise-ip", "::1"]);
     p.expect_line(">>> [Welcome, You are registered.]");
     p.send("setdir share");
     p.expect("Successfully set");
     p.send("offer foo");
     p.expect_line(">>> [Offer Message Received By Server]");
-    let mut q = a.client("Q", &qd);
+    let mut q = a.client("Q", qd);
     until_list(&mut q, WAIT, "P's foo via B", |r| has(r, "foo", "P"));
     q.send("request foo P");
     let summary = q.expect("< foo: ");

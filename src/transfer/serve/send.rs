@@ -132,9 +132,7 @@ async fn sendfile_all(
     stall: Duration,
 ) -> io::Result<()> {
     use tokio::io::Interest;
-    let end = offset
-        .checked_add(len)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "range overflows"))?;
+    let end = range_end(offset, len)?;
     let mut pos = offset;
     while pos < end {
         let chunk = (end - pos).min(SENDFILE_CHUNK as u64) as usize;
@@ -176,9 +174,7 @@ async fn send_file_chunks(
     stall: Duration,
     hash: bool,
 ) -> io::Result<Option<[u8; 32]>> {
-    let end = offset
-        .checked_add(len)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "range overflows"))?;
+    let end = range_end(offset, len)?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(READ_AHEAD);
     let file = file.try_clone()?;
     let reader = tokio::task::spawn_blocking(move || {
@@ -220,6 +216,13 @@ async fn send_file_chunks(
     }
     drop(rx);
     reader.await.map_err(io::Error::other)
+}
+
+/// Where `len` bytes from `offset` end.
+fn range_end(offset: u64, len: u64) -> io::Result<u64> {
+    offset
+        .checked_add(len)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "range overflows"))
 }
 
 /// Portable fallback: large-buffer copy through user space.
