@@ -282,8 +282,10 @@ impl Conn {
                 return self.handle_stream(tcp, Some(k)).await;
             }
             // `MODE_QUIC` on TCP would be plaintext: refused like plaintext.
-            (MODE_PLAIN | MODE_QUIC, Security::Tls(_), None) => msg::refused_plaintext(self.ip()),
-            (MODE_PLAIN | MODE_TLS, Security::Tls(_), Some(_)) => {
+            (MODE_PLAIN, Security::Tls(_), _) | (MODE_QUIC, Security::Tls(_), None) => {
+                msg::refused_plaintext(self.ip())
+            }
+            (MODE_TLS, Security::Tls(_), Some(_)) => {
                 msg::wrong_mode_on_punched_path(self.ip(), theirs)
             }
             (MODE_TLS | MODE_QUIC, Security::Plaintext, _) => msg::refused_encrypted(self.ip()),

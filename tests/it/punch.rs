@@ -418,3 +418,35 @@ fn leave_first_mib(data: &[u8], dir: &std::path::Path) -> u64 {
     .unwrap();
     n as u64
 }
+
+/// A `--plaintext` requester meets an owner with TLS on the punched path: refused both
+/// ways with the messages of a TCP connection, and no byte of the file moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_and_tls_on_the_punched_path_refuse_each_other_as_on_tcp() {
+    let (r, o) = ids();
+    let (pr, po) = punch_pair(&r, &o, o.public_key(), r.public_key()).await;
+    let (pr, po) = (pr.unwrap(), po.unwrap());
+    let (_share, served, mut notices) =
+        serve_punched(po, &o, &[("B", r.public_key())], "f.bin", &payload(4096, 5));
+    let dest = tempfile::tempdir().unwrap();
+    let fs = FetchSpec::new(pr.peer, "A", "f.bin", "B", dest.path());
+    let (_cancel, cancel) = watch::channel(false);
+    let err = fetch_stream(pr.stream, fs, Security::Plaintext, |_| {}, cancel)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "A requires encryption; this client runs with --plaintext (both sides must use the same mode)"
+    );
+    assert!(!dest.path().join("f.bin").exists());
+    tokio::time::timeout(Duration::from_secs(10), served)
+        .await
+        .unwrap()
+        .unwrap();
+    let seen = drain(&mut notices);
+    assert!(
+        seen.iter()
+            .any(|n| n.contains("Refused plaintext request from")),
+        "{seen:#?}"
+    );
+}

@@ -181,7 +181,8 @@ pub(super) fn mode_error(theirs: u8, we_tls: bool, owner: String) -> FetchError 
             kind: RefusalKind::Busy,
             detail: "too many transfers in progress, try later".into(),
         }),
-        MODE_TLS if !we_tls => FetchError::ModeMismatch {
+        // The punched path's TLS mode, to a plaintext requester: TLS all the same.
+        MODE_TLS | MODE_QUIC if !we_tls => FetchError::ModeMismatch {
             owner,
             ours,
             theirs: Mode::Tls,
