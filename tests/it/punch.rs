@@ -260,8 +260,16 @@ async fn fetch_punched(
     fetch_stream(pr.stream, fs, security, |_| {}, cancel).await
 }
 
-/// Everything the owner said so far.
-fn drain(notices: &mut mpsc::UnboundedReceiver<String>) -> Vec<String> {
+/// Waits (up to 10 s) for the owner's serving of the punched stream to end; everything
+/// it said.
+async fn owner_done(
+    served: tokio::task::JoinHandle<()>,
+    notices: &mut mpsc::UnboundedReceiver<String>,
+) -> Vec<String> {
+    tokio::time::timeout(Duration::from_secs(10), served)
+        .await
+        .unwrap()
+        .unwrap();
     let mut seen = Vec::new();
     while let Ok(n) = notices.try_recv() {
         seen.push(n);
@@ -285,11 +293,7 @@ async fn a_real_download_runs_over_the_punched_path() {
         .unwrap();
     assert_eq!(report.size, data.len() as u64);
     assert!(std::fs::read(dest.path().join("big.bin")).unwrap() == data);
-    tokio::time::timeout(Duration::from_secs(10), served)
-        .await
-        .unwrap()
-        .unwrap();
-    let seen = drain(&mut notices);
+    let seen = owner_done(served, &mut notices).await;
     assert!(seen.iter().any(|n| n.contains("big.bin")), "{seen:#?}");
 }
 
@@ -314,11 +318,7 @@ async fn inside_quic_the_owner_speaks_the_quic_mode_and_refuses_tls_inside() {
         .unwrap()
         .unwrap();
     assert!(rest.is_empty(), "the owner sent {rest:?} after refusing");
-    tokio::time::timeout(Duration::from_secs(10), served)
-        .await
-        .unwrap()
-        .unwrap();
-    let seen = drain(&mut notices);
+    let seen = owner_done(served, &mut notices).await;
     assert!(
         seen.iter()
             .any(|n| n.contains("on the punched path: mode 0xf1")),
@@ -352,11 +352,7 @@ async fn on_the_punched_path_the_claimed_name_must_hold_the_quic_key() {
         "{err}"
     );
     assert!(!dest.path().join("f.bin").exists());
-    tokio::time::timeout(Duration::from_secs(10), served)
-        .await
-        .unwrap()
-        .unwrap();
-    let seen = drain(&mut notices);
+    let seen = owner_done(served, &mut notices).await;
     assert!(
         !seen.iter().any(|n| n.contains("Transferring")),
         "{seen:#?}"
@@ -439,11 +435,7 @@ async fn plaintext_and_tls_on_the_punched_path_refuse_each_other_as_on_tcp() {
         "A requires encryption; this client runs with --plaintext (both sides must use the same mode)"
     );
     assert!(!dest.path().join("f.bin").exists());
-    tokio::time::timeout(Duration::from_secs(10), served)
-        .await
-        .unwrap()
-        .unwrap();
-    let seen = drain(&mut notices);
+    let seen = owner_done(served, &mut notices).await;
     assert!(
         seen.iter()
             .any(|n| n.contains("Refused plaintext request from")),

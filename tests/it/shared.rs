@@ -38,6 +38,15 @@ fn pg_server(url: &str, id: &str, extra: &[&str]) -> Server {
     Server::start(&args)
 }
 
+/// Servers A and B on `url`, and a folder each for their clients P and Q.
+fn deployment(url: &str) -> (Server, Server, Dirs) {
+    (
+        pg_server(url, "A", &[]),
+        pg_server(url, "B", &[]),
+        Dirs::new(),
+    )
+}
+
 /// A client folder each for P and Q, in one temporary folder.
 struct Dirs {
     _tmp: tempfile::TempDir,
@@ -60,11 +69,7 @@ fn two_servers_on_one_postgres_share_their_clients_and_survive_one_dying() {
     let Some(url) = fileapp::testkit::pg_database() else {
         return;
     };
-    let (a, b, dir) = (
-        pg_server(&url, "A", &[]),
-        pg_server(&url, "B", &[]),
-        Dirs::new(),
-    );
+    let (a, b, dir) = deployment(&url);
     let (pd, qd) = (&dir.p, &dir.q);
     let mut p = a.sharing("P", pd, &[("foo", b"foo data")]);
     let mut q = b.sharing("Q", qd, &[("bar", b"bar data")]);
@@ -106,11 +111,7 @@ fn a_meeting_with_an_owner_of_another_server_goes_through_that_server() {
     let Some(url) = fileapp::testkit::pg_database() else {
         return;
     };
-    let (a, b, dir) = (
-        pg_server(&url, "A", &[]),
-        pg_server(&url, "B", &[]),
-        Dirs::new(),
-    );
+    let (a, b, dir) = deployment(&url);
     let (pd, qd) = (&dir.p, &dir.q);
     std::fs::create_dir_all(pd.join("share")).unwrap();
     std::fs::write(pd.join("share/foo"), b"foo across servers").unwrap();
