@@ -191,7 +191,9 @@ pub enum Sub {
 /// Server options, valid with `-s` and with `server`.
 #[derive(Args, Debug, Clone, Default)]
 pub struct ServerOpts {
-    /// Address to bind (default: all interfaces, IPv4 and IPv6).
+    /// Address to bind (default: all interfaces, IPv4 and IPv6). With several servers on
+    /// one database, bind each to its address: it then names its relay by that address
+    /// to the clients of the other servers.
     #[arg(long, value_name = "IP")]
     pub bind: Option<IpAddr>,
     /// SQLite database file of the table (":memory:" keeps nothing), or a PostgreSQL
