@@ -90,12 +90,17 @@ impl Index {
     /// Can a meeting with `them` be arranged from here? A local owner always; an owner
     /// of another server only when this server knows its own id (a deployment).
     pub(super) fn can_meet(&self, them: OwnerId) -> bool {
-        !self.remote.contains_key(&them) || self.forward.me.is_some()
+        !self.is_remote(them) || self.in_deployment()
     }
 
     /// Whether `them`'s session lives on another server.
     pub(super) fn is_remote(&self, them: OwnerId) -> bool {
         self.remote.contains_key(&them)
+    }
+
+    /// Part of a deployment of several servers (the other servers read our rows).
+    pub(super) fn in_deployment(&self) -> bool {
+        self.forward.me.is_some()
     }
 
     /// Sends `msg` to owner `id`: over its session here, or through its home server.
@@ -136,7 +141,7 @@ impl Index {
 
     fn deliver_here(&mut self, now: Instant, owner: &str, from: &str, msg: &[u8]) {
         let id = self.by_name.get(owner).copied();
-        let id = id.filter(|&i| self.owners[i].online && !self.remote.contains_key(&i));
+        let id = id.filter(|&i| self.is_local_session(i));
         let (Some(id), Ok(msg)) = (id, Message::decode(msg)) else {
             self.stats.forwards_dropped += 1;
             return;

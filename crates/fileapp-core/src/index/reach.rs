@@ -160,8 +160,10 @@ impl Index {
         o.reach_ver = v;
         self.set_latest(id, v);
         self.schedule_push_now(now);
-        // The other servers of a deployment show it too (a lone server's store drops it).
-        self.ops.push(crate::store::StoreOp::Owner(self.row(id)));
+        // The other servers of a deployment show it too; a lone server keeps none.
+        if self.in_deployment() {
+            self.ops.push(crate::store::StoreOp::Owner(self.row(id)));
+        }
     }
 
     /// After a registration of `id` with session `token`: its reach is unknown again,

@@ -152,7 +152,7 @@ impl Index {
         self.remote.get(self.by_name.get(name)?).map(|h| &**h)
     }
 
-    fn is_local_session(&self, id: OwnerId) -> bool {
+    pub(super) fn is_local_session(&self, id: OwnerId) -> bool {
         self.owners[id].online && !self.remote.contains_key(&id)
     }
 
@@ -252,7 +252,8 @@ impl Index {
             .collect();
         let resigned = o.record != rec.record;
         let reach = o.reach != row.reach;
-        if !header && !removed && changed.is_empty() && !resigned && !reach {
+        let record = header || removed || !changed.is_empty() || resigned;
+        if !record && !reach {
             return;
         }
         let v = self.bump();
@@ -279,11 +280,14 @@ impl Index {
             };
             (name.as_str(), st)
         }));
-        // The owner's signature as its home server holds it (clients check it).
-        o.advertised = rec.record.as_ref().is_some_and(|r| r.advertise.is_some());
-        o.seq = o.seq.max(rec.record.as_ref().map_or(0, |r| r.seq));
-        o.record = rec.record;
-        o.rec_ver = v;
+        // The owner's signature as its home server holds it (clients check it); a
+        // change of reach alone leaves the record as clients have it.
+        if record {
+            o.advertised = rec.record.as_ref().is_some_and(|r| r.advertise.is_some());
+            o.seq = o.seq.max(rec.record.as_ref().map_or(0, |r| r.seq));
+            o.record = rec.record;
+            o.rec_ver = v;
+        }
         if reach {
             o.reach = row.reach;
             o.reach_ver = v;

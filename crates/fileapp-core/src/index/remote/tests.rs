@@ -82,15 +82,8 @@ fn offer(ix: &mut Index, now: Instant, src: SocketAddr, token: u128, file: &str)
 fn replicate(from: &mut Index, store: &mut MemoryStore, to: &mut Index, now: Instant, home: &str) {
     let ops = from.take_store_ops();
     store.commit(&ops).unwrap();
-    let touched: std::collections::BTreeSet<String> = ops
-        .iter()
-        .map(|op| match op {
-            StoreOp::Owner(r) => r.name.clone(),
-            StoreOp::Files { owner, .. }
-            | StoreOp::ClearFiles { owner }
-            | StoreOp::Record { owner, .. } => owner.clone(),
-        })
-        .collect();
+    let touched: std::collections::BTreeSet<String> =
+        ops.iter().map(|op| op.owner().to_string()).collect();
     for rec in store.load().unwrap() {
         if touched.contains(&rec.row.name) {
             to.apply_remote(now, rec, home);
@@ -564,6 +557,7 @@ fn what_the_home_server_judged_of_an_owners_reach_is_shown_by_every_server() {
         Index::new(cfg(), vec![], t0, [1; 32]),
         Index::new(cfg(), vec![], t0, [2; 32]),
     );
+    b.set_server_id("B");
     let mut db = MemoryStore::default();
     register(&mut b, t0, addr(2), "O");
     replicate(&mut b, &mut db, &mut a, t0, "B");
@@ -584,6 +578,11 @@ fn what_the_home_server_judged_of_an_owners_reach_is_shown_by_every_server() {
             Item::Reach { owner, tcp: Some(false), .. } if owner == "O"
         )),
         "{:?}",
+        a.delta(v)
+    );
+    assert!(
+        !a.delta(v).iter().any(|i| matches!(i, Item::Record { .. })),
+        "a change of reach alone does not send the record again: {:?}",
         a.delta(v)
     );
     // The same row again changes nothing.
