@@ -111,7 +111,6 @@ pub struct Shared {
 #[derive(Debug)]
 struct Start {
     url: String,
-    me: String,
     cursor: u64,
     handle: tokio::runtime::Handle,
     tx: mpsc::UnboundedSender<Remote>,
@@ -153,7 +152,6 @@ impl Shared {
             outbox,
             start: Some(Start {
                 url,
-                me: pg.server_id().to_string(),
                 cursor,
                 handle: pg.runtime().clone(),
                 tx,
@@ -171,11 +169,11 @@ impl Shared {
     /// Starts following, as server `addr` (shown to the others).
     pub fn follow(&mut self, cfg: FollowConfig, addr: String) {
         if let Some(s) = self.start.take() {
-            let state = self.state.clone();
+            let (state, me) = (self.state.clone(), self.me.clone());
             s.handle.spawn(async move {
                 let mut f = Follower {
                     url: s.url,
-                    me: s.me,
+                    me,
                     addr,
                     cfg,
                     cursor: LogCursor::new(s.cursor, cfg.gap_timeout),

@@ -80,6 +80,18 @@ pub enum StoreOp {
     },
 }
 
+impl StoreOp {
+    /// The owner whose rows the operation changes.
+    pub fn owner(&self) -> &str {
+        match self {
+            StoreOp::Owner(r) => &r.name,
+            StoreOp::Files { owner, .. }
+            | StoreOp::ClearFiles { owner }
+            | StoreOp::Record { owner, .. } => owner,
+        }
+    }
+}
+
 /// Typed store failure; the server treats any of them as fatal for the batch.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

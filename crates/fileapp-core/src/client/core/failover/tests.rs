@@ -12,7 +12,7 @@ use crate::identity::Identity;
 use crate::index::{self, Index};
 use crate::proto::{FileEntry, Message, Reject};
 use crate::reliable::RetryPolicy;
-use crate::store::{MemoryStore, Store, StoreOp};
+use crate::store::{MemoryStore, Store};
 
 const MS: Duration = Duration::from_millis(1);
 const HEARTBEAT: Duration = Duration::from_millis(1000);
@@ -128,15 +128,8 @@ impl Cluster {
                 continue;
             }
             self.store.commit(&ops).unwrap();
-            let touched: std::collections::BTreeSet<String> = ops
-                .iter()
-                .map(|op| match op {
-                    StoreOp::Owner(r) => r.name.clone(),
-                    StoreOp::Files { owner, .. }
-                    | StoreOp::ClearFiles { owner }
-                    | StoreOp::Record { owner, .. } => owner.clone(),
-                })
-                .collect();
+            let touched: std::collections::BTreeSet<String> =
+                ops.iter().map(|op| op.owner().to_string()).collect();
             let home = format!("S{s}");
             for rec in self.store.load().unwrap() {
                 if touched.contains(&rec.row.name) {
